@@ -1,0 +1,376 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "dataset.h"
+#include "fsutil.h"
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+	if (!err || !err_len)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, err_len, fmt, ap);
+	va_end(ap);
+}
+
+/* The index must describe exactly the shard the manifest names. */
+static int check_index(const struct qmf *m, const struct qmf_shard *s, const struct qix *ix)
+{
+	if (ix->records != s->records || ix->first_record != s->first_record ||
+	    ix->nframes != s->frames || ix->raw_bytes != s->raw_bytes ||
+	    ix->shard_bytes != s->compressed_bytes)
+		return -QUAI_EFORMAT;
+	if (m->kind == QUAI_RECORDS_FIXED ? ix->fixed_size != m->fixed_size
+					  : !(ix->flags & QIX_F_RECORD_TABLE))
+		return -QUAI_EFORMAT;
+	if (!!(ix->flags & QIX_F_NAMES) != (m->kind == QUAI_RECORDS_FILES))
+		return -QUAI_EFORMAT;
+	return 0;
+}
+
+int qds_load_index(int dirfd, const struct qmf *m, uint32_t i, uint8_t **ret_buf,
+		   struct qix *ret_ix, char *err, size_t err_len)
+{
+	const struct qmf_shard *s = &m->shards[i];
+	uint8_t *buf;
+	size_t len;
+	int r = qfs_read_file(dirfd, s->index, s->index_bytes, &buf, &len);
+	if (r == -EFBIG || (r == 0 && len != s->index_bytes)) {
+		if (r == 0)
+			free(buf);
+		set_err(err, err_len, "%s: size differs from the manifest's %" PRIu64 " bytes",
+			s->index, s->index_bytes);
+		return -QUAI_ECORRUPT;
+	}
+	if (r < 0) {
+		set_err(err, err_len, "%s: %s", s->index, quai_strerror(r));
+		return r;
+	}
+	if (XXH3_64bits(buf, len) != s->index_xxh3) {
+		free(buf);
+		set_err(err, err_len, "%s: checksum mismatch", s->index);
+		return -QUAI_ECORRUPT;
+	}
+	r = qix_parse(buf, len, ret_ix);
+	if (r < 0) {
+		free(buf);
+		set_err(err, err_len, "%s: %s", s->index, quai_strerror(r));
+		return r;
+	}
+	r = check_index(m, s, ret_ix);
+	if (r < 0) {
+		qix_release(ret_ix);
+		free(buf);
+		set_err(err, err_len, "%s: disagrees with the manifest", s->index);
+		return r;
+	}
+	*ret_buf = buf;
+	return 0;
+}
+
+static int load_index(struct quai_dataset *ds, uint32_t i, char *err, size_t err_len)
+{
+	int r = qds_load_index(ds->dirfd, &ds->m, i, &ds->ixbuf[i], &ds->ix[i], err, err_len);
+	if (r < 0)
+		return r;
+	for (uint32_t f = 0; f < ds->ix[i].nframes; f++) {
+		const struct qix_frame *fr = &ds->ix[i].frames[f];
+		if (fr->r_size > ds->max_frame_rsize)
+			ds->max_frame_rsize = fr->r_size;
+		if (fr->c_size > ds->max_frame_csize)
+			ds->max_frame_csize = fr->c_size;
+	}
+	return 0;
+}
+
+int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err, size_t err_len)
+{
+	uint8_t *text = NULL;
+	size_t len;
+	int r;
+
+	set_err(err, err_len, "%s", "");
+	if (!path || !ret_ds)
+		return -EINVAL;
+	struct quai_dataset *ds = calloc(1, sizeof(*ds));
+	if (!ds)
+		return -ENOMEM;
+	ds->path = strdup(path);
+	ds->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (!ds->path || ds->dirfd < 0) {
+		r = ds->path ? -errno : -ENOMEM;
+		set_err(err, err_len, "%s", quai_strerror(r));
+		if (r == -ENOTDIR) {
+			set_err(err, err_len, "not a dataset directory");
+			r = -QUAI_EFORMAT;
+		}
+		goto fail;
+	}
+	r = qfs_read_file(ds->dirfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
+	if (r < 0) {
+		set_err(err, err_len, "manifest.json: %s%s", quai_strerror(r),
+			r == -ENOENT ? " (not a quai dataset, or an unfinished one)" : "");
+		if (r == -EFBIG)
+			r = -QUAI_EFORMAT;
+		goto fail;
+	}
+	char perr[200];
+	r = qmf_parse((const char *)text, len, &ds->m, perr, sizeof(perr));
+	free(text);
+	if (r < 0) {
+		set_err(err, err_len, "manifest.json: %s", perr[0] ? perr : quai_strerror(r));
+		goto fail;
+	}
+	ds->ix = calloc(ds->m.nshards, sizeof(*ds->ix));
+	ds->ixbuf = calloc(ds->m.nshards, sizeof(*ds->ixbuf));
+	if (!ds->ix || !ds->ixbuf) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < ds->m.nshards; i++) {
+		r = load_index(ds, i, err, err_len);
+		if (r < 0)
+			goto fail;
+	}
+	*ret_ds = ds;
+	return 0;
+fail:
+	quai_dataset_close(ds);
+	return r;
+}
+
+void quai_dataset_close(quai_dataset *ds)
+{
+	if (!ds)
+		return;
+	for (uint32_t i = 0; ds->ix && i < ds->m.nshards; i++)
+		qix_release(&ds->ix[i]);
+	for (uint32_t i = 0; ds->ixbuf && i < ds->m.nshards; i++)
+		free(ds->ixbuf[i]);
+	free(ds->ix);
+	free(ds->ixbuf);
+	qmf_release(&ds->m);
+	if (ds->dirfd >= 0)
+		close(ds->dirfd);
+	free(ds->path);
+	free(ds);
+}
+
+int quai_dataset_info(const quai_dataset *ds, struct quai_dataset_info *info)
+{
+	if (!ds || !info || info->size < sizeof(size_t))
+		return -EINVAL;
+	struct quai_dataset_info i = {
+		.size = info->size,
+		.format_version = ds->m.format_version,
+		.name = ds->m.name,
+		.kind = ds->m.kind,
+		.fixed_size = ds->m.fixed_size,
+		.classification = ds->m.classification,
+		.zone = ds->m.zone,
+		.records = ds->m.records,
+		.raw_bytes = ds->m.raw_bytes,
+		.compressed_bytes = ds->m.compressed_bytes,
+		.shards = ds->m.nshards,
+		.frames = ds->m.frames,
+		.level = ds->m.level,
+		.frame_size = ds->m.frame_size,
+		.shard_size = ds->m.shard_size,
+		.created = ds->m.created,
+	};
+	static __thread char hex[17];
+	snprintf(hex, sizeof(hex), "%016" PRIx64, ds->m.checksum);
+	i.manifest_checksum = hex;
+	size_t n = info->size < sizeof(i) ? info->size : sizeof(i);
+	memcpy(info, &i, n);
+	return 0;
+}
+
+int quai_dataset_shard(const quai_dataset *ds, uint32_t shard, struct quai_shard_info *info)
+{
+	if (!ds || !info || info->size < sizeof(size_t) || shard >= ds->m.nshards)
+		return -EINVAL;
+	const struct qmf_shard *s = &ds->m.shards[shard];
+	struct quai_shard_info i = {
+		.size = info->size,
+		.file = s->file,
+		.index_file = s->index,
+		.first_record = s->first_record,
+		.records = s->records,
+		.raw_bytes = s->raw_bytes,
+		.compressed_bytes = s->compressed_bytes,
+		.index_bytes = s->index_bytes,
+		.frames = s->frames,
+		.checksum = s->xxh3,
+		.index_checksum = s->index_xxh3,
+	};
+	size_t n = info->size < sizeof(i) ? info->size : sizeof(i);
+	memcpy(info, &i, n);
+	return 0;
+}
+
+uint32_t qds_shard_of(const struct quai_dataset *ds, uint64_t rec)
+{
+	uint32_t lo = 0, hi = ds->m.nshards;
+	while (hi - lo > 1) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (ds->m.shards[mid].first_record <= rec)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+int quai_dataset_locate(const quai_dataset *ds, uint64_t record, struct quai_record_loc *ret_loc)
+{
+	if (!ds || record >= ds->m.records)
+		return -ERANGE;
+	uint32_t s = qds_shard_of(ds, record);
+	const struct qix *ix = &ds->ix[s];
+	uint32_t frame, off, len;
+	qix_locate(ix, record - ix->first_record, &frame, &off, &len);
+	const struct qix_frame *f = &ix->frames[frame];
+	*ret_loc = (struct quai_record_loc){
+		.shard = s,
+		.frame = frame,
+		.frame_offset = f->c_offset,
+		.frame_csize = f->c_size,
+		.frame_rsize = f->r_size,
+		.offset = off,
+		.length = len,
+	};
+	return 0;
+}
+
+int quai_dataset_record_name(const quai_dataset *ds, uint64_t record, const char **ret_name,
+			     size_t *ret_len)
+{
+	if (!ds || record >= ds->m.records)
+		return -ERANGE;
+	uint32_t s = qds_shard_of(ds, record);
+	size_t len;
+	const char *n = qix_name(&ds->ix[s], record - ds->ix[s].first_record, &len);
+	if (!n)
+		return -ENOENT;
+	*ret_name = n;
+	*ret_len = len;
+	return 0;
+}
+
+int qds_open_shard(const struct quai_dataset *ds, uint32_t shard, int flags)
+{
+	int fd = openat(ds->dirfd, ds->m.shards[shard].file, O_RDONLY | O_CLOEXEC | flags);
+	return fd < 0 ? -errno : fd;
+}
+
+int qds_decode_frame(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src, void *dst)
+{
+	/* The compressed bytes are what was written; then the frame must be
+	 * exactly one zstd frame of exactly c_size bytes that decodes to
+	 * exactly r_size bytes of the recorded hash. */
+	if (XXH3_64bits(src, f->c_size) != f->c_xxh3)
+		return -QUAI_ECORRUPT;
+	size_t fsz = ZSTD_findFrameCompressedSize(src, f->c_size);
+	if (ZSTD_isError(fsz) || fsz != f->c_size)
+		return -QUAI_ECORRUPT;
+	size_t n = ZSTD_decompressDCtx(dctx, dst, f->r_size, src, f->c_size);
+	if (ZSTD_isError(n) || n != f->r_size)
+		return -QUAI_ECORRUPT;
+	if (XXH64(dst, n, 0) != f->xxh64)
+		return -QUAI_ECORRUPT;
+	return 0;
+}
+
+/* ---- readers ---------------------------------------------------------- */
+
+struct quai_reader {
+	struct quai_dataset *ds;
+	ZSTD_DCtx *dctx;
+	uint8_t *cbuf, *rbuf;
+	int fd;
+	uint32_t fd_shard;
+	int64_t cur_shard;   /* the frame held in rbuf, or -1 */
+	uint32_t cur_frame;
+};
+
+int quai_reader_new(quai_dataset *ds, quai_reader **ret_reader)
+{
+	if (!ds || !ret_reader)
+		return -EINVAL;
+	struct quai_reader *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->ds = ds;
+	r->fd = -1;
+	r->cur_shard = -1;
+	r->dctx = ZSTD_createDCtx();
+	/* One byte more than needed so that empty frames still allocate. */
+	r->cbuf = malloc((size_t)ds->max_frame_csize + 1);
+	r->rbuf = malloc((size_t)ds->max_frame_rsize + 1);
+	if (!r->dctx || !r->cbuf || !r->rbuf) {
+		quai_reader_free(r);
+		return -ENOMEM;
+	}
+	*ret_reader = r;
+	return 0;
+}
+
+void quai_reader_free(quai_reader *r)
+{
+	if (!r)
+		return;
+	ZSTD_freeDCtx(r->dctx);
+	free(r->cbuf);
+	free(r->rbuf);
+	if (r->fd >= 0)
+		close(r->fd);
+	free(r);
+}
+
+int quai_reader_record(quai_reader *r, uint64_t record, const void **ret_data, size_t *ret_len)
+{
+	struct quai_record_loc loc;
+	if (!r)
+		return -EINVAL;
+	int e = quai_dataset_locate(r->ds, record, &loc);
+	if (e < 0)
+		return e;
+	if (r->cur_shard != loc.shard || r->cur_frame != loc.frame) {
+		const struct qix_frame *f = &r->ds->ix[loc.shard].frames[loc.frame];
+		r->cur_shard = -1;
+		if (r->fd < 0 || r->fd_shard != loc.shard) {
+			if (r->fd >= 0)
+				close(r->fd);
+			r->fd = qds_open_shard(r->ds, loc.shard, 0);
+			if (r->fd < 0)
+				return r->fd;
+			r->fd_shard = loc.shard;
+		}
+		ssize_t n = qfs_pread_full(r->fd, r->cbuf, f->c_size, f->c_offset);
+		if (n < 0)
+			return (int)n;
+		if ((size_t)n != f->c_size)
+			return -QUAI_ECORRUPT; /* the shard is shorter than its index says */
+		e = qds_decode_frame(r->dctx, f, r->cbuf, r->rbuf);
+		if (e < 0)
+			return e;
+		r->cur_shard = loc.shard;
+		r->cur_frame = loc.frame;
+	}
+	*ret_data = r->rbuf + loc.offset;
+	*ret_len = loc.length;
+	return 0;
+}

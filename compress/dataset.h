@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The open dataset, as the rest of the library sees it: the manifest, every
+ * shard's parsed index, and frame-level access for the readers, verify and
+ * the staging engine.
+ */
+#ifndef QUAI_COMPRESS_DATASET_H
+#define QUAI_COMPRESS_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <zstd.h>
+
+#include "manifest.h"
+#include "quai/quai.h"
+#include "shardindex.h"
+
+struct quai_dataset {
+	char *path;
+	int dirfd;
+	struct qmf m;
+	struct qix *ix;      /* one per shard */
+	uint8_t **ixbuf;     /* the index files, which ix points into */
+	uint32_t max_frame_rsize;
+	uint32_t max_frame_csize;
+};
+
+/* Finds the shard holding global record `rec` (< records). */
+uint32_t qds_shard_of(const struct quai_dataset *ds, uint64_t rec);
+
+/* Reads, checks (checksum, format, agreement with the manifest) and parses
+ * the index of shard i. On success *ret_buf holds the file (freed by the
+ * caller after qix_release()). On failure err names the file and fault. */
+int qds_load_index(int dirfd, const struct qmf *m, uint32_t i, uint8_t **ret_buf,
+		   struct qix *ret_ix, char *err, size_t err_len);
+
+/* Opens a shard file of the dataset read-only. Returns an fd or -errno. */
+int qds_open_shard(const struct quai_dataset *ds, uint32_t shard, int flags);
+
+/* Decodes one frame whose compressed bytes are in `src` (f->c_size bytes)
+ * into dst (at least f->r_size bytes), and checks the decoded size and the
+ * frame's XXH64. Returns 0, or -QUAI_ECORRUPT when the bytes do not decode
+ * to exactly what the index promises. */
+int qds_decode_frame(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src, void *dst);
+
+#endif

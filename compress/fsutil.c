@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+
+int qfs_write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+ssize_t qfs_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(fd, p + done, len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+ssize_t qfs_read_full(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = read(fd, p + done, len - done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+int qfs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf, size_t *ret_len)
+{
+	struct stat st;
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	}
+	if ((uint64_t)st.st_size > max) {
+		close(fd);
+		return -EFBIG;
+	}
+	size_t len = (size_t)st.st_size;
+	uint8_t *buf = malloc(len + 1);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	/* Read one byte more than expected to notice a file that grew. */
+	ssize_t n = qfs_pread_full(fd, buf, len, 0);
+	close(fd);
+	if (n < 0) {
+		free(buf);
+		return (int)n;
+	}
+	buf[n] = '\0';
+	*ret_buf = buf;
+	*ret_len = (size_t)n;
+	return 0;
+}
+
+int qfs_write_file(int dirfd, const char *name, const void *buf, size_t len)
+{
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	int r = qfs_write_all(fd, buf, len);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	return r;
+}
+
+int qfs_partial_path(const char *dest, char *buf, size_t len)
+{
+	size_t dl = strlen(dest);
+	while (dl > 1 && dest[dl - 1] == '/')
+		dl--;
+	size_t base = dl;
+	while (base > 0 && dest[base - 1] != '/')
+		base--;
+	if (base == dl)
+		return -EINVAL;
+	const char *b = dest + base;
+	int blen = (int)(dl - base);
+	if ((blen == 1 && b[0] == '.') || (blen == 2 && b[0] == '.' && b[1] == '.'))
+		return -EINVAL;
+	int n = snprintf(buf, len, "%.*s.%.*s" QFS_PARTIAL_SUFFIX, (int)base, dest, blen, b);
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int qfs_remove_partial(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return unlink(path) < 0 ? -errno : 0;
+	DIR *d = opendir(path);
+	if (!d)
+		return -errno;
+	int r = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
+			/* unpack writes nested directories: remove them too. */
+			if (errno == EISDIR) {
+				char sub[4096];
+				if (snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name) >=
+				    (int)sizeof(sub)) {
+					r = -ENAMETOOLONG;
+					continue;
+				}
+				int rr = qfs_remove_partial(sub);
+				if (rr < 0 && r == 0)
+					r = rr;
+			} else if (r == 0) {
+				r = -errno;
+			}
+		}
+	}
+	closedir(d);
+	if (rmdir(path) < 0 && r == 0)
+		r = -errno;
+	return r;
+}
+
+int qfs_fsync_parent(const char *path)
+{
+	char dir[4096];
+	size_t l = strlen(path);
+	while (l > 1 && path[l - 1] == '/')
+		l--;
+	while (l > 0 && path[l - 1] != '/')
+		l--;
+	if (l == 0) {
+		strcpy(dir, ".");
+	} else {
+		if (l >= sizeof(dir))
+			return -ENAMETOOLONG;
+		memcpy(dir, path, l);
+		dir[l] = '\0';
+	}
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+int qfs_publish(const char *from, const char *to)
+{
+	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) < 0) {
+		if (errno != EINVAL && errno != ENOSYS)
+			return -errno;
+		/* A file system without RENAME_NOREPLACE: check, then rename.
+		 * The window is small and only between two writers of the
+		 * same destination. */
+		if (qfs_exists(to))
+			return -EEXIST;
+		if (rename(from, to) < 0)
+			return -errno;
+	}
+	return qfs_fsync_parent(to);
+}
+
+int qfs_exists(const char *path)
+{
+	struct stat st;
+	return lstat(path, &st) == 0;
+}
+
+void qfs_err(char *err, size_t err_len, const char *path, const char *fmt, ...)
+{
+	if (!err || !err_len)
+		return;
+	int n = snprintf(err, err_len, "'%s': ", path);
+	if (n < 0 || (size_t)n >= err_len)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err + n, err_len - (size_t)n, fmt, ap);
+	va_end(ap);
+}

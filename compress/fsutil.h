@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * File helpers for crash-safe writing: whole reads and writes that retry
+ * on EINTR and short transfers, the hidden "partial" sibling every writer
+ * works in, and publishing it with fsync and a no-replace rename.
+ */
+#ifndef QUAI_COMPRESS_FSUTIL_H
+#define QUAI_COMPRESS_FSUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define QFS_PARTIAL_SUFFIX ".quai-partial"
+
+/* Writes all of buf. Returns 0 or -errno. */
+int qfs_write_all(int fd, const void *buf, size_t len);
+
+/* Reads up to len bytes at off, retrying short reads until EOF. Returns
+ * the number of bytes read (less than len only at end of file) or -errno. */
+ssize_t qfs_pread_full(int fd, void *buf, size_t len, uint64_t off);
+
+/* Reads up to len bytes from fd's current position, like qfs_pread_full. */
+ssize_t qfs_read_full(int fd, void *buf, size_t len);
+
+/* Reads the whole regular file `name` (relative to dirfd) into a new
+ * buffer (NUL-terminated for convenience). Fails with -EFBIG when it is
+ * larger than max. Returns 0 or -errno. */
+int qfs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf, size_t *ret_len);
+
+/* Writes `len` bytes as file `name` in dirfd (created exclusively), then
+ * fsyncs it. Returns 0 or -errno. */
+int qfs_write_file(int dirfd, const char *name, const void *buf, size_t len);
+
+/* The hidden sibling of `dest` used while writing it:
+ * "<dir>/.<base>.quai-partial". Returns 0, -ENAMETOOLONG, or -EINVAL when
+ * dest has no last component. */
+int qfs_partial_path(const char *dest, char *buf, size_t len);
+
+/* Removes `path` and, if it is a directory, what is inside it (one level
+ * of regular files: the only thing quai writes there). Missing is fine.
+ * Returns 0 or -errno. */
+int qfs_remove_partial(const char *path);
+
+/* fsyncs the directory holding `path` (its parent). Returns 0 or -errno. */
+int qfs_fsync_parent(const char *path);
+
+/* Renames `from` to `to`, failing with -EEXIST when `to` exists (also for
+ * directories), then fsyncs the parent. Returns 0 or -errno. */
+int qfs_publish(const char *from, const char *to);
+
+/* 1 when something exists at path (no symlink following), else 0. */
+int qfs_exists(const char *path);
+
+/* Sets err (if not NULL) to "'path': message". */
+void qfs_err(char *err, size_t err_len, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+#endif

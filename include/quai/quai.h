@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * quai — stage training datasets from parallel storage into pinned memory.
+ *
+ * This is the only installed header. Conventions, as in liburing and systemd:
+ *   - every function returning int returns >= 0 on success (zero or a count)
+ *     and a negative error code on failure: -errno, or -QUAI_E* for errors
+ *     that are quai's own; quai_strerror() names them all;
+ *   - output parameters (ret_*) are written only on success;
+ *   - destructors accept NULL;
+ *   - option structs begin with their own size, so they can grow: set
+ *     `.size = sizeof(struct ...)` and zero what you do not use.
+ *
+ * Thread-safety: unless a declaration says otherwise, an object may be used
+ * by one thread at a time; distinct objects are independent.
+ */
+#ifndef QUAI_QUAI_H
+#define QUAI_QUAI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(QUAI_BUILDING_LIBRARY)
+#define QUAI_API __attribute__((visibility("default")))
+#else
+#define QUAI_API
+#endif
+
+#define QUAI_VERSION_MAJOR 0
+#define QUAI_VERSION_MINOR 1
+#define QUAI_VERSION_PATCH 0
+
+/* The version of the library actually linked, as "MAJOR.MINOR.PATCH". */
+QUAI_API const char *quai_version(void);
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------ */
+
+/* quai's own error codes live above the errno range; functions return them
+ * negated, like -errno. */
+enum quai_error {
+	QUAI_EBASE = 4096,
+	QUAI_ECORRUPT,  /* stored bytes fail their checksum or do not decode */
+	QUAI_EFORMAT,   /* a file is not in the format, or violates a limit of it */
+	QUAI_EVERSION,  /* a format or protocol version this build does not know */
+	QUAI_EPOLICY,   /* refused by the site's data policy */
+	QUAI_EINPUT,    /* the input to pack does not fit the chosen record kind */
+	QUAI_EEXISTS,   /* the destination already exists; quai never overwrites */
+	QUAI_ECOMPRESS, /* the zstd library failed (out of memory, bad level) */
+	QUAI_EEND,      /* not an error: the end of a sequence was reached */
+	QUAI_ELAST,
+};
+
+/* A static, human-readable message for a code returned by any quai function
+ * (negative or positive, errno or quai's own). Never NULL. Thread-safe. */
+QUAI_API const char *quai_strerror(int err);
+
+/* ------------------------------------------------------------------------
+ * Datasets: the on-disk format (docs/FORMAT.md)
+ * ------------------------------------------------------------------------ */
+
+enum quai_record_kind {
+	QUAI_RECORDS_FILES = 1, /* one file per record; relative names kept */
+	QUAI_RECORDS_LINES = 2, /* one line per record, '\n' included */
+	QUAI_RECORDS_FIXED = 3, /* records of a fixed number of bytes */
+};
+
+enum quai_class {
+	QUAI_CLASS_PUBLIC = 0,
+	QUAI_CLASS_INTERNAL = 1,
+	QUAI_CLASS_SENSITIVE = 2,
+};
+
+/* "files", "lines", "fixed"; "public", "internal", "sensitive". NULL when
+ * the value is out of range. */
+QUAI_API const char *quai_record_kind_name(int kind);
+QUAI_API const char *quai_class_name(int cls);
+/* Parses a classification name; returns the enum value or -EINVAL. */
+QUAI_API int quai_class_parse(const char *name);
+
+/* Residency zone labels: 1..63 bytes of [A-Za-z0-9._-]. */
+#define QUAI_ZONE_MAX 63
+/* Returns 0 when `zone` is a valid label, -EINVAL otherwise. */
+QUAI_API int quai_zone_check(const char *zone);
+
+/* The host's default residency zone: the `zone` key of the host
+ * configuration file ($QUAI_CONF, else /etc/quai/quai.conf), or "none" when
+ * the file or the key is absent. Writes a NUL-terminated label to buf.
+ * Returns 0; -QUAI_EFORMAT when the file exists but is malformed or the zone
+ * is not a valid label (err_msg, if given, then names the file, line and
+ * fault); -EACCES or another errno when it cannot be read; -ERANGE when
+ * len is too small. */
+QUAI_API int quai_host_zone(char *buf, size_t len, char *err_msg, size_t err_msg_len);
+
+/* Format limits, enforced by the writer and checked by every reader. */
+#define QUAI_FRAME_SIZE_MIN (4u << 10)     /* 4 KiB */
+#define QUAI_FRAME_SIZE_MAX (256u << 20)   /* 256 MiB */
+#define QUAI_RECORD_SIZE_MAX (1u << 30)    /* 1 GiB: one record, one frame */
+#define QUAI_SHARD_SIZE_MIN (4u << 10)     /* 4 KiB */
+#define QUAI_NAME_MAX 255                  /* dataset name, bytes */
+#define QUAI_RECORD_NAME_MAX 4095          /* relative name of a files record */
+
+/* ------------------------------------------------------------------------
+ * Packing
+ * ------------------------------------------------------------------------ */
+
+struct quai_pack_progress {
+	uint64_t bytes_in;      /* raw bytes consumed so far */
+	uint64_t bytes_total;   /* raw bytes expected, 0 when unknown (stdin) */
+	uint64_t bytes_out;     /* compressed bytes written so far */
+	uint64_t records;       /* records packed so far */
+	uint32_t shards;        /* shards completed so far */
+};
+
+/* Called from the packing thread at most every 100 ms and once at the end.
+ * Return 0 to go on; a non-zero value cancels the pack, which then returns
+ * -ECANCELED and leaves nothing behind. */
+typedef int (*quai_pack_progress_fn)(const struct quai_pack_progress *p, void *arg);
+
+struct quai_pack_opts {
+	size_t size;            /* sizeof(struct quai_pack_opts) */
+	int kind;               /* enum quai_record_kind; 0 means files */
+	uint32_t fixed_size;    /* record size for QUAI_RECORDS_FIXED */
+	int level;              /* zstd level; 0 means 3 */
+	uint32_t frame_size;    /* target raw bytes per frame; 0 means 2 MiB */
+	uint64_t shard_size;    /* target compressed bytes per shard; 0: 1 GiB */
+	unsigned threads;       /* compression threads; 0 means online cores */
+	int classification;     /* enum quai_class; default internal */
+	int classification_set; /* non-zero when classification is meaningful */
+	const char *zone;       /* residency zone; NULL: "none" */
+	const char *name;       /* dataset name; NULL: DEST's last component */
+	const char *created;    /* RFC 3339 UTC creation time; NULL: now, or
+				   $SOURCE_DATE_EPOCH when set */
+	quai_pack_progress_fn progress;
+	void *progress_arg;
+};
+
+struct quai_pack_result {
+	uint64_t records;
+	uint64_t raw_bytes;
+	uint64_t compressed_bytes; /* shard files only */
+	uint32_t shards;
+	uint64_t frames;
+};
+
+/* Packs the sources into a new dataset directory `dest`.
+ *
+ * srcs: for files, directories (walked recursively, regular files only) or
+ * single files; for lines and fixed, files, or "-" for standard input.
+ * The dataset appears at `dest` whole or not at all: everything is written
+ * under a temporary name beside it, fsynced and renamed into place. A
+ * temporary left by an interrupted pack of the same `dest` is removed first.
+ * Output is byte-identical for the same input and options, whatever
+ * `threads` is.
+ *
+ * err, when not NULL, receives on failure a one-line message naming what
+ * failed and where (e.g. "'in.bin': 1000 bytes is not a multiple of the
+ * record size 512"), NUL-terminated and truncated to err_len; without a
+ * known detail it holds quai_strerror() of the code.
+ *
+ * Returns 0, or: -QUAI_EEXISTS (dest exists), -ENOENT/-EACCES/... (a source),
+ * -QUAI_EINPUT (empty input, fixed input not a multiple of the record size,
+ * a record over QUAI_RECORD_SIZE_MAX, duplicate record names, a name that
+ * does not fit), -EINVAL (options), -ENOSPC and other write errors,
+ * -ECANCELED (the progress callback cancelled).
+ */
+QUAI_API int quai_pack(const char *const *srcs, size_t nsrcs, const char *dest,
+		       const struct quai_pack_opts *opts, struct quai_pack_result *ret_result,
+		       char *err, size_t err_len);
+
+/* ------------------------------------------------------------------------
+ * Reading a dataset
+ * ------------------------------------------------------------------------ */
+
+typedef struct quai_dataset quai_dataset;
+
+struct quai_dataset_info {
+	size_t size;            /* the caller sets sizeof(struct quai_dataset_info) */
+	uint32_t format_version;
+	const char *name;       /* valid while the dataset is open */
+	int kind;               /* enum quai_record_kind */
+	uint32_t fixed_size;    /* for QUAI_RECORDS_FIXED, else 0 */
+	int classification;     /* enum quai_class */
+	const char *zone;
+	uint64_t records;
+	uint64_t raw_bytes;
+	uint64_t compressed_bytes;
+	uint32_t shards;
+	uint64_t frames;
+	int level;              /* creation parameters */
+	uint32_t frame_size;
+	uint64_t shard_size;
+	const char *created;    /* RFC 3339 UTC, or "" */
+	const char *manifest_checksum; /* 16 hex digits */
+};
+
+struct quai_shard_info {
+	size_t size;            /* sizeof(struct quai_shard_info) */
+	const char *file;       /* file name inside the dataset directory */
+	const char *index_file;
+	uint64_t first_record;
+	uint64_t records;
+	uint64_t raw_bytes;
+	uint64_t compressed_bytes;
+	uint64_t index_bytes;
+	uint32_t frames;
+	uint64_t checksum;      /* XXH3-64 of the shard file */
+	uint64_t index_checksum;
+};
+
+/* Opens the dataset directory `path`: reads and checks the manifest (its
+ * checksum, every size and count against the format's limits) and every
+ * shard's record index (its checksum, its agreement with the manifest).
+ * Shard data is not read until records are. Returns 0, -ENOENT, -EACCES,
+ * -QUAI_EFORMAT (not a dataset or inconsistent), -QUAI_ECORRUPT (a checksum
+ * fails), -QUAI_EVERSION (a newer format), -ENOMEM. err as in quai_pack()
+ * (e.g. "manifest.json: shards[3]: \"records\" is missing").
+ * A quai_dataset is immutable once open and may be shared between threads;
+ * readers (below) are per thread. */
+QUAI_API int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err,
+			       size_t err_len);
+QUAI_API void quai_dataset_close(quai_dataset *ds);
+
+/* Fills `info` (info->size must be set). The strings stay valid until
+ * quai_dataset_close(). Returns 0 or -EINVAL. */
+QUAI_API int quai_dataset_info(const quai_dataset *ds, struct quai_dataset_info *info);
+
+/* Fills `info` for shard `shard` (0-based). Returns 0 or -EINVAL. */
+QUAI_API int quai_dataset_shard(const quai_dataset *ds, uint32_t shard,
+				struct quai_shard_info *info);
+
+/* Where record `record` lives. */
+struct quai_record_loc {
+	uint32_t shard;
+	uint32_t frame;         /* frame number inside the shard */
+	uint64_t frame_offset;  /* byte offset of the frame in the shard file */
+	uint32_t frame_csize;   /* compressed size of the frame */
+	uint32_t frame_rsize;   /* raw (decompressed) size of the frame */
+	uint32_t offset;        /* raw offset of the record inside its frame */
+	uint32_t length;        /* raw size of the record */
+};
+
+/* Locates a record without reading shard data. Returns 0, or -ERANGE when
+ * record >= the record count. Thread-safe. */
+QUAI_API int quai_dataset_locate(const quai_dataset *ds, uint64_t record,
+				 struct quai_record_loc *ret_loc);
+
+/* The relative name of a record of a files dataset, not NUL-terminated:
+ * *ret_name points into the dataset and stays valid until close. Returns 0,
+ * -ERANGE, or -ENOENT when the dataset's records have no names. Thread-safe. */
+QUAI_API int quai_dataset_record_name(const quai_dataset *ds, uint64_t record,
+				      const char **ret_name, size_t *ret_len);
+
+/* A reader decodes frames, one at a time, into a buffer it owns. */
+typedef struct quai_reader quai_reader;
+
+/* Returns 0 or -ENOMEM. The dataset must outlive the reader. */
+QUAI_API int quai_reader_new(quai_dataset *ds, quai_reader **ret_reader);
+QUAI_API void quai_reader_free(quai_reader *r);
+
+/* Reads record `record`: decodes its frame (unless it is the frame decoded
+ * last), verifies the frame's checksums, and points *ret_data at the record
+ * inside the reader's buffer, valid until the next call on this reader.
+ * Returns 0, -ERANGE, -QUAI_ECORRUPT (the frame fails its checksum or does
+ * not decode: nothing of it is handed out), or a read error (-EIO...). */
+QUAI_API int quai_reader_record(quai_reader *r, uint64_t record, const void **ret_data,
+				size_t *ret_len);
+
+/* ------------------------------------------------------------------------
+ * Verifying
+ * ------------------------------------------------------------------------ */
+
+/* One bad place found by quai_verify(). */
+struct quai_verify_problem {
+	int error;              /* -QUAI_ECORRUPT, -QUAI_EFORMAT, -EIO... */
+	const char *file;       /* manifest.json, a shard or an index file */
+	int64_t shard;          /* -1 when not about one shard */
+	int64_t frame;          /* -1 when not about one frame */
+	uint64_t first_record;  /* the records affected: [first, first+count) */
+	uint64_t record_count;
+	const char *what;       /* a short description of the check that failed */
+};
+
+typedef void (*quai_verify_problem_fn)(const struct quai_verify_problem *p, void *arg);
+
+struct quai_verify_progress {
+	uint64_t bytes_done;    /* compressed bytes checked */
+	uint64_t bytes_total;
+	uint64_t frames_done;
+	uint64_t frames_bad;
+};
+typedef int (*quai_verify_progress_fn)(const struct quai_verify_progress *p, void *arg);
+
+struct quai_verify_opts {
+	size_t size;            /* sizeof(struct quai_verify_opts) */
+	unsigned threads;       /* 0 means online cores */
+	quai_verify_problem_fn problem;   /* may be NULL; called in order of
+					     (shard, frame), from one thread */
+	void *problem_arg;
+	quai_verify_progress_fn progress; /* may be NULL */
+	void *progress_arg;
+};
+
+struct quai_verify_result {
+	uint64_t frames;        /* frames checked */
+	uint64_t bad_frames;
+	uint64_t bad_files;     /* shards or indexes with a file-level fault */
+	uint64_t raw_bytes;     /* bytes decoded */
+	uint64_t compressed_bytes;
+};
+
+/* Checks a dataset whole: the manifest and its checksum, every index, every
+ * shard file's checksum and layout, and every frame (decoded, its checksums
+ * compared). Reports each problem through opts->problem.
+ * Returns 0 when everything is sound; -QUAI_ECORRUPT or -QUAI_EFORMAT when
+ * a problem was found (ret_result, if given, is filled in either case);
+ * other negative codes when the check itself could not run. */
+QUAI_API int quai_verify(const char *path, const struct quai_verify_opts *opts,
+			 struct quai_verify_result *ret_result);
+
+/* ------------------------------------------------------------------------
+ * Unpacking
+ * ------------------------------------------------------------------------ */
+
+/* Restores the dataset's input at `dest`: for files, a directory holding
+ * every record under its relative name; for lines and fixed, one file
+ * holding the records concatenated (the sources as `cat` would join them).
+ * Every frame is verified before its bytes are written. Like pack, the
+ * result appears whole or not at all (temporary name, fsync, rename).
+ * Returns 0, -QUAI_EEXISTS, -QUAI_ECORRUPT, or a write error. err as in
+ * quai_pack(). */
+QUAI_API int quai_unpack(const char *path, const char *dest, char *err, size_t err_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QUAI_QUAI_H */

@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The host configuration file: its parser, its loader, and the public
+ * settings read from it (the residency zone).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* the build defines it; standalone builds may not */
+#endif
+#include "hostconf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "quai/quai.h"
+
+struct setting {
+	const char *key;
+	size_t key_len;
+	const char *value;
+	size_t value_len;
+	unsigned line;
+};
+
+static void report(unsigned line, unsigned *ret_err_line, char *err_msg, size_t err_len,
+		   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void report(unsigned line, unsigned *ret_err_line, char *err_msg, size_t err_len,
+		   const char *fmt, ...)
+{
+	va_list ap;
+
+	if (ret_err_line)
+		*ret_err_line = line;
+	if (!err_msg || !err_len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err_msg, err_len, fmt, ap);
+	va_end(ap);
+}
+
+/* A key or value as a message shows it: printable ASCII, at most 32 bytes,
+ * since it may hold anything. */
+static const char *printable(const char *s, size_t len, char buf[40])
+{
+	size_t i;
+
+	for (i = 0; i < len && i < 32; i++)
+		buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+	if (i < len) {
+		memcpy(buf + i, "...", 3);
+		i += 3;
+	}
+	buf[i] = '\0';
+	return buf;
+}
+
+static bool is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r';
+}
+
+static int setting_cmp(const void *a, const void *b)
+{
+	const struct setting *x = *(const struct setting *const *)a;
+	const struct setting *y = *(const struct setting *const *)b;
+	size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+	int c = memcmp(x->key, y->key, n);
+
+	if (c)
+		return c;
+	if (x->key_len != y->key_len)
+		return x->key_len < y->key_len ? -1 : 1;
+	/* Total order: equal keys sort by line, so the first stays first. */
+	return x->line < y->line ? -1 : x->line > y->line;
+}
+
+/* Finds the earliest line that repeats a key, sorting rather than comparing
+ * every pair: a hostile 1 MiB file holds ~300k settings. Returns 0 (no
+ * repeat, *ret_dup NULL), or -ENOMEM. */
+static int find_duplicate(struct setting *set, size_t n, const struct setting **ret_dup,
+			  const struct setting **ret_first)
+{
+	const struct setting **sorted;
+
+	*ret_dup = NULL;
+	if (n < 2)
+		return 0;
+	sorted = malloc(n * sizeof(*sorted));
+	if (!sorted)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = &set[i];
+	qsort(sorted, n, sizeof(*sorted), setting_cmp);
+	for (size_t i = 1; i < n; i++) {
+		const struct setting *a = sorted[i - 1], *b = sorted[i];
+
+		if (a->key_len == b->key_len && memcmp(a->key, b->key, a->key_len) == 0 &&
+		    (!*ret_dup || b->line < (*ret_dup)->line)) {
+			*ret_dup = b;
+			*ret_first = a;
+		}
+	}
+	free(sorted);
+	return 0;
+}
+
+/* Checks one line; returns NULL when it is good, else why it is not (in
+ * `why` when the reason quotes the line). Fills *s for a setting. */
+static const char *check_line(const char *l, size_t llen, struct setting *s, bool *ret_setting,
+			      char why[80])
+{
+	const char *eq, *v;
+	size_t klen, vlen;
+	char shown[40];
+
+	*ret_setting = false;
+	if (llen > QHC_LINE_MAX)
+		return "line longer than 4096 bytes";
+	if (memchr(l, '\0', llen))
+		return "NUL byte";
+	while (llen && is_blank(*l)) {
+		l++;
+		llen--;
+	}
+	if (!llen || *l == '#')
+		return NULL;
+	eq = memchr(l, '=', llen);
+	klen = eq ? (size_t)(eq - l) : 0;
+	while (klen && is_blank(l[klen - 1]))
+		klen--;
+	if (!klen)
+		return "expected 'key = value'";
+	for (size_t i = 0; i < klen; i++) {
+		char c = l[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) {
+			snprintf(why, 80, "invalid key '%s'", printable(l, klen, shown));
+			return why;
+		}
+	}
+	v = eq + 1;
+	vlen = (size_t)(l + llen - v);
+	while (vlen && is_blank(*v)) {
+		v++;
+		vlen--;
+	}
+	while (vlen && is_blank(v[vlen - 1]))
+		vlen--;
+	*s = (struct setting){l, klen, v, vlen, 0};
+	*ret_setting = true;
+	return NULL;
+}
+
+int qhc_parse(const char *text, size_t len, qhc_setting_fn cb, void *arg, unsigned *ret_err_line,
+	      char *err_msg, size_t err_len)
+{
+	struct setting *set = NULL;
+	size_t n = 0, cap = 0;
+	const struct setting *dup, *first = NULL;
+	const char *bad = NULL;
+	char why[80], shown[40];
+	unsigned line = 0;
+	int r;
+
+	if (len > QHC_FILE_MAX) {
+		report(0, ret_err_line, err_msg, err_len, "larger than %u bytes", QHC_FILE_MAX);
+		return -QUAI_EFORMAT;
+	}
+
+	/* Check the whole text first, so that cb sees all settings or none. */
+	for (size_t pos = 0; pos < len && !bad;) {
+		const char *l = text + pos, *nl = memchr(l, '\n', len - pos);
+		size_t llen = nl ? (size_t)(nl - l) : len - pos;
+		struct setting s;
+		bool is_setting;
+
+		pos += llen + (nl != NULL);
+		line++;
+		bad = check_line(l, llen, &s, &is_setting, why);
+		if (bad || !is_setting)
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			struct setting *ns = realloc(set, ncap * sizeof(*ns));
+
+			if (!ns) {
+				free(set);
+				return -ENOMEM;
+			}
+			set = ns;
+			cap = ncap;
+		}
+		s.line = line;
+		set[n++] = s;
+	}
+
+	/* Every setting recorded lies before a bad line, so a repeated key is
+	 * the first fault when there is one. */
+	r = find_duplicate(set, n, &dup, &first);
+	if (r < 0)
+		goto out;
+	if (dup) {
+		report(dup->line, ret_err_line, err_msg, err_len,
+		       "duplicate key '%s' (first set on line %u)",
+		       printable(dup->key, dup->key_len, shown), first->line);
+		r = -QUAI_EFORMAT;
+		goto out;
+	}
+	if (bad) {
+		report(line, ret_err_line, err_msg, err_len, "%s", bad);
+		r = -QUAI_EFORMAT;
+		goto out;
+	}
+
+	for (size_t i = 0; i < n && cb; i++) {
+		/* key '\0' value '\0' fit in the line's bytes plus one. */
+		char buf[QHC_LINE_MAX + 2];
+		const struct setting *s = &set[i];
+
+		memcpy(buf, s->key, s->key_len);
+		buf[s->key_len] = '\0';
+		memcpy(buf + s->key_len + 1, s->value, s->value_len);
+		buf[s->key_len + 1 + s->value_len] = '\0';
+		r = cb(buf, buf + s->key_len + 1, s->line, arg);
+		if (r < 0) {
+			report(s->line, ret_err_line, err_msg, err_len,
+			       "invalid value for key '%s': \"%s\"", buf,
+			       printable(s->value, s->value_len, shown));
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	free(set);
+	return r;
+}
+
+const char *qhc_path(void)
+{
+	const char *p = secure_getenv("QUAI_CONF");
+
+	return p && *p ? p : QHC_DEFAULT_PATH;
+}
+
+/* Reads at most QHC_FILE_MAX + 1 bytes of fd: one more than allowed tells
+ * a file that is too large. */
+static int read_bounded(int fd, char **ret_data, size_t *ret_len)
+{
+	size_t len = 0, cap = 4096;
+	char *data = malloc(cap);
+
+	if (!data)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t k;
+
+		if (len == cap) {
+			char *nd;
+
+			if (cap > QHC_FILE_MAX)
+				break;
+			cap = cap * 2 > QHC_FILE_MAX + 1 ? QHC_FILE_MAX + 1 : cap * 2;
+			nd = realloc(data, cap);
+			if (!nd) {
+				free(data);
+				return -ENOMEM;
+			}
+			data = nd;
+		}
+		k = read(fd, data + len, cap - len);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			int e = errno;
+
+			free(data);
+			return -e;
+		}
+		if (k == 0)
+			break;
+		len += (size_t)k;
+	}
+	*ret_data = data;
+	*ret_len = len;
+	return 0;
+}
+
+int qhc_load(const char *path, qhc_setting_fn cb, void *arg, char *err_msg, size_t err_len)
+{
+	char msg[128] = "", ebuf[128];
+	unsigned line = 0;
+	char *data = NULL;
+	size_t len = 0;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		r = -errno;
+		if (r != -ENOENT)
+			report(0, NULL, err_msg, err_len, "%s: %s", path,
+			       strerror_r(-r, ebuf, sizeof(ebuf)));
+		return r;
+	}
+	r = read_bounded(fd, &data, &len);
+	close(fd);
+	if (r < 0) {
+		report(0, NULL, err_msg, err_len, "%s: %s", path,
+		       strerror_r(-r, ebuf, sizeof(ebuf)));
+		return r;
+	}
+	r = qhc_parse(data, len, cb, arg, &line, msg, sizeof(msg));
+	free(data);
+	if (r == -ENOMEM)
+		report(0, NULL, err_msg, err_len, "%s: %s", path,
+		       strerror_r(ENOMEM, ebuf, sizeof(ebuf)));
+	else if (r < 0 && line)
+		report(0, NULL, err_msg, err_len, "%s:%u: %s", path, line, msg);
+	else if (r < 0)
+		report(0, NULL, err_msg, err_len, "%s: %s", path, msg);
+	return r;
+}
+
+int quai_zone_check(const char *zone)
+{
+	size_t n;
+
+	if (!zone)
+		return -EINVAL;
+	n = strspn(zone, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
+	return n >= 1 && n <= QUAI_ZONE_MAX && zone[n] == '\0' ? 0 : -EINVAL;
+}
+
+static int zone_setting(const char *key, const char *value, unsigned line, void *arg)
+{
+	char *zone = arg;
+
+	(void)line;
+	if (strcmp(key, "zone") != 0)
+		return 0;
+	if (quai_zone_check(value) < 0)
+		return -QUAI_EFORMAT;
+	memcpy(zone, value, strlen(value) + 1);
+	return 0;
+}
+
+int quai_host_zone(char *buf, size_t len, char *err_msg, size_t err_msg_len)
+{
+	char zone[QUAI_ZONE_MAX + 1] = "none";
+	size_t n;
+	int r;
+
+	r = qhc_load(qhc_path(), zone_setting, zone, err_msg, err_msg_len);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	n = strlen(zone);
+	if (!buf || n >= len) {
+		report(0, NULL, err_msg, err_msg_len, "zone '%s' needs a buffer of %zu bytes",
+		       zone, n + 1);
+		return -ERANGE;
+	}
+	memcpy(buf, zone, n + 1);
+	return 0;
+}

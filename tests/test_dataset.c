@@ -1,0 +1,408 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Pack, open, read and unpack through the public API, for every record kind
+ * and the edge cases of frame cutting. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "testutil.h"
+
+static char dir[512];
+
+static void setup(void)
+{
+	tu_mkdtemp(dir, sizeof(dir));
+}
+
+static void teardown(void)
+{
+	tu_rmtree(dir);
+}
+
+TestSuite(dataset, .init = setup, .fini = teardown);
+
+static char *path(const char *name)
+{
+	static char buf[8][640];
+	static int k;
+	char *p = buf[k++ % 8];
+	snprintf(p, sizeof(buf[0]), "%s/%s", dir, name);
+	return p;
+}
+
+static quai_dataset *open_ds(const char *p)
+{
+	quai_dataset *ds;
+	char err[256];
+	int r = quai_dataset_open(p, &ds, err, sizeof(err));
+	cr_assert_eq(r, 0, "open %s: %s", p, err);
+	return ds;
+}
+
+/* Decodes every frame of a shard file the way `zstd -d` does: frame after
+ * frame, skipping the skippable seek table. */
+static uint8_t *zstd_d(const char *file, size_t *ret_len)
+{
+	size_t clen;
+	uint8_t *c = tu_read(file, &clen);
+	size_t cap = 1 << 20, len = 0;
+	uint8_t *out = malloc(cap);
+	ZSTD_DStream *ds = ZSTD_createDStream();
+	ZSTD_inBuffer in = {c, clen, 0};
+	while (in.pos < in.size) {
+		if (cap - len < ZSTD_DStreamOutSize()) {
+			cap *= 2;
+			out = realloc(out, cap);
+		}
+		ZSTD_outBuffer o = {out + len, cap - len, 0};
+		size_t r = ZSTD_decompressStream(ds, &o, &in);
+		cr_assert(!ZSTD_isError(r), "%s", ZSTD_getErrorName(r));
+		len += o.pos;
+	}
+	ZSTD_freeDStream(ds);
+	free(c);
+	*ret_len = len;
+	return out;
+}
+
+/* The concatenation of all records equals `want`, read through a reader in
+ * order and in reverse, and the shards decode to the same bytes. */
+static void check_stream(const char *p, const uint8_t *want, size_t want_len, uint64_t records)
+{
+	quai_dataset *ds = open_ds(p);
+	quai_reader *r;
+	struct quai_dataset_info info = {.size = sizeof(info)};
+	cr_assert_eq(quai_dataset_info(ds, &info), 0);
+	cr_assert_eq(info.records, records);
+	cr_assert_eq(info.raw_bytes, want_len);
+	cr_assert_eq(quai_reader_new(ds, &r), 0);
+	size_t off = 0;
+	for (uint64_t i = 0; i < records; i++) {
+		const void *d;
+		size_t l;
+		cr_assert_eq(quai_reader_record(r, i, &d, &l), 0);
+		cr_assert_leq(off + l, want_len);
+		cr_assert(memcmp(d, want + off, l) == 0, "record %llu", (unsigned long long)i);
+		off += l;
+	}
+	cr_assert_eq(off, want_len);
+	const void *d;
+	size_t l;
+	cr_assert_eq(quai_reader_record(r, records, &d, &l), -ERANGE);
+
+	quai_reader_free(r);
+	quai_dataset_close(ds);
+}
+
+static void check_zstd_d(const char *p, const uint8_t *want, size_t want_len)
+{
+	quai_dataset *ds = open_ds(p);
+	struct quai_dataset_info info = {.size = sizeof(info)};
+	quai_dataset_info(ds, &info);
+	size_t off = 0;
+	for (uint32_t s = 0; s < info.shards; s++) {
+		struct quai_shard_info si = {.size = sizeof(si)};
+		quai_dataset_shard(ds, s, &si);
+		char f[1024];
+		snprintf(f, sizeof(f), "%s/%s", p, si.file);
+		size_t zl;
+		uint8_t *z = zstd_d(f, &zl);
+		cr_assert_leq(off + zl, want_len);
+		cr_assert(memcmp(z, want + off, zl) == 0, "shard %u", s);
+		off += zl;
+		free(z);
+	}
+	cr_assert_eq(off, want_len);
+	quai_dataset_close(ds);
+}
+
+Test(dataset, lines_round_trip_with_edge_records)
+{
+	/* Empty lines, a last line without newline, and a line longer than a
+	 * frame (4 KiB) that must get a frame of its own. */
+	size_t big = 10000;
+	size_t len = 0, cap = 64 + big + 64;
+	uint8_t *in = malloc(cap);
+	len += (size_t)sprintf((char *)in, "first\n\n\nsecond\n");
+	memset(in + len, 'x', big);
+	len += big;
+	in[len++] = '\n';
+	len += (size_t)sprintf((char *)in + len, "tail without newline");
+	tu_write(path("in.txt"), in, len);
+
+	const char *srcs[] = {path("in.txt")};
+	struct quai_pack_opts o = {.size = sizeof(o),
+				   .kind = QUAI_RECORDS_LINES,
+				   .frame_size = QUAI_FRAME_SIZE_MIN,
+				   .threads = 2};
+	struct quai_pack_result res = tu_pack(srcs, 1, path("ds"), &o);
+	cr_assert_eq(res.records, 6);
+	cr_assert_geq(res.frames, 3);
+	check_stream(path("ds"), in, len, 6);
+	check_zstd_d(path("ds"), in, len);
+
+	quai_dataset *ds = open_ds(path("ds"));
+	struct quai_record_loc loc;
+	cr_assert_eq(quai_dataset_locate(ds, 4, &loc), 0);
+	cr_assert_eq(loc.length, big + 1);
+	cr_assert_eq(loc.offset, 0, "the big record starts its own frame");
+	cr_assert_eq(loc.frame_rsize, big + 1);
+	cr_assert_eq(quai_dataset_locate(ds, 1, &loc), 0);
+	cr_assert_eq(loc.length, 1);
+	quai_dataset_close(ds);
+
+	cr_assert_eq(quai_unpack(path("ds"), path("out.txt"), NULL, 0), 0);
+	size_t ol;
+	uint8_t *out = tu_read(path("out.txt"), &ol);
+	cr_assert_eq(ol, len);
+	cr_assert(memcmp(out, in, len) == 0);
+	free(out);
+	free(in);
+}
+
+Test(dataset, fixed_records_span_shards)
+{
+	size_t n = 3000, rs = 100;
+	uint8_t *in = malloc(n * rs);
+	tu_fill(in, n * rs, 7, 256);
+	tu_write(path("tok.bin"), in, n * rs);
+	const char *srcs[] = {path("tok.bin")};
+	struct quai_pack_opts o = {.size = sizeof(o),
+				   .kind = QUAI_RECORDS_FIXED,
+				   .fixed_size = (uint32_t)rs,
+				   .frame_size = 8192,
+				   .shard_size = QUAI_SHARD_SIZE_MIN,
+				   .level = 1};
+	struct quai_pack_result res = tu_pack(srcs, 1, path("ds"), &o);
+	cr_assert_eq(res.records, n);
+	cr_assert_geq(res.shards, 4);
+	cr_assert_eq(res.frames, (n + 80) / 81, "81 records of 100 bytes fit in 8 KiB");
+	check_stream(path("ds"), in, n * rs, n);
+	check_zstd_d(path("ds"), in, n * rs);
+	free(in);
+}
+
+Test(dataset, fixed_record_larger_than_a_frame)
+{
+	size_t rs = 20000, n = 5;
+	uint8_t *in = malloc(n * rs);
+	tu_fill(in, n * rs, 3, 16);
+	tu_write(path("big.bin"), in, n * rs);
+	const char *srcs[] = {path("big.bin")};
+	struct quai_pack_opts o = {.size = sizeof(o),
+				   .kind = QUAI_RECORDS_FIXED,
+				   .fixed_size = (uint32_t)rs,
+				   .frame_size = QUAI_FRAME_SIZE_MIN};
+	struct quai_pack_result res = tu_pack(srcs, 1, path("ds"), &o);
+	cr_assert_eq(res.frames, n);
+	check_stream(path("ds"), in, n * rs, n);
+	free(in);
+}
+
+Test(dataset, files_round_trip_names_and_bytes)
+{
+	mkdir(path("src"), 0755);
+	mkdir(path("src/b"), 0755);
+	mkdir(path("src/b/c"), 0755);
+	uint8_t blob[9000];
+	tu_fill(blob, sizeof(blob), 1, 256);
+	tu_write(path("src/b/c/deep.bin"), blob, sizeof(blob));
+	tu_write(path("src/a.txt"), "alpha", 5);
+	tu_write(path("src/empty"), "", 0);
+	tu_write(path("src/\xff\xfe-not-utf8"), "raw name", 8);
+	cr_assert_eq(symlink("a.txt", path("src/link-to-a")), 0);
+
+	const char *srcs[] = {path("src")};
+	struct quai_pack_opts o = {.size = sizeof(o), .frame_size = QUAI_FRAME_SIZE_MIN};
+	struct quai_pack_result res = tu_pack(srcs, 1, path("ds"), &o);
+	cr_assert_eq(res.records, 5);
+
+	/* Byte-wise order of relative names. */
+	const char *order[] = {"a.txt", "b/c/deep.bin", "empty", "link-to-a", "\xff\xfe-not-utf8"};
+	quai_dataset *ds = open_ds(path("ds"));
+	for (uint64_t i = 0; i < 5; i++) {
+		const char *nm;
+		size_t nl;
+		cr_assert_eq(quai_dataset_record_name(ds, i, &nm, &nl), 0);
+		cr_assert_eq(nl, strlen(order[i]));
+		cr_assert(memcmp(nm, order[i], nl) == 0, "record %llu", (unsigned long long)i);
+	}
+	quai_dataset_close(ds);
+
+	cr_assert_eq(quai_unpack(path("ds"), path("out"), NULL, 0), 0);
+	size_t l;
+	uint8_t *d = tu_read(path("out/b/c/deep.bin"), &l);
+	cr_assert_eq(l, sizeof(blob));
+	cr_assert(memcmp(d, blob, l) == 0);
+	free(d);
+	d = tu_read(path("out/\xff\xfe-not-utf8"), &l);
+	cr_assert_eq(l, 8);
+	free(d);
+	d = tu_read(path("out/link-to-a"), &l);
+	cr_assert(l == 5 && memcmp(d, "alpha", 5) == 0);
+	free(d);
+	d = tu_read(path("out/empty"), &l);
+	cr_assert_eq(l, 0);
+	free(d);
+}
+
+Test(dataset, one_record_and_a_million_tiny_ones)
+{
+	tu_write(path("one.txt"), "x", 1);
+	const char *one[] = {path("one.txt")};
+	struct quai_pack_opts o = {.size = sizeof(o), .kind = QUAI_RECORDS_LINES};
+	struct quai_pack_result res = tu_pack(one, 1, path("ds1"), &o);
+	cr_assert_eq(res.records, 1);
+	check_stream(path("ds1"), (const uint8_t *)"x", 1, 1);
+
+	size_t n = 1000000;
+	uint8_t *in = malloc(2 * n);
+	for (size_t i = 0; i < n; i++) {
+		in[2 * i] = (uint8_t)('a' + i % 26);
+		in[2 * i + 1] = '\n';
+	}
+	tu_write(path("tiny.txt"), in, 2 * n);
+	const char *tiny[] = {path("tiny.txt")};
+	o.frame_size = 64 << 10;
+	res = tu_pack(tiny, 1, path("ds2"), &o);
+	cr_assert_eq(res.records, n);
+	check_stream(path("ds2"), in, 2 * n, n);
+	free(in);
+}
+
+static int same_file(const char *a, const char *b)
+{
+	size_t la, lb;
+	uint8_t *x = tu_read(a, &la), *y = tu_read(b, &lb);
+	int same = la == lb && memcmp(x, y, la) == 0;
+	free(x);
+	free(y);
+	return same;
+}
+
+Test(dataset, output_does_not_depend_on_threads)
+{
+	size_t len = 3 << 20;
+	uint8_t *in = malloc(len);
+	tu_fill(in, len, 11, 16);
+	for (size_t i = 0; i < len; i += 1 + (i * 7919) % 3000)
+		in[i] = '\n';
+	tu_write(path("in.txt"), in, len);
+	free(in);
+	const char *srcs[] = {path("in.txt")};
+	struct quai_pack_opts o = {.size = sizeof(o),
+				   .kind = QUAI_RECORDS_LINES,
+				   .frame_size = 64 << 10,
+				   .shard_size = 512 << 10,
+				   .name = "same",
+				   .created = "2026-01-01T00:00:00Z"};
+	o.threads = 1;
+	tu_pack(srcs, 1, path("t1"), &o);
+	o.threads = 4;
+	tu_pack(srcs, 1, path("t4"), &o);
+	DIR *d = opendir(path("t1"));
+	struct dirent *de;
+	int files = 0;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char a[1024], b[1024];
+		snprintf(a, sizeof(a), "%s/t1/%s", dir, de->d_name);
+		snprintf(b, sizeof(b), "%s/t4/%s", dir, de->d_name);
+		cr_assert(same_file(a, b), "%s differs", de->d_name);
+		files++;
+	}
+	closedir(d);
+	cr_assert_geq(files, 5);
+}
+
+Test(dataset, bad_input_leaves_nothing)
+{
+	char err[512];
+	struct quai_pack_opts o = {.size = sizeof(o), .kind = QUAI_RECORDS_FIXED, .fixed_size = 512};
+	tu_write(path("odd.bin"), "123", 3);
+	const char *odd[] = {path("odd.bin")};
+	cr_assert_eq(quai_pack(odd, 1, path("ds"), &o, NULL, err, sizeof(err)), -QUAI_EINPUT);
+	cr_assert(strstr(err, "not a multiple of the record size 512"), "%s", err);
+	cr_assert(strstr(err, "odd.bin"), "%s", err);
+
+	const char *missing[] = {path("nope")};
+	o.kind = QUAI_RECORDS_FILES;
+	cr_assert_eq(quai_pack(missing, 1, path("ds"), &o, NULL, err, sizeof(err)), -ENOENT);
+	cr_assert(strstr(err, "nope"), "%s", err);
+
+	mkdir(path("emptydir"), 0755);
+	const char *empty[] = {path("emptydir")};
+	cr_assert_eq(quai_pack(empty, 1, path("ds"), &o, NULL, err, sizeof(err)), -QUAI_EINPUT);
+
+	tu_write(path("empty.txt"), "", 0);
+	const char *el[] = {path("empty.txt")};
+	o.kind = QUAI_RECORDS_LINES;
+	cr_assert_eq(quai_pack(el, 1, path("ds"), &o, NULL, err, sizeof(err)), -QUAI_EINPUT);
+	cr_assert(strstr(err, "no records"), "%s", err);
+
+	mkdir(path("exists"), 0755);
+	tu_write(path("ok.txt"), "a\n", 2);
+	const char *ok[] = {path("ok.txt")};
+	cr_assert_eq(quai_pack(ok, 1, path("exists"), &o, NULL, err, sizeof(err)), -QUAI_EEXISTS);
+
+	o.frame_size = 1;
+	cr_assert_eq(quai_pack(ok, 1, path("ds"), &o, NULL, err, sizeof(err)), -EINVAL);
+
+	/* Nothing was left behind by any of these. */
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	while ((de = readdir(d)))
+		cr_assert_null(strstr(de->d_name, "quai-partial"), "%s left", de->d_name);
+	closedir(d);
+	cr_assert_neq(access(path("ds"), F_OK), 0);
+}
+
+Test(dataset, interrupted_pack_is_cleaned_up_by_a_rerun)
+{
+	/* What a crash leaves: a partial directory with a half-written shard. */
+	mkdir(path(".ds.quai-partial"), 0755);
+	tu_write(path(".ds.quai-partial/shard-00000.zst"), "garbage", 7);
+	tu_write(path("in.txt"), "a\nb\n", 4);
+	const char *srcs[] = {path("in.txt")};
+	struct quai_pack_opts o = {.size = sizeof(o), .kind = QUAI_RECORDS_LINES};
+	cr_assert_neq(access(path("ds/manifest.json"), F_OK), 0, "no dataset before");
+	tu_pack(srcs, 1, path("ds"), &o);
+	cr_assert_neq(access(path(".ds.quai-partial"), F_OK), 0);
+	check_stream(path("ds"), (const uint8_t *)"a\nb\n", 4, 2);
+}
+
+Test(dataset, disk_full_leaves_nothing)
+{
+	if (geteuid() != 0)
+		cr_skip_test("mounting a small tmpfs needs root");
+	mkdir(path("small"), 0755);
+	if (mount("tmpfs", path("small"), "tmpfs", 0, "size=256k") < 0)
+		cr_skip_test("cannot mount a tmpfs here: %s", strerror(errno));
+	size_t len = 2 << 20;
+	uint8_t *in = malloc(len);
+	tu_fill(in, len, 5, 256);
+	tu_write(path("rand.bin"), in, len);
+	free(in);
+	const char *srcs[] = {path("rand.bin")};
+	struct quai_pack_opts o = {.size = sizeof(o), .kind = QUAI_RECORDS_FIXED, .fixed_size = 1024};
+	char err[512];
+	int r = quai_pack(srcs, 1, path("small/ds"), &o, NULL, err, sizeof(err));
+	cr_assert_eq(r, -ENOSPC, "%s", quai_strerror(r));
+	cr_assert(strstr(err, "space"), "%s", err);
+	DIR *d = opendir(path("small"));
+	struct dirent *de;
+	int entries = 0;
+	while ((de = readdir(d)))
+		entries += de->d_name[0] != '.' || strstr(de->d_name, "partial") != NULL;
+	closedir(d);
+	umount(path("small"));
+	cr_assert_eq(entries, 0, "something was left on the full disk");
+}

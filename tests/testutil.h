@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Helpers shared by the Criterion suites: scratch directories and files. */
+#ifndef QUAI_TESTS_TESTUTIL_H
+#define QUAI_TESTS_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quai/quai.h"
+
+/* A new empty directory under $QUAI_TEST_TMPDIR (or /tmp); the returned
+ * path is static per call site's buffer: copy it if needed. Aborts the test
+ * on failure. */
+void tu_mkdtemp(char *buf, size_t len);
+/* Writes a whole file (creating parents is the caller's job). */
+void tu_write(const char *path, const void *data, size_t len);
+/* Reads a whole file; the caller frees. */
+uint8_t *tu_read(const char *path, size_t *ret_len);
+/* Deterministic pseudo-random bytes (xorshift), compressible when
+ * `alphabet` is small (e.g. 16), random when 256. */
+void tu_fill(void *buf, size_t len, uint64_t seed, unsigned alphabet);
+/* Packs with the given options, asserting success; returns the result. */
+struct quai_pack_result tu_pack(const char *const *srcs, size_t n, const char *dest,
+				const struct quai_pack_opts *o);
+/* Reads record i of a dataset into a malloc'd copy. */
+uint8_t *tu_record(quai_reader *r, uint64_t i, size_t *ret_len);
+/* Removes a directory tree. */
+void tu_rmtree(const char *path);
+
+#endif
