@@ -13,7 +13,7 @@
 #include "fsutil.h"
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
 {
@@ -173,22 +173,22 @@ int quai_dataset_info(const quai_dataset *ds, struct quai_dataset_info *info)
 	if (!ds || !info || info->size < sizeof(size_t))
 		return -EINVAL;
 	struct quai_dataset_info i = {
-		.size = info->size,
-		.format_version = ds->m.format_version,
-		.name = ds->m.name,
-		.kind = ds->m.kind,
-		.fixed_size = ds->m.fixed_size,
-		.classification = ds->m.classification,
-		.zone = ds->m.zone,
-		.records = ds->m.records,
-		.raw_bytes = ds->m.raw_bytes,
-		.compressed_bytes = ds->m.compressed_bytes,
-		.shards = ds->m.nshards,
-		.frames = ds->m.frames,
-		.level = ds->m.level,
-		.frame_size = ds->m.frame_size,
-		.shard_size = ds->m.shard_size,
-		.created = ds->m.created,
+	    .size = info->size,
+	    .format_version = ds->m.format_version,
+	    .name = ds->m.name,
+	    .kind = ds->m.kind,
+	    .fixed_size = ds->m.fixed_size,
+	    .classification = ds->m.classification,
+	    .zone = ds->m.zone,
+	    .records = ds->m.records,
+	    .raw_bytes = ds->m.raw_bytes,
+	    .compressed_bytes = ds->m.compressed_bytes,
+	    .shards = ds->m.nshards,
+	    .frames = ds->m.frames,
+	    .level = ds->m.level,
+	    .frame_size = ds->m.frame_size,
+	    .shard_size = ds->m.shard_size,
+	    .created = ds->m.created,
 	};
 	static __thread char hex[17];
 	snprintf(hex, sizeof(hex), "%016" PRIx64, ds->m.checksum);
@@ -204,17 +204,17 @@ int quai_dataset_shard(const quai_dataset *ds, uint32_t shard, struct quai_shard
 		return -EINVAL;
 	const struct qmf_shard *s = &ds->m.shards[shard];
 	struct quai_shard_info i = {
-		.size = info->size,
-		.file = s->file,
-		.index_file = s->index,
-		.first_record = s->first_record,
-		.records = s->records,
-		.raw_bytes = s->raw_bytes,
-		.compressed_bytes = s->compressed_bytes,
-		.index_bytes = s->index_bytes,
-		.frames = s->frames,
-		.checksum = s->xxh3,
-		.index_checksum = s->index_xxh3,
+	    .size = info->size,
+	    .file = s->file,
+	    .index_file = s->index,
+	    .first_record = s->first_record,
+	    .records = s->records,
+	    .raw_bytes = s->raw_bytes,
+	    .compressed_bytes = s->compressed_bytes,
+	    .index_bytes = s->index_bytes,
+	    .frames = s->frames,
+	    .checksum = s->xxh3,
+	    .index_checksum = s->index_xxh3,
 	};
 	size_t n = info->size < sizeof(i) ? info->size : sizeof(i);
 	memcpy(info, &i, n);
@@ -244,13 +244,13 @@ int quai_dataset_locate(const quai_dataset *ds, uint64_t record, struct quai_rec
 	qix_locate(ix, record - ix->first_record, &frame, &off, &len);
 	const struct qix_frame *f = &ix->frames[frame];
 	*ret_loc = (struct quai_record_loc){
-		.shard = s,
-		.frame = frame,
-		.frame_offset = f->c_offset,
-		.frame_csize = f->c_size,
-		.frame_rsize = f->r_size,
-		.offset = off,
-		.length = len,
+	    .shard = s,
+	    .frame = frame,
+	    .frame_offset = f->c_offset,
+	    .frame_csize = f->c_size,
+	    .frame_rsize = f->r_size,
+	    .offset = off,
+	    .length = len,
 	};
 	return 0;
 }
@@ -302,7 +302,7 @@ struct quai_reader {
 	uint8_t *cbuf, *rbuf;
 	int fd;
 	uint32_t fd_shard;
-	int64_t cur_shard;   /* the frame held in rbuf, or -1 */
+	int64_t cur_shard; /* the frame held in rbuf, or -1 */
 	uint32_t cur_frame;
 };
 

@@ -19,8 +19,8 @@ struct quai_dataset {
 	char *path;
 	int dirfd;
 	struct qmf m;
-	struct qix *ix;      /* one per shard */
-	uint8_t **ixbuf;     /* the index files, which ix points into */
+	struct qix *ix;	 /* one per shard */
+	uint8_t **ixbuf; /* the index files, which ix points into */
 	uint32_t max_frame_rsize;
 	uint32_t max_frame_csize;
 };

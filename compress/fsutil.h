@@ -54,6 +54,6 @@ int qfs_exists(const char *path);
 
 /* Sets err (if not NULL) to "'path': message". */
 void qfs_err(char *err, size_t err_len, const char *path, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 #endif

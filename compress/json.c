@@ -207,8 +207,8 @@ struct pending {
 };
 
 struct frame {
-	size_t start;      /* first pending entry that belongs to this container */
-	const char *key;   /* the key the container itself is stored under */
+	size_t start;	 /* first pending entry that belongs to this container */
+	const char *key; /* the key the container itself is stored under */
 	size_t key_off;
 	bool object;
 };
@@ -246,7 +246,7 @@ static void locate(const char *text, size_t off, unsigned *ret_line, unsigned *r
 }
 
 static int fail(struct parser *p, size_t off, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int fail(struct parser *p, size_t off, const char *fmt, ...)
 {
@@ -491,7 +491,8 @@ static int parse_number(struct parser *p, qjs_value *v)
 		if (i < p->len && (p->text[i] == '+' || p->text[i] == '-'))
 			i++;
 		if (!is_digit(p, i))
-			return fail(p, i, "expected a digit in exponent, got %s", describe(p, i, b));
+			return fail(p, i, "expected a digit in exponent, got %s",
+				    describe(p, i, b));
 		while (is_digit(p, i))
 			i++;
 	}
@@ -515,9 +516,9 @@ static int parse_scalar(struct parser *p)
 		size_t len;
 		unsigned char type;
 	} literals[] = {
-		{"null", 4, QJS_NULL},
-		{"false", 5, QJS_FALSE},
-		{"true", 4, QJS_TRUE},
+	    {"null", 4, QJS_NULL},
+	    {"false", 5, QJS_FALSE},
+	    {"true", 4, QJS_TRUE},
 	};
 	qjs_value v = {.key = p->key};
 	size_t start = p->pos;

@@ -37,8 +37,8 @@ typedef struct qjs_doc qjs_doc;
 typedef struct qjs_value qjs_value;
 
 struct qjs_error {
-	size_t offset;  /* byte offset of the fault in the text */
-	unsigned line;  /* 1-based */
+	size_t offset;	 /* byte offset of the fault in the text */
+	unsigned line;	 /* 1-based */
 	unsigned column; /* 1-based, in bytes */
 	char message[96];
 };

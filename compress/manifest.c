@@ -102,8 +102,8 @@ int qmf_encode(struct qmf *m, char **ret_text, size_t *ret_len)
 			    ", \"records\": %" PRIu64 ", \"frames\": %" PRIu32
 			    ", \"raw_bytes\": %" PRIu64 ", \"compressed_bytes\": %" PRIu64
 			    ", \"index_bytes\": %" PRIu64 ", \"xxh3\": ",
-			    s->file, s->index, s->first_record, s->records, s->frames,
-			    s->raw_bytes, s->compressed_bytes, s->index_bytes);
+			    s->file, s->index, s->first_record, s->records, s->frames, s->raw_bytes,
+			    s->compressed_bytes, s->index_bytes);
 		put_hex64(&b, s->xxh3);
 		qjs_put_cstr(&b, ", \"index_xxh3\": ");
 		put_hex64(&b, s->index_xxh3);
@@ -361,11 +361,15 @@ static int parse_tree(struct pctx *c, const qjs_value *root, struct qmf *m)
 		if (parse_shard(c, qjs_at(sh, i), i, x) < 0)
 			return -QUAI_EFORMAT;
 		if (x->first_record != rec)
-			return fail(c, "shards[%" PRIu32 "]: \"first_record\" is %" PRIu64
-				       ", expected %" PRIu64, i, x->first_record, rec);
+			return fail(c,
+				    "shards[%" PRIu32 "]: \"first_record\" is %" PRIu64
+				    ", expected %" PRIu64,
+				    i, x->first_record, rec);
 		if (m->kind == QUAI_RECORDS_FIXED && x->raw_bytes != x->records * m->fixed_size)
-			return fail(c, "shards[%" PRIu32 "]: \"raw_bytes\" is not records x "
-				       "record_size", i);
+			return fail(c,
+				    "shards[%" PRIu32 "]: \"raw_bytes\" is not records x "
+				    "record_size",
+				    i);
 		if (__builtin_add_overflow(rec, x->records, &rec) ||
 		    __builtin_add_overflow(raw, x->raw_bytes, &raw) ||
 		    __builtin_add_overflow(comp, x->compressed_bytes, &comp) ||
@@ -382,8 +386,8 @@ static int parse_tree(struct pctx *c, const qjs_value *root, struct qmf *m)
 		return fail(c, "\"compressed_bytes\" is %" PRIu64 " but the shards hold %" PRIu64,
 			    m->compressed_bytes, comp);
 	if (frames != m->frames)
-		return fail(c, "\"frames\" is %" PRIu64 " but the shards hold %" PRIu64,
-			    m->frames, frames);
+		return fail(c, "\"frames\" is %" PRIu64 " but the shards hold %" PRIu64, m->frames,
+			    frames);
 	return 0;
 }
 

@@ -19,7 +19,7 @@
 #define QMF_SHARD_NAME_LEN 24
 
 struct qmf_shard {
-	char file[QMF_SHARD_NAME_LEN];  /* shard-NNNNN.zst */
+	char file[QMF_SHARD_NAME_LEN];	/* shard-NNNNN.zst */
 	char index[QMF_SHARD_NAME_LEN]; /* shard-NNNNN.idx */
 	uint64_t first_record;
 	uint64_t records;
@@ -27,7 +27,7 @@ struct qmf_shard {
 	uint64_t compressed_bytes;
 	uint64_t index_bytes;
 	uint32_t frames;
-	uint64_t xxh3;       /* of the whole shard file */
+	uint64_t xxh3;	     /* of the whole shard file */
 	uint64_t index_xxh3; /* of the whole index file */
 };
 
@@ -49,7 +49,7 @@ struct qmf {
 	uint64_t shard_size;
 	uint32_t nshards;
 	struct qmf_shard *shards;
-	uint64_t checksum;   /* set by qmf_parse and qmf_encode */
+	uint64_t checksum; /* set by qmf_parse and qmf_encode */
 };
 
 /* Fills the canonical file names of shard i. */

@@ -52,9 +52,9 @@ struct pk_job {
 	uint8_t *out;
 	size_t out_len, out_cap;
 	uint32_t nrec;
-	uint32_t *ends;          /* record end offsets, when records vary */
+	uint32_t *ends; /* record end offsets, when records vary */
 	size_t ends_cap;
-	char *names;             /* files: the records' names, back to back */
+	char *names; /* files: the records' names, back to back */
 	size_t names_len, names_cap;
 	uint32_t *name_ends;
 	size_t name_ends_cap;
@@ -147,10 +147,10 @@ static void *worker_main(void *arg)
 	struct packer *pk = arg;
 	ZSTD_CCtx *cctx = ZSTD_createCCtx();
 	int setup = cctx ? 0 : -ENOMEM;
-	if (cctx && (ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel,
-							 pk->level)) ||
-		     ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0)) ||
-		     ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1))))
+	if (cctx &&
+	    (ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, pk->level)) ||
+	     ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0)) ||
+	     ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1))))
 		setup = -QUAI_ECOMPRESS;
 
 	pthread_mutex_lock(&pk->mu);
@@ -247,8 +247,8 @@ static int close_shard(struct packer *pk)
 	s.compressed_bytes = pk->shard_cbytes + tlen;
 	s.xxh3 = XXH3_64bits_digest(pk->hash);
 
-	uint32_t flags = (pk->want_ends ? QIX_F_RECORD_TABLE : 0) |
-			 (pk->want_names ? QIX_F_NAMES : 0);
+	uint32_t flags =
+	    (pk->want_ends ? QIX_F_RECORD_TABLE : 0) | (pk->want_names ? QIX_F_NAMES : 0);
 	r = qix_builder_finish(&pk->ixb, flags, pk->kind == QUAI_RECORDS_FIXED ? pk->fixed_size : 0,
 			       s.first_record, s.compressed_bytes, &ix, &ixlen);
 	if (r < 0)
@@ -306,9 +306,9 @@ static int write_job(struct packer *pk, struct pk_job *j)
 		pk->seek_cap = ncap;
 	}
 	pk->seek[pk->seek_n++] = (struct qst_entry){
-		.csize = (uint32_t)j->out_len,
-		.rsize = (uint32_t)j->raw_len,
-		.checksum = (uint32_t)j->xxh64,
+	    .csize = (uint32_t)j->out_len,
+	    .rsize = (uint32_t)j->raw_len,
+	    .checksum = (uint32_t)j->xxh64,
 	};
 	for (uint32_t i = 0; pk->want_ends && i < j->nrec; i++) {
 		const char *name = NULL;
@@ -686,7 +686,7 @@ static int add_file(struct packer *pk, size_t *cap, uint32_t src, int in_dir, co
 	if (!dup)
 		return -ENOMEM;
 	pk->files[pk->nfiles++] =
-		(struct pk_file){.src = src, .in_dir = in_dir, .rel = dup, .size = size};
+	    (struct pk_file){.src = src, .in_dir = in_dir, .rel = dup, .size = size};
 	pk->bytes_total += size;
 	return 0;
 }
@@ -872,7 +872,7 @@ static int check_opts(struct packer *pk, const struct quai_pack_opts *o, const c
 			pk->shard_size, QUAI_SHARD_SIZE_MIN);
 		return -EINVAL;
 	}
-	int cls = o->classification_set ? o->classification : QUAI_CLASS_INTERNAL;
+	int cls = o->classification ? o->classification : QUAI_CLASS_INTERNAL;
 	if (!quai_class_name(cls)) {
 		qfs_err(pk->err, pk->err_len, dest, "unknown classification %d", cls);
 		return -EINVAL;
@@ -1137,11 +1137,11 @@ int quai_pack(const char *const *srcs, size_t nsrcs, const char *dest,
 		goto out;
 	if (ret_result)
 		*ret_result = (struct quai_pack_result){
-			.records = pk->m.records,
-			.raw_bytes = pk->m.raw_bytes,
-			.compressed_bytes = pk->m.compressed_bytes,
-			.shards = pk->m.nshards,
-			.frames = pk->m.frames,
+		    .records = pk->m.records,
+		    .raw_bytes = pk->m.raw_bytes,
+		    .compressed_bytes = pk->m.compressed_bytes,
+		    .shards = pk->m.nshards,
+		    .frames = pk->m.frames,
 		};
 out:
 	stop_threads(pk);

@@ -13,9 +13,9 @@
 
 #define QST_SKIPPABLE_MAGIC 0x184D2A5Eu
 #define QST_SEEKABLE_MAGIC 0x8F92EAB1u
-#define QST_HEADER_SIZE 8          /* skippable magic + frame size */
-#define QST_FOOTER_SIZE 9          /* frame count + descriptor + magic */
-#define QST_MAX_FRAMES 0x8000000u  /* the reference implementation's limit */
+#define QST_HEADER_SIZE 8	  /* skippable magic + frame size */
+#define QST_FOOTER_SIZE 9	  /* frame count + descriptor + magic */
+#define QST_MAX_FRAMES 0x8000000u /* the reference implementation's limit */
 #define QST_MAX_FRAME_RSIZE 0x40000000u
 #define QST_CHECKSUM_FLAG 0x80u
 

@@ -219,8 +219,7 @@ const char *qix_name(const struct qix *ix, uint64_t rec, size_t *ret_len)
 }
 
 /* Grows *buf to hold `more` bytes past *len; sets the sticky error. */
-static uint8_t *reserve(struct qix_builder *b, uint8_t **buf, size_t *len, size_t *cap,
-			size_t more)
+static uint8_t *reserve(struct qix_builder *b, uint8_t **buf, size_t *len, size_t *cap, size_t more)
 {
 	if (b->err)
 		return NULL;
@@ -247,8 +246,8 @@ void qix_builder_record(struct qix_builder *b, uint32_t end, const char *name, s
 	if (p)
 		qput32(p, end);
 	if (name) {
-		uint8_t *n = reserve(b, (uint8_t **)&b->names, &b->names_len, &b->names_cap,
-				     name_len);
+		uint8_t *n =
+		    reserve(b, (uint8_t **)&b->names, &b->names_len, &b->names_cap, name_len);
 		if (n)
 			memcpy(n, name, name_len);
 		p = reserve(b, &b->name_ends, &b->name_ends_len, &b->name_ends_cap, 8);
@@ -302,16 +301,20 @@ int qix_builder_finish(struct qix_builder *b, uint32_t flags, uint32_t fixed_siz
 	qput64(p + 48, shard_bytes);
 	qput64(p + 56, (flags & QIX_F_NAMES) ? b->names_len : 0);
 	p += QIX_HEADER_SIZE;
-	memcpy(p, b->frames, b->frames_len);
+	if (b->frames_len)
+		memcpy(p, b->frames, b->frames_len);
 	p += b->frames_len;
 	if (flags & QIX_F_RECORD_TABLE) {
-		memcpy(p, b->ends, b->ends_len);
+		if (b->ends_len)
+			memcpy(p, b->ends, b->ends_len);
 		p += b->ends_len;
 	}
 	if (flags & QIX_F_NAMES) {
-		memcpy(p, b->name_ends, b->name_ends_len);
+		if (b->name_ends_len)
+			memcpy(p, b->name_ends, b->name_ends_len);
 		p += b->name_ends_len;
-		memcpy(p, b->names, b->names_len);
+		if (b->names_len)
+			memcpy(p, b->names, b->names_len);
 		p += b->names_len;
 	}
 	qput64(p, XXH3_64bits(buf, len - QIX_TRAILER_SIZE));

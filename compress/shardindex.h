@@ -13,26 +13,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define QIX_MAGIC "QUAIIDX"       /* 8 bytes with its NUL */
+#define QIX_MAGIC "QUAIIDX" /* 8 bytes with its NUL */
 #define QIX_VERSION 1u
 #define QIX_HEADER_SIZE 64u
 #define QIX_FRAME_SIZE 40u
 #define QIX_TRAILER_SIZE 8u
 
 #define QIX_F_RECORD_TABLE 0x1u /* per-record end offsets follow the frames */
-#define QIX_F_NAMES 0x2u        /* record names follow */
+#define QIX_F_NAMES 0x2u	/* record names follow */
 #define QIX_F_KNOWN (QIX_F_RECORD_TABLE | QIX_F_NAMES)
 
 struct qix_frame {
-	uint64_t c_offset;     /* in the shard file */
-	uint64_t r_offset;     /* in the shard's raw stream (derived) */
+	uint64_t c_offset; /* in the shard file */
+	uint64_t r_offset; /* in the shard's raw stream (derived) */
 	uint32_t c_size;
 	uint32_t r_size;
 	uint32_t first_record; /* relative to the shard */
 	uint32_t records;
-	uint64_t c_xxh3;       /* XXH3-64 of the frame's compressed bytes */
-	uint64_t xxh64;        /* XXH64(raw, 0); its low 32 bits are the seek
-				  table's checksum */
+	uint64_t c_xxh3; /* XXH3-64 of the frame's compressed bytes */
+	uint64_t xxh64;	 /* XXH64(raw, 0); its low 32 bits are the seek
+			    table's checksum */
 };
 
 /* A parsed index. Points into the buffer it was parsed from, which must
@@ -45,7 +45,7 @@ struct qix {
 	uint32_t fixed_size;   /* 0 unless every record has this size */
 	uint64_t first_record; /* global id of the shard's first record */
 	uint64_t raw_bytes;
-	uint64_t shard_bytes;  /* size of the .zst file */
+	uint64_t shard_bytes; /* size of the .zst file */
 	uint64_t names_bytes;
 	struct qix_frame *frames;
 	const uint8_t *record_ends; /* records x u32, or NULL */
@@ -74,11 +74,11 @@ const char *qix_name(const struct qix *ix, uint64_t rec, size_t *ret_len);
 /* Builds an index while a shard is written. Zero-initialise, add frames and
  * records in order, then finish. */
 struct qix_builder {
-	uint8_t *frames;      /* encoded frame table */
+	uint8_t *frames; /* encoded frame table */
 	size_t frames_len, frames_cap;
-	uint8_t *ends;        /* encoded record ends (u32 each) */
+	uint8_t *ends; /* encoded record ends (u32 each) */
 	size_t ends_len, ends_cap;
-	uint8_t *name_ends;   /* encoded name ends (u64 each) */
+	uint8_t *name_ends; /* encoded name ends (u64 each) */
 	size_t name_ends_len, name_ends_cap;
 	char *names;
 	size_t names_len, names_cap;
@@ -86,7 +86,7 @@ struct qix_builder {
 	uint64_t records;
 	uint64_t raw_bytes;
 	uint64_t c_offset;
-	int err;              /* sticky -ENOMEM */
+	int err; /* sticky -ENOMEM */
 };
 
 /* Appends the end offset (inside the current frame) of one record, and its

@@ -148,7 +148,8 @@ int quai_unpack(const char *path, const char *dest, char *err, size_t err_len)
 		goto out;
 	}
 	if (info.kind == QUAI_RECORDS_FILES) {
-		if (mkdir(tmp, 0755) < 0 || (fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		if (mkdir(tmp, 0755) < 0 ||
+		    (fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 			r = -errno;
 			qfs_err(err, err_len, tmp, "%s", quai_strerror(r));
 			goto out;

@@ -67,12 +67,12 @@ struct verifier {
 	int fatal;
 };
 
-static void add_problem(struct verifier *v, int error, int64_t shard, int64_t frame,
-			uint64_t first, uint64_t count, const char *file, const char *fmt, ...)
-	__attribute__((format(printf, 8, 9)));
+static void add_problem(struct verifier *v, int error, int64_t shard, int64_t frame, uint64_t first,
+			uint64_t count, const char *file, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
 
-static void add_problem(struct verifier *v, int error, int64_t shard, int64_t frame,
-			uint64_t first, uint64_t count, const char *file, const char *fmt, ...)
+static void add_problem(struct verifier *v, int error, int64_t shard, int64_t frame, uint64_t first,
+			uint64_t count, const char *file, const char *fmt, ...)
 {
 	pthread_mutex_lock(&v->mu);
 	if (v->nprobs == v->probs_cap) {
@@ -110,8 +110,8 @@ static void check_shard_file(struct verifier *v, uint32_t i)
 
 	int fd = openat(v->dirfd, s->file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		add_problem(v, -errno, i, -1, s->first_record, s->records, s->file, "cannot open: %s",
-			    strerror(errno));
+		add_problem(v, -errno, i, -1, s->first_record, s->records, s->file,
+			    "cannot open: %s", strerror(errno));
 		return;
 	}
 	v->fds[i] = fd;
@@ -158,7 +158,8 @@ static void check_shard_file(struct verifier *v, uint32_t i)
 	qst_encode(e, ix->nframes, want, tlen);
 	if (memcmp(want, tab, tlen) != 0)
 		add_problem(v, -QUAI_ECORRUPT, i, -1, s->first_record, s->records, s->file,
-			    "seek table at byte %" PRIu64 " differs from the one quai writes", toff);
+			    "seek table at byte %" PRIu64 " differs from the one quai writes",
+			    toff);
 	free(want);
 out:
 	free(tab);
@@ -171,8 +172,8 @@ static void make_groups(struct verifier *v, uint32_t i)
 	uint32_t f = 0;
 	while (f < ix->nframes) {
 		struct vf_group g = {.shard = i, .first = f, .c_offset = ix->frames[f].c_offset};
-		while (f < ix->nframes && (g.count == 0 || g.c_len + ix->frames[f].c_size <=
-								   VF_GROUP_BYTES)) {
+		while (f < ix->nframes &&
+		       (g.count == 0 || g.c_len + ix->frames[f].c_size <= VF_GROUP_BYTES)) {
 			g.c_len += ix->frames[f].c_size;
 			g.count++;
 			f++;
@@ -209,16 +210,17 @@ static void check_group(struct verifier *v, const struct vf_group *g, ZSTD_DCtx 
 			continue;
 		}
 		if (rel + f->c_size > (uint64_t)n) {
-			add_problem(v, -QUAI_ECORRUPT, g->shard, g->first + k, first, f->records,
-				    s->file, "frame at byte %" PRIu64 " lies past the end of the file",
-				    f->c_offset);
+			add_problem(
+			    v, -QUAI_ECORRUPT, g->shard, g->first + k, first, f->records, s->file,
+			    "frame at byte %" PRIu64 " lies past the end of the file", f->c_offset);
 			bad++;
 			continue;
 		}
 		int r = qds_decode_frame(dctx, f, cbuf + rel, rbuf);
 		if (r < 0) {
 			add_problem(v, r, g->shard, g->first + k, first, f->records, s->file,
-				    "frame at byte %" PRIu64 " fails its checksum or does not decode",
+				    "frame at byte %" PRIu64
+				    " fails its checksum or does not decode",
 				    f->c_offset);
 			bad++;
 			continue;
@@ -388,7 +390,8 @@ int quai_verify(const char *path, const struct quai_verify_opts *opts,
 		goto out;
 	}
 report:
-	qsort(v.probs, v.nprobs, sizeof(*v.probs), cmp_probs);
+	if (v.nprobs)
+		qsort(v.probs, v.nprobs, sizeof(*v.probs), cmp_probs);
 	uint64_t bad_files = 0;
 	for (size_t i = 0; i < v.nprobs; i++) {
 		const struct vf_problem *p = &v.probs[i];
@@ -396,24 +399,24 @@ report:
 			bad_files++;
 		if (opts && opts->problem) {
 			struct quai_verify_problem q = {
-				.error = p->error,
-				.file = p->file,
-				.shard = p->shard,
-				.frame = p->frame,
-				.first_record = p->first_record,
-				.record_count = p->record_count,
-				.what = p->what,
+			    .error = p->error,
+			    .file = p->file,
+			    .shard = p->shard,
+			    .frame = p->frame,
+			    .first_record = p->first_record,
+			    .record_count = p->record_count,
+			    .what = p->what,
 			};
 			opts->problem(&q, opts->problem_arg);
 		}
 	}
 	if (ret_result)
 		*ret_result = (struct quai_verify_result){
-			.frames = v.frames_done,
-			.bad_frames = v.frames_bad,
-			.bad_files = bad_files,
-			.raw_bytes = v.raw_done,
-			.compressed_bytes = v.bytes_done,
+		    .frames = v.frames_done,
+		    .bad_frames = v.frames_bad,
+		    .bad_files = bad_files,
+		    .raw_bytes = v.raw_done,
+		    .compressed_bytes = v.bytes_done,
 		};
 	if (r == 0 && v.nprobs) {
 		r = -QUAI_ECORRUPT;

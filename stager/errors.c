@@ -7,14 +7,15 @@
 #include "quai_config.h"
 
 static const char *const quai_messages[] = {
-	[QUAI_ECORRUPT - QUAI_EBASE] = "stored data is corrupt (checksum mismatch or undecodable frame)",
-	[QUAI_EFORMAT - QUAI_EBASE] = "not a valid quai dataset file (format violation)",
-	[QUAI_EVERSION - QUAI_EBASE] = "unsupported format or protocol version",
-	[QUAI_EPOLICY - QUAI_EBASE] = "refused by the site's data policy",
-	[QUAI_EINPUT - QUAI_EBASE] = "input does not fit the chosen record kind",
-	[QUAI_EEXISTS - QUAI_EBASE] = "destination already exists (quai never overwrites)",
-	[QUAI_ECOMPRESS - QUAI_EBASE] = "compression library failure",
-	[QUAI_EEND - QUAI_EBASE] = "end of sequence",
+    [QUAI_ECORRUPT - QUAI_EBASE] =
+	"stored data is corrupt (checksum mismatch or undecodable frame)",
+    [QUAI_EFORMAT - QUAI_EBASE] = "not a valid quai dataset file (format violation)",
+    [QUAI_EVERSION - QUAI_EBASE] = "unsupported format or protocol version",
+    [QUAI_EPOLICY - QUAI_EBASE] = "refused by the site's data policy",
+    [QUAI_EINPUT - QUAI_EBASE] = "input does not fit the chosen record kind",
+    [QUAI_EEXISTS - QUAI_EBASE] = "destination already exists (quai never overwrites)",
+    [QUAI_ECOMPRESS - QUAI_EBASE] = "compression library failure",
+    [QUAI_EEND - QUAI_EBASE] = "end of sequence",
 };
 
 const char *quai_strerror(int err)

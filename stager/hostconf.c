@@ -334,6 +334,9 @@ int quai_zone_check(const char *zone)
 	if (!zone)
 		return -EINVAL;
 	n = strspn(zone, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
+	/* Not "." or "..": a zone may one day name a directory. */
+	if (strcmp(zone, ".") == 0 || strcmp(zone, "..") == 0)
+		return -EINVAL;
 	return n >= 1 && n <= QUAI_ZONE_MAX && zone[n] == '\0' ? 0 : -EINVAL;
 }
 
@@ -361,8 +364,8 @@ int quai_host_zone(char *buf, size_t len, char *err_msg, size_t err_msg_len)
 		return r;
 	n = strlen(zone);
 	if (!buf || n >= len) {
-		report(0, NULL, err_msg, err_msg_len, "zone '%s' needs a buffer of %zu bytes",
-		       zone, n + 1);
+		report(0, NULL, err_msg, err_msg_len, "zone '%s' needs a buffer of %zu bytes", zone,
+		       n + 1);
 		return -ERANGE;
 	}
 	memcpy(buf, zone, n + 1);

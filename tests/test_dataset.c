@@ -326,7 +326,8 @@ Test(dataset, output_does_not_depend_on_threads)
 Test(dataset, bad_input_leaves_nothing)
 {
 	char err[512];
-	struct quai_pack_opts o = {.size = sizeof(o), .kind = QUAI_RECORDS_FIXED, .fixed_size = 512};
+	struct quai_pack_opts o = {
+	    .size = sizeof(o), .kind = QUAI_RECORDS_FIXED, .fixed_size = 512};
 	tu_write(path("odd.bin"), "123", 3);
 	const char *odd[] = {path("odd.bin")};
 	cr_assert_eq(quai_pack(odd, 1, path("ds"), &o, NULL, err, sizeof(err)), -QUAI_EINPUT);
@@ -392,7 +393,8 @@ Test(dataset, disk_full_leaves_nothing)
 	tu_write(path("rand.bin"), in, len);
 	free(in);
 	const char *srcs[] = {path("rand.bin")};
-	struct quai_pack_opts o = {.size = sizeof(o), .kind = QUAI_RECORDS_FIXED, .fixed_size = 1024};
+	struct quai_pack_opts o = {
+	    .size = sizeof(o), .kind = QUAI_RECORDS_FIXED, .fixed_size = 1024};
 	char err[512];
 	int r = quai_pack(srcs, 1, path("small/ds"), &o, NULL, err, sizeof(err));
 	cr_assert_eq(r, -ENOSPC, "%s", quai_strerror(r));

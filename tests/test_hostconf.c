@@ -270,7 +270,8 @@ Test(hostconf, many_settings_fast, .timeout = 20)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	cr_expect_eq(parse_ok_len(text, len).count, n);
 	len += (size_t)sprintf(text + len, "k%u=\n", n / 2);
-	snprintf(want, sizeof(want), "duplicate key 'k%u' (first set on line %u)", n / 2, n / 2 + 1);
+	snprintf(want, sizeof(want), "duplicate key 'k%u' (first set on line %u)", n / 2,
+		 n / 2 + 1);
 	check_bad(text, len, n + 1, want);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
@@ -285,12 +286,23 @@ Test(hostconf, many_settings_fast, .timeout = 20)
 Test(hostconf, zone_labels)
 {
 	static const char *const ok[] = {
-		"none", "a", "Z", "0", "eu-west-1", "site_A.rack-7", ".", "-", "_",
-		"012345678901234567890123456789012345678901234567890123456789012",
+	    "none",	 "a",
+	    "Z",	 "0",
+	    "eu-west-1", "site_A.rack-7",
+	    ".",	 "-",
+	    "_",	 "012345678901234567890123456789012345678901234567890123456789012",
 	};
 	static const char *const bad[] = {
-		"", "eu west", "zone/x", "a\tb", "caf\xc3\xa9", "a:b", "a\n", "*", "a,b",
-		"0123456789012345678901234567890123456789012345678901234567890123",
+	    "",
+	    "eu west",
+	    "zone/x",
+	    "a\tb",
+	    "caf\xc3\xa9",
+	    "a:b",
+	    "a\n",
+	    "*",
+	    "a,b",
+	    "0123456789012345678901234567890123456789012345678901234567890123",
 	};
 
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)

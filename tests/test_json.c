@@ -30,8 +30,7 @@ static qjs_doc *parse_ok(const char *text)
 
 /* Checks that `text` is rejected at line:column with a message holding
  * `msg`, and that *ret_doc is left alone. */
-static void check_bad(const char *text, size_t len, unsigned line, unsigned column,
-		      const char *msg)
+static void check_bad(const char *text, size_t len, unsigned line, unsigned column, const char *msg)
 {
 	struct qjs_error err = {0};
 	qjs_doc *sentinel = (qjs_doc *)&err, *doc = sentinel;
@@ -77,9 +76,9 @@ Test(json, scalars_at_root)
 		const char *text;
 		enum qjs_type type;
 	} cases[] = {
-		{"null", QJS_NULL},     {"true", QJS_TRUE},   {"false", QJS_FALSE},
-		{" \t\r\n0\n", QJS_NUMBER}, {"\"x\"", QJS_STRING}, {"[]", QJS_ARRAY},
-		{"{}", QJS_OBJECT},
+	    {"null", QJS_NULL},		{"true", QJS_TRUE},    {"false", QJS_FALSE},
+	    {" \t\r\n0\n", QJS_NUMBER}, {"\"x\"", QJS_STRING}, {"[]", QJS_ARRAY},
+	    {"{}", QJS_OBJECT},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -189,8 +188,9 @@ Test(json, text_need_not_be_nul_terminated)
 Test(json, numbers_kept_as_text)
 {
 	static const char *const ok[] = {
-		"0", "-0", "7", "-7", "10", "1.5", "-0.0", "0.25e10", "1E+2", "1e-2", "-1.5E-300",
-		"123456789012345678901234567890", "1e99999",
+	    "0",       "-0",	  "7",	  "-7",	  "10",	       "1.5",
+	    "-0.0",    "0.25e10", "1E+2", "1e-2", "-1.5E-300", "123456789012345678901234567890",
+	    "1e99999",
 	};
 
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
@@ -208,24 +208,24 @@ Test(json, u64_exact)
 		int ret;
 		uint64_t value;
 	} cases[] = {
-		{"0", 0, 0},
-		{"1", 0, 1},
-		{"4294967296", 0, 4294967296u},
-		{"18446744073709551615", 0, UINT64_MAX},
-		{"18446744073709551610", 0, UINT64_MAX - 5},
-		{"18446744073709551616", -ERANGE, 0},
-		{"18446744073709551620", -ERANGE, 0},
-		{"99999999999999999999", -ERANGE, 0},
-		{"184467440737095516150", -ERANGE, 0},
-		{"-1", -EINVAL, 0},
-		{"-0", -EINVAL, 0},
-		{"1.0", -EINVAL, 0},
-		{"1e3", -EINVAL, 0},
-		{"1E3", -EINVAL, 0},
-		{"99999999999999999999.5", -EINVAL, 0},
-		{"\"5\"", -EINVAL, 0},
-		{"true", -EINVAL, 0},
-		{"[5]", -EINVAL, 0},
+	    {"0", 0, 0},
+	    {"1", 0, 1},
+	    {"4294967296", 0, 4294967296u},
+	    {"18446744073709551615", 0, UINT64_MAX},
+	    {"18446744073709551610", 0, UINT64_MAX - 5},
+	    {"18446744073709551616", -ERANGE, 0},
+	    {"18446744073709551620", -ERANGE, 0},
+	    {"99999999999999999999", -ERANGE, 0},
+	    {"184467440737095516150", -ERANGE, 0},
+	    {"-1", -EINVAL, 0},
+	    {"-0", -EINVAL, 0},
+	    {"1.0", -EINVAL, 0},
+	    {"1e3", -EINVAL, 0},
+	    {"1E3", -EINVAL, 0},
+	    {"99999999999999999999.5", -EINVAL, 0},
+	    {"\"5\"", -EINVAL, 0},
+	    {"true", -EINVAL, 0},
+	    {"[5]", -EINVAL, 0},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -258,7 +258,8 @@ Test(json, string_escapes)
 	STR("\"\\ud83d\\ude00\"", "\xf0\x9f\x98\x80");
 	STR("\"\\uD800\\uDC00\"", "\xf0\x90\x80\x80");
 	STR("\"\\uDBFF\\uDFFF\"", "\xf4\x8f\xbf\xbf");
-	STR("\"a\\uD83D\\uDE00b\\n\"", "a\xf0\x9f\x98\x80" "b\n");
+	STR("\"a\\uD83D\\uDE00b\\n\"", "a\xf0\x9f\x98\x80"
+				       "b\n");
 }
 
 Test(json, raw_utf8_and_del)
@@ -267,8 +268,8 @@ Test(json, raw_utf8_and_del)
 	STR("\"\xc2\x80\"", "\xc2\x80");
 	STR("\"\xdf\xbf\"", "\xdf\xbf");
 	STR("\"\xe0\xa0\x80\"", "\xe0\xa0\x80");
-	STR("\"\xed\x9f\xbf\"", "\xed\x9f\xbf");  /* U+D7FF, just below the surrogates */
-	STR("\"\xee\x80\x80\"", "\xee\x80\x80");  /* U+E000, just above */
+	STR("\"\xed\x9f\xbf\"", "\xed\x9f\xbf"); /* U+D7FF, just below the surrogates */
+	STR("\"\xee\x80\x80\"", "\xee\x80\x80"); /* U+E000, just above */
 	STR("\"\xef\xbf\xbf\"", "\xef\xbf\xbf");
 	STR("\"\xf0\x90\x80\x80\"", "\xf0\x90\x80\x80");
 	STR("\"\xf0\x9f\x98\x80\"", "\xf0\x9f\x98\x80");
@@ -284,23 +285,23 @@ Test(json, rejects_bad_utf8_at_the_byte)
 {
 	BAD("\"\xff\"", 1, 2, "invalid UTF-8 byte 0xff");
 	BAD("\"\xfe\"", 1, 2, "invalid UTF-8 byte 0xfe");
-	BAD("\"\x80\"", 1, 2, "invalid UTF-8 byte 0x80");      /* lone continuation */
-	BAD("\"\xc0\x80\"", 1, 2, "invalid UTF-8 byte 0xc0");  /* overlong NUL */
-	BAD("\"\xc1\xbf\"", 1, 2, "invalid UTF-8 byte 0xc1");  /* overlong */
-	BAD("\"\xe0\x80\x80\"", 1, 3, "0x80");                  /* overlong 3 */
-	BAD("\"\xe0\x9f\xbf\"", 1, 3, "0x9f");                  /* overlong 3 */
-	BAD("\"\xf0\x80\x80\x80\"", 1, 3, "0x80");              /* overlong 4 */
-	BAD("\"\xf0\x8f\xbf\xbf\"", 1, 3, "0x8f");              /* overlong 4 */
+	BAD("\"\x80\"", 1, 2, "invalid UTF-8 byte 0x80");	  /* lone continuation */
+	BAD("\"\xc0\x80\"", 1, 2, "invalid UTF-8 byte 0xc0");	  /* overlong NUL */
+	BAD("\"\xc1\xbf\"", 1, 2, "invalid UTF-8 byte 0xc1");	  /* overlong */
+	BAD("\"\xe0\x80\x80\"", 1, 3, "0x80");			  /* overlong 3 */
+	BAD("\"\xe0\x9f\xbf\"", 1, 3, "0x9f");			  /* overlong 3 */
+	BAD("\"\xf0\x80\x80\x80\"", 1, 3, "0x80");		  /* overlong 4 */
+	BAD("\"\xf0\x8f\xbf\xbf\"", 1, 3, "0x8f");		  /* overlong 4 */
 	BAD("\"\xed\xa0\x80\"", 1, 3, "invalid UTF-8 byte 0xa0"); /* U+D800 */
-	BAD("\"\xed\xbf\xbf\"", 1, 3, "0xbf");                  /* U+DFFF */
-	BAD("\"\xf4\x90\x80\x80\"", 1, 3, "0x90");              /* U+110000 */
+	BAD("\"\xed\xbf\xbf\"", 1, 3, "0xbf");			  /* U+DFFF */
+	BAD("\"\xf4\x90\x80\x80\"", 1, 3, "0x90");		  /* U+110000 */
 	BAD("\"\xf5\x80\x80\x80\"", 1, 2, "0xf5");
-	BAD("\"ab\xc3\"", 1, 5, "0x22");                        /* cut by the quote */
+	BAD("\"ab\xc3\"", 1, 5, "0x22"); /* cut by the quote */
 	BAD("\"\xe2\x82\"", 1, 4, "0x22");
 	BAD("\"\xe2\x82x\"", 1, 4, "0x78");
-	BAD("\"\xc3", 1, 1, "unterminated string");             /* cut by the end */
+	BAD("\"\xc3", 1, 1, "unterminated string"); /* cut by the end */
 	BAD("[\"ok\",\n \"\xc3\x28\"]", 2, 4, "invalid UTF-8 byte 0x28");
-	BAD("\xef\xbb\xbf[]", 1, 1, "byte 0xef");               /* no BOM */
+	BAD("\xef\xbb\xbf[]", 1, 1, "byte 0xef"); /* no BOM */
 	BAD("[\xc3\xa9]", 1, 2, "expected a value, got byte 0xc3");
 }
 
@@ -417,7 +418,9 @@ Test(json, rejects_bad_structure)
 	BAD("\x00", 1, 1, "expected a value, got byte 0x00");
 	BAD("[\f1]", 1, 2, "expected a value, got byte 0x0c"); /* not JSON whitespace */
 	BAD("[\v1]", 1, 2, "byte 0x0b");
-	BAD("\xa0" "1", 1, 1, "byte 0xa0");
+	BAD("\xa0"
+	    "1",
+	    1, 1, "byte 0xa0");
 }
 
 Test(json, reports_line_and_column)
@@ -640,8 +643,10 @@ Test(json, writer_escapes)
 	PUT("\xc0\x80", "\"\\u00c0\\u0080\"");
 	PUT("\xed\xa0\x80", "\"\\u00ed\\u00a0\\u0080\"");
 	PUT("\xf4\x90\x80\x80", "\"\\u00f4\\u0090\\u0080\\u0080\"");
-	PUT("\xe2\x82", "\"\\u00e2\\u0082\"");           /* cut at the end */
-	PUT("\xe2\x82" "a", "\"\\u00e2\\u0082a\"");
+	PUT("\xe2\x82", "\"\\u00e2\\u0082\""); /* cut at the end */
+	PUT("\xe2\x82"
+	    "a",
+	    "\"\\u00e2\\u0082a\"");
 	PUT("\xc3\xa9\xc3", "\"\xc3\xa9\\u00c3\"");
 }
 

@@ -8,9 +8,9 @@
 #include "seektable.h"
 
 static const struct qst_entry three[] = {
-	{.csize = 100, .rsize = 4096, .checksum = 0xdeadbeef},
-	{.csize = 1, .rsize = 0, .checksum = 0},
-	{.csize = 0xffffffffu, .rsize = QST_MAX_FRAME_RSIZE, .checksum = 7},
+    {.csize = 100, .rsize = 4096, .checksum = 0xdeadbeef},
+    {.csize = 1, .rsize = 0, .checksum = 0},
+    {.csize = 0xffffffffu, .rsize = QST_MAX_FRAME_RSIZE, .checksum = 7},
 };
 
 Test(seektable, round_trip)
@@ -74,8 +74,19 @@ Test(seektable, rejects_damage)
 	 * makes the table inconsistent. (Entries are data, and bits 1..0 of the
 	 * descriptor are unused by the format: verify compares the whole table
 	 * with the index to catch those.) */
-	size_t must_fail[] = {0, 1, 2, 3, 4, 5, 6, 7, (size_t)n - 9, (size_t)n - 4,
-			      (size_t)n - 3, (size_t)n - 2, (size_t)n - 1};
+	size_t must_fail[] = {0,
+			      1,
+			      2,
+			      3,
+			      4,
+			      5,
+			      6,
+			      7,
+			      (size_t)n - 9,
+			      (size_t)n - 4,
+			      (size_t)n - 3,
+			      (size_t)n - 2,
+			      (size_t)n - 1};
 	for (size_t i = 0; i < sizeof(must_fail) / sizeof(must_fail[0]); i++) {
 		memcpy(buf, good, (size_t)n);
 		buf[must_fail[i]] ^= 0x01;

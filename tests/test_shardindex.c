@@ -21,9 +21,9 @@ static void build_named(uint8_t **buf, size_t *len)
 	qix_builder_record(&b, 10, "c", 1);
 	qix_builder_frame(&b, 30, 10, 1, 0x3333, 0x4444);
 	uint64_t shard_bytes = 50 + qst_encoded_size(2);
-	cr_assert_eq(qix_builder_finish(&b, QIX_F_RECORD_TABLE | QIX_F_NAMES, 0, 100, shard_bytes,
-					buf, len),
-		     0);
+	cr_assert_eq(
+	    qix_builder_finish(&b, QIX_F_RECORD_TABLE | QIX_F_NAMES, 0, 100, shard_bytes, buf, len),
+	    0);
 	qix_builder_reset(&b);
 }
 
@@ -120,18 +120,18 @@ Test(shardindex, inconsistent_fields_are_format_errors)
 		int width;
 		int want;
 	} cases[] = {
-		{8, 2, 4, -QUAI_EVERSION},         /* version */
-		{12, 0x7, 4, -QUAI_EFORMAT},       /* unknown flag */
-		{16, 4, 8, -QUAI_EFORMAT},         /* record count */
-		{24, 3, 4, -QUAI_EFORMAT},         /* frame count */
-		{28, 5, 4, -QUAI_EFORMAT},         /* fixed size with a record table */
-		{48, 1u << 30, 8, -QUAI_EFORMAT},  /* shard size vs frames */
-		{64, 1, 8, -QUAI_EFORMAT},         /* frame 0 not at offset 0 */
-		{64 + 16, 1, 4, -QUAI_EFORMAT},    /* frame 0 first record */
-		{64 + 20, 0, 4, -QUAI_EFORMAT},    /* frame 0 with no records */
-		{64 + 12, 0x50000000, 4, -QUAI_EFORMAT}, /* raw size past the limit */
-		{64 + 80, 4, 4, -QUAI_EFORMAT},    /* record end past its frame */
-		{64 + 80 + 12, 1000, 8, -QUAI_EFORMAT}, /* name end past the names */
+	    {8, 2, 4, -QUAI_EVERSION},		     /* version */
+	    {12, 0x7, 4, -QUAI_EFORMAT},	     /* unknown flag */
+	    {16, 4, 8, -QUAI_EFORMAT},		     /* record count */
+	    {24, 3, 4, -QUAI_EFORMAT},		     /* frame count */
+	    {28, 5, 4, -QUAI_EFORMAT},		     /* fixed size with a record table */
+	    {48, 1u << 30, 8, -QUAI_EFORMAT},	     /* shard size vs frames */
+	    {64, 1, 8, -QUAI_EFORMAT},		     /* frame 0 not at offset 0 */
+	    {64 + 16, 1, 4, -QUAI_EFORMAT},	     /* frame 0 first record */
+	    {64 + 20, 0, 4, -QUAI_EFORMAT},	     /* frame 0 with no records */
+	    {64 + 12, 0x50000000, 4, -QUAI_EFORMAT}, /* raw size past the limit */
+	    {64 + 80, 4, 4, -QUAI_EFORMAT},	     /* record end past its frame */
+	    {64 + 80 + 12, 1000, 8, -QUAI_EFORMAT},  /* name end past the names */
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		memcpy(buf, good, len);
@@ -148,8 +148,8 @@ Test(shardindex, inconsistent_fields_are_format_errors)
 
 Test(shardindex, hostile_names_are_refused)
 {
-	const char *bad[] = {"/etc/passwd", "..", "../x", "a/../b", "a//b", "a/", ".", "./a",
-			     "a/."};
+	const char *bad[] = {"/etc/passwd", "..", "../x", "a/../b", "a//b",
+			     "a/",	    ".",  "./a",  "a/."};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		cr_assert_eq(qix_check_name(bad[i], strlen(bad[i])), -QUAI_EFORMAT, "%s", bad[i]);
 	cr_assert_eq(qix_check_name("a\0b", 3), -QUAI_EFORMAT);

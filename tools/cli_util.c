@@ -16,18 +16,18 @@
 
 int cli_exit_code(int err)
 {
-        if (err >= 0)
-                return CLI_EXIT_OK;
-        switch (-err) {
-        case ECANCELED:
-        case EINTR:
-                return cli_interrupted() ? 128 + cli_interrupted() : CLI_EXIT_INTERRUPTED;
-        case QUAI_ECORRUPT:
-        case QUAI_EFORMAT:
-                return CLI_EXIT_BAD_DATA;
-        default:
-                return CLI_EXIT_FAILURE;
-        }
+	if (err >= 0)
+		return CLI_EXIT_OK;
+	switch (-err) {
+	case ECANCELED:
+	case EINTR:
+		return cli_interrupted() ? 128 + cli_interrupted() : CLI_EXIT_INTERRUPTED;
+	case QUAI_ECORRUPT:
+	case QUAI_EFORMAT:
+		return CLI_EXIT_BAD_DATA;
+	default:
+		return CLI_EXIT_FAILURE;
+	}
 }
 
 /* ---- parsing ---------------------------------------------------------- */
@@ -35,188 +35,188 @@ int cli_exit_code(int err)
 /* Parses leading decimal digits; *end points after them. */
 static int parse_digits(const char *s, uint64_t *ret, const char **end)
 {
-        uint64_t v = 0;
-        const char *p = s;
+	uint64_t v = 0;
+	const char *p = s;
 
-        if (*p < '0' || *p > '9')
-                return -EINVAL;
-        for (; *p >= '0' && *p <= '9'; p++) {
-                unsigned d = (unsigned)(*p - '0');
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
 
-                if (v > (UINT64_MAX - d) / 10)
-                        return -ERANGE;
-                v = v * 10 + d;
-        }
-        *ret = v;
-        *end = p;
-        return 0;
+		if (v > (UINT64_MAX - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+	}
+	*ret = v;
+	*end = p;
+	return 0;
 }
 
 int cli_parse_u64(const char *s, uint64_t *ret)
 {
-        const char *end;
-        uint64_t v;
-        int r;
+	const char *end;
+	uint64_t v;
+	int r;
 
-        r = parse_digits(s, &v, &end);
-        if (r < 0)
-                return r;
-        if (*end)
-                return -EINVAL;
-        *ret = v;
-        return 0;
+	r = parse_digits(s, &v, &end);
+	if (r < 0)
+		return r;
+	if (*end)
+		return -EINVAL;
+	*ret = v;
+	return 0;
 }
 
 int cli_parse_int(const char *s, int *ret)
 {
-        bool neg = false;
-        uint64_t v;
-        int r;
+	bool neg = false;
+	uint64_t v;
+	int r;
 
-        if (*s == '-' || *s == '+') {
-                neg = *s == '-';
-                s++;
-        }
-        r = cli_parse_u64(s, &v);
-        if (r < 0)
-                return r;
-        if (v > (uint64_t)INT32_MAX + (neg ? 1 : 0))
-                return -ERANGE;
-        *ret = neg ? (int)(-(int64_t)v) : (int)v;
-        return 0;
+	if (*s == '-' || *s == '+') {
+		neg = *s == '-';
+		s++;
+	}
+	r = cli_parse_u64(s, &v);
+	if (r < 0)
+		return r;
+	if (v > (uint64_t)INT32_MAX + (neg ? 1 : 0))
+		return -ERANGE;
+	*ret = neg ? (int)(-(int64_t)v) : (int)v;
+	return 0;
 }
 
 int cli_parse_size(const char *s, uint64_t *ret)
 {
-        static const struct {
-                const char *name;
-                unsigned shift;
-        } suffixes[] = {
-            {"", 0},     {"b", 0},  {"k", 10},   {"kib", 10}, {"m", 20},
-            {"mib", 20}, {"g", 30}, {"gib", 30}, {"t", 40},   {"tib", 40},
-        };
-        const char *end;
-        uint64_t v;
-        int r;
+	static const struct {
+		const char *name;
+		unsigned shift;
+	} suffixes[] = {
+	    {"", 0},	 {"b", 0},  {"k", 10},	 {"kib", 10}, {"m", 20},
+	    {"mib", 20}, {"g", 30}, {"gib", 30}, {"t", 40},   {"tib", 40},
+	};
+	const char *end;
+	uint64_t v;
+	int r;
 
-        r = parse_digits(s, &v, &end);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-                if (strcasecmp(end, suffixes[i].name) != 0)
-                        continue;
-                if (suffixes[i].shift && v > (UINT64_MAX >> suffixes[i].shift))
-                        return -ERANGE;
-                *ret = v << suffixes[i].shift;
-                return 0;
-        }
-        return -EINVAL;
+	r = parse_digits(s, &v, &end);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		if (strcasecmp(end, suffixes[i].name) != 0)
+			continue;
+		if (suffixes[i].shift && v > (UINT64_MAX >> suffixes[i].shift))
+			return -ERANGE;
+		*ret = v << suffixes[i].shift;
+		return 0;
+	}
+	return -EINVAL;
 }
 
 int cli_parse_range(const char *s, uint64_t *ret_a, uint64_t *ret_b, bool *ret_has_b)
 {
-        const char *colon = strchr(s, ':');
-        uint64_t a = 0, b = 0;
-        const char *end;
-        int r;
+	const char *colon = strchr(s, ':');
+	uint64_t a = 0, b = 0;
+	const char *end;
+	int r;
 
-        if (!colon)
-                return -EINVAL;
-        if (colon != s) {
-                r = parse_digits(s, &a, &end);
-                if (r < 0)
-                        return r;
-                if (end != colon)
-                        return -EINVAL;
-        }
-        if (colon[1]) {
-                r = cli_parse_u64(colon + 1, &b);
-                if (r < 0)
-                        return r;
-                if (b < a)
-                        return -EINVAL;
-        }
-        *ret_a = a;
-        *ret_b = b;
-        *ret_has_b = colon[1] != '\0';
-        return 0;
+	if (!colon)
+		return -EINVAL;
+	if (colon != s) {
+		r = parse_digits(s, &a, &end);
+		if (r < 0)
+			return r;
+		if (end != colon)
+			return -EINVAL;
+	}
+	if (colon[1]) {
+		r = cli_parse_u64(colon + 1, &b);
+		if (r < 0)
+			return r;
+		if (b < a)
+			return -EINVAL;
+	}
+	*ret_a = a;
+	*ret_b = b;
+	*ret_has_b = colon[1] != '\0';
+	return 0;
 }
 
 /* ---- formatting ------------------------------------------------------- */
 
 void cli_format_bytes(uint64_t n, char *buf, size_t len)
 {
-        static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-        double v = (double)n;
-        size_t u = 0;
+	static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+	double v = (double)n;
+	size_t u = 0;
 
-        if (n < 1024) {
-                snprintf(buf, len, "%" PRIu64 " B", n);
-                return;
-        }
-        v /= 1024;
-        while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
-                v /= 1024;
-                u++;
-        }
-        /* Exact multiples read better whole: "4 KiB", "256 MiB". */
-        snprintf(buf, len, v == (double)(uint64_t)v ? "%.0f %s" : "%.1f %s", v, units[u]);
+	if (n < 1024) {
+		snprintf(buf, len, "%" PRIu64 " B", n);
+		return;
+	}
+	v /= 1024;
+	while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		v /= 1024;
+		u++;
+	}
+	/* Exact multiples read better whole: "4 KiB", "256 MiB". */
+	snprintf(buf, len, v == (double)(uint64_t)v ? "%.0f %s" : "%.1f %s", v, units[u]);
 }
 
 void cli_format_ratio(uint64_t raw, uint64_t compressed, char *buf, size_t len)
 {
-        if (compressed)
-                snprintf(buf, len, "%.2f", (double)raw / (double)compressed);
-        else
-                snprintf(buf, len, "-");
+	if (compressed)
+		snprintf(buf, len, "%.2f", (double)raw / (double)compressed);
+	else
+		snprintf(buf, len, "-");
 }
 
 void cli_format_duration(double seconds, char *buf, size_t len)
 {
-        uint64_t s;
+	uint64_t s;
 
-        if (seconds < 0)
-                seconds = 0;
-        if (seconds < 60) {
-                snprintf(buf, len, seconds < 10 ? "%.2f s" : "%.1f s", seconds);
-                return;
-        }
-        s = (uint64_t)(seconds + 0.5);
-        if (s < 3600)
-                snprintf(buf, len, "%" PRIu64 ":%02" PRIu64, s / 60, s % 60);
-        else
-                snprintf(buf, len, "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, s / 3600, s / 60 % 60,
-                         s % 60);
+	if (seconds < 0)
+		seconds = 0;
+	if (seconds < 60) {
+		snprintf(buf, len, seconds < 10 ? "%.2f s" : "%.1f s", seconds);
+		return;
+	}
+	s = (uint64_t)(seconds + 0.5);
+	if (s < 3600)
+		snprintf(buf, len, "%" PRIu64 ":%02" PRIu64, s / 60, s % 60);
+	else
+		snprintf(buf, len, "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, s / 3600, s / 60 % 60,
+			 s % 60);
 }
 
 char *cli_printable(const char *src, char *buf, size_t len)
 {
-        size_t i;
+	size_t i;
 
-        if (!len)
-                return buf;
-        for (i = 0; src[i] && i + 1 < len; i++) {
-                unsigned char c = (unsigned char)src[i];
+	if (!len)
+		return buf;
+	for (i = 0; src[i] && i + 1 < len; i++) {
+		unsigned char c = (unsigned char)src[i];
 
-                buf[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-        }
-        buf[i] = '\0';
-        return buf;
+		buf[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+	}
+	buf[i] = '\0';
+	return buf;
 }
 
 double cli_now(void)
 {
-        struct timespec ts;
+	struct timespec ts;
 
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 double cli_rate_mbs(uint64_t bytes, double seconds)
 {
-        if (seconds <= 1e-6)
-                return 0;
-        return (double)bytes / seconds / 1e6;
+	if (seconds <= 1e-6)
+		return 0;
+	return (double)bytes / seconds / 1e6;
 }
 
 /* ---- signals ---------------------------------------------------------- */
@@ -225,198 +225,198 @@ static volatile sig_atomic_t caught_signal;
 
 static void on_signal(int sig)
 {
-        caught_signal = sig;
+	caught_signal = sig;
 }
 
 void cli_catch_signals(void)
 {
-        struct sigaction sa;
+	struct sigaction sa;
 
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_signal;
-        sigemptyset(&sa.sa_mask);
-        /* No SA_RESTART: a blocking read of a pipe or terminal returns EINTR,
-         * so the work notices the flag instead of waiting for more input. */
-        sa.sa_flags = SA_RESETHAND;
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	/* No SA_RESTART: a blocking read of a pipe or terminal returns EINTR,
+	 * so the work notices the flag instead of waiting for more input. */
+	sa.sa_flags = SA_RESETHAND;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 }
 
 int cli_interrupted(void)
 {
-        return caught_signal;
+	return caught_signal;
 }
 
 /* ---- the progress line ------------------------------------------------ */
 
 bool cli_stderr_is_tty(void)
 {
-        return isatty(STDERR_FILENO) == 1;
+	return isatty(STDERR_FILENO) == 1;
 }
 
 void cli_progress_init(struct cli_progress *p, bool enabled)
 {
-        memset(p, 0, sizeof(*p));
-        p->enabled = enabled;
-        p->start = cli_now();
+	memset(p, 0, sizeof(*p));
+	p->enabled = enabled;
+	p->start = cli_now();
 }
 
 static size_t terminal_width(void)
 {
-        struct winsize ws;
+	struct winsize ws;
 
-        if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
-                return ws.ws_col;
-        return 80;
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+		return ws.ws_col;
+	return 80;
 }
 
 /* Writes all of buf to stderr, ignoring failures: progress is best effort. */
 static void write_stderr(const char *buf, size_t len)
 {
-        while (len) {
-                ssize_t n = write(STDERR_FILENO, buf, len);
+	while (len) {
+		ssize_t n = write(STDERR_FILENO, buf, len);
 
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return;
-                buf += n;
-                len -= (size_t)n;
-        }
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		buf += n;
+		len -= (size_t)n;
+	}
 }
 
 /* "0:07", "12:30", "1:02:03": whole seconds, rounded up. */
 static void format_eta(double seconds, char *buf, size_t len)
 {
-        uint64_t s = seconds > 0 ? (uint64_t)seconds + 1 : 0;
+	uint64_t s = seconds > 0 ? (uint64_t)seconds + 1 : 0;
 
-        if (s < 3600)
-                snprintf(buf, len, "%" PRIu64 ":%02" PRIu64, s / 60, s % 60);
-        else
-                snprintf(buf, len, "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, s / 3600, s / 60 % 60,
-                         s % 60);
+	if (s < 3600)
+		snprintf(buf, len, "%" PRIu64 ":%02" PRIu64, s / 60, s % 60);
+	else
+		snprintf(buf, len, "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, s / 3600, s / 60 % 60,
+			 s % 60);
 }
 
 void cli_progress_update(struct cli_progress *p, uint64_t done, uint64_t total, const char *extra,
-                         bool force)
+			 bool force)
 {
-        char line[512], sdone[32], stotal[32], eta[32];
-        double now = cli_now(), elapsed, rate;
-        size_t width, n;
+	char line[512], sdone[32], stotal[32], eta[32];
+	double now = cli_now(), elapsed, rate;
+	size_t width, n;
 
-        if (!p->enabled)
-                return;
-        if (!force && p->drawn && now - p->last < 0.1)
-                return;
-        p->last = now;
-        elapsed = now - p->start;
-        rate = cli_rate_mbs(done, elapsed);
-        cli_format_bytes(done, sdone, sizeof(sdone));
+	if (!p->enabled)
+		return;
+	if (!force && p->drawn && now - p->last < 0.1)
+		return;
+	p->last = now;
+	elapsed = now - p->start;
+	rate = cli_rate_mbs(done, elapsed);
+	cli_format_bytes(done, sdone, sizeof(sdone));
 
-        /* "\r" first, the text, then "erase to end of line", in one write. */
-        if (total) {
-                cli_format_bytes(total, stotal, sizeof(stotal));
-                if (rate > 0 && done <= total)
-                        format_eta((double)(total - done) / (rate * 1e6), eta, sizeof(eta));
-                else
-                        snprintf(eta, sizeof(eta), "--");
-                snprintf(line + 1, sizeof(line) - 1, "%s / %s (%.0f%%), %.1f MB/s, ETA %s%s%s",
-                         sdone, stotal, 100.0 * (double)done / (double)total, rate, eta,
-                         extra ? ", " : "", extra ? extra : "");
-        } else {
-                snprintf(line + 1, sizeof(line) - 1, "%s, %.1f MB/s%s%s", sdone, rate,
-                         extra ? ", " : "", extra ? extra : "");
-        }
-        line[0] = '\r';
-        /* Never let the line wrap: a wrapped line cannot overwrite itself. */
-        width = terminal_width();
-        n = strlen(line);
-        if (width > 1 && n - 1 > width - 1)
-                n = width;
-        if (n + 3 < sizeof(line)) {
-                memcpy(line + n, "\033[K", 3);
-                n += 3;
-        }
-        write_stderr(line, n);
-        p->drawn = true;
+	/* "\r" first, the text, then "erase to end of line", in one write. */
+	if (total) {
+		cli_format_bytes(total, stotal, sizeof(stotal));
+		if (rate > 0 && done <= total)
+			format_eta((double)(total - done) / (rate * 1e6), eta, sizeof(eta));
+		else
+			snprintf(eta, sizeof(eta), "--");
+		snprintf(line + 1, sizeof(line) - 1, "%s / %s (%.0f%%), %.1f MB/s, ETA %s%s%s",
+			 sdone, stotal, 100.0 * (double)done / (double)total, rate, eta,
+			 extra ? ", " : "", extra ? extra : "");
+	} else {
+		snprintf(line + 1, sizeof(line) - 1, "%s, %.1f MB/s%s%s", sdone, rate,
+			 extra ? ", " : "", extra ? extra : "");
+	}
+	line[0] = '\r';
+	/* Never let the line wrap: a wrapped line cannot overwrite itself. */
+	width = terminal_width();
+	n = strlen(line);
+	if (width > 1 && n - 1 > width - 1)
+		n = width;
+	if (n + 3 < sizeof(line)) {
+		memcpy(line + n, "\033[K", 3);
+		n += 3;
+	}
+	write_stderr(line, n);
+	p->drawn = true;
 }
 
 void cli_progress_clear(struct cli_progress *p)
 {
-        if (!p->enabled || !p->drawn)
-                return;
-        write_stderr("\r\033[K", 4);
-        p->drawn = false;
+	if (!p->enabled || !p->drawn)
+		return;
+	write_stderr("\r\033[K", 4);
+	p->drawn = false;
 }
 
 /* ---- output ----------------------------------------------------------- */
 
 int cli_finish_stdout(const char *verb)
 {
-        if (fflush(stdout) == 0 && !ferror(stdout))
-                return CLI_EXIT_OK;
-        if (errno == EPIPE)
-                return CLI_EXIT_OK;
-        fprintf(stderr, "quai %s: write error: %s\n", verb, quai_strerror(errno));
-        return CLI_EXIT_FAILURE;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return CLI_EXIT_OK;
+	if (errno == EPIPE)
+		return CLI_EXIT_OK;
+	fprintf(stderr, "quai %s: write error: %s\n", verb, quai_strerror(errno));
+	return CLI_EXIT_FAILURE;
 }
 
 int cli_out_init(struct cli_out *o, int fd, size_t cap)
 {
-        o->fd = fd;
-        o->len = 0;
-        o->cap = cap;
-        o->buf = malloc(cap);
-        return o->buf ? 0 : -ENOMEM;
+	o->fd = fd;
+	o->len = 0;
+	o->cap = cap;
+	o->buf = malloc(cap);
+	return o->buf ? 0 : -ENOMEM;
 }
 
 static int write_all(int fd, const char *data, size_t len)
 {
-        while (len) {
-                ssize_t n = write(fd, data, len);
+	while (len) {
+		ssize_t n = write(fd, data, len);
 
-                if (n < 0) {
-                        if (errno == EINTR && !cli_interrupted())
-                                continue;
-                        return -errno;
-                }
-                data += n;
-                len -= (size_t)n;
-        }
-        return 0;
+		if (n < 0) {
+			if (errno == EINTR && !cli_interrupted())
+				continue;
+			return -errno;
+		}
+		data += n;
+		len -= (size_t)n;
+	}
+	return 0;
 }
 
 int cli_out_flush(struct cli_out *o)
 {
-        int r = write_all(o->fd, o->buf, o->len);
+	int r = write_all(o->fd, o->buf, o->len);
 
-        o->len = 0;
-        return r;
+	o->len = 0;
+	return r;
 }
 
 int cli_out_write(struct cli_out *o, const void *data, size_t len)
 {
-        int r;
+	int r;
 
-        if (o->len + len <= o->cap) {
-                memcpy(o->buf + o->len, data, len);
-                o->len += len;
-                return 0;
-        }
-        r = cli_out_flush(o);
-        if (r < 0)
-                return r;
-        if (len >= o->cap)
-                return write_all(o->fd, data, len);
-        memcpy(o->buf, data, len);
-        o->len = len;
-        return 0;
+	if (o->len + len <= o->cap) {
+		memcpy(o->buf + o->len, data, len);
+		o->len += len;
+		return 0;
+	}
+	r = cli_out_flush(o);
+	if (r < 0)
+		return r;
+	if (len >= o->cap)
+		return write_all(o->fd, data, len);
+	memcpy(o->buf, data, len);
+	o->len = len;
+	return 0;
 }
 
 void cli_out_free(struct cli_out *o)
 {
-        free(o->buf);
-        o->buf = NULL;
+	free(o->buf);
+	o->buf = NULL;
 }
 
 /* ---- JSON ------------------------------------------------------------- */
@@ -426,150 +426,150 @@ void cli_out_free(struct cli_out *o)
  * over U+10FFFF are invalid. */
 static size_t utf8_sequence(const unsigned char *s, size_t left)
 {
-        uint32_t cp;
-        size_t n;
+	uint32_t cp;
+	size_t n;
 
-        if (s[0] < 0x80)
-                return 1;
-        if (s[0] >= 0xc2 && s[0] <= 0xdf)
-                n = 2, cp = s[0] & 0x1f;
-        else if (s[0] >= 0xe0 && s[0] <= 0xef)
-                n = 3, cp = s[0] & 0x0f;
-        else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-                n = 4, cp = s[0] & 0x07;
-        else
-                return 0;
-        if (n > left)
-                return 0;
-        for (size_t i = 1; i < n; i++) {
-                if ((s[i] & 0xc0) != 0x80)
-                        return 0;
-                cp = cp << 6 | (s[i] & 0x3f);
-        }
-        if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-                return 0;
-        return n;
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	if (n > left)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
 }
 
 static void json_quoted(FILE *f, const char *str)
 {
-        const unsigned char *s = (const unsigned char *)str;
-        size_t left = strlen(str);
+	const unsigned char *s = (const unsigned char *)str;
+	size_t left = strlen(str);
 
-        fputc('"', f);
-        while (left) {
-                size_t n = utf8_sequence(s, left);
+	fputc('"', f);
+	while (left) {
+		size_t n = utf8_sequence(s, left);
 
-                if (n == 0) {
-                        fprintf(f, "\\u%04x", *s);
-                        n = 1;
-                } else if (*s == '"' || *s == '\\') {
-                        fputc('\\', f);
-                        fputc(*s, f);
-                } else if (*s == '\n') {
-                        fputs("\\n", f);
-                } else if (*s == '\t') {
-                        fputs("\\t", f);
-                } else if (*s == '\r') {
-                        fputs("\\r", f);
-                } else if (*s < 0x20 || *s == 0x7f) {
-                        fprintf(f, "\\u%04x", *s);
-                } else {
-                        fwrite(s, 1, n, f);
-                }
-                s += n;
-                left -= n;
-        }
-        fputc('"', f);
+		if (n == 0) {
+			fprintf(f, "\\u%04x", *s);
+			n = 1;
+		} else if (*s == '"' || *s == '\\') {
+			fputc('\\', f);
+			fputc(*s, f);
+		} else if (*s == '\n') {
+			fputs("\\n", f);
+		} else if (*s == '\t') {
+			fputs("\\t", f);
+		} else if (*s == '\r') {
+			fputs("\\r", f);
+		} else if (*s < 0x20 || *s == 0x7f) {
+			fprintf(f, "\\u%04x", *s);
+		} else {
+			fwrite(s, 1, n, f);
+		}
+		s += n;
+		left -= n;
+	}
+	fputc('"', f);
 }
 
 void cli_json_init(struct cli_json *j, FILE *f)
 {
-        memset(j, 0, sizeof(*j));
-        j->f = f;
-        j->first[0] = true;
+	memset(j, 0, sizeof(*j));
+	j->f = f;
+	j->first[0] = true;
 }
 
 /* Starts a value: the separator, the indentation and the key. */
 static void json_member(struct cli_json *j, const char *key)
 {
-        if (j->depth > 0) {
-                fputs(j->first[j->depth] ? "\n" : ",\n", j->f);
-                fprintf(j->f, "%*s", 2 * j->depth, "");
-        }
-        j->first[j->depth] = false;
-        if (key) {
-                json_quoted(j->f, key);
-                fputs(": ", j->f);
-        }
+	if (j->depth > 0) {
+		fputs(j->first[j->depth] ? "\n" : ",\n", j->f);
+		fprintf(j->f, "%*s", 2 * j->depth, "");
+	}
+	j->first[j->depth] = false;
+	if (key) {
+		json_quoted(j->f, key);
+		fputs(": ", j->f);
+	}
 }
 
 static void json_open(struct cli_json *j, const char *key, char c)
 {
-        json_member(j, key);
-        fputc(c, j->f);
-        if (j->depth + 1 < CLI_JSON_MAX_DEPTH)
-                j->depth++;
-        j->first[j->depth] = true;
+	json_member(j, key);
+	fputc(c, j->f);
+	if (j->depth + 1 < CLI_JSON_MAX_DEPTH)
+		j->depth++;
+	j->first[j->depth] = true;
 }
 
 static void json_close(struct cli_json *j, char c)
 {
-        bool empty = j->first[j->depth];
+	bool empty = j->first[j->depth];
 
-        if (j->depth > 0)
-                j->depth--;
-        if (!empty)
-                fprintf(j->f, "\n%*s", 2 * j->depth, "");
-        fputc(c, j->f);
+	if (j->depth > 0)
+		j->depth--;
+	if (!empty)
+		fprintf(j->f, "\n%*s", 2 * j->depth, "");
+	fputc(c, j->f);
 }
 
 void cli_json_begin_object(struct cli_json *j, const char *key)
 {
-        json_open(j, key, '{');
+	json_open(j, key, '{');
 }
 
 void cli_json_end_object(struct cli_json *j)
 {
-        json_close(j, '}');
+	json_close(j, '}');
 }
 
 void cli_json_begin_array(struct cli_json *j, const char *key)
 {
-        json_open(j, key, '[');
+	json_open(j, key, '[');
 }
 
 void cli_json_end_array(struct cli_json *j)
 {
-        json_close(j, ']');
+	json_close(j, ']');
 }
 
 void cli_json_string(struct cli_json *j, const char *key, const char *value)
 {
-        json_member(j, key);
-        json_quoted(j->f, value ? value : "");
+	json_member(j, key);
+	json_quoted(j->f, value ? value : "");
 }
 
 void cli_json_u64(struct cli_json *j, const char *key, uint64_t value)
 {
-        json_member(j, key);
-        fprintf(j->f, "%" PRIu64, value);
+	json_member(j, key);
+	fprintf(j->f, "%" PRIu64, value);
 }
 
 void cli_json_i64(struct cli_json *j, const char *key, int64_t value)
 {
-        json_member(j, key);
-        fprintf(j->f, "%" PRId64, value);
+	json_member(j, key);
+	fprintf(j->f, "%" PRId64, value);
 }
 
 void cli_json_null(struct cli_json *j, const char *key)
 {
-        json_member(j, key);
-        fputs("null", j->f);
+	json_member(j, key);
+	fputs("null", j->f);
 }
 
 void cli_json_finish(struct cli_json *j)
 {
-        fputc('\n', j->f);
+	fputc('\n', j->f);
 }

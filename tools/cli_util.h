@@ -15,11 +15,11 @@
 
 /* Exit statuses of the quai program (documented in docs/quai.md). */
 enum cli_exit {
-        CLI_EXIT_OK = 0,
-        CLI_EXIT_BAD_DATA = 1,     /* the data is bad: corrupt or inconsistent */
-        CLI_EXIT_USAGE = 2,        /* bad command line */
-        CLI_EXIT_FAILURE = 3,      /* operating-system or input error */
-        CLI_EXIT_INTERRUPTED = 130 /* SIGINT (128 + the signal number) */
+	CLI_EXIT_OK = 0,
+	CLI_EXIT_BAD_DATA = 1,	   /* the data is bad: corrupt or inconsistent */
+	CLI_EXIT_USAGE = 2,	   /* bad command line */
+	CLI_EXIT_FAILURE = 3,	   /* operating-system or input error */
+	CLI_EXIT_INTERRUPTED = 130 /* SIGINT (128 + the signal number) */
 };
 
 /* The exit status for a negative quai error code (see enum cli_exit). */
@@ -80,10 +80,10 @@ int cli_interrupted(void);
 /* One self-overwriting line on stderr, drawn only when `enabled` (stderr is
  * a terminal and the user did not ask for quiet). */
 struct cli_progress {
-        bool enabled;
-        bool drawn;   /* a line is on the screen */
-        double start; /* cli_now() at init */
-        double last;  /* time of the last draw */
+	bool enabled;
+	bool drawn;   /* a line is on the screen */
+	double start; /* cli_now() at init */
+	double last;  /* time of the last draw */
 };
 
 /* True when stderr is a terminal. */
@@ -95,7 +95,7 @@ void cli_progress_init(struct cli_progress *p, bool enabled);
  * "DONE, R MB/s, EXTRA" when total is 0 (unknown). Redraws are limited to
  * ten a second unless `force`. The line is cut to the terminal's width. */
 void cli_progress_update(struct cli_progress *p, uint64_t done, uint64_t total, const char *extra,
-                         bool force);
+			 bool force);
 
 /* Erases the line, if one is drawn (before other output, and at the end). */
 void cli_progress_clear(struct cli_progress *p);
@@ -110,10 +110,10 @@ int cli_finish_stdout(const char *verb);
 
 /* Batched writes to a file descriptor, for cat. */
 struct cli_out {
-        int fd;
-        char *buf;
-        size_t len;
-        size_t cap;
+	int fd;
+	char *buf;
+	size_t len;
+	size_t cap;
 };
 
 /* Returns 0 or -ENOMEM. */
@@ -134,9 +134,9 @@ void cli_out_free(struct cli_out *o);
 #define CLI_JSON_MAX_DEPTH 16
 
 struct cli_json {
-        FILE *f;
-        int depth;
-        bool first[CLI_JSON_MAX_DEPTH]; /* nothing written yet at this level */
+	FILE *f;
+	int depth;
+	bool first[CLI_JSON_MAX_DEPTH]; /* nothing written yet at this level */
 };
 
 void cli_json_init(struct cli_json *j, FILE *f);

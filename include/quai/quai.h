@@ -45,14 +45,14 @@ QUAI_API const char *quai_version(void);
  * negated, like -errno. */
 enum quai_error {
 	QUAI_EBASE = 4096,
-	QUAI_ECORRUPT,  /* stored bytes fail their checksum or do not decode */
-	QUAI_EFORMAT,   /* a file is not in the format, or violates a limit of it */
-	QUAI_EVERSION,  /* a format or protocol version this build does not know */
-	QUAI_EPOLICY,   /* refused by the site's data policy */
-	QUAI_EINPUT,    /* the input to pack does not fit the chosen record kind */
-	QUAI_EEXISTS,   /* the destination already exists; quai never overwrites */
-	QUAI_ECOMPRESS, /* the zstd library failed (out of memory, bad level) */
-	QUAI_EEND,      /* not an error: the end of a sequence was reached */
+	QUAI_ECORRUPT,	/* stored bytes fail their checksum or do not decode */
+	QUAI_EFORMAT,	/* a file is not in the format, or violates a limit of it */
+	QUAI_EVERSION,	/* a format or protocol version this build does not know */
+	QUAI_EPOLICY,	/* refused by the site's data policy */
+	QUAI_EINPUT,	/* the input to pack does not fit the chosen record kind */
+	QUAI_EEXISTS,	/* the destination already exists; quai never overwrites */
+	QUAI_ECOMPRESS, /* the zstd library failed (e.g. out of memory) */
+	QUAI_EEND,	/* not an error: the end of a sequence was reached */
 	QUAI_ELAST,
 };
 
@@ -70,10 +70,12 @@ enum quai_record_kind {
 	QUAI_RECORDS_FIXED = 3, /* records of a fixed number of bytes */
 };
 
+/* Classifications start at 1 so that 0 in an options struct means "the
+ * default" (internal). */
 enum quai_class {
-	QUAI_CLASS_PUBLIC = 0,
-	QUAI_CLASS_INTERNAL = 1,
-	QUAI_CLASS_SENSITIVE = 2,
+	QUAI_CLASS_PUBLIC = 1,
+	QUAI_CLASS_INTERNAL = 2,
+	QUAI_CLASS_SENSITIVE = 3,
 };
 
 /* "files", "lines", "fixed"; "public", "internal", "sensitive". NULL when
@@ -83,7 +85,7 @@ QUAI_API const char *quai_class_name(int cls);
 /* Parses a classification name; returns the enum value or -EINVAL. */
 QUAI_API int quai_class_parse(const char *name);
 
-/* Residency zone labels: 1..63 bytes of [A-Za-z0-9._-]. */
+/* Residency zone labels: 1..63 bytes of [A-Za-z0-9._-], not "." or "..". */
 #define QUAI_ZONE_MAX 63
 /* Returns 0 when `zone` is a valid label, -EINVAL otherwise. */
 QUAI_API int quai_zone_check(const char *zone);
@@ -98,23 +100,23 @@ QUAI_API int quai_zone_check(const char *zone);
 QUAI_API int quai_host_zone(char *buf, size_t len, char *err_msg, size_t err_msg_len);
 
 /* Format limits, enforced by the writer and checked by every reader. */
-#define QUAI_FRAME_SIZE_MIN (4u << 10)     /* 4 KiB */
-#define QUAI_FRAME_SIZE_MAX (256u << 20)   /* 256 MiB */
-#define QUAI_RECORD_SIZE_MAX (1u << 30)    /* 1 GiB: one record, one frame */
-#define QUAI_SHARD_SIZE_MIN (4u << 10)     /* 4 KiB */
-#define QUAI_NAME_MAX 255                  /* dataset name, bytes */
-#define QUAI_RECORD_NAME_MAX 4095          /* relative name of a files record */
+#define QUAI_FRAME_SIZE_MIN (4u << 10)	 /* 4 KiB */
+#define QUAI_FRAME_SIZE_MAX (256u << 20) /* 256 MiB */
+#define QUAI_RECORD_SIZE_MAX (1u << 30)	 /* 1 GiB: one record, one frame */
+#define QUAI_SHARD_SIZE_MIN (4u << 10)	 /* 4 KiB */
+#define QUAI_NAME_MAX 255		 /* dataset name, bytes */
+#define QUAI_RECORD_NAME_MAX 4095	 /* relative name of a files record */
 
 /* ------------------------------------------------------------------------
  * Packing
  * ------------------------------------------------------------------------ */
 
 struct quai_pack_progress {
-	uint64_t bytes_in;      /* raw bytes consumed so far */
-	uint64_t bytes_total;   /* raw bytes expected, 0 when unknown (stdin) */
-	uint64_t bytes_out;     /* compressed bytes written so far */
-	uint64_t records;       /* records packed so far */
-	uint32_t shards;        /* shards completed so far */
+	uint64_t bytes_in;    /* raw bytes consumed so far */
+	uint64_t bytes_total; /* raw bytes expected, 0 when unknown (stdin) */
+	uint64_t bytes_out;   /* compressed bytes written so far */
+	uint64_t records;     /* records packed so far */
+	uint32_t shards;      /* shards completed so far */
 };
 
 /* Called from the packing thread at most every 100 ms and once at the end.
@@ -123,19 +125,18 @@ struct quai_pack_progress {
 typedef int (*quai_pack_progress_fn)(const struct quai_pack_progress *p, void *arg);
 
 struct quai_pack_opts {
-	size_t size;            /* sizeof(struct quai_pack_opts) */
-	int kind;               /* enum quai_record_kind; 0 means files */
-	uint32_t fixed_size;    /* record size for QUAI_RECORDS_FIXED */
-	int level;              /* zstd level; 0 means 3 */
-	uint32_t frame_size;    /* target raw bytes per frame; 0 means 2 MiB */
-	uint64_t shard_size;    /* target compressed bytes per shard; 0: 1 GiB */
-	unsigned threads;       /* compression threads; 0 means online cores */
-	int classification;     /* enum quai_class; default internal */
-	int classification_set; /* non-zero when classification is meaningful */
-	const char *zone;       /* residency zone; NULL: "none" */
-	const char *name;       /* dataset name; NULL: DEST's last component */
-	const char *created;    /* RFC 3339 UTC creation time; NULL: now, or
-				   $SOURCE_DATE_EPOCH when set */
+	size_t size;	     /* sizeof(struct quai_pack_opts) */
+	int kind;	     /* enum quai_record_kind; 0 means files */
+	uint32_t fixed_size; /* record size for QUAI_RECORDS_FIXED */
+	int level;	     /* zstd level; 0 means 3 */
+	uint32_t frame_size; /* target raw bytes per frame; 0 means 2 MiB */
+	uint64_t shard_size; /* target compressed bytes per shard; 0: 1 GiB */
+	unsigned threads;    /* compression threads; 0 means online cores */
+	int classification;  /* enum quai_class; 0 means internal */
+	const char *zone;    /* residency zone; NULL: "none" */
+	const char *name;    /* dataset name; NULL: DEST's last component */
+	const char *created; /* RFC 3339 UTC creation time; NULL: now, or
+				$SOURCE_DATE_EPOCH when set */
 	quai_pack_progress_fn progress;
 	void *progress_arg;
 };
@@ -180,28 +181,28 @@ QUAI_API int quai_pack(const char *const *srcs, size_t nsrcs, const char *dest,
 typedef struct quai_dataset quai_dataset;
 
 struct quai_dataset_info {
-	size_t size;            /* the caller sets sizeof(struct quai_dataset_info) */
+	size_t size; /* the caller sets sizeof(struct quai_dataset_info) */
 	uint32_t format_version;
-	const char *name;       /* valid while the dataset is open */
-	int kind;               /* enum quai_record_kind */
-	uint32_t fixed_size;    /* for QUAI_RECORDS_FIXED, else 0 */
-	int classification;     /* enum quai_class */
+	const char *name;    /* valid while the dataset is open */
+	int kind;	     /* enum quai_record_kind */
+	uint32_t fixed_size; /* for QUAI_RECORDS_FIXED, else 0 */
+	int classification;  /* enum quai_class */
 	const char *zone;
 	uint64_t records;
 	uint64_t raw_bytes;
 	uint64_t compressed_bytes;
 	uint32_t shards;
 	uint64_t frames;
-	int level;              /* creation parameters */
+	int level; /* creation parameters */
 	uint32_t frame_size;
 	uint64_t shard_size;
-	const char *created;    /* RFC 3339 UTC, or "" */
+	const char *created;	       /* RFC 3339 UTC, or "" */
 	const char *manifest_checksum; /* 16 hex digits */
 };
 
 struct quai_shard_info {
-	size_t size;            /* sizeof(struct quai_shard_info) */
-	const char *file;       /* file name inside the dataset directory */
+	size_t size;	  /* sizeof(struct quai_shard_info) */
+	const char *file; /* file name inside the dataset directory */
 	const char *index_file;
 	uint64_t first_record;
 	uint64_t records;
@@ -209,7 +210,7 @@ struct quai_shard_info {
 	uint64_t compressed_bytes;
 	uint64_t index_bytes;
 	uint32_t frames;
-	uint64_t checksum;      /* XXH3-64 of the shard file */
+	uint64_t checksum; /* XXH3-64 of the shard file */
 	uint64_t index_checksum;
 };
 
@@ -222,8 +223,7 @@ struct quai_shard_info {
  * (e.g. "manifest.json: shards[3]: \"records\" is missing").
  * A quai_dataset is immutable once open and may be shared between threads;
  * readers (below) are per thread. */
-QUAI_API int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err,
-			       size_t err_len);
+QUAI_API int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err, size_t err_len);
 QUAI_API void quai_dataset_close(quai_dataset *ds);
 
 /* Fills `info` (info->size must be set). The strings stay valid until
@@ -237,12 +237,12 @@ QUAI_API int quai_dataset_shard(const quai_dataset *ds, uint32_t shard,
 /* Where record `record` lives. */
 struct quai_record_loc {
 	uint32_t shard;
-	uint32_t frame;         /* frame number inside the shard */
-	uint64_t frame_offset;  /* byte offset of the frame in the shard file */
-	uint32_t frame_csize;   /* compressed size of the frame */
-	uint32_t frame_rsize;   /* raw (decompressed) size of the frame */
-	uint32_t offset;        /* raw offset of the record inside its frame */
-	uint32_t length;        /* raw size of the record */
+	uint32_t frame;	       /* frame number inside the shard */
+	uint64_t frame_offset; /* byte offset of the frame in the shard file */
+	uint32_t frame_csize;  /* compressed size of the frame */
+	uint32_t frame_rsize;  /* raw (decompressed) size of the frame */
+	uint32_t offset;       /* raw offset of the record inside its frame */
+	uint32_t length;       /* raw size of the record */
 };
 
 /* Locates a record without reading shard data. Returns 0, or -ERANGE when
@@ -277,40 +277,43 @@ QUAI_API int quai_reader_record(quai_reader *r, uint64_t record, const void **re
 
 /* One bad place found by quai_verify(). */
 struct quai_verify_problem {
-	int error;              /* -QUAI_ECORRUPT, -QUAI_EFORMAT, -EIO... */
-	const char *file;       /* manifest.json, a shard or an index file */
-	int64_t shard;          /* -1 when not about one shard */
-	int64_t frame;          /* -1 when not about one frame */
-	uint64_t first_record;  /* the records affected: [first, first+count) */
+	int error;	       /* -QUAI_ECORRUPT, -QUAI_EFORMAT, -EIO... */
+	const char *file;      /* manifest.json, a shard or an index file */
+	int64_t shard;	       /* -1 when not about one shard */
+	int64_t frame;	       /* -1 when not about one frame */
+	uint64_t first_record; /* the records affected: [first, first+count) */
 	uint64_t record_count;
-	const char *what;       /* a short description of the check that failed */
+	const char *what; /* a short description of the check that failed */
 };
 
 typedef void (*quai_verify_problem_fn)(const struct quai_verify_problem *p, void *arg);
 
 struct quai_verify_progress {
-	uint64_t bytes_done;    /* compressed bytes checked */
+	uint64_t bytes_done; /* compressed bytes checked */
 	uint64_t bytes_total;
 	uint64_t frames_done;
 	uint64_t frames_bad;
 };
+/* Called from the thread that called quai_verify(), about every 100 ms,
+ * never at the same time as the problem callback. Return 0 to go on; a
+ * non-zero value stops the check, which then returns -ECANCELED. */
 typedef int (*quai_verify_progress_fn)(const struct quai_verify_progress *p, void *arg);
 
 struct quai_verify_opts {
-	size_t size;            /* sizeof(struct quai_verify_opts) */
-	unsigned threads;       /* 0 means online cores */
-	quai_verify_problem_fn problem;   /* may be NULL; called in order of
-					     (shard, frame), from one thread */
+	size_t size;			/* sizeof(struct quai_verify_opts) */
+	unsigned threads;		/* 0 means online cores */
+	quai_verify_problem_fn problem; /* may be NULL; called in order of
+					   (shard, frame), from one thread */
 	void *problem_arg;
 	quai_verify_progress_fn progress; /* may be NULL */
 	void *progress_arg;
 };
 
 struct quai_verify_result {
-	uint64_t frames;        /* frames checked */
+	uint64_t frames; /* frames checked */
 	uint64_t bad_frames;
-	uint64_t bad_files;     /* shards or indexes with a file-level fault */
-	uint64_t raw_bytes;     /* bytes decoded */
+	uint64_t bad_files; /* shards or indexes with a file-level fault */
+	uint64_t raw_bytes; /* bytes decoded */
 	uint64_t compressed_bytes;
 };
 

@@ -26,8 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* Re-encoding a table with checksums gives the same bytes. */
 		if (cs) {
 			uint8_t *out = malloc(qst_encoded_size((uint32_t)got));
-			if (out && qst_encode(e, (uint32_t)got, out, qst_encoded_size((uint32_t)got)) !=
-					   (int64_t)tsize)
+			if (out && qst_encode(e, (uint32_t)got, out,
+					      qst_encoded_size((uint32_t)got)) != (int64_t)tsize)
 				abort();
 			free(out);
 		}

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine (as root):
+# installs what it needs, builds quai twice (optimised, and with
+# AddressSanitizer + UndefinedBehaviorSanitizer), runs every Criterion
+# suite, the fuzz corpora and the CLI's end-to-end tests in both, runs each
+# libFuzzer harness for a bounded time, checks formatting, and ends with one
+# line: "N passed, N failed, N skipped".
+#
+# Environment: QUAI_FUZZ_SECONDS (default 20) per fuzz harness; 0 skips.
+set -uo pipefail
+cd "$(dirname "$0")"
+top=$PWD
+bash scripts/deps.sh test || exit 1
+
+out=$top/build/test-results
+rm -rf "$out"
+mkdir -p "$out"
+: >"$out/plain.txt"
+status=0
+note() { printf '%s %s\n' "$1" "$2" >>"$out/plain.txt"; }
+
+setup() { # dir, options...
+  local dir=$1
+  shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" -Dwerror=true -Dtests=enabled "$@" >"$out/setup-$(basename "$dir").log" 2>&1 ||
+      { cat "$out/setup-$(basename "$dir").log"; return 1; }
+  fi
+  ninja -C "$dir" >"$out/ninja-$(basename "$dir").log" 2>&1 ||
+    { tail -50 "$out/ninja-$(basename "$dir").log"; return 1; }
+}
+
+run_build() { # dir, name
+  local dir=$1 name=$2
+  rm -f "$dir"/tests/report-*.json "$dir/meson-logs/testlog.json"
+  echo "== $name: meson test"
+  meson test -C "$dir" --print-errorlogs --num-processes 2 >"$out/meson-$name.log" 2>&1 || status=1
+  grep -E '^ *[0-9]+/[0-9]+ ' "$out/meson-$name.log" | sed 's/^/   /'
+  grep -q 'Fail: *0' "$out/meson-$name.log" || tail -60 "$out/meson-$name.log"
+  echo "== $name: CLI end-to-end (pytest)"
+  QUAI_BIN=$dir/tools/quai /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+    --junitxml="$out/pytest-$name.xml" tests/cli >"$out/pytest-$name.log" 2>&1 || status=1
+  tail -3 "$out/pytest-$name.log" | sed 's/^/   /'
+}
+
+sources=()
+if setup build/release --buildtype=debugoptimized; then
+  run_build build/release release
+  sources=(meson=build/release junit="$out/pytest-release.xml")
+else
+  note build-release FAIL
+  sources=()
+fi
+
+# Sanitizers: everything again, with ASan + UBSan (leaks included).
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+if setup build/asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false; then
+  run_build build/asan asan
+  sources+=(meson=build/asan junit="$out/pytest-asan.xml")
+else
+  note build-asan FAIL
+fi
+
+# libFuzzer: each harness for a bounded time from its seed corpus.
+fuzz_s=${QUAI_FUZZ_SECONDS:-20}
+if [ "$fuzz_s" -gt 0 ]; then
+  echo "== fuzz: ${fuzz_s}s per harness"
+  if CC=clang setup build/fuzz --buildtype=debugoptimized -Dfuzz=true \
+    -Db_sanitize=address,undefined -Db_lundef=false; then
+    for f in manifest seektable shardindex json hostconf; do
+      work=$out/fuzz-$f
+      mkdir -p "$work"
+      cp tests/fuzz/corpus/$f/* "$work/" 2>/dev/null
+      if build/fuzz/tests/fuzz/fuzz_$f -max_total_time="$fuzz_s" -rss_limit_mb=2048 \
+        -artifact_prefix="$work/" "$work" >"$work.log" 2>&1; then
+        note "fuzz-$f" PASS
+        echo "   fuzz_$f: $(grep -o 'Done [0-9]* runs' "$work.log")"
+      else
+        note "fuzz-$f" FAIL
+        status=1
+        echo "   fuzz_$f FAILED; crash input kept under $work"
+        tail -30 "$work.log"
+      fi
+    done
+  else
+    note build-fuzz FAIL
+  fi
+fi
+
+# Formatting of every C file.
+if command -v clang-format >/dev/null; then
+  bad=$(git ls-files '*.c' '*.h' | while read -r f; do
+    clang-format --dry-run "$f" 2>&1 | grep -q warning && echo "$f"; done)
+  if [ -n "$bad" ]; then
+    note clang-format FAIL
+    echo "clang-format would change: $bad"
+  else
+    note clang-format PASS
+  fi
+fi
+
+/usr/bin/python3 scripts/summary.py "${sources[@]}" plain="$out/plain.txt" || status=1
+exit $status
