@@ -289,11 +289,13 @@ Test(hostconf, zone_labels)
 	    "none",	 "a",
 	    "Z",	 "0",
 	    "eu-west-1", "site_A.rack-7",
-	    ".",	 "-",
+	    "...",	 "-",
 	    "_",	 "012345678901234567890123456789012345678901234567890123456789012",
 	};
 	static const char *const bad[] = {
 	    "",
+	    ".",
+	    "..",
 	    "eu west",
 	    "zone/x",
 	    "a\tb",
