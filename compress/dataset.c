@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "byteorder.h"
 #include "dataset.h"
 #include "fsutil.h"
 
@@ -139,10 +140,16 @@ int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err, size_t
 		r = -ENOMEM;
 		goto fail;
 	}
+	ds->frame_base = calloc(ds->m.nshards, sizeof(*ds->frame_base));
+	if (!ds->frame_base) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	for (uint32_t i = 0; i < ds->m.nshards; i++) {
 		r = load_index(ds, i, err, err_len);
 		if (r < 0)
 			goto fail;
+		ds->frame_base[i] = i ? ds->frame_base[i - 1] + ds->ix[i - 1].nframes : 0;
 	}
 	*ret_ds = ds;
 	return 0;
@@ -161,6 +168,7 @@ void quai_dataset_close(quai_dataset *ds)
 		free(ds->ixbuf[i]);
 	free(ds->ix);
 	free(ds->ixbuf);
+	free(ds->frame_base);
 	qmf_release(&ds->m);
 	if (ds->dirfd >= 0)
 		close(ds->dirfd);
@@ -268,6 +276,38 @@ int quai_dataset_record_name(const quai_dataset *ds, uint64_t record, const char
 	*ret_name = n;
 	*ret_len = len;
 	return 0;
+}
+
+void qds_frame_at(const struct quai_dataset *ds, uint64_t g, uint32_t *ret_shard,
+		  uint32_t *ret_frame)
+{
+	uint32_t lo = 0, hi = ds->m.nshards;
+	while (hi - lo > 1) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (ds->frame_base[mid] <= g)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	*ret_shard = lo;
+	*ret_frame = (uint32_t)(g - ds->frame_base[lo]);
+}
+
+void qds_record_in_frame(const struct quai_dataset *ds, uint64_t g, uint32_t index,
+			 uint32_t *ret_offset, uint32_t *ret_length)
+{
+	uint32_t s, f;
+	qds_frame_at(ds, g, &s, &f);
+	const struct qix *ix = &ds->ix[s];
+	if (ix->fixed_size) {
+		*ret_offset = index * ix->fixed_size;
+		*ret_length = ix->fixed_size;
+		return;
+	}
+	uint64_t rec = (uint64_t)ix->frames[f].first_record + index;
+	uint32_t start = index ? qle32(ix->record_ends + 4 * (rec - 1)) : 0;
+	*ret_offset = start;
+	*ret_length = qle32(ix->record_ends + 4 * rec) - start;
 }
 
 int qds_open_shard(const struct quai_dataset *ds, uint32_t shard, int flags)

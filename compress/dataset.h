@@ -23,7 +23,18 @@ struct quai_dataset {
 	uint8_t **ixbuf; /* the index files, which ix points into */
 	uint32_t max_frame_rsize;
 	uint32_t max_frame_csize;
+	uint64_t *frame_base; /* global id of each shard's first frame */
 };
+
+/* Global frames number every frame of the dataset, shard after shard.
+ * Finds the shard and the frame inside it of global frame g
+ * (< ds->m.frames). */
+void qds_frame_at(const struct quai_dataset *ds, uint64_t g, uint32_t *ret_shard,
+		  uint32_t *ret_frame);
+
+/* The raw offset and length of record `index` of global frame g. */
+void qds_record_in_frame(const struct quai_dataset *ds, uint64_t g, uint32_t index,
+			 uint32_t *ret_offset, uint32_t *ret_length);
 
 /* Finds the shard holding global record `rec` (< records). */
 uint32_t qds_shard_of(const struct quai_dataset *ds, uint64_t rec);

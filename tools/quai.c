@@ -20,13 +20,15 @@
 
 #include "quai/quai.h"
 #include "cli_util.h"
+#include "verbs.h"
 
 #define PATH_BUF 4096
 
-static const char exit_status_help[] =
+const char exit_status_help[] =
     "Exit status:\n"
     "  0    success\n"
-    "  1    the data is bad (verify found problems, a corrupt frame during cat or unpack)\n"
+    "  1    the data is bad (verify found problems, a corrupt frame during cat,\n"
+    "       unpack or stage)\n"
     "  2    usage error\n"
     "  3    operating-system or input error (missing source, destination exists,\n"
     "       disk full, permission, input that does not fit the record kind)\n"
@@ -1013,7 +1015,7 @@ static const struct verb verbs[] = {
     {"info", cmd_info, "describe a dataset (--json for machines)"},
     {"cat", cmd_cat, "write records' raw bytes to standard output"},
     {"unpack", cmd_unpack, "restore a dataset's input"},
-    {"stage", NULL, "stage a dataset into pinned memory"},
+    {"stage", cmd_stage, "stream a dataset into pinned memory as a training job would"},
     {"push", NULL, "send a dataset to a quaid"},
     {"pull", NULL, "fetch a dataset from a quaid"},
     {"ls", NULL, "list the datasets of a quaid"},

@@ -339,6 +339,172 @@ QUAI_API int quai_verify(const char *path, const struct quai_verify_opts *opts,
  * quai_pack(). */
 QUAI_API int quai_unpack(const char *path, const char *dest, char *err, size_t err_len);
 
+/* ------------------------------------------------------------------------
+ * Staging: contexts, streams and batches (docs/STAGING.md)
+ * ------------------------------------------------------------------------ */
+
+/* A context owns the pinned pool every batch lives in and the worker
+ * threads that decompress frames and assemble batches. Streams opened on it
+ * share both. All quai_ctx_* functions are thread-safe. */
+typedef struct quai_ctx quai_ctx;
+
+enum quai_gpu {
+	QUAI_GPU_AUTO = 0, /* register the pool with the GPU runtime this build
+			      has (HIP, CUDA) when a device is found */
+	QUAI_GPU_NONE = 1, /* host-pinned only */
+	QUAI_GPU_HIP = 2,  /* hipHostRegister, or fail */
+	QUAI_GPU_CUDA = 3, /* cudaHostRegister, or fail */
+};
+
+#define QUAI_CTX_NO_HUGEPAGES 0x1u /* plain pages for the pool */
+#define QUAI_CTX_NO_DIRECT 0x2u	   /* buffered reads even where O_DIRECT works */
+#define QUAI_CTX_SQPOLL 0x4u	   /* io_uring kernel submission polling */
+#define QUAI_CTX_UNLOCKED_OK 0x8u  /* go on if the pool cannot be mlocked */
+
+struct quai_ctx_opts {
+	size_t size;	       /* sizeof(struct quai_ctx_opts) */
+	uint64_t pinned_bytes; /* the pool; 0 means 512 MiB */
+	unsigned workers;      /* decompression threads; 0 means online cores */
+	unsigned queue_depth;  /* reads in flight per stream; 0 means 32 */
+	unsigned flags;	       /* QUAI_CTX_* */
+	int gpu;	       /* enum quai_gpu */
+};
+
+/* Creates a context. Errors: -EINVAL (options), -ENOMEM, and from the pool:
+ * -EPERM/-ENOMEM when it cannot be locked in memory (RLIMIT_MEMLOCK too
+ * small; err says how much is needed and how to raise it), -ENODEV when a
+ * GPU runtime was named and is absent. */
+QUAI_API int quai_ctx_new(const struct quai_ctx_opts *opts, quai_ctx **ret_ctx, char *err,
+			  size_t err_len);
+/* Frees the context; every stream on it must be closed. NULL is a no-op. */
+QUAI_API void quai_ctx_free(quai_ctx *ctx);
+
+struct quai_ctx_info {
+	size_t size; /* sizeof(struct quai_ctx_info) */
+	uint64_t pinned_bytes;
+	int hugepages;	      /* 2: hugetlbfs pages, 1: transparent, 0: none */
+	int locked;	      /* mlocked */
+	int gpu;	      /* QUAI_GPU_HIP/CUDA when registered, else NONE */
+	const char *gpu_note; /* why not registered, or the device */
+	unsigned workers;
+	uint64_t pinned_peak; /* most pool bytes in use at once */
+};
+QUAI_API int quai_ctx_info(quai_ctx *ctx, struct quai_ctx_info *info);
+
+typedef struct quai_stream quai_stream;
+
+enum quai_tail {
+	QUAI_TAIL_DROP = 0, /* every rank gets the same number of full batches;
+			       the uneven rest of the epoch is not delivered */
+	QUAI_TAIL_KEEP = 1, /* every record is delivered; the last batches of
+			       the ranks may be partial and of different sizes */
+};
+
+#define QUAI_STREAM_NO_SHUFFLE 0x1u /* dataset order (partitions still apply) */
+#define QUAI_STREAM_SKIP_CORRUPT                                                                   \
+	0x2u /* skip a frame that fails its checks                                                 \
+		instead of failing the stream; the                                                 \
+		skipped records are counted */
+
+/* The position of a stream, to resume from: opaque bytes, at most this
+ * many. */
+#define QUAI_STATE_MAX 96
+
+struct quai_stream_opts {
+	size_t size;	/* sizeof(struct quai_stream_opts) */
+	uint32_t rank;	/* this process's rank, < world */
+	uint32_t world; /* 0 means 1 */
+	uint64_t seed;
+	uint64_t epoch;
+	uint32_t partitions;	   /* canonical partitions; 0: the default, 8 x
+				      the world rounded up to a power of two
+				      (fewer for datasets of few frames) */
+	uint32_t window;	   /* frames per record-shuffle window; 0: 2 */
+	uint32_t batch_records;	   /* records per batch; 0 with batch_bytes 0
+				      means 256 */
+	uint64_t batch_bytes;	   /* or: fill batches to at least this many
+				      bytes (batch_records must be 0) */
+	uint64_t memory_budget;	   /* pool bytes this stream may hold; 0: the
+				      whole pool */
+	uint32_t prefetch_batches; /* batches assembled ahead; 0 means 4 */
+	int tail;		   /* enum quai_tail */
+	unsigned flags;		   /* QUAI_STREAM_* */
+	const void *resume;	   /* a state from quai_stream_state(), or NULL;
+				      it fixes seed, epoch, partitions, window,
+				      shuffle and the position */
+	size_t resume_len;
+};
+
+/* Opens a stream of one epoch of `uri` (a dataset directory path, or
+ * file:///path). quai://host/name is the remote form: this build refuses
+ * it with -EPROTONOSUPPORT. Checks that the budget holds the stream's
+ * working set (the frames that are live at once, plus the batches ahead)
+ * and fails with -ENOBUFS naming the bytes needed otherwise. Errors also:
+ * those of quai_dataset_open(), -EINVAL (rank, world, partitions; err lists
+ * the world sizes that divide the partitions), -QUAI_EVERSION or -EINVAL
+ * for a resume state from another dataset or version. err as in
+ * quai_pack(). Reading starts at once, in the background. */
+QUAI_API int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *opts,
+			      quai_stream **ret_stream, char *err, size_t err_len);
+
+/* A batch: a view into pinned memory, valid until quai_release(). */
+struct quai_batch {
+	const uint8_t *data;	 /* the records, back to back */
+	const uint64_t *offsets; /* count + 1 offsets into data */
+	const uint64_t *ids;	 /* count global record ids */
+	uint32_t count;
+	uint64_t bytes; /* offsets[count] */
+	uint64_t index; /* batch number in this rank's epoch */
+	void *internal; /* quai's; do not touch */
+};
+
+/* Waits for the next batch. Returns 1 and fills *batch; 0 at the end of
+ * the epoch (not an error); or a negative error: -QUAI_ECORRUPT when a
+ * frame fails its checks (quai_stream_error() names the shard and frame;
+ * no byte of it is ever handed out), -EIO and other read errors. After an
+ * error the stream only returns that error. Up to prefetch_batches batches
+ * may be held at once; holding more waits for none and returns -EBUSY. */
+QUAI_API int quai_next(quai_stream *s, struct quai_batch *batch);
+
+/* Gives a batch's memory back. Batches may be released in any order. */
+QUAI_API void quai_release(quai_stream *s, struct quai_batch *batch);
+
+/* A message about the stream's error (naming shard and frame for corrupt
+ * data), or "" when there was none. Valid until the stream is closed. */
+QUAI_API const char *quai_stream_error(quai_stream *s);
+
+/* Writes the stream's position: the epoch's records delivered by all ranks
+ * together so far (assuming, as data-parallel training does, that every
+ * rank has taken the same number of batches), with what fixes the order.
+ * A stream opened with it, at any world size that divides the partitions,
+ * delivers exactly what the epoch had left. Returns the bytes written
+ * (<= QUAI_STATE_MAX) or -ENOSPC. */
+QUAI_API int quai_stream_state(quai_stream *s, void *buf, size_t len);
+
+struct quai_stream_stats {
+	size_t size;	  /* sizeof(struct quai_stream_stats) */
+	uint64_t batches; /* delivered */
+	uint64_t records;
+	uint64_t bytes;		/* raw bytes delivered */
+	uint64_t records_total; /* this rank's records in the epoch */
+	uint64_t frames_read;
+	uint64_t bytes_read;	  /* compressed bytes read from storage */
+	uint64_t skipped_records; /* with QUAI_STREAM_SKIP_CORRUPT */
+	uint64_t wait_ns;	  /* time quai_next() spent waiting */
+	uint32_t direct_io;	  /* shards read with O_DIRECT (the others were
+				     mostly in the page cache, or the file
+				     system refuses O_DIRECT) */
+	int registered_buffers;	  /* 1 when io_uring reads into registered
+				     buffers */
+	uint32_t partitions;
+	uint64_t budget_bytes;
+	uint64_t working_set_bytes; /* the least budget this stream needs */
+};
+QUAI_API int quai_stream_stats(quai_stream *s, struct quai_stream_stats *stats);
+
+/* Closes the stream; batches still held are released. NULL is a no-op. */
+QUAI_API void quai_stream_close(quai_stream *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -28,8 +28,8 @@ if not os.access(os.environ["QUAI_BIN"], os.X_OK):
 os.environ["QUAI_BIN"] = os.path.abspath(os.environ["QUAI_BIN"])
 
 EXIT_OK, EXIT_BAD_DATA, EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-VERBS = ["pack", "verify", "info", "cat", "unpack"]
-STUB_VERBS = ["stage", "push", "pull", "ls", "stat"]
+VERBS = ["pack", "verify", "info", "cat", "unpack", "stage"]
+STUB_VERBS = ["push", "pull", "ls", "stat"]
 PARTIAL_SUFFIX = ".quai-partial"
 
 
@@ -727,3 +727,57 @@ def test_sigint_cancels_pack_and_leaves_nothing(quai, tmp_path):
     assert rc == EXIT_INTERRUPTED, err
     assert err.startswith("quai pack: ") and "interrupted" in err
     assert_nothing_at(dest)
+
+
+# ---- stage -------------------------------------------------------------------
+
+def _tokens(quai, tmp_path, n=3000, size=512):
+    data = bytes((i * 7 + i // 13) % 251 for i in range(n * size))
+    src = tmp_path / "tok.bin"
+    src.write_bytes(data)
+    ds = tmp_path / "tok"
+    quai.ok("pack", "--records", f"fixed:{size}", "--frame-size", "16K", src, ds)
+    return ds, data
+
+
+def test_stage_verifies_order_and_bytes(quai, tmp_path):
+    ds, _ = _tokens(quai, tmp_path)
+    p = quai.ok("stage", "--verify-order", "--batch", "32", "--keep-tail", "--pinned", "64M",
+                "--unlocked-ok", ds)
+    out = p.stdout.decode()
+    assert "records      3000 in 94 batches (order and bytes verified)" in out, out
+    assert "first batch" in out and "MB/s" in out
+
+
+def test_stage_json_and_ranks(quai, tmp_path):
+    ds, _ = _tokens(quai, tmp_path)
+    total = 0
+    for rank in range(4):
+        p = quai.ok("stage", "--json", "--world", "4", "--rank", str(rank), "--batch", "10",
+                    "--keep-tail", "--pinned", "64M", "--unlocked-ok", ds)
+        j = json.loads(p.stdout)
+        assert j["records"] == j["expected_records"]
+        total += j["records"]
+    assert total == 3000
+
+
+def test_stage_bad_world_and_remote(quai, tmp_path):
+    ds, _ = _tokens(quai, tmp_path)
+    p = quai.run("stage", "--world", "3", "--partitions", "8", "--unlocked-ok", ds)
+    assert p.returncode == EXIT_USAGE, p.stderr
+    assert b"world sizes that work: 1 2 4 8" in p.stderr, p.stderr
+    p = quai.run("stage", "quai://host/tok")
+    assert p.returncode != 0 and b"quaid" in p.stderr, p.stderr
+    p = quai.run("stage", "--batch", "1", "--batch-bytes", "1K", ds)
+    assert p.returncode == EXIT_USAGE
+
+
+def test_stage_corrupt_frame_exits_1_naming_it(quai, tmp_path):
+    ds, _ = _tokens(quai, tmp_path)
+    shard = ds / "shard-00000.zst"
+    b = bytearray(shard.read_bytes())
+    b[len(b) // 2] ^= 0x40
+    shard.write_bytes(bytes(b))
+    p = quai.run("stage", "--pinned", "64M", "--unlocked-ok", ds)
+    assert p.returncode == EXIT_BAD_DATA, p.stderr
+    assert b"shard-00000.zst frame" in p.stderr, p.stderr

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The staging engine's shared parts: the context (pinned pool and worker
+ * threads) and the jobs streams hand to the workers.
+ */
+#ifndef QUAI_STAGER_ENGINE_H
+#define QUAI_STAGER_ENGINE_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <zstd.h>
+
+#include "pool.h"
+#include "quai/quai.h"
+
+/* A unit of work for the worker threads. Embedded in the object it works
+ * on (a frame, a batch), so submitting allocates nothing. */
+struct qjob {
+	struct qjob *next;
+	/* dctx: the running worker's own zstd decompression context. */
+	void (*run)(struct qjob *job, ZSTD_DCtx *dctx);
+};
+
+struct quai_ctx {
+	struct qpool *pool;
+	struct qpool_info pool_info;
+	unsigned flags;
+	unsigned queue_depth;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct qjob *head, *tail;
+	int stop;
+	pthread_t *workers;
+	unsigned nworkers;
+	unsigned streams; /* open streams, for quai_ctx_free's check */
+};
+
+/* Queues a job; a worker runs it. Thread-safe. */
+void qctx_submit(struct quai_ctx *ctx, struct qjob *job);
+/* Queues a job ahead of all others. Thread-safe. */
+void qctx_submit_front(struct quai_ctx *ctx, struct qjob *job);
+
+#endif

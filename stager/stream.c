@@ -1,0 +1,1273 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * quai_stream: one rank's epoch of a dataset, staged into pinned batches.
+ *
+ * Three roles, overlapping fully:
+ *  - the reader thread (one per stream, with its own io_uring ring) reads
+ *    the frames this rank needs, in the order the plan first needs them,
+ *    as far ahead as the prefetch window and the memory budget allow,
+ *    into blocks of the pinned pool (O_DIRECT where the file system takes
+ *    it, registered buffers and fixed files where the kernel does);
+ *  - the context's workers decode each frame into its own pinned block and
+ *    check both of its checksums and its size, then assemble batches in
+ *    order, copying each record from its frame into the batch block;
+ *  - the caller takes batches with quai_next() and gives them back with
+ *    quai_release().
+ * A frame is freed once every batch holding its records is assembled, so
+ * memory is bounded by the working set checked at open, whatever the
+ * dataset's size. A frame that fails a check is never copied out.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "byteorder.h"
+#include "dataset.h"
+#include "engine.h"
+#include "plan.h"
+
+#define QS_ALIGN 4096u		   /* O_DIRECT offset, length and buffer alignment */
+#define QS_REG_CHUNK (1ull << 30)  /* io_uring registers buffers of up to 1 GiB */
+#define QS_STATE_MAGIC 0x31535451u /* "QTS1" */
+#define QS_STATE_VERSION 1u
+#define QS_STATE_LEN 64u
+#define QS_DEFAULT_BATCH 256u
+#define QS_DEFAULT_WINDOW 2u
+#define QS_DEFAULT_PREFETCH 4u
+
+enum { F_IDLE, F_READING, F_DECODING, F_READY, F_BAD, F_FREED };
+enum { B_FREE, B_ASSEMBLING, B_READY, B_HELD };
+
+struct qs_frame {
+	struct qjob job;
+	struct quai_stream *s;
+	uint64_t gframe;
+	uint32_t shard;
+	const struct qix_frame *fx;
+	uint64_t first_use, last_use;
+	int state;
+	uint8_t *cblock; /* the aligned read; the frame starts at cdelta */
+	size_t cblock_len;
+	uint32_t cdelta;
+	uint8_t *raw;
+	size_t raw_len;
+};
+
+struct qs_batch {
+	struct qjob job;
+	struct quai_stream *s;
+	int state;
+	uint64_t index;
+	uint64_t l0, l1; /* local record range */
+	uint8_t *block;
+	size_t block_len;
+	uint64_t bytes;
+	uint64_t *offsets, *ids;
+	uint32_t count;
+};
+
+struct quai_stream {
+	struct quai_ctx *ctx;
+	quai_dataset *ds;
+	qpl_plan *plan;
+	struct qpl_params pp;
+	unsigned flags;
+	uint32_t batch_records;
+	uint64_t batch_bytes;
+	uint32_t nslots;
+	uint64_t budget, reserve, working_set;
+	uint64_t span; /* how far ahead (local records) the reader may read */
+	int wipe;      /* sensitive: wipe every block on release */
+	uint32_t max_record;
+
+	int *fds;
+	uint8_t *direct; /* per shard: read with O_DIRECT */
+	struct io_uring ring;
+	int ring_ok;
+	int fixed_files;
+	int reg_buffers;
+	pthread_t reader;
+	int reader_started;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;	  /* the consumer waits here */
+	pthread_cond_t cv_reader; /* the reader waits here for memory */
+	pthread_cond_t cv_idle;	  /* close waits here for jobs to end */
+
+	struct qs_frame *frames; /* in need order */
+	uint64_t nframes;
+	uint32_t *frame_of;    /* global frame -> index in frames, or UINT32_MAX */
+	uint64_t next_read;    /* next frame to read */
+	uint64_t ready_prefix; /* frames [0, ready_prefix) decoded or bad */
+	uint64_t oldest_live;  /* frames before it are freed */
+	unsigned inflight;
+	uint64_t frame_bytes; /* pool bytes held by frames */
+	uint64_t batch_held_bytes;
+
+	uint64_t l_start, l_end; /* this rank's local range this epoch */
+	uint64_t nbatches;	 /* UINT64_MAX until known (batch_bytes) */
+	struct qs_batch *slots;
+	uint64_t next_assemble, next_deliver;
+	uint64_t plan_next_l; /* where the next unplanned batch starts */
+	uint64_t planned;     /* batches whose bounds are known */
+	uint64_t *bounds;     /* l1 of batch b, ring of nslots * 2 */
+	int assembling;
+	uint64_t assembled_l;
+	unsigned jobs; /* jobs of this stream queued or running */
+	int closing;
+	int reader_done;
+
+	int err;
+	char errmsg[256];
+	struct quai_stream_stats st;
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+static void set_err(char *err, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t len, const char *fmt, ...)
+{
+	if (!err || !len)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+}
+
+/* Records the stream's first error (under s->mu) and wakes everyone. */
+static void fail_locked(struct quai_stream *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fail_locked(struct quai_stream *s, int err, const char *fmt, ...)
+{
+	if (s->err)
+		return;
+	s->err = err;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+	va_end(ap);
+	pthread_cond_broadcast(&s->cv);
+	pthread_cond_broadcast(&s->cv_reader);
+}
+
+/* Waits on cv for at most ms milliseconds. Used where the awaited event
+ * may come from another stream sharing the pool, which does not signal
+ * this one. */
+static void wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += ms * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(cv, mu, &ts);
+}
+
+/* Gives a block back to the pool; a sensitive dataset's bytes are wiped
+ * first (the pool wipes everything again when it is destroyed). */
+static void give_back(struct quai_stream *s, void *block, size_t len)
+{
+	if (s->wipe)
+		explicit_bzero(block, len);
+	qpool_release(s->ctx->pool, block);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The raw bytes of the l-th local record: where it is, and how long. */
+static void local_record(const struct quai_stream *s, uint64_t l, struct qpl_item *it,
+			 uint32_t *off, uint32_t *len)
+{
+	qpl_item(s->plan, l, it);
+	qds_record_in_frame(s->ds, it->frame, it->index, off, len);
+}
+
+/* ---- batch planning --------------------------------------------------- */
+
+/* Bounds of batch b (b < planned): [l0, l1). */
+static void batch_bounds(const struct quai_stream *s, uint64_t b, uint64_t *l0, uint64_t *l1)
+{
+	if (s->batch_records) {
+		*l0 = s->l_start + b * s->batch_records;
+		*l1 = *l0 + s->batch_records;
+		if (*l1 > s->l_end)
+			*l1 = s->l_end;
+		return;
+	}
+	uint32_t ring = s->nslots * 2;
+	*l1 = s->bounds[b % ring];
+	*l0 = b == 0 ? s->l_start : s->bounds[(b - 1) % ring];
+}
+
+/* Plans batch bounds (batch_bytes mode) up to the prefetch window. */
+static void plan_ahead(struct quai_stream *s)
+{
+	if (s->batch_records)
+		return;
+	uint32_t ring = s->nslots * 2;
+	while (s->planned < s->next_deliver + s->nslots && s->plan_next_l < s->l_end) {
+		uint64_t l = s->plan_next_l, bytes = 0;
+		while (l < s->l_end && bytes < s->batch_bytes) {
+			struct qpl_item it;
+			uint32_t off, len;
+			local_record(s, l, &it, &off, &len);
+			bytes += len;
+			l++;
+		}
+		if (bytes < s->batch_bytes && s->pp.tail == QPL_TAIL_DROP) {
+			/* The uneven last batch is dropped. */
+			s->plan_next_l = s->l_end;
+			break;
+		}
+		s->bounds[s->planned % ring] = l;
+		s->planned++;
+		s->plan_next_l = l;
+	}
+	if (s->plan_next_l >= s->l_end)
+		s->nbatches = s->planned;
+}
+
+/* The local index up to which the reader may read: as far past the
+ * batch being delivered as the budget allows (the span fixed at open). */
+static uint64_t lookahead(const struct quai_stream *s)
+{
+	uint64_t l0 = s->assembled_l;
+	uint64_t l = l0 + s->span;
+	return l < s->l_end && l >= l0 ? l : s->l_end;
+}
+
+/* Frames whose first use is below l (they are a prefix of need order). */
+static uint64_t frames_needed(const struct quai_stream *s, uint64_t l)
+{
+	uint64_t lo = 0, hi = s->nframes;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		if (s->frames[mid].first_use < l)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void assemble_run(struct qjob *job, ZSTD_DCtx *dctx);
+
+/* Starts assembling the next batch if it can be: it is planned, its slot
+ * is free, its frames are all decoded, and its memory can be had. Only one
+ * batch of a stream is assembled at a time, in order. Under s->mu. */
+static void pump(struct quai_stream *s)
+{
+	plan_ahead(s);
+	if (s->assembling || s->err || s->closing)
+		return;
+	uint64_t b = s->next_assemble;
+	if (b >= s->nbatches || b >= s->planned || b >= s->next_deliver + s->nslots)
+		return;
+	struct qs_batch *slot = &s->slots[b % s->nslots];
+	if (slot->state != B_FREE)
+		return;
+	uint64_t l0, l1;
+	batch_bounds(s, b, &l0, &l1);
+	if (s->ready_prefix < frames_needed(s, l1))
+		return;
+
+	/* Size it exactly: the records, then the offsets and ids. */
+	uint64_t bytes = 0;
+	for (uint64_t l = l0; l < l1; l++) {
+		struct qpl_item it;
+		uint32_t off, len;
+		local_record(s, l, &it, &off, &len);
+		if (s->frames[s->frame_of[it.frame]].state == F_BAD)
+			continue;
+		bytes += len;
+	}
+	uint64_t n = l1 - l0;
+	size_t size = (size_t)(align_up(bytes, 8) + (2 * n + 1) * sizeof(uint64_t));
+	void *block;
+	if (qpool_alloc(s->ctx->pool, size, &block) < 0)
+		return; /* a release will pump again */
+	s->batch_held_bytes += align_up(size, QPOOL_ALIGN);
+	slot->state = B_ASSEMBLING;
+	slot->index = b;
+	slot->l0 = l0;
+	slot->l1 = l1;
+	slot->block = block;
+	slot->block_len = size;
+	slot->offsets = (uint64_t *)(void *)((uint8_t *)block + align_up(bytes, 8));
+	slot->ids = slot->offsets + n + 1;
+	slot->s = s;
+	slot->job.run = assemble_run;
+	s->assembling = 1;
+	s->jobs++;
+	/* Ahead of queued decodes: a consumer is waiting on this. */
+	qctx_submit_front(s->ctx, &slot->job);
+}
+
+/* Frees the frames no batch still to be assembled needs. Under s->mu. */
+static void free_frames(struct quai_stream *s)
+{
+	int freed = 0;
+	for (uint64_t i = s->oldest_live; i < s->next_read; i++) {
+		struct qs_frame *f = &s->frames[i];
+		if ((f->state != F_READY && f->state != F_BAD) || f->last_use >= s->assembled_l)
+			continue;
+		if (f->raw) {
+			give_back(s, f->raw, f->raw_len);
+			s->frame_bytes -= f->raw_len;
+			f->raw = NULL;
+		}
+		f->state = F_FREED;
+		freed = 1;
+	}
+	while (s->oldest_live < s->next_read && s->frames[s->oldest_live].state == F_FREED)
+		s->oldest_live++;
+	if (freed)
+		pthread_cond_signal(&s->cv_reader);
+}
+
+static void job_done(struct quai_stream *s)
+{
+	if (--s->jobs == 0)
+		pthread_cond_broadcast(&s->cv_idle);
+}
+
+static void assemble_run(struct qjob *job, ZSTD_DCtx *dctx)
+{
+	struct qs_batch *slot = (struct qs_batch *)job;
+	struct quai_stream *s = slot->s;
+	uint64_t bytes = 0, skipped = 0;
+	uint32_t k = 0;
+	(void)dctx;
+	/* The frames of these records are decoded and stay until this batch
+	 * is marked assembled: no lock needed to read them. */
+	for (uint64_t l = slot->l0; l < slot->l1; l++) {
+		struct qpl_item it;
+		uint32_t off, len;
+		local_record(s, l, &it, &off, &len);
+		const struct qs_frame *f = &s->frames[s->frame_of[it.frame]];
+		if (f->state == F_BAD) {
+			skipped++;
+			continue;
+		}
+		slot->offsets[k] = bytes;
+		slot->ids[k] = it.record;
+		memcpy(slot->block + bytes, f->raw + off, len);
+		bytes += len;
+		k++;
+	}
+	slot->offsets[k] = bytes;
+	/* With skipped records the ids follow the shorter offsets array. */
+	if (k < slot->l1 - slot->l0)
+		memmove(slot->offsets + k + 1, slot->ids, k * sizeof(uint64_t));
+	slot->ids = slot->offsets + k + 1;
+	slot->count = k;
+	slot->bytes = bytes;
+
+	pthread_mutex_lock(&s->mu);
+	slot->state = B_READY;
+	s->st.skipped_records += skipped;
+	s->assembled_l = slot->l1;
+	s->next_assemble++;
+	s->assembling = 0;
+	free_frames(s);
+	pump(s);
+	pthread_cond_broadcast(&s->cv);
+	job_done(s);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- decoding --------------------------------------------------------- */
+
+static void decode_run(struct qjob *job, ZSTD_DCtx *dctx)
+{
+	struct qs_frame *f = (struct qs_frame *)job;
+	struct quai_stream *s = f->s;
+	int r = qds_decode_frame(dctx, f->fx, f->cblock + f->cdelta, f->raw);
+
+	pthread_mutex_lock(&s->mu);
+	give_back(s, f->cblock, f->cblock_len);
+	s->frame_bytes -= f->cblock_len;
+	f->cblock = NULL;
+	if (r < 0) {
+		const struct qmf_shard *sh = &s->ds->m.shards[f->shard];
+		uint64_t first = sh->first_record + f->fx->first_record;
+		if (s->flags & QUAI_STREAM_SKIP_CORRUPT) {
+			f->state = F_BAD;
+		} else {
+			f->state = F_BAD;
+			fail_locked(s, -QUAI_ECORRUPT,
+				    "%s frame %" PRIu32 " (records %" PRIu64 "..%" PRIu64
+				    ", at byte %" PRIu64 "): fails its checksum or does not decode",
+				    sh->file, (uint32_t)(f->fx - s->ds->ix[f->shard].frames), first,
+				    first + f->fx->records - 1, f->fx->c_offset);
+		}
+	} else {
+		f->state = F_READY;
+	}
+	while (s->ready_prefix < s->next_read && (s->frames[s->ready_prefix].state == F_READY ||
+						  s->frames[s->ready_prefix].state == F_BAD))
+		s->ready_prefix++;
+	pump(s);
+	pthread_cond_signal(&s->cv_reader);
+	job_done(s);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- the reader ------------------------------------------------------- */
+
+/* Index of the registered buffer holding [p, p + len), or -1. */
+static int reg_index(const struct quai_stream *s, const void *p, size_t len)
+{
+	if (!s->reg_buffers)
+		return -1;
+	uint64_t off = (uint64_t)((const uint8_t *)p - (const uint8_t *)s->ctx->pool_info.base);
+	if (off / QS_REG_CHUNK != (off + len - 1) / QS_REG_CHUNK)
+		return -1;
+	return (int)(off / QS_REG_CHUNK);
+}
+
+/* Claims memory for frame i and queues its read. Under s->mu; returns 0
+ * when queued, 1 when it must wait (memory), <0 on error. */
+static int start_read(struct quai_stream *s, struct qs_frame *f)
+{
+	uint64_t start = f->fx->c_offset, end = start + f->fx->c_size;
+	if (s->direct[f->shard]) {
+		start = start / QS_ALIGN * QS_ALIGN;
+		end = align_up(end, QS_ALIGN);
+	}
+	size_t clen = (size_t)align_up(end - start, QPOOL_ALIGN);
+	size_t rlen = (size_t)align_up(f->fx->r_size ? f->fx->r_size : 1, QPOOL_ALIGN);
+	if (s->frame_bytes + clen + rlen > s->budget - s->reserve && s->frame_bytes > 0)
+		return 1;
+	void *c, *r;
+	if (qpool_alloc(s->ctx->pool, clen, &c) < 0)
+		return 1;
+	if (qpool_alloc(s->ctx->pool, rlen, &r) < 0) {
+		qpool_release(s->ctx->pool, c);
+		return 1;
+	}
+	f->cblock = c;
+	f->cblock_len = clen;
+	f->cdelta = (uint32_t)(f->fx->c_offset - start);
+	f->raw = r;
+	f->raw_len = rlen;
+	s->frame_bytes += clen + rlen;
+	f->state = F_READING;
+
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+	if (!sqe)
+		return -EBUSY; /* cannot happen: inflight never exceeds the ring */
+	size_t len = (size_t)(end - start);
+	int fd = s->fixed_files ? (int)f->shard : s->fds[f->shard];
+	int bi = reg_index(s, c, len);
+	if (bi >= 0)
+		io_uring_prep_read_fixed(sqe, fd, c, (unsigned)len, start, bi);
+	else
+		io_uring_prep_read(sqe, fd, c, (unsigned)len, start);
+	if (s->fixed_files)
+		sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data(sqe, f);
+	s->inflight++;
+	s->st.frames_read++;
+	s->st.bytes_read += f->fx->c_size;
+	return 0;
+}
+
+static void complete_read(struct quai_stream *s, struct io_uring_cqe *cqe)
+{
+	struct qs_frame *f = io_uring_cqe_get_data(cqe);
+	uint64_t want = f->cdelta + (uint64_t)f->fx->c_size;
+	const struct qmf_shard *sh = &s->ds->m.shards[f->shard];
+	pthread_mutex_lock(&s->mu);
+	s->inflight--;
+	if (cqe->res < 0 || (uint64_t)cqe->res < want) {
+		f->state = F_BAD;
+		give_back(s, f->cblock, f->cblock_len);
+		give_back(s, f->raw, f->raw_len);
+		s->frame_bytes -= f->cblock_len + f->raw_len;
+		f->cblock = f->raw = NULL;
+		if (cqe->res < 0)
+			fail_locked(s, cqe->res, "%s: read at byte %" PRIu64 " failed: %s",
+				    sh->file, f->fx->c_offset, strerror(-cqe->res));
+		else
+			fail_locked(s, -QUAI_ECORRUPT,
+				    "%s: shorter than its index says (frame at byte %" PRIu64
+				    " cut off): truncated or replaced",
+				    sh->file, f->fx->c_offset);
+	} else {
+		f->state = F_DECODING;
+		f->job.run = decode_run;
+		s->jobs++;
+		qctx_submit(s->ctx, &f->job);
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void *reader_main(void *arg)
+{
+	struct quai_stream *s = arg;
+	unsigned qd = s->ctx->queue_depth;
+
+	pthread_mutex_lock(&s->mu);
+	while (!s->closing) {
+		int queued = 0;
+		while (!s->err && s->inflight < qd && s->next_read < s->nframes) {
+			struct qs_frame *f = &s->frames[s->next_read];
+			if (f->first_use >= lookahead(s))
+				break;
+			int r = start_read(s, f);
+			if (r > 0)
+				break;
+			if (r < 0) {
+				fail_locked(s, r, "io_uring: no submission entry");
+				break;
+			}
+			s->next_read++;
+			queued++;
+		}
+		unsigned inflight = s->inflight;
+		if (inflight == 0) {
+			if (s->next_read >= s->nframes || s->err)
+				break; /* nothing more to read */
+			wait_ms(&s->cv_reader, &s->mu, 20);
+			continue;
+		}
+		pthread_mutex_unlock(&s->mu);
+		int r = queued ? io_uring_submit_and_wait(&s->ring, 1) : 0;
+		struct io_uring_cqe *cqe;
+		if (r >= 0 || r == -EINTR)
+			r = io_uring_wait_cqe(&s->ring, &cqe);
+		if (r < 0 && r != -EINTR) {
+			pthread_mutex_lock(&s->mu);
+			fail_locked(s, r, "io_uring: %s", strerror(-r));
+			/* What is in flight still completes: drain it below. */
+			continue;
+		}
+		unsigned head, seen = 0;
+		io_uring_for_each_cqe(&s->ring, head, cqe)
+		{
+			complete_read(s, cqe);
+			seen++;
+		}
+		io_uring_cq_advance(&s->ring, seen);
+		pthread_mutex_lock(&s->mu);
+	}
+	/* Closing or failed: wait for the reads in flight before the ring
+	 * and the memory go away. */
+	while (s->inflight) {
+		pthread_mutex_unlock(&s->mu);
+		struct io_uring_cqe *cqe;
+		io_uring_submit_and_wait(&s->ring, 1);
+		if (io_uring_wait_cqe(&s->ring, &cqe) == 0) {
+			complete_read(s, cqe);
+			io_uring_cqe_seen(&s->ring, cqe);
+		}
+		pthread_mutex_lock(&s->mu);
+	}
+	s->reader_done = 1;
+	pthread_cond_broadcast(&s->cv_idle);
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* ---- opening ---------------------------------------------------------- */
+
+static int parse_uri(const char *uri, const char **ret_path, char *err, size_t err_len)
+{
+	if (strncmp(uri, "quai://", 7) == 0) {
+		set_err(
+		    err, err_len,
+		    "%s: remote datasets (quai://) need quaid, which this build does not have yet",
+		    uri);
+		return -EPROTONOSUPPORT;
+	}
+	if (strncmp(uri, "file://", 7) == 0) {
+		if (uri[7] != '/') {
+			set_err(err, err_len, "%s: a file URI needs an absolute path (file:///...)",
+				uri);
+			return -EINVAL;
+		}
+		*ret_path = uri + 7;
+		return 0;
+	}
+	if (strstr(uri, "://")) {
+		set_err(err, err_len, "%s: unknown URI scheme (use a path, file:// or quai://)",
+			uri);
+		return -EPROTONOSUPPORT;
+	}
+	*ret_path = uri;
+	return 0;
+}
+
+/* The share of a file's pages in the page cache, in percent, from the
+ * cachestat system call (Linux 6.5); -1 when the kernel lacks it. */
+static int cached_percent(int fd, uint64_t size)
+{
+#ifdef __NR_cachestat
+	long nr = __NR_cachestat;
+#else
+	long nr = 451; /* the same number on every architecture */
+#endif
+	struct {
+		uint64_t off, len;
+	} range = {0, 0};
+	struct {
+		uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+	} cs;
+	if (syscall(nr, fd, &range, &cs, 0) < 0)
+		return -1;
+	uint64_t pages = (size + 4095) / 4096;
+	return pages ? (int)(cs.nr_cache * 100 / pages) : 100;
+}
+
+/* Opens the shards. Each is read with O_DIRECT (no second copy through the
+ * page cache, no cache thrashing on datasets larger than memory) where the
+ * file system takes it, unless most of the shard already sits in the page
+ * cache: then buffered reads serve it from memory. Detected per shard. */
+static int open_shards(struct quai_stream *s, void *probe, char *err, size_t err_len)
+{
+	uint32_t n = s->ds->m.nshards;
+	s->fds = malloc(n * sizeof(*s->fds));
+	s->direct = calloc(n, 1);
+	if (!s->fds || !s->direct)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++)
+		s->fds[i] = -1;
+	int fs_direct = !(s->ctx->flags & QUAI_CTX_NO_DIRECT);
+	for (uint32_t i = 0; i < n; i++) {
+		int fd = qds_open_shard(s->ds, i, 0);
+		if (fd < 0) {
+			set_err(err, err_len, "%s: %s", s->ds->m.shards[i].file, strerror(-fd));
+			return fd;
+		}
+		s->fds[i] = fd;
+		if (!fs_direct || cached_percent(fd, s->ds->m.shards[i].compressed_bytes) >= 50)
+			continue;
+		int dfd = qds_open_shard(s->ds, i, O_DIRECT);
+		if (dfd >= 0 && pread(dfd, probe, QS_ALIGN, 0) < 0) {
+			close(dfd);
+			dfd = -1;
+		}
+		if (dfd < 0) {
+			fs_direct = 0; /* this file system takes no O_DIRECT */
+			continue;
+		}
+		close(fd);
+		s->fds[i] = dfd;
+		s->direct[i] = 1;
+		s->st.direct_io++;
+	}
+	return 0;
+}
+
+static int setup_ring(struct quai_stream *s)
+{
+	struct io_uring_params p = {0};
+	if (s->ctx->flags & QUAI_CTX_SQPOLL) {
+		p.flags |= IORING_SETUP_SQPOLL;
+		p.sq_thread_idle = 50;
+	}
+	int r = io_uring_queue_init_params(s->ctx->queue_depth, &s->ring, &p);
+	if (r < 0)
+		return r;
+	s->ring_ok = 1;
+	if (io_uring_register_files(&s->ring, s->fds, s->ds->m.nshards) == 0)
+		s->fixed_files = 1;
+	/* The whole pool as registered buffers, in chunks of at most 1 GiB. */
+	uint64_t total = s->ctx->pool_info.bytes;
+	unsigned n = (unsigned)((total + QS_REG_CHUNK - 1) / QS_REG_CHUNK);
+	struct iovec *iov = calloc(n, sizeof(*iov));
+	if (iov) {
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t off = (uint64_t)i * QS_REG_CHUNK;
+			iov[i].iov_base = (uint8_t *)s->ctx->pool_info.base + off;
+			iov[i].iov_len =
+			    (size_t)(total - off < QS_REG_CHUNK ? total - off : QS_REG_CHUNK);
+		}
+		if (io_uring_register_buffers(&s->ring, iov, n) == 0)
+			s->reg_buffers = 1;
+		free(iov);
+	}
+	return 0;
+}
+
+static int cmp_use(const void *a, const void *b)
+{
+	const struct qs_frame *x = a, *y = b;
+	if (x->first_use != y->first_use)
+		return x->first_use < y->first_use ? -1 : 1;
+	return x->gframe < y->gframe ? -1 : x->gframe > y->gframe;
+}
+
+struct ws_event {
+	uint64_t at;
+	int64_t delta;
+};
+
+static int cmp_event(const void *a, const void *b)
+{
+	const struct ws_event *x = a, *y = b;
+	if (x->at != y->at)
+		return x->at < y->at ? -1 : 1;
+	return (x->delta > y->delta) - (x->delta < y->delta); /* frees first */
+}
+
+/* The most frame memory live at once when the reader runs `span` records
+ * ahead of the batch being assembled: frames whose use overlaps any window
+ * of `span` records. */
+static uint64_t frames_working_set(const struct quai_stream *s, uint64_t span)
+{
+	struct ws_event *ev = malloc(2 * s->nframes * sizeof(*ev));
+	if (!ev)
+		return UINT64_MAX;
+	for (uint64_t i = 0; i < s->nframes; i++) {
+		const struct qs_frame *f = &s->frames[i];
+		int direct = s->direct[f->shard];
+		uint64_t start = direct ? f->fx->c_offset / QS_ALIGN * QS_ALIGN : f->fx->c_offset;
+		uint64_t end = f->fx->c_offset + f->fx->c_size;
+		if (direct)
+			end = align_up(end, QS_ALIGN);
+		int64_t mem = (int64_t)(align_up(end - start, QPOOL_ALIGN) +
+					align_up(f->fx->r_size ? f->fx->r_size : 1, QPOOL_ALIGN));
+		uint64_t from = f->first_use > span ? f->first_use - span : 0;
+		ev[2 * i] = (struct ws_event){from, mem};
+		ev[2 * i + 1] = (struct ws_event){f->last_use + 1, -mem};
+	}
+	qsort(ev, 2 * s->nframes, sizeof(*ev), cmp_event);
+	int64_t cur = 0, max = 0;
+	for (uint64_t i = 0; i < 2 * s->nframes; i++) {
+		cur += ev[i].delta;
+		if (cur > max)
+			max = cur;
+	}
+	free(ev);
+	return (uint64_t)max;
+}
+
+static uint32_t max_record_size(const quai_dataset *ds)
+{
+	if (ds->m.kind == QUAI_RECORDS_FIXED)
+		return ds->m.fixed_size;
+	uint32_t max = 0;
+	for (uint32_t s = 0; s < ds->m.nshards; s++) {
+		const struct qix *ix = &ds->ix[s];
+		for (uint32_t f = 0; f < ix->nframes; f++) {
+			uint32_t prev = 0;
+			for (uint32_t k = 0; k < ix->frames[f].records; k++) {
+				uint32_t end =
+				    qle32(ix->record_ends +
+					  4 * ((uint64_t)ix->frames[f].first_record + k));
+				if (end - prev > max)
+					max = end - prev;
+				prev = end;
+			}
+		}
+	}
+	return max;
+}
+
+/* The default number of canonical partitions: eight per rank of the
+ * starting world rounded up to a power of two, so that every power-of-two
+ * world up to that size divides it; halved while that would leave a
+ * partition less than two frames. Eight partitions per rank keep a rank's
+ * working set (and so its time to first batch) small while still mixing
+ * records of 8 x window frames in every stretch of a batch. */
+static uint32_t default_partitions(uint64_t frames, uint32_t world)
+{
+	uint32_t w = 1;
+	while (w < world && w < (1u << 24))
+		w <<= 1;
+	uint32_t p = 8 * w;
+	while (p > w && (uint64_t)p * 2 > frames)
+		p /= 2;
+	return p;
+}
+
+static int decode_state(struct quai_stream *s, const void *buf, size_t len, uint64_t *ret_pos,
+			char *err, size_t err_len)
+{
+	const uint8_t *p = buf;
+	if (len != QS_STATE_LEN || qle32(p) != QS_STATE_MAGIC) {
+		set_err(err, err_len, "the resume state is not a quai stream state");
+		return -EINVAL;
+	}
+	if (qle32(p + 4) != QS_STATE_VERSION) {
+		set_err(err, err_len,
+			"resume state version %" PRIu32 " is not supported (this build "
+			"reads %u)",
+			qle32(p + 4), QS_STATE_VERSION);
+		return -QUAI_EVERSION;
+	}
+	if (qle64(p + 8) != s->ds->m.checksum) {
+		set_err(err, err_len,
+			"the resume state belongs to another dataset (manifest %016" PRIx64
+			", this one is %016" PRIx64 ")",
+			qle64(p + 8), s->ds->m.checksum);
+		return -EINVAL;
+	}
+	s->pp.seed = qle64(p + 16);
+	s->pp.epoch = qle64(p + 24);
+	s->pp.partitions = qle32(p + 32);
+	s->pp.window = qle32(p + 36);
+	s->pp.shuffle = (int)(qle32(p + 40) & 1);
+	s->pp.tail = (int)qle32(p + 44);
+	*ret_pos = qle64(p + 48);
+	if (s->pp.tail != QPL_TAIL_DROP && s->pp.tail != QPL_TAIL_KEEP) {
+		set_err(err, err_len, "the resume state is damaged (tail %d)", s->pp.tail);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_opts(const struct quai_stream_opts *o, char *err, size_t err_len)
+{
+	if (o->size < sizeof(size_t) || o->size > sizeof(*o)) {
+		set_err(err, err_len, "bad quai_stream_opts size %zu", o->size);
+		return -EINVAL;
+	}
+	uint32_t world = o->world ? o->world : 1;
+	if (o->rank >= world) {
+		set_err(err, err_len, "rank %" PRIu32 " is not below the world size %" PRIu32,
+			o->rank, world);
+		return -EINVAL;
+	}
+	if (o->batch_records && o->batch_bytes) {
+		set_err(err, err_len, "give batch_records or batch_bytes, not both");
+		return -EINVAL;
+	}
+	if (o->tail != QUAI_TAIL_DROP && o->tail != QUAI_TAIL_KEEP) {
+		set_err(err, err_len, "unknown tail policy %d", o->tail);
+		return -EINVAL;
+	}
+	if (o->flags & ~(QUAI_STREAM_NO_SHUFFLE | QUAI_STREAM_SKIP_CORRUPT)) {
+		set_err(err, err_len, "unknown stream flags 0x%x", o->flags);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *opts,
+		     quai_stream **ret_stream, char *err, size_t err_len)
+{
+	static const struct quai_stream_opts defaults = {.size = sizeof(defaults)};
+	const struct quai_stream_opts *o = opts ? opts : &defaults;
+	const char *path;
+	struct qpl_frame *pf = NULL;
+	void *probe = NULL;
+	int r;
+
+	set_err(err, err_len, "%s", "");
+	if (!ctx || !uri || !ret_stream)
+		return -EINVAL;
+	r = check_opts(o, err, err_len);
+	if (r < 0)
+		return r;
+	r = parse_uri(uri, &path, err, err_len);
+	if (r < 0)
+		return r;
+
+	struct quai_stream *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->ctx = ctx;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	pthread_cond_init(&s->cv_reader, NULL);
+	pthread_cond_init(&s->cv_idle, NULL);
+	s->flags = o->flags;
+	pthread_mutex_lock(&ctx->mu);
+	ctx->streams++;
+	pthread_mutex_unlock(&ctx->mu);
+
+	char derr[256];
+	r = quai_dataset_open(path, &s->ds, derr, sizeof(derr));
+	if (r < 0) {
+		set_err(err, err_len, "'%s': %s", path, derr);
+		goto fail;
+	}
+	const quai_dataset *ds = s->ds;
+	s->wipe = ds->m.classification == QUAI_CLASS_SENSITIVE;
+
+	uint64_t pos = 0;
+	s->pp.world = o->world ? o->world : 1;
+	s->pp.rank = o->rank;
+	if (o->resume) {
+		r = decode_state(s, o->resume, o->resume_len, &pos, err, err_len);
+		if (r < 0)
+			goto fail;
+	} else {
+		s->pp.seed = o->seed;
+		s->pp.epoch = o->epoch;
+		s->pp.partitions =
+		    o->partitions ? o->partitions : default_partitions(ds->m.frames, s->pp.world);
+		s->pp.window = o->window ? o->window : QS_DEFAULT_WINDOW;
+		s->pp.shuffle = !(o->flags & QUAI_STREAM_NO_SHUFFLE);
+		s->pp.tail = o->tail == QUAI_TAIL_KEEP ? QPL_TAIL_KEEP : QPL_TAIL_DROP;
+	}
+
+	pf = malloc(ds->m.frames * sizeof(*pf));
+	if (!pf) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (uint64_t g = 0; g < ds->m.frames; g++) {
+		uint32_t sh, fr;
+		qds_frame_at(ds, g, &sh, &fr);
+		pf[g].first_record = ds->ix[sh].first_record + ds->ix[sh].frames[fr].first_record;
+		pf[g].records = ds->ix[sh].frames[fr].records;
+	}
+	char perr[256];
+	r = qpl_new(pf, ds->m.frames, &s->pp, &s->plan, perr, sizeof(perr));
+	free(pf);
+	pf = NULL;
+	if (r < 0) {
+		set_err(err, err_len, "%s", perr);
+		goto fail;
+	}
+
+	/* This rank's range, and its batches. */
+	s->l_end = qpl_local_count(s->plan);
+	s->l_start = qpl_local_start(s->plan, pos);
+	s->nslots = o->prefetch_batches ? o->prefetch_batches : QS_DEFAULT_PREFETCH;
+	s->batch_bytes = o->batch_bytes;
+	s->batch_records =
+	    o->batch_bytes ? 0 : (o->batch_records ? o->batch_records : QS_DEFAULT_BATCH);
+	if (s->batch_records) {
+		uint64_t n = s->l_end - s->l_start;
+		s->nbatches = s->pp.tail == QPL_TAIL_KEEP
+				  ? (n + s->batch_records - 1) / s->batch_records
+				  : n / s->batch_records;
+		s->planned = s->nbatches;
+	} else {
+		s->nbatches = UINT64_MAX;
+	}
+	s->slots = calloc(s->nslots, sizeof(*s->slots));
+	s->bounds = calloc(2 * (size_t)s->nslots, sizeof(*s->bounds));
+	s->frame_of = malloc(ds->m.frames * sizeof(*s->frame_of));
+	uint64_t nuse = qpl_frame_count(s->plan);
+	s->frames = calloc(nuse ? nuse : 1, sizeof(*s->frames));
+	if (!s->slots || !s->bounds || !s->frame_of || !s->frames) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (uint64_t g = 0; g < ds->m.frames; g++)
+		s->frame_of[g] = UINT32_MAX;
+	for (uint64_t i = 0; i < nuse; i++) {
+		struct qpl_use u;
+		qpl_frame_use(s->plan, i, &u);
+		if (u.last_use < s->l_start)
+			continue; /* delivered before the resume point */
+		struct qs_frame *f = &s->frames[s->nframes];
+		uint32_t sh, fr;
+		qds_frame_at(ds, u.frame, &sh, &fr);
+		f->s = s;
+		f->gframe = u.frame;
+		f->shard = sh;
+		f->fx = &ds->ix[sh].frames[fr];
+		f->first_use = u.first_use < s->l_start ? s->l_start : u.first_use;
+		f->last_use = u.last_use;
+		s->nframes++;
+	}
+	qsort(s->frames, s->nframes, sizeof(*s->frames), cmp_use);
+	for (uint64_t i = 0; i < s->nframes; i++)
+		s->frame_of[s->frames[i].gframe] = (uint32_t)i;
+	s->assembled_l = s->l_start;
+
+	/* Memory: the batches ahead, and the frames live at once. */
+	s->max_record = max_record_size(ds);
+	uint64_t per_batch = s->batch_records ? (uint64_t)s->batch_records * s->max_record
+					      : s->batch_bytes + s->max_record;
+	uint64_t nrec = s->batch_records
+			    ? s->batch_records
+			    : s->batch_bytes / (ds->m.raw_bytes / ds->m.records + 1) + 1;
+	per_batch = align_up(per_batch + (2 * nrec + 1) * 8, QPOOL_ALIGN);
+	s->reserve = per_batch * s->nslots;
+	probe = NULL;
+	if (qpool_alloc(ctx->pool, QS_ALIGN, &probe) < 0)
+		probe = NULL;
+	if (!probe) {
+		set_err(err, err_len, "the pinned pool is full");
+		r = -ENOBUFS;
+		goto fail;
+	}
+	r = open_shards(s, probe, err, err_len);
+	qpool_release(ctx->pool, probe);
+	probe = NULL;
+	if (r < 0)
+		goto fail;
+	uint64_t span =
+	    s->batch_records ? (uint64_t)s->nslots * s->batch_records : nrec * s->nslots;
+	s->working_set = s->reserve + frames_working_set(s, span);
+	s->span = span;
+	s->budget = o->memory_budget ? o->memory_budget : ctx->pool_info.bytes;
+	if (s->budget > ctx->pool_info.bytes)
+		s->budget = ctx->pool_info.bytes;
+	if (s->budget < s->working_set) {
+		set_err(
+		    err, err_len,
+		    "this stream needs %" PRIu64
+		    " MiB of pinned memory (%u batches of up to %" PRIu64
+		    " KiB ahead, and the frames they draw on), but its budget is %" PRIu64
+		    " MiB: raise the budget or the context's pool, or lower prefetch_batches, the "
+		    "batch size, the shuffle window or the partitions",
+		    (s->working_set + (1 << 20) - 1) >> 20, s->nslots, per_batch >> 10,
+		    s->budget >> 20);
+		r = -ENOBUFS;
+		goto fail;
+	}
+
+	/* Read as far ahead as the budget allows: the longest span whose
+	 * working set fits (doubling, then bisecting). */
+	uint64_t lo = span, hi = span, total = s->l_end - s->l_start;
+	while (hi < total && s->reserve + frames_working_set(s, hi * 2) <= s->budget)
+		hi *= 2;
+	if (hi > lo) {
+		lo = hi / 2 > span ? hi / 2 : span;
+		for (int i = 0; i < 12 && hi - lo > 1; i++) {
+			uint64_t mid = lo + (hi - lo) / 2;
+			if (s->reserve + frames_working_set(s, mid) <= s->budget)
+				lo = mid;
+			else
+				hi = mid;
+		}
+		if (s->reserve + frames_working_set(s, hi) <= s->budget)
+			lo = hi;
+	}
+	s->span = lo;
+
+	r = setup_ring(s);
+	if (r < 0) {
+		set_err(err, err_len, "io_uring: %s", strerror(-r));
+		goto fail;
+	}
+	s->st.partitions = s->pp.partitions;
+	s->st.records_total = s->l_end - s->l_start;
+	s->st.registered_buffers = s->reg_buffers;
+	s->st.budget_bytes = s->budget;
+	s->st.working_set_bytes = s->working_set;
+
+	r = -pthread_create(&s->reader, NULL, reader_main, s);
+	if (r < 0) {
+		set_err(err, err_len, "cannot start the reader thread: %s", strerror(-r));
+		goto fail;
+	}
+	s->reader_started = 1;
+	*ret_stream = s;
+	return 0;
+fail:
+	free(pf);
+	quai_stream_close(s);
+	return r;
+}
+
+/* ---- the consumer ----------------------------------------------------- */
+
+int quai_next(quai_stream *s, struct quai_batch *batch)
+{
+	if (!s || !batch)
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	pump(s);
+	if (s->err) {
+		int e = s->err;
+		pthread_mutex_unlock(&s->mu);
+		return e;
+	}
+	if (s->next_deliver >= s->nbatches) {
+		pthread_mutex_unlock(&s->mu);
+		return 0;
+	}
+	struct qs_batch *slot = &s->slots[s->next_deliver % s->nslots];
+	if (slot->state == B_HELD) {
+		pthread_mutex_unlock(&s->mu);
+		return -EBUSY;
+	}
+	uint64_t t0 = 0;
+	while (!s->err && s->next_deliver < s->nbatches &&
+	       !(slot->state == B_READY && slot->index == s->next_deliver)) {
+		if (!t0)
+			t0 = now_ns();
+		wait_ms(&s->cv, &s->mu, 20);
+		pump(s);
+	}
+	if (t0)
+		s->st.wait_ns += now_ns() - t0;
+	if (s->err || s->next_deliver >= s->nbatches) {
+		int e = s->err;
+		pthread_mutex_unlock(&s->mu);
+		return e;
+	}
+	slot->state = B_HELD;
+	*batch = (struct quai_batch){
+	    .data = slot->block,
+	    .offsets = slot->offsets,
+	    .ids = slot->ids,
+	    .count = slot->count,
+	    .bytes = slot->bytes,
+	    .index = slot->index,
+	    .internal = slot,
+	};
+	s->next_deliver++;
+	s->st.batches++;
+	s->st.records += slot->count;
+	s->st.bytes += slot->bytes;
+	pump(s);
+	pthread_cond_signal(&s->cv_reader);
+	pthread_mutex_unlock(&s->mu);
+	return 1;
+}
+
+static void release_slot(struct quai_stream *s, struct qs_batch *slot)
+{
+	give_back(s, slot->block, slot->block_len);
+	slot->block = NULL;
+	slot->state = B_FREE;
+}
+
+void quai_release(quai_stream *s, struct quai_batch *batch)
+{
+	if (!s || !batch || !batch->internal)
+		return;
+	struct qs_batch *slot = batch->internal;
+	pthread_mutex_lock(&s->mu);
+	if (slot >= s->slots && slot < s->slots + s->nslots && slot->state == B_HELD)
+		release_slot(s, slot);
+	batch->internal = NULL;
+	pump(s);
+	pthread_cond_signal(&s->cv_reader);
+	pthread_mutex_unlock(&s->mu);
+}
+
+const char *quai_stream_error(quai_stream *s)
+{
+	return s ? s->errmsg : "";
+}
+
+int quai_stream_state(quai_stream *s, void *buf, size_t len)
+{
+	if (!s || !buf)
+		return -EINVAL;
+	if (len < QS_STATE_LEN)
+		return -ENOSPC;
+	pthread_mutex_lock(&s->mu);
+	/* The position: the global order's records the ranks have taken
+	 * together, from this rank's next record (all ranks in step). */
+	uint64_t next_l = s->l_start;
+	if (s->next_deliver > 0) {
+		uint64_t l0, l1;
+		batch_bounds(s, s->next_deliver - 1, &l0, &l1);
+		next_l = l1;
+	}
+	uint64_t pos;
+	if (next_l < s->l_end) {
+		struct qpl_item it;
+		qpl_item(s->plan, next_l, &it);
+		pos = it.position - s->pp.rank;
+	} else {
+		pos = qpl_global_count(s->plan);
+	}
+	pthread_mutex_unlock(&s->mu);
+	uint8_t *p = buf;
+	memset(p, 0, QS_STATE_LEN);
+	qput32(p, QS_STATE_MAGIC);
+	qput32(p + 4, QS_STATE_VERSION);
+	qput64(p + 8, s->ds->m.checksum);
+	qput64(p + 16, s->pp.seed);
+	qput64(p + 24, s->pp.epoch);
+	qput32(p + 32, s->pp.partitions);
+	qput32(p + 36, s->pp.window);
+	qput32(p + 40, (uint32_t)s->pp.shuffle);
+	qput32(p + 44, (uint32_t)s->pp.tail);
+	qput64(p + 48, pos);
+	return QS_STATE_LEN;
+}
+
+int quai_stream_stats(quai_stream *s, struct quai_stream_stats *stats)
+{
+	if (!s || !stats || stats->size < sizeof(size_t))
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	struct quai_stream_stats st = s->st;
+	pthread_mutex_unlock(&s->mu);
+	st.size = stats->size;
+	size_t n = stats->size < sizeof(st) ? stats->size : sizeof(st);
+	memcpy(stats, &st, n);
+	return 0;
+}
+
+void quai_stream_close(quai_stream *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->closing = 1;
+	pthread_cond_broadcast(&s->cv_reader);
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	/* The reader first: it drains its reads, which may queue decodes. */
+	if (s->reader_started)
+		pthread_join(s->reader, NULL);
+	/* Then the jobs already queued finish (they hold frames and batches). */
+	pthread_mutex_lock(&s->mu);
+	while (s->jobs)
+		pthread_cond_wait(&s->cv_idle, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+	/* Everything this stream still holds goes back to the pool, wiped. */
+	for (uint64_t i = 0; s->frames && i < s->nframes; i++) {
+		struct qs_frame *f = &s->frames[i];
+		if (f->cblock)
+			give_back(s, f->cblock, f->cblock_len);
+		if (f->raw)
+			give_back(s, f->raw, f->raw_len);
+	}
+	for (uint32_t i = 0; s->slots && i < s->nslots; i++)
+		if (s->slots[i].block)
+			release_slot(s, &s->slots[i]);
+	if (s->ring_ok)
+		io_uring_queue_exit(&s->ring);
+	for (uint32_t i = 0; s->fds && s->ds && i < s->ds->m.nshards; i++)
+		if (s->fds[i] >= 0)
+			close(s->fds[i]);
+	free(s->fds);
+	free(s->direct);
+	free(s->frames);
+	free(s->frame_of);
+	free(s->slots);
+	free(s->bounds);
+	qpl_free(s->plan);
+	quai_dataset_close(s->ds);
+	pthread_mutex_lock(&s->ctx->mu);
+	s->ctx->streams--;
+	pthread_mutex_unlock(&s->ctx->mu);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+	pthread_cond_destroy(&s->cv_reader);
+	pthread_cond_destroy(&s->cv_idle);
+	free(s);
+}

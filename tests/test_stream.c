@@ -1,0 +1,542 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The staging engine through its public API: every record delivered once
+ * and intact, across ranks and resumptions; corrupt and truncated data never
+ * handed out; memory within the budget; clean errors.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+static char dir[512], ds_path[600], fixed_path[600];
+static uint64_t nrec;
+static quai_ctx *ctx;
+
+static void make_ctx(uint64_t pinned, unsigned flags)
+{
+	struct quai_ctx_opts co = {.size = sizeof(co),
+				   .pinned_bytes = pinned,
+				   .workers = 2,
+				   .flags = flags | QUAI_CTX_UNLOCKED_OK,
+				   .gpu = QUAI_GPU_NONE};
+	char err[256];
+	int r = quai_ctx_new(&co, &ctx, err, sizeof(err));
+	cr_assert_eq(r, 0, "ctx: %s", err);
+}
+
+static void setup(void)
+{
+	tu_mkdtemp(dir, sizeof(dir));
+	char in[600];
+	/* Lines of varied length: 40 frames of 4 KiB, 3 shards. */
+	snprintf(in, sizeof(in), "%s/in.txt", dir);
+	size_t len = 160000;
+	uint8_t *buf = malloc(len);
+	tu_fill(buf, len, 9, 26);
+	for (size_t i = 20, k = 0; i < len; i += 5 + (k++ * 37) % 120)
+		buf[i] = '\n';
+	buf[len - 1] = '\n';
+	tu_write(in, buf, len);
+	free(buf);
+	snprintf(ds_path, sizeof(ds_path), "%s/ds", dir);
+	const char *srcs[] = {in};
+	struct quai_pack_opts o = {.size = sizeof(o),
+				   .kind = QUAI_RECORDS_LINES,
+				   .frame_size = QUAI_FRAME_SIZE_MIN,
+				   .shard_size = 32 << 10};
+	nrec = tu_pack(srcs, 1, ds_path, &o).records;
+
+	/* Fixed records of 100 bytes: 4000 records. */
+	snprintf(in, sizeof(in), "%s/fixed.bin", dir);
+	buf = malloc(400000);
+	tu_fill(buf, 400000, 4, 256);
+	tu_write(in, buf, 400000);
+	free(buf);
+	snprintf(fixed_path, sizeof(fixed_path), "%s/fixed", dir);
+	const char *fsrc[] = {in};
+	struct quai_pack_opts fo = {
+	    .size = sizeof(fo), .kind = QUAI_RECORDS_FIXED, .fixed_size = 100, .frame_size = 8192};
+	tu_pack(fsrc, 1, fixed_path, &fo);
+	make_ctx(64 << 20, 0);
+}
+
+static void teardown(void)
+{
+	quai_ctx_free(ctx);
+	ctx = NULL;
+	tu_rmtree(dir);
+}
+
+TestSuite(stream, .init = setup, .fini = teardown, .timeout = 120);
+
+static quai_stream *open_stream(const char *p, const struct quai_stream_opts *o)
+{
+	quai_stream *s;
+	char err[512];
+	int r = quai_stream_open(ctx, p, o, &s, err, sizeof(err));
+	cr_assert_eq(r, 0, "open: %s (%s)", quai_strerror(r), err);
+	return s;
+}
+
+/* Drains a stream, checking every record's bytes against quai_reader, and
+ * marking ids in seen[] (each at most once). Returns records delivered. */
+static uint64_t drain(quai_stream *s, const char *p, uint8_t *seen, uint64_t max_batches,
+		      uint64_t *order, uint64_t *norder)
+{
+	quai_dataset *ds;
+	quai_reader *rd;
+	cr_assert_eq(quai_dataset_open(p, &ds, NULL, 0), 0);
+	cr_assert_eq(quai_reader_new(ds, &rd), 0);
+	struct quai_batch b;
+	uint64_t n = 0, batches = 0;
+	int r;
+	while (batches < max_batches && (r = quai_next(s, &b)) > 0) {
+		cr_assert_eq(b.offsets[0], 0);
+		cr_assert_eq(b.offsets[b.count], b.bytes);
+		for (uint32_t i = 0; i < b.count; i++) {
+			const void *d;
+			size_t len;
+			cr_assert_eq(quai_reader_record(rd, b.ids[i], &d, &len), 0);
+			cr_assert_eq(len, b.offsets[i + 1] - b.offsets[i]);
+			cr_assert(memcmp(d, b.data + b.offsets[i], len) == 0, "record %llu bytes",
+				  (unsigned long long)b.ids[i]);
+			if (seen) {
+				cr_assert_eq(seen[b.ids[i]], 0, "record %llu twice",
+					     (unsigned long long)b.ids[i]);
+				seen[b.ids[i]] = 1;
+			}
+			if (order)
+				order[(*norder)++] = b.ids[i];
+		}
+		n += b.count;
+		batches++;
+		quai_release(s, &b);
+	}
+	quai_reader_free(rd);
+	quai_dataset_close(ds);
+	return n;
+}
+
+Test(stream, dataset_order_without_shuffle)
+{
+	struct quai_stream_opts o = {.size = sizeof(o),
+				     .flags = QUAI_STREAM_NO_SHUFFLE,
+				     .partitions = 1,
+				     .batch_records = 7,
+				     .tail = QUAI_TAIL_KEEP};
+	quai_stream *s = open_stream(ds_path, &o);
+	uint64_t *order = malloc(nrec * sizeof(*order)), n = 0;
+	cr_assert_eq(drain(s, ds_path, NULL, UINT64_MAX, order, &n), nrec);
+	for (uint64_t i = 0; i < nrec; i++)
+		cr_assert_eq(order[i], i);
+	struct quai_batch b;
+	cr_assert_eq(quai_next(s, &b), 0, "end of epoch is 0");
+	cr_assert_eq(quai_next(s, &b), 0);
+	quai_stream_close(s);
+	free(order);
+}
+
+Test(stream, shuffled_epoch_covers_every_record_once)
+{
+	struct quai_stream_opts o = {
+	    .size = sizeof(o), .seed = 42, .batch_records = 64, .tail = QUAI_TAIL_KEEP};
+	quai_stream *s = open_stream(ds_path, &o);
+	uint8_t *seen = calloc(nrec, 1);
+	uint64_t *order = malloc(nrec * sizeof(*order)), n = 0;
+	cr_assert_eq(drain(s, ds_path, seen, UINT64_MAX, order, &n), nrec);
+	quai_stream_close(s);
+	uint64_t inorder = 0;
+	for (uint64_t i = 0; i < nrec; i++)
+		inorder += order[i] == i;
+	cr_assert_lt(inorder, nrec / 10, "shuffled");
+
+	/* Same seed and epoch: the same order; another epoch: another. */
+	s = open_stream(ds_path, &o);
+	uint64_t *again = malloc(nrec * sizeof(*again)), m = 0;
+	drain(s, ds_path, NULL, UINT64_MAX, again, &m);
+	quai_stream_close(s);
+	cr_assert_eq(m, n);
+	cr_assert(memcmp(order, again, n * sizeof(*order)) == 0);
+	o.epoch = 1;
+	s = open_stream(ds_path, &o);
+	m = 0;
+	drain(s, ds_path, NULL, UINT64_MAX, again, &m);
+	quai_stream_close(s);
+	cr_assert(memcmp(order, again, n * sizeof(*order)) != 0);
+	free(seen);
+	free(order);
+	free(again);
+}
+
+struct rank_run {
+	uint32_t rank, world;
+	uint8_t *seen;
+	pthread_mutex_t *mu;
+	uint64_t got;
+	uint64_t batches;
+};
+
+static void *run_rank(void *arg)
+{
+	struct rank_run *rr = arg;
+	struct quai_stream_opts o = {.size = sizeof(o),
+				     .rank = rr->rank,
+				     .world = rr->world,
+				     .partitions = 8,
+				     .seed = 7,
+				     .batch_records = 16,
+				     .memory_budget = 8 << 20,
+				     .tail = QUAI_TAIL_KEEP};
+	quai_stream *s;
+	char err[256];
+	if (quai_stream_open(ctx, ds_path, &o, &s, err, sizeof(err)) < 0)
+		return (void *)1;
+	struct quai_batch b;
+	int r;
+	while ((r = quai_next(s, &b)) > 0) {
+		pthread_mutex_lock(rr->mu);
+		for (uint32_t i = 0; i < b.count; i++)
+			rr->seen[b.ids[i]]++;
+		pthread_mutex_unlock(rr->mu);
+		rr->got += b.count;
+		rr->batches++;
+		quai_release(s, &b);
+	}
+	quai_stream_close(s);
+	return r < 0 ? (void *)2 : NULL;
+}
+
+Test(stream, ranks_on_one_context_are_disjoint_and_complete)
+{
+	for (uint32_t world = 1; world <= 8; world *= 2) {
+		uint8_t *seen = calloc(nrec, 1);
+		pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+		struct rank_run rr[8];
+		pthread_t th[8];
+		for (uint32_t r = 0; r < world; r++) {
+			rr[r] =
+			    (struct rank_run){.rank = r, .world = world, .seen = seen, .mu = &mu};
+			pthread_create(&th[r], NULL, run_rank, &rr[r]);
+		}
+		for (uint32_t r = 0; r < world; r++) {
+			void *ret;
+			pthread_join(th[r], &ret);
+			cr_assert_null(ret, "world %u rank %u failed", world, r);
+		}
+		for (uint64_t i = 0; i < nrec; i++)
+			cr_assert_eq(seen[i], 1, "world %u: record %llu seen %u times", world,
+				     (unsigned long long)i, seen[i]);
+		free(seen);
+	}
+}
+
+Test(stream, drop_tail_gives_every_rank_the_same_batches)
+{
+	uint64_t batches[4];
+	for (uint32_t r = 0; r < 4; r++) {
+		struct quai_stream_opts o = {
+		    .size = sizeof(o), .rank = r, .world = 4, .partitions = 8, .batch_records = 10};
+		quai_stream *s = open_stream(ds_path, &o);
+		struct quai_batch b;
+		batches[r] = 0;
+		while (quai_next(s, &b) > 0) {
+			cr_assert_eq(b.count, 10);
+			batches[r]++;
+			quai_release(s, &b);
+		}
+		quai_stream_close(s);
+	}
+	for (uint32_t r = 1; r < 4; r++)
+		cr_assert_eq(batches[r], batches[0]);
+	cr_assert_gt(batches[0], 0);
+}
+
+/* Checkpoint after k batches at world w, resume at world w2: together the
+ * resumed ranks deliver exactly what the epoch had left, so every record
+ * is seen exactly once. */
+static void resume_case(uint32_t w, uint32_t w2, uint64_t k)
+{
+	uint8_t *seen = calloc(4000, 1);
+	uint8_t state[QUAI_STATE_MAX];
+	int slen = 0;
+	for (uint32_t r = 0; r < w; r++) {
+		struct quai_stream_opts o = {.size = sizeof(o),
+					     .rank = r,
+					     .world = w,
+					     .partitions = 8,
+					     .seed = 3,
+					     .batch_records = 8,
+					     .tail = QUAI_TAIL_KEEP};
+		quai_stream *s = open_stream(fixed_path, &o);
+		drain(s, fixed_path, seen, k, NULL, NULL);
+		if (r == 0) {
+			slen = quai_stream_state(s, state, sizeof(state));
+			cr_assert_gt(slen, 0);
+		}
+		quai_stream_close(s);
+	}
+	for (uint32_t r = 0; r < w2; r++) {
+		struct quai_stream_opts o = {.size = sizeof(o),
+					     .rank = r,
+					     .world = w2,
+					     .batch_records = 8,
+					     .resume = state,
+					     .resume_len = (size_t)slen};
+		quai_stream *s = open_stream(fixed_path, &o);
+		drain(s, fixed_path, seen, UINT64_MAX, NULL, NULL);
+		quai_stream_close(s);
+	}
+	for (uint64_t i = 0; i < 4000; i++)
+		cr_assert_eq(seen[i], 1, "w %u -> %u after %llu batches: record %llu seen %u times",
+			     w, w2, (unsigned long long)k, (unsigned long long)i, seen[i]);
+	free(seen);
+}
+
+Test(stream, elastic_resume)
+{
+	resume_case(1, 1, 5);
+	resume_case(4, 2, 3);
+	resume_case(2, 8, 7);
+	resume_case(8, 4, 1);
+	resume_case(4, 4, 0);
+}
+
+Test(stream, incompatible_world_is_explained)
+{
+	struct quai_stream_opts o = {.size = sizeof(o), .world = 3, .partitions = 8};
+	quai_stream *s;
+	char err[512];
+	cr_assert_eq(quai_stream_open(ctx, ds_path, &o, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "1 2 4 8"), "%s", err);
+	o.world = 2;
+	o.rank = 2;
+	cr_assert_eq(quai_stream_open(ctx, ds_path, &o, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "rank"), "%s", err);
+	cr_assert_eq(quai_stream_open(ctx, "quai://host/x", NULL, &s, err, sizeof(err)),
+		     -EPROTONOSUPPORT);
+	cr_assert(strstr(err, "quaid"), "%s", err);
+	cr_assert_eq(quai_stream_open(ctx, "/nonexistent/ds", NULL, &s, err, sizeof(err)), -ENOENT);
+}
+
+Test(stream, budget_too_small_is_explained)
+{
+	struct quai_stream_opts o = {
+	    .size = sizeof(o), .batch_records = 1000, .memory_budget = 64 << 10};
+	quai_stream *s;
+	char err[512];
+	cr_assert_eq(quai_stream_open(ctx, ds_path, &o, &s, err, sizeof(err)), -ENOBUFS);
+	cr_assert(strstr(err, "MiB"), "%s", err);
+}
+
+Test(stream, memory_stays_within_the_budget)
+{
+	quai_ctx_free(ctx);
+	make_ctx(64 << 20, 0);
+	uint64_t budget = 2 << 20;
+	struct quai_stream_opts o = {.size = sizeof(o),
+				     .batch_records = 32,
+				     .partitions = 2,
+				     .memory_budget = budget,
+				     .tail = QUAI_TAIL_KEEP};
+	quai_stream *s = open_stream(ds_path, &o);
+	cr_assert_eq(drain(s, ds_path, NULL, UINT64_MAX, NULL, NULL), nrec);
+	quai_stream_close(s);
+	struct quai_ctx_info ci = {.size = sizeof(ci)};
+	quai_ctx_info(ctx, &ci);
+	cr_assert_leq(ci.pinned_peak, budget + (64 << 10), "peak %llu",
+		      (unsigned long long)ci.pinned_peak);
+}
+
+static void flip(const char *p, const char *file, uint64_t at)
+{
+	char f[700];
+	snprintf(f, sizeof(f), "%s/%s", p, file);
+	int fd = open(f, O_RDWR);
+	uint8_t b;
+	cr_assert_eq(pread(fd, &b, 1, (off_t)at), 1);
+	b ^= 0x20;
+	cr_assert_eq(pwrite(fd, &b, 1, (off_t)at), 1);
+	close(fd);
+}
+
+Test(stream, corrupt_frame_is_never_delivered)
+{
+	/* Damage the middle frame of shard 1. */
+	quai_dataset *ds;
+	cr_assert_eq(quai_dataset_open(ds_path, &ds, NULL, 0), 0);
+	struct quai_shard_info si = {.size = sizeof(si)};
+	quai_dataset_shard(ds, 1, &si);
+	struct quai_record_loc loc;
+	quai_dataset_locate(ds, si.first_record + si.records / 2, &loc);
+	quai_dataset_close(ds);
+	flip(ds_path, "shard-00001.zst", loc.frame_offset + loc.frame_csize / 2);
+
+	struct quai_stream_opts o = {.size = sizeof(o),
+				     .flags = QUAI_STREAM_NO_SHUFFLE,
+				     .partitions = 1,
+				     .batch_records = 5,
+				     .tail = QUAI_TAIL_KEEP};
+	quai_stream *s = open_stream(ds_path, &o);
+	quai_dataset *ods;
+	quai_reader *rd;
+	cr_assert_eq(quai_dataset_open(ds_path, &ods, NULL, 0), 0);
+	cr_assert_eq(quai_reader_new(ods, &rd), 0);
+	struct quai_batch b;
+	int r;
+	while ((r = quai_next(s, &b)) > 0) {
+		for (uint32_t i = 0; i < b.count; i++) {
+			const void *d;
+			size_t len;
+			cr_assert_eq(quai_reader_record(rd, b.ids[i], &d, &len), 0,
+				     "a record of the bad frame was delivered");
+			cr_assert(memcmp(d, b.data + b.offsets[i], len) == 0);
+		}
+		quai_release(s, &b);
+	}
+	cr_assert_eq(r, -QUAI_ECORRUPT);
+	cr_assert(strstr(quai_stream_error(s), "shard-00001.zst frame"), "%s",
+		  quai_stream_error(s));
+	cr_assert_eq(quai_next(s, &b), -QUAI_ECORRUPT, "the error sticks");
+	quai_stream_close(s);
+
+	/* With SKIP_CORRUPT the stream goes on and counts what it skipped. */
+	o.flags |= QUAI_STREAM_SKIP_CORRUPT;
+	s = open_stream(ds_path, &o);
+	uint64_t n = 0;
+	while ((r = quai_next(s, &b)) > 0) {
+		n += b.count;
+		quai_release(s, &b);
+	}
+	cr_assert_eq(r, 0);
+	struct quai_stream_stats st = {.size = sizeof(st)};
+	quai_stream_stats(s, &st);
+	cr_assert_gt(st.skipped_records, 0);
+	cr_assert_eq(n + st.skipped_records, nrec);
+	quai_stream_close(s);
+	quai_reader_free(rd);
+	quai_dataset_close(ods);
+}
+
+Test(stream, truncated_shard_fails_cleanly)
+{
+	char f[700];
+	snprintf(f, sizeof(f), "%s/shard-00001.zst", ds_path);
+	cr_assert_eq(truncate(f, 1000), 0);
+	struct quai_stream_opts o = {.size = sizeof(o), .batch_records = 5};
+	quai_stream *s = open_stream(ds_path, &o);
+	struct quai_batch b;
+	int r;
+	while ((r = quai_next(s, &b)) > 0)
+		quai_release(s, &b);
+	cr_assert_eq(r, -QUAI_ECORRUPT, "%d", r);
+	cr_assert(strstr(quai_stream_error(s), "shard-00001.zst"), "%s", quai_stream_error(s));
+	quai_stream_close(s);
+}
+
+Test(stream, deleted_while_streaming_still_delivers_what_was_opened)
+{
+	struct quai_stream_opts o = {
+	    .size = sizeof(o), .batch_records = 50, .tail = QUAI_TAIL_KEEP};
+	quai_stream *s = open_stream(fixed_path, &o);
+	tu_rmtree(fixed_path);
+	uint8_t *seen = calloc(4000, 1);
+	struct quai_batch b;
+	uint64_t n = 0;
+	while (quai_next(s, &b) > 0) {
+		for (uint32_t i = 0; i < b.count; i++)
+			seen[b.ids[i]]++;
+		n += b.count;
+		quai_release(s, &b);
+	}
+	cr_assert_eq(n, 4000);
+	quai_stream_close(s);
+	free(seen);
+}
+
+Test(stream, held_batches_and_close)
+{
+	struct quai_stream_opts o = {.size = sizeof(o), .batch_records = 4, .prefetch_batches = 2};
+	quai_stream *s = open_stream(ds_path, &o);
+	struct quai_batch a, b, c;
+	cr_assert_eq(quai_next(s, &a), 1);
+	cr_assert_eq(quai_next(s, &b), 1);
+	cr_assert_eq(quai_next(s, &c), -EBUSY, "all slots held");
+	quai_release(s, &a);
+	cr_assert_eq(quai_next(s, &c), 1);
+	/* Closed with two batches still held: nothing leaks (ASan). */
+	quai_stream_close(s);
+}
+
+/* Drops a dataset's shards from the page cache, so the engine picks
+ * O_DIRECT for them. */
+static void evict(const char *p)
+{
+	for (int i = 0;; i++) {
+		char f[700];
+		snprintf(f, sizeof(f), "%s/shard-%05d.zst", p, i);
+		int fd = open(f, O_RDONLY);
+		if (fd < 0)
+			break;
+		fdatasync(fd);
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+		close(fd);
+	}
+}
+
+Test(stream, buffered_and_direct_reads_agree)
+{
+	struct quai_stream_opts o = {
+	    .size = sizeof(o), .seed = 5, .batch_records = 32, .tail = QUAI_TAIL_KEEP};
+	evict(fixed_path);
+	uint64_t *a = malloc(4000 * sizeof(*a)), *b = malloc(4000 * sizeof(*b)), na = 0, nb = 0;
+	quai_stream *s = open_stream(fixed_path, &o);
+	struct quai_stream_stats st = {.size = sizeof(st)};
+	drain(s, fixed_path, NULL, UINT64_MAX, a, &na);
+	quai_stream_stats(s, &st);
+	uint32_t direct = st.direct_io;
+	quai_stream_close(s);
+	quai_ctx_free(ctx);
+	make_ctx(64 << 20, QUAI_CTX_NO_DIRECT);
+	s = open_stream(fixed_path, &o);
+	drain(s, fixed_path, NULL, UINT64_MAX, b, &nb);
+	quai_stream_stats(s, &st);
+	cr_assert_eq(st.direct_io, 0);
+	quai_stream_close(s);
+	cr_assert_eq(na, 4000);
+	cr_assert_eq(nb, na);
+	cr_assert(memcmp(a, b, na * sizeof(*a)) == 0);
+	if (!direct)
+		cr_log_warn("this file system refuses O_DIRECT: only buffered reads were tested");
+	free(a);
+	free(b);
+}
+
+Test(stream, batches_by_bytes)
+{
+	struct quai_stream_opts o = {
+	    .size = sizeof(o), .batch_bytes = 3000, .tail = QUAI_TAIL_KEEP};
+	quai_stream *s = open_stream(ds_path, &o);
+	struct quai_batch b;
+	uint64_t n = 0, batches = 0, last = 0;
+	int r;
+	while ((r = quai_next(s, &b)) > 0) {
+		if (last)
+			cr_assert_fail("only the last batch may be short");
+		if (b.bytes < 3000)
+			last = 1;
+		cr_assert(b.count > 0);
+		n += b.count;
+		batches++;
+		quai_release(s, &b);
+	}
+	cr_assert_eq(r, 0);
+	cr_assert_eq(n, nrec);
+	quai_stream_close(s);
+}
