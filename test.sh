@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine (as root):
-# installs what it needs, builds quai twice (optimised, and with
+# installs what it needs, builds quai (optimised, and with
 # AddressSanitizer + UndefinedBehaviorSanitizer), runs every Criterion
 # suite, the fuzz corpora and the CLI's end-to-end tests in both, runs each
-# libFuzzer harness for a bounded time, checks formatting, and ends with one
+# libFuzzer harness for a bounded time, runs the engine's stress program
+# under ThreadSanitizer, checks formatting, and ends with one
 # line: "N passed, N failed, N skipped".
 #
 # Environment: QUAI_FUZZ_SECONDS (default 20) per fuzz harness; 0 skips.
@@ -52,7 +53,8 @@ else
   sources=()
 fi
 
-# Sanitizers: everything again, with ASan + UBSan (leaks included).
+# Sanitizers: everything again, with ASan + UBSan (leaks included), and the
+# engine's stress program under ThreadSanitizer.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 if setup build/asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false; then
@@ -60,6 +62,23 @@ if setup build/asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=
   sources+=(meson=build/asan junit="$out/pytest-asan.xml")
 else
   note build-asan FAIL
+fi
+
+# ThreadSanitizer: the engine's multi-threaded stress program (Criterion
+# itself does not start under TSan).
+echo "== tsan: engine stress"
+if CC=clang setup build/tsan --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false; then
+  if TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 meson test -C build/tsan --suite stress \
+    --print-errorlogs >"$out/meson-tsan.log" 2>&1; then
+    note tsan-stress-engine PASS
+    echo "   stress-engine OK"
+  else
+    note tsan-stress-engine FAIL
+    status=1
+    tail -60 "$out/meson-tsan.log"
+  fi
+else
+  note build-tsan FAIL
 fi
 
 # libFuzzer: each harness for a bounded time from its seed corpus.
