@@ -11,20 +11,8 @@
 
 #include "byteorder.h"
 #include "dataset.h"
+#include "errmsg.h"
 #include "fsutil.h"
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-	if (!err || !err_len)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, err_len, fmt, ap);
-	va_end(ap);
-}
 
 /* The index must describe exactly the shard the manifest names. */
 static int check_index(const struct qmf *m, const struct qmf_shard *s, const struct qix *ix)
@@ -51,30 +39,30 @@ int qds_load_index(int dirfd, const struct qmf *m, uint32_t i, uint8_t **ret_buf
 	if (r == -EFBIG || (r == 0 && len != s->index_bytes)) {
 		if (r == 0)
 			free(buf);
-		set_err(err, err_len, "%s: size differs from the manifest's %" PRIu64 " bytes",
-			s->index, s->index_bytes);
+		qerr_set(err, err_len, "%s: size differs from the manifest's %" PRIu64 " bytes",
+			 s->index, s->index_bytes);
 		return -QUAI_ECORRUPT;
 	}
 	if (r < 0) {
-		set_err(err, err_len, "%s: %s", s->index, quai_strerror(r));
+		qerr_set(err, err_len, "%s: %s", s->index, quai_strerror(r));
 		return r;
 	}
 	if (XXH3_64bits(buf, len) != s->index_xxh3) {
 		free(buf);
-		set_err(err, err_len, "%s: checksum mismatch", s->index);
+		qerr_set(err, err_len, "%s: checksum mismatch", s->index);
 		return -QUAI_ECORRUPT;
 	}
 	r = qix_parse(buf, len, ret_ix);
 	if (r < 0) {
 		free(buf);
-		set_err(err, err_len, "%s: %s", s->index, quai_strerror(r));
+		qerr_set(err, err_len, "%s: %s", s->index, quai_strerror(r));
 		return r;
 	}
 	r = check_index(m, s, ret_ix);
 	if (r < 0) {
 		qix_release(ret_ix);
 		free(buf);
-		set_err(err, err_len, "%s: disagrees with the manifest", s->index);
+		qerr_set(err, err_len, "%s: disagrees with the manifest", s->index);
 		return r;
 	}
 	*ret_buf = buf;
@@ -102,7 +90,7 @@ int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err, size_t
 	size_t len;
 	int r;
 
-	set_err(err, err_len, "%s", "");
+	qerr_set(err, err_len, "%s", "");
 	if (!path || !ret_ds)
 		return -EINVAL;
 	struct quai_dataset *ds = calloc(1, sizeof(*ds));
@@ -112,17 +100,17 @@ int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err, size_t
 	ds->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (!ds->path || ds->dirfd < 0) {
 		r = ds->path ? -errno : -ENOMEM;
-		set_err(err, err_len, "%s", quai_strerror(r));
+		qerr_set(err, err_len, "%s", quai_strerror(r));
 		if (r == -ENOTDIR) {
-			set_err(err, err_len, "not a dataset directory");
+			qerr_set(err, err_len, "not a dataset directory");
 			r = -QUAI_EFORMAT;
 		}
 		goto fail;
 	}
 	r = qfs_read_file(ds->dirfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
 	if (r < 0) {
-		set_err(err, err_len, "manifest.json: %s%s", quai_strerror(r),
-			r == -ENOENT ? " (not a quai dataset, or an unfinished one)" : "");
+		qerr_set(err, err_len, "manifest.json: %s%s", quai_strerror(r),
+			 r == -ENOENT ? " (not a quai dataset, or an unfinished one)" : "");
 		if (r == -EFBIG)
 			r = -QUAI_EFORMAT;
 		goto fail;
@@ -131,7 +119,7 @@ int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err, size_t
 	r = qmf_parse((const char *)text, len, &ds->m, perr, sizeof(perr));
 	free(text);
 	if (r < 0) {
-		set_err(err, err_len, "manifest.json: %s", perr[0] ? perr : quai_strerror(r));
+		qerr_set(err, err_len, "manifest.json: %s", perr[0] ? perr : quai_strerror(r));
 		goto fail;
 	}
 	ds->ix = calloc(ds->m.nshards, sizeof(*ds->ix));

@@ -12,6 +12,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* the build defines it; standalone builds may not */
 #endif
+#include "errmsg.h"
 #include "plan.h"
 
 #include <assert.h>
@@ -347,20 +348,6 @@ struct qpl_plan {
 	uint64_t nuse;
 };
 
-static void fail(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void fail(char *err, size_t err_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !err_len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, err_len, fmt, ap);
-	va_end(ap);
-}
-
 /* "world W does not divide the P canonical partitions; world sizes that
  * work: 1 ... P": a user who picked a bad world size should not have to
  * factor P to find a good one. */
@@ -549,20 +536,20 @@ static int check_params(const struct qpl_frame *frames, uint64_t nframes,
 			const struct qpl_params *par, char *err, size_t err_len)
 {
 	if (!frames && nframes) {
-		fail(err, err_len, "no frame table");
+		qerr_set(err, err_len, "no frame table");
 		return -EINVAL;
 	}
 	if (par->world < 1) {
-		fail(err, err_len, "world must be at least 1");
+		qerr_set(err, err_len, "world must be at least 1");
 		return -EINVAL;
 	}
 	if (par->rank >= par->world) {
-		fail(err, err_len, "rank %u is out of range for world %u (ranks are 0 to %u)",
-		     par->rank, par->world, par->world - 1);
+		qerr_set(err, err_len, "rank %u is out of range for world %u (ranks are 0 to %u)",
+			 par->rank, par->world, par->world - 1);
 		return -EINVAL;
 	}
 	if (par->partitions < 1) {
-		fail(err, err_len, "partitions must be at least 1");
+		qerr_set(err, err_len, "partitions must be at least 1");
 		return -EINVAL;
 	}
 	if (par->partitions % par->world) {
@@ -570,18 +557,19 @@ static int check_params(const struct qpl_frame *frames, uint64_t nframes,
 		return -EINVAL;
 	}
 	if (par->partitions > nframes) {
-		fail(err, err_len,
-		     "%u partitions but only %llu frames: each partition needs at least one frame",
-		     par->partitions, (unsigned long long)nframes);
+		qerr_set(
+		    err, err_len,
+		    "%u partitions but only %llu frames: each partition needs at least one frame",
+		    par->partitions, (unsigned long long)nframes);
 		return -EINVAL;
 	}
 	if (par->window < 1) {
-		fail(err, err_len, "window must be at least 1 frame");
+		qerr_set(err, err_len, "window must be at least 1 frame");
 		return -EINVAL;
 	}
 	if (par->tail != QPL_TAIL_DROP && par->tail != QPL_TAIL_KEEP) {
-		fail(err, err_len, "tail must be QPL_TAIL_DROP or QPL_TAIL_KEEP, not %d",
-		     par->tail);
+		qerr_set(err, err_len, "tail must be QPL_TAIL_DROP or QPL_TAIL_KEEP, not %d",
+			 par->tail);
 		return -EINVAL;
 	}
 	return 0;
@@ -596,7 +584,7 @@ int qpl_new(const struct qpl_frame *frames, uint64_t nframes, const struct qpl_p
 	int r;
 
 	if (!par || !ret_plan) {
-		fail(err, err_len, "no parameters or no place for the plan");
+		qerr_set(err, err_len, "no parameters or no place for the plan");
 		return -EINVAL;
 	}
 	r = check_params(frames, nframes, par, err, err_len);
@@ -623,7 +611,7 @@ int qpl_new(const struct qpl_frame *frames, uint64_t nframes, const struct qpl_p
 
 	for (uint64_t f = 0; f < nframes; f++) {
 		if (frames[f].records == 0) {
-			fail(err, err_len, "frame %llu has no records", (unsigned long long)f);
+			qerr_set(err, err_len, "frame %llu has no records", (unsigned long long)f);
 			r = -EINVAL;
 			goto out;
 		}
@@ -653,7 +641,7 @@ int qpl_new(const struct qpl_frame *frames, uint64_t nframes, const struct qpl_p
 		uint32_t n = frames[pl->perm ? pl->perm[k] : k].records;
 
 		if (pl->cum[k] > UINT64_MAX - n) {
-			fail(err, err_len, "the dataset has more than 2^64 records");
+			qerr_set(err, err_len, "the dataset has more than 2^64 records");
 			r = -EINVAL;
 			goto out;
 		}

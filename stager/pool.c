@@ -20,6 +20,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* the build defines it; standalone builds may not */
 #endif
+#include "errmsg.h"
 #include "pool.h"
 
 #include <errno.h>
@@ -73,20 +74,6 @@ struct qpool {
 	int gpu;
 	char gpu_note[sizeof(((struct qpool_info *)0)->gpu_note)];
 };
-
-static void say(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void say(char *err, size_t err_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !err_len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, err_len, fmt, ap);
-	va_end(ap);
-}
 
 /* A programming error in the caller (a double release, a pointer that is
  * not a block): the allocator's state can no longer be trusted, and with
@@ -297,15 +284,15 @@ static int lock_pool(struct qpool *p, int mode, char *err, size_t err_len)
 	getrlimit(RLIMIT_MEMLOCK, &rl);
 	already = proc_kib("/proc/self/status", "VmLck:");
 	need_kib = (p->bytes + already + 1023) / 1024;
-	say(err, err_len,
-	    "cannot lock the pinned pool in memory: mlock of %zu bytes failed (%s); "
-	    "RLIMIT_MEMLOCK is %s bytes (soft), %s bytes (hard), and this process already "
-	    "has %" PRIu64 " bytes locked. Raise the limit to at least %" PRIu64 " KiB: "
-	    "`ulimit -l %" PRIu64 "` in the shell that starts the job (up to the hard limit), "
-	    "a memlock line in /etc/security/limits.conf (e.g. `@hpc - memlock unlimited`), "
-	    "or LimitMEMLOCK= in the systemd service; or make the pool smaller",
-	    p->bytes, strerror(e), limit_str(rl.rlim_cur, soft), limit_str(rl.rlim_max, hard),
-	    already, need_kib, need_kib);
+	qerr_set(err, err_len,
+		 "cannot lock the pinned pool in memory: mlock of %zu bytes failed (%s); "
+		 "RLIMIT_MEMLOCK is %s bytes (soft), %s bytes (hard), and this process already "
+		 "has %" PRIu64 " bytes locked. Raise the limit to at least %" PRIu64 " KiB: "
+		 "`ulimit -l %" PRIu64 "` in the shell that starts the job (up to the hard limit), "
+		 "a memlock line in /etc/security/limits.conf (e.g. `@hpc - memlock unlimited`), "
+		 "or LimitMEMLOCK= in the systemd service; or make the pool smaller",
+		 p->bytes, strerror(e), limit_str(rl.rlim_cur, soft), limit_str(rl.rlim_max, hard),
+		 already, need_kib, need_kib);
 	/* The header promises -EPERM or -ENOMEM; EAGAIN means the kernel
 	 * could not lock some of it, which is memory too. */
 	return e == EPERM ? -EPERM : -ENOMEM;
@@ -338,20 +325,20 @@ static int register_hip(struct qpool *p, char *why, size_t why_len)
 
 	r = hipGetDeviceCount(&n);
 	if (r != hipSuccess || n < 1) {
-		say(why, why_len, "no HIP device found: %s",
-		    r != hipSuccess ? hipGetErrorString(r) : "0 devices");
+		qerr_set(why, why_len, "no HIP device found: %s",
+			 r != hipSuccess ? hipGetErrorString(r) : "0 devices");
 		return -ENODEV;
 	}
 	r = hipHostRegister(p->base, p->bytes, hipHostRegisterDefault);
 	if (r != hipSuccess) {
-		say(why, why_len, "hipHostRegister of %zu bytes failed: %s", p->bytes,
-		    hipGetErrorString(r));
+		qerr_set(why, why_len, "hipHostRegister of %zu bytes failed: %s", p->bytes,
+			 hipGetErrorString(r));
 		return r == hipErrorOutOfMemory ? -ENOMEM : -EIO;
 	}
 	if (hipDeviceGetName(name, sizeof(name), 0) != hipSuccess)
 		name[0] = '\0';
-	say(why, why_len, "registered with HIP (%d device%s; device 0: %s)", n, n == 1 ? "" : "s",
-	    name[0] ? name : "unnamed");
+	qerr_set(why, why_len, "registered with HIP (%d device%s; device 0: %s)", n,
+		 n == 1 ? "" : "s", name[0] ? name : "unnamed");
 	p->gpu = QPOOL_GPU_HIP;
 	return 0;
 }
@@ -366,21 +353,21 @@ static int register_cuda(struct qpool *p, char *why, size_t why_len)
 
 	r = cudaGetDeviceCount(&n);
 	if (r != cudaSuccess || n < 1) {
-		say(why, why_len, "no CUDA device found: %s",
-		    r != cudaSuccess ? cudaGetErrorString(r) : "0 devices");
+		qerr_set(why, why_len, "no CUDA device found: %s",
+			 r != cudaSuccess ? cudaGetErrorString(r) : "0 devices");
 		return -ENODEV;
 	}
 	r = cudaHostRegister(p->base, p->bytes, cudaHostRegisterDefault);
 	if (r != cudaSuccess) {
-		say(why, why_len, "cudaHostRegister of %zu bytes failed: %s", p->bytes,
-		    cudaGetErrorString(r));
+		qerr_set(why, why_len, "cudaHostRegister of %zu bytes failed: %s", p->bytes,
+			 cudaGetErrorString(r));
 		return r == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
 	}
 	if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess)
 		prop.name[0] = '\0';
 	prop.name[sizeof(prop.name) - 1] = '\0';
-	say(why, why_len, "registered with CUDA (%d device%s; device 0: %s)", n, n == 1 ? "" : "s",
-	    prop.name[0] ? prop.name : "unnamed");
+	qerr_set(why, why_len, "registered with CUDA (%d device%s; device 0: %s)", n,
+		 n == 1 ? "" : "s", prop.name[0] ? prop.name : "unnamed");
 	p->gpu = QPOOL_GPU_CUDA;
 	return 0;
 }
@@ -394,7 +381,7 @@ static int register_gpu(struct qpool *p, int want, char *err, size_t err_len)
 
 	switch (want) {
 	case QPOOL_GPU_NONE:
-		say(note, note_len, "GPU registration not requested");
+		qerr_set(note, note_len, "GPU registration not requested");
 		return 0;
 	case QPOOL_GPU_AUTO:
 		/* Never an error: a host-pinned pool still works, only slower
@@ -404,30 +391,31 @@ static int register_gpu(struct qpool *p, int want, char *err, size_t err_len)
 #elif QUAI_HAVE_CUDA
 		(void)register_cuda(p, note, note_len);
 #else
-		say(note, note_len,
-		    "this build has no ROCm/HIP or CUDA support "
-		    "(build with -Drocm=enabled or -Dcuda=enabled)");
+		qerr_set(note, note_len,
+			 "this build has no ROCm/HIP or CUDA support "
+			 "(build with -Drocm=enabled or -Dcuda=enabled)");
 #endif
 		return 0;
 	case QPOOL_GPU_HIP:
 #if QUAI_HAVE_HIP
 		r = register_hip(p, note, note_len);
 		if (r)
-			say(err, err_len, "GPU registration: %s", note);
+			qerr_set(err, err_len, "GPU registration: %s", note);
 #else
-		say(note, note_len,
-		    "this build has no ROCm/HIP support (build with -Drocm=enabled)");
-		say(err, err_len, "GPU registration: %s", note);
+		qerr_set(note, note_len,
+			 "this build has no ROCm/HIP support (build with -Drocm=enabled)");
+		qerr_set(err, err_len, "GPU registration: %s", note);
 #endif
 		return r;
 	case QPOOL_GPU_CUDA:
 #if QUAI_HAVE_CUDA
 		r = register_cuda(p, note, note_len);
 		if (r)
-			say(err, err_len, "GPU registration: %s", note);
+			qerr_set(err, err_len, "GPU registration: %s", note);
 #else
-		say(note, note_len, "this build has no CUDA support (build with -Dcuda=enabled)");
-		say(err, err_len, "GPU registration: %s", note);
+		qerr_set(note, note_len,
+			 "this build has no CUDA support (build with -Dcuda=enabled)");
+		qerr_set(err, err_len, "GPU registration: %s", note);
 #endif
 		return r;
 	}
@@ -461,7 +449,8 @@ static int map_pool(struct qpool *p, const struct qpool_opts *o, char *err, size
 	if (huge && huge % unit)
 		huge = 0;
 	if (round_up(o->bytes, huge ? huge : unit, &p->bytes)) {
-		say(err, err_len, "a pinned pool of %" PRIu64 " bytes cannot be mapped", o->bytes);
+		qerr_set(err, err_len, "a pinned pool of %" PRIu64 " bytes cannot be mapped",
+			 o->bytes);
 		return -ENOMEM;
 	}
 	if (huge) {
@@ -484,8 +473,8 @@ static int map_pool(struct qpool *p, const struct qpool_opts *o, char *err, size
 		p->base = m == MAP_FAILED ? NULL : m;
 	}
 	if (!p->base) {
-		say(err, err_len, "mmap of %zu bytes for the pinned pool failed: %s", p->bytes,
-		    strerror(errno));
+		qerr_set(err, err_len, "mmap of %zu bytes for the pinned pool failed: %s", p->bytes,
+			 strerror(errno));
 		return -ENOMEM;
 	}
 	p->dontdump = !madvise(p->base, p->bytes, MADV_DONTDUMP);
@@ -503,26 +492,26 @@ int qpool_new(const struct qpool_opts *o, struct qpool **ret_pool, char *err, si
 	int r;
 
 	if (!o || !ret_pool || !o->bytes) {
-		say(err, err_len, "invalid pinned pool options: %s",
-		    !o || !ret_pool ? "NULL argument" : "zero bytes");
+		qerr_set(err, err_len, "invalid pinned pool options: %s",
+			 !o || !ret_pool ? "NULL argument" : "zero bytes");
 		return -EINVAL;
 	}
 	if ((o->huge != QPOOL_HUGE_AUTO && o->huge != QPOOL_HUGE_OFF) ||
 	    (o->lock != QPOOL_LOCK_REQUIRED && o->lock != QPOOL_LOCK_TRY) ||
 	    o->gpu < QPOOL_GPU_NONE || o->gpu > QPOOL_GPU_CUDA) {
-		say(err, err_len, "invalid pinned pool options: huge=%d lock=%d gpu=%d", o->huge,
-		    o->lock, o->gpu);
+		qerr_set(err, err_len, "invalid pinned pool options: huge=%d lock=%d gpu=%d",
+			 o->huge, o->lock, o->gpu);
 		return -EINVAL;
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
-		say(err, err_len, "out of memory");
+		qerr_set(err, err_len, "out of memory");
 		return -ENOMEM;
 	}
 	r = pthread_mutex_init(&p->lock, NULL);
 	if (r) {
 		free(p);
-		say(err, err_len, "pthread_mutex_init: %s", strerror(r));
+		qerr_set(err, err_len, "pthread_mutex_init: %s", strerror(r));
 		return -r;
 	}
 	p->wipe = o->wipe != 0;
@@ -536,7 +525,8 @@ int qpool_new(const struct qpool_opts *o, struct qpool **ret_pool, char *err, si
 	p->head = calloc(words, sizeof(uint64_t));
 	p->tail = calloc(words, sizeof(uint64_t));
 	if (!p->used || !p->head || !p->tail) {
-		say(err, err_len, "out of memory for the bitmaps of a %zu-byte pool", p->bytes);
+		qerr_set(err, err_len, "out of memory for the bitmaps of a %zu-byte pool",
+			 p->bytes);
 		r = -ENOMEM;
 		goto fail;
 	}

@@ -33,6 +33,7 @@
 
 #include "byteorder.h"
 #include "dataset.h"
+#include "errmsg.h"
 #include "engine.h"
 #include "plan.h"
 
@@ -137,19 +138,6 @@ struct quai_stream {
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
 	return (v + a - 1) / a * a;
-}
-
-static void set_err(char *err, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t len, const char *fmt, ...)
-{
-	if (!err || !len)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, len, fmt, ap);
-	va_end(ap);
 }
 
 /* Records the stream's first error (under s->mu) and wakes everyone. */
@@ -601,7 +589,7 @@ static void *reader_main(void *arg)
 static int parse_uri(const char *uri, const char **ret_path, char *err, size_t err_len)
 {
 	if (strncmp(uri, "quai://", 7) == 0) {
-		set_err(
+		qerr_set(
 		    err, err_len,
 		    "%s: remote datasets (quai://) need quaid, which this build does not have yet",
 		    uri);
@@ -609,16 +597,16 @@ static int parse_uri(const char *uri, const char **ret_path, char *err, size_t e
 	}
 	if (strncmp(uri, "file://", 7) == 0) {
 		if (uri[7] != '/') {
-			set_err(err, err_len, "%s: a file URI needs an absolute path (file:///...)",
-				uri);
+			qerr_set(err, err_len,
+				 "%s: a file URI needs an absolute path (file:///...)", uri);
 			return -EINVAL;
 		}
 		*ret_path = uri + 7;
 		return 0;
 	}
 	if (strstr(uri, "://")) {
-		set_err(err, err_len, "%s: unknown URI scheme (use a path, file:// or quai://)",
-			uri);
+		qerr_set(err, err_len, "%s: unknown URI scheme (use a path, file:// or quai://)",
+			 uri);
 		return -EPROTONOSUPPORT;
 	}
 	*ret_path = uri;
@@ -663,7 +651,7 @@ static int open_shards(struct quai_stream *s, void *probe, char *err, size_t err
 	for (uint32_t i = 0; i < n; i++) {
 		int fd = qds_open_shard(s->ds, i, 0);
 		if (fd < 0) {
-			set_err(err, err_len, "%s: %s", s->ds->m.shards[i].file, strerror(-fd));
+			qerr_set(err, err_len, "%s: %s", s->ds->m.shards[i].file, strerror(-fd));
 			return fd;
 		}
 		s->fds[i] = fd;
@@ -814,21 +802,21 @@ static int decode_state(struct quai_stream *s, const void *buf, size_t len, uint
 {
 	const uint8_t *p = buf;
 	if (len != QS_STATE_LEN || qle32(p) != QS_STATE_MAGIC) {
-		set_err(err, err_len, "the resume state is not a quai stream state");
+		qerr_set(err, err_len, "the resume state is not a quai stream state");
 		return -EINVAL;
 	}
 	if (qle32(p + 4) != QS_STATE_VERSION) {
-		set_err(err, err_len,
-			"resume state version %" PRIu32 " is not supported (this build "
-			"reads %u)",
-			qle32(p + 4), QS_STATE_VERSION);
+		qerr_set(err, err_len,
+			 "resume state version %" PRIu32 " is not supported (this build "
+			 "reads %u)",
+			 qle32(p + 4), QS_STATE_VERSION);
 		return -QUAI_EVERSION;
 	}
 	if (qle64(p + 8) != s->ds->m.checksum) {
-		set_err(err, err_len,
-			"the resume state belongs to another dataset (manifest %016" PRIx64
-			", this one is %016" PRIx64 ")",
-			qle64(p + 8), s->ds->m.checksum);
+		qerr_set(err, err_len,
+			 "the resume state belongs to another dataset (manifest %016" PRIx64
+			 ", this one is %016" PRIx64 ")",
+			 qle64(p + 8), s->ds->m.checksum);
 		return -EINVAL;
 	}
 	s->pp.seed = qle64(p + 16);
@@ -839,7 +827,7 @@ static int decode_state(struct quai_stream *s, const void *buf, size_t len, uint
 	s->pp.tail = (int)qle32(p + 44);
 	*ret_pos = qle64(p + 48);
 	if (s->pp.tail != QPL_TAIL_DROP && s->pp.tail != QPL_TAIL_KEEP) {
-		set_err(err, err_len, "the resume state is damaged (tail %d)", s->pp.tail);
+		qerr_set(err, err_len, "the resume state is damaged (tail %d)", s->pp.tail);
 		return -EINVAL;
 	}
 	return 0;
@@ -848,25 +836,25 @@ static int decode_state(struct quai_stream *s, const void *buf, size_t len, uint
 static int check_opts(const struct quai_stream_opts *o, char *err, size_t err_len)
 {
 	if (o->size < sizeof(size_t) || o->size > sizeof(*o)) {
-		set_err(err, err_len, "bad quai_stream_opts size %zu", o->size);
+		qerr_set(err, err_len, "bad quai_stream_opts size %zu", o->size);
 		return -EINVAL;
 	}
 	uint32_t world = o->world ? o->world : 1;
 	if (o->rank >= world) {
-		set_err(err, err_len, "rank %" PRIu32 " is not below the world size %" PRIu32,
-			o->rank, world);
+		qerr_set(err, err_len, "rank %" PRIu32 " is not below the world size %" PRIu32,
+			 o->rank, world);
 		return -EINVAL;
 	}
 	if (o->batch_records && o->batch_bytes) {
-		set_err(err, err_len, "give batch_records or batch_bytes, not both");
+		qerr_set(err, err_len, "give batch_records or batch_bytes, not both");
 		return -EINVAL;
 	}
 	if (o->tail != QUAI_TAIL_DROP && o->tail != QUAI_TAIL_KEEP) {
-		set_err(err, err_len, "unknown tail policy %d", o->tail);
+		qerr_set(err, err_len, "unknown tail policy %d", o->tail);
 		return -EINVAL;
 	}
 	if (o->flags & ~(QUAI_STREAM_NO_SHUFFLE | QUAI_STREAM_SKIP_CORRUPT)) {
-		set_err(err, err_len, "unknown stream flags 0x%x", o->flags);
+		qerr_set(err, err_len, "unknown stream flags 0x%x", o->flags);
 		return -EINVAL;
 	}
 	return 0;
@@ -882,7 +870,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	void *probe = NULL;
 	int r;
 
-	set_err(err, err_len, "%s", "");
+	qerr_set(err, err_len, "%s", "");
 	if (!ctx || !uri || !ret_stream)
 		return -EINVAL;
 	r = check_opts(o, err, err_len);
@@ -908,7 +896,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	char derr[256];
 	r = quai_dataset_open(path, &s->ds, derr, sizeof(derr));
 	if (r < 0) {
-		set_err(err, err_len, "'%s': %s", path, derr);
+		qerr_set(err, err_len, "'%s': %s", path, derr);
 		goto fail;
 	}
 	const quai_dataset *ds = s->ds;
@@ -947,7 +935,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	free(pf);
 	pf = NULL;
 	if (r < 0) {
-		set_err(err, err_len, "%s", perr);
+		qerr_set(err, err_len, "%s", perr);
 		goto fail;
 	}
 
@@ -1012,7 +1000,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	if (qpool_alloc(ctx->pool, QS_ALIGN, &probe) < 0)
 		probe = NULL;
 	if (!probe) {
-		set_err(err, err_len, "the pinned pool is full");
+		qerr_set(err, err_len, "the pinned pool is full");
 		r = -ENOBUFS;
 		goto fail;
 	}
@@ -1029,7 +1017,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	if (s->budget > ctx->pool_info.bytes)
 		s->budget = ctx->pool_info.bytes;
 	if (s->budget < s->working_set) {
-		set_err(
+		qerr_set(
 		    err, err_len,
 		    "this stream needs %" PRIu64
 		    " MiB of pinned memory (%u batches of up to %" PRIu64
@@ -1063,7 +1051,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 
 	r = setup_ring(s);
 	if (r < 0) {
-		set_err(err, err_len, "io_uring: %s", strerror(-r));
+		qerr_set(err, err_len, "io_uring: %s", strerror(-r));
 		goto fail;
 	}
 	s->st.partitions = s->pp.partitions;
@@ -1074,7 +1062,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 
 	r = -pthread_create(&s->reader, NULL, reader_main, s);
 	if (r < 0) {
-		set_err(err, err_len, "cannot start the reader thread: %s", strerror(-r));
+		qerr_set(err, err_len, "cannot start the reader thread: %s", strerror(-r));
 		goto fail;
 	}
 	s->reader_started = 1;
