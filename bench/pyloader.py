@@ -27,6 +27,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue
 import resource
 import struct
 import sys
@@ -74,20 +75,31 @@ def read_index(idx_path, nframes):
 
     Layout (docs/FORMAT.md, "The record index"), little-endian: a 64-byte
     header (magic "QUAIIDX\\0", version u32, flags u32, records u64, frames
-    u32, fixed_size u32, ...), one 32-byte entry per frame (c_offset u64,
-    c_size u32, r_size u32, first_record u32, records u32, xxh64 u64), then
-    with flag 0x1 one u32 end offset per record."""
+    u32, fixed_size u32, first_record u64, raw_bytes u64, shard_bytes u64,
+    names_bytes u64), one 40-byte entry per frame (its record count is the
+    u32 at byte 20 of the entry), then with flag 0x1 one u32 end offset per record,
+    then with flag 0x2 the names, then an 8-byte checksum. The entry size is
+    derived from the file size, so a format revision that grows the entry
+    does not break this reader."""
     with open(idx_path, 'rb') as f:
         buf = f.read()
     if buf[:8] != b'QUAIIDX\0':
         raise ValueError(f'{idx_path}: not a quai record index')
     version, flags, records, nf, fixed = struct.unpack_from('<IIQII', buf, 8)
+    names_bytes = struct.unpack_from('<Q', buf, 56)[0]
     if nf != nframes:
         raise ValueError(f'{idx_path}: {nf} frames, the seek table has {nframes}')
+    rest = 64 + 8 + (4 * records if flags & 0x1 else 0) + \
+        (8 * records + names_bytes if flags & 0x2 else 0)
+    esize, odd = divmod(len(buf) - rest, nframes)
+    if odd or esize < 24:
+        raise ValueError(f'{idx_path}: size does not fit {nframes} frames and {records} records')
     if not flags & 0x1:
         return fixed, None
-    counts = [struct.unpack_from('<I', buf, 64 + 32 * i + 20)[0] for i in range(nframes)]
-    ends = np.frombuffer(buf, dtype='<u4', count=records, offset=64 + 32 * nframes)
+    counts = [struct.unpack_from('<I', buf, 64 + esize * i + 20)[0] for i in range(nframes)]
+    if sum(counts) != records:
+        raise ValueError(f'{idx_path}: frame record counts do not add up to {records}')
+    ends = np.frombuffer(buf, dtype='<u4', count=records, offset=64 + esize * nframes)
     out, pos = [], 0
     for n in counts:
         out.append(ends[pos:pos + n].astype(np.int64))
@@ -202,10 +214,12 @@ def main():
     done, rss_workers = 0, 0
     while done < a.workers:
         try:
-            tag, val = q.get(timeout=600)
-        except Exception:
+            tag, val = q.get(timeout=1)
+        except queue.Empty:
             bad = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            raise SystemExit(f'pyloader: workers stalled or died (exit codes {bad})')
+            if bad:
+                raise SystemExit(f'pyloader: a worker died (exit codes {bad})')
+            continue
         if tag == 'done':
             done += 1
             rss_workers += val

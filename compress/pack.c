@@ -638,17 +638,44 @@ static int produce_fixed(struct packer *pk)
 	return r;
 }
 
+static void file_path(const struct packer *pk, const struct pk_file *f, char *path, size_t len)
+{
+	const char *src = pk->srcs[f->src];
+	if (f->in_dir)
+		snprintf(path, len, "%s/%s", src, f->rel);
+	else
+		snprintf(path, len, "%s", src);
+}
+
+/* Asks the kernel to start reading the next files while this one is
+ * packed: a folder of small files read one by one from cold storage is
+ * otherwise bound by the latency of each read. */
+#define PK_FILE_READAHEAD 32
+
+static void readahead_files(struct packer *pk, size_t upto, size_t *next)
+{
+	char path[PATH_MAX];
+	for (; *next < upto && *next < pk->nfiles; (*next)++) {
+		file_path(pk, &pk->files[*next], path, sizeof(path));
+		int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME);
+		if (fd < 0)
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue; /* the real open reports it */
+		posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+		close(fd);
+	}
+}
+
 static int produce_files(struct packer *pk)
 {
 	int r = 0;
 	char path[PATH_MAX];
+	size_t ahead = 0;
 	for (size_t i = 0; r == 0 && i < pk->nfiles; i++) {
 		const struct pk_file *f = &pk->files[i];
-		const char *src = pk->srcs[f->src];
-		if (f->in_dir)
-			snprintf(path, sizeof(path), "%s/%s", src, f->rel);
-		else
-			snprintf(path, sizeof(path), "%s", src);
+		readahead_files(pk, i + PK_FILE_READAHEAD, &ahead);
+		file_path(pk, f, path, sizeof(path));
 		int fd = -1;
 		r = open_source(pk, path, &fd);
 		while (r == 0) {

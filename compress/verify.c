@@ -60,6 +60,8 @@ struct verifier {
 	size_t ngroups, groups_cap;
 
 	pthread_mutex_t mu;
+	pthread_cond_t cv_done; /* a worker finished */
+	unsigned running;	/* workers still checking */
 	size_t next_group;
 	struct vf_problem *probs;
 	size_t nprobs, probs_cap;
@@ -258,6 +260,10 @@ static void *worker_main(void *arg)
 	ZSTD_freeDCtx(dctx);
 	free(cbuf);
 	free(rbuf);
+	pthread_mutex_lock(&v->mu);
+	v->running--;
+	pthread_cond_signal(&v->cv_done);
+	pthread_mutex_unlock(&v->mu);
 	return NULL;
 }
 
@@ -288,20 +294,32 @@ static void run_workers(struct verifier *v, const struct quai_verify_opts *o)
 		n = v->ngroups ? (unsigned)v->ngroups : 1;
 	pthread_t *th = calloc(n, sizeof(*th));
 	unsigned started = 0;
+	pthread_mutex_lock(&v->mu);
 	for (unsigned i = 0; th && i < n; i++)
 		if (pthread_create(&th[i], NULL, worker_main, v) == 0)
 			started++;
+	v->running = started;
+	pthread_mutex_unlock(&v->mu);
 	if (!started) {
+		v->running = 1;
 		worker_main(v); /* no thread could start: check on this one */
 	} else if (o && o->progress) {
 		uint64_t total = v->m.compressed_bytes;
 		for (;;) {
-			struct timespec ts = {0, 100 * 1000 * 1000};
-			nanosleep(&ts, NULL);
+			/* Every 100 ms, or as soon as the last worker ends. */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 100 * 1000 * 1000;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
 			pthread_mutex_lock(&v->mu);
+			if (v->running)
+				pthread_cond_timedwait(&v->cv_done, &v->mu, &ts);
 			struct quai_verify_progress p = {v->bytes_done, total, v->frames_done,
 							 v->frames_bad};
-			int done = v->next_group >= v->ngroups || v->fatal;
+			int done = v->running == 0;
 			pthread_mutex_unlock(&v->mu);
 			if (o->progress(&p, o->progress_arg) != 0) {
 				pthread_mutex_lock(&v->mu);
@@ -331,6 +349,7 @@ int quai_verify(const char *path, const struct quai_verify_opts *opts,
 	if (opts && (opts->size < sizeof(size_t) || opts->size > sizeof(*opts)))
 		return -EINVAL;
 	pthread_mutex_init(&v.mu, NULL);
+	pthread_cond_init(&v.cv_done, NULL);
 	v.dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (v.dirfd < 0) {
 		r = -errno;
@@ -441,5 +460,6 @@ out:
 	if (v.dirfd >= 0)
 		close(v.dirfd);
 	pthread_mutex_destroy(&v.mu);
+	pthread_cond_destroy(&v.cv_done);
 	return r;
 }
