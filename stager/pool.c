@@ -67,6 +67,7 @@ struct qpool {
 	uint64_t in_use; /* bytes in blocks not yet returned */
 	uint64_t peak;
 	bool wipe;
+	bool wipe_on_free; /* wipe everything handed out when destroyed */
 	bool hugetlb;
 	bool thp;
 	bool locked;
@@ -515,6 +516,7 @@ int qpool_new(const struct qpool_opts *o, struct qpool **ret_pool, char *err, si
 		return -r;
 	}
 	p->wipe = o->wipe != 0;
+	p->wipe_on_free = p->wipe;
 	p->gpu = QPOOL_GPU_NONE;
 	r = map_pool(p, o, err, err_len);
 	if (r < 0)
@@ -545,6 +547,13 @@ fail:
 	return r;
 }
 
+void qpool_wipe_on_free(struct qpool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	pool->wipe_on_free = true;
+	pthread_mutex_unlock(&pool->lock);
+}
+
 void qpool_free(struct qpool *pool)
 {
 	if (!pool)
@@ -554,7 +563,8 @@ void qpool_free(struct qpool *pool)
 		 * still holds. Pages above `high` were never handed out: they
 		 * hold zeros, and wiping them would only fault in the ones an
 		 * unlocked pool never touched. */
-		explicit_bzero(pool->base, pool->high * QPOOL_ALIGN);
+		if (pool->wipe_on_free)
+			explicit_bzero(pool->base, pool->high * QPOOL_ALIGN);
 		unregister_gpu(pool);
 		if (pool->locked)
 			sys_munlock(pool->base, pool->bytes);

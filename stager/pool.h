@@ -39,8 +39,7 @@ struct qpool_opts {
 	int huge;	/* QPOOL_HUGE_* */
 	int lock;	/* QPOOL_LOCK_* */
 	int gpu;	/* QPOOL_GPU_* */
-	int wipe;	/* zero blocks on release (the whole pool is always
-			   wiped on destroy) */
+	int wipe;	/* zero blocks on release, and the pool on destroy */
 };
 
 struct qpool_info {
@@ -65,9 +64,14 @@ struct qpool;
  * asked for by name and is not in this build or finds no device. */
 int qpool_new(const struct qpool_opts *o, struct qpool **ret_pool, char *err, size_t err_len);
 
-/* Wipes the whole pool, unregisters it from the GPU runtime, unmaps it.
- * NULL is a no-op. Every block must have been released. */
+/* Wipes the pool (when made with wipe, or once qpool_wipe_on_free() was
+ * called), unregisters it from the GPU runtime, unmaps it. NULL is a no-op.
+ * Blocks still held are wiped and unmapped too. */
 void qpool_free(struct qpool *pool);
+
+/* From now on, qpool_free() wipes everything ever handed out: called when
+ * sensitive bytes enter a pool made without wipe. Thread-safe. */
+void qpool_wipe_on_free(struct qpool *pool);
 
 /* A block of at least `size` bytes, QPOOL_ALIGN-aligned. Never blocks:
  * returns -ENOMEM when no free range is large enough now (the caller waits

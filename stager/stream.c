@@ -901,6 +901,8 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	}
 	const quai_dataset *ds = s->ds;
 	s->wipe = ds->m.classification == QUAI_CLASS_SENSITIVE;
+	if (s->wipe)
+		qpool_wipe_on_free(ctx->pool);
 
 	uint64_t pos = 0;
 	s->pp.world = o->world ? o->world : 1;
