@@ -527,8 +527,8 @@ int cmd_stage(int argc, char **argv)
 	quai_ctx_free(ctx);
 	if (r == -EINTR)
 		return CLI_EXIT_INTERRUPTED;
-	if (r == -EINVAL)
-		return CLI_EXIT_USAGE; /* an option the stream refused (world, rank, ...) */
+	if (r == -EINVAL || r == -ENOBUFS)
+		return CLI_EXIT_USAGE; /* an option the stream refused (world, budget...) */
 	if (r < 0)
 		return cli_exit_code(r);
 	return cli_finish_stdout("stage");
