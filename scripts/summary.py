@@ -25,7 +25,9 @@ def meson_build(build):
     for line in open(log):
         t = json.loads(line)
         name, result = t["name"], t["result"]
-        report = os.path.join(build, "tests", f"report-{name}.json")
+        # meson names a test "project:suite / name"; the report uses name.
+        short = name.split(" / ")[-1]
+        report = os.path.join(build, "tests", f"report-{short}.json")
         if result == "OK" and os.path.exists(report):
             r = json.load(open(report))
             passed += r["passed"]
