@@ -728,13 +728,13 @@ static int cmp_event(const void *a, const void *b)
 
 /* The most frame memory live at once when the reader runs `span` records
  * ahead of the batch being assembled: frames whose use overlaps any window
- * of `span` records. */
-static uint64_t frames_working_set(const struct quai_stream *s, uint64_t span)
+ * of `span` records. Looks at the first `nf` frames in need order only. */
+static uint64_t frames_working_set(const struct quai_stream *s, uint64_t span, uint64_t nf)
 {
-	struct ws_event *ev = malloc(2 * s->nframes * sizeof(*ev));
+	struct ws_event *ev = malloc(2 * (nf ? nf : 1) * sizeof(*ev));
 	if (!ev)
 		return UINT64_MAX;
-	for (uint64_t i = 0; i < s->nframes; i++) {
+	for (uint64_t i = 0; i < nf; i++) {
 		const struct qs_frame *f = &s->frames[i];
 		int direct = s->direct[f->shard];
 		uint64_t start = direct ? f->fx->c_offset / QS_ALIGN * QS_ALIGN : f->fx->c_offset;
@@ -747,9 +747,9 @@ static uint64_t frames_working_set(const struct quai_stream *s, uint64_t span)
 		ev[2 * i] = (struct ws_event){from, mem};
 		ev[2 * i + 1] = (struct ws_event){f->last_use + 1, -mem};
 	}
-	qsort(ev, 2 * s->nframes, sizeof(*ev), cmp_event);
+	qsort(ev, 2 * nf, sizeof(*ev), cmp_event);
 	int64_t cur = 0, max = 0;
-	for (uint64_t i = 0; i < 2 * s->nframes; i++) {
+	for (uint64_t i = 0; i < 2 * nf; i++) {
 		cur += ev[i].delta;
 		if (cur > max)
 			max = cur;
@@ -1013,7 +1013,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 		goto fail;
 	uint64_t span =
 	    s->batch_records ? (uint64_t)s->nslots * s->batch_records : nrec * s->nslots;
-	s->working_set = s->reserve + frames_working_set(s, span);
+	s->working_set = s->reserve + frames_working_set(s, span, s->nframes);
 	s->span = span;
 	s->budget = o->memory_budget ? o->memory_budget : ctx->pool_info.bytes;
 	if (s->budget > ctx->pool_info.bytes)
@@ -1033,22 +1033,24 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	}
 
 	/* Read as far ahead as the budget allows: the longest span whose
-	 * working set fits (doubling, then bisecting). */
-	uint64_t lo = span, hi = span, total = s->l_end - s->l_start;
-	while (hi < total && s->reserve + frames_working_set(s, hi * 2) <= s->budget)
-		hi *= 2;
-	if (hi > lo) {
-		lo = hi / 2 > span ? hi / 2 : span;
-		for (int i = 0; i < 12 && hi - lo > 1; i++) {
-			uint64_t mid = lo + (hi - lo) / 2;
-			if (s->reserve + frames_working_set(s, mid) <= s->budget)
-				lo = mid;
-			else
-				hi = mid;
-		}
-		if (s->reserve + frames_working_set(s, hi) <= s->budget)
-			lo = hi;
+	 * working set fits. Searched (doubling, then bisecting) on the first
+	 * frames of the epoch, which keeps opening fast on huge datasets,
+	 * then checked on all of them; the minimum span fits (checked above). */
+	uint64_t total = s->l_end - s->l_start;
+	uint64_t nf = s->nframes < 4096 ? s->nframes : 4096;
+	uint64_t lo = span, up;
+	while (lo < total && s->reserve + frames_working_set(s, lo * 2, nf) <= s->budget)
+		lo *= 2;
+	up = lo * 2;
+	for (int i = 0; i < 12 && up - lo > 1 && lo < total; i++) {
+		uint64_t mid = lo + (up - lo) / 2;
+		if (s->reserve + frames_working_set(s, mid, nf) <= s->budget)
+			lo = mid;
+		else
+			up = mid;
 	}
+	while (lo > span && s->reserve + frames_working_set(s, lo, s->nframes) > s->budget)
+		lo = lo / 2 > span ? lo / 2 : span;
 	s->span = lo;
 
 	r = setup_ring(s);
