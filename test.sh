@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian 12 machine (as root):
 # installs what it needs, builds quai (optimised, and with
 # AddressSanitizer + UndefinedBehaviorSanitizer), runs every Criterion
-# suite, the fuzz corpora and the CLI's end-to-end tests in both, runs each
+# suite, the fuzz corpora and the CLI's end-to-end tests in both, the Python
+# binding's tests (with PyTorch) against the optimised build, runs each
 # libFuzzer harness for a bounded time, runs the engine's stress program
 # under ThreadSanitizer, checks formatting, and ends with one
 # line: "N passed, N failed, N skipped".
@@ -48,6 +49,12 @@ sources=()
 if setup build/release --buildtype=debugoptimized; then
   run_build build/release release
   sources=(meson=build/release junit="$out/pytest-release.xml")
+  echo "== release: Python binding and PyTorch layer (pytest)"
+  PYTHONPATH=$top/python QUAI_LIB=$top/build/release/libquai.so QUAI_BIN=$top/build/release/tools/quai \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$out/pytest-python.xml" \
+    tests/python >"$out/pytest-python.log" 2>&1 || status=1
+  tail -3 "$out/pytest-python.log" | sed 's/^/   /'
+  sources+=(junit="$out/pytest-python.xml")
 else
   note build-release FAIL
   sources=()

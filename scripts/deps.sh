@@ -3,11 +3,12 @@
 # a machine that has them never touches the network.
 #   scripts/deps.sh run    what building and running quai needs
 #   scripts/deps.sh test   that, plus the test tools (Criterion, clang for
-#                          the fuzzers and sanitizers, pytest, zstd)
+#                          the fuzzers and sanitizers, pytest, and PyTorch
+#                          for the torch layer of the Python binding)
 set -euo pipefail
 run_pkgs=(build-essential meson ninja-build pkg-config liburing-dev libfabric-dev
           libzstd-dev libxxhash-dev zstd python3 python3-numpy)
-test_pkgs=(libcriterion-dev clang libclang-rt-14-dev clang-format python3-pytest)
+test_pkgs=(libcriterion-dev clang libclang-rt-14-dev clang-format python3-pytest python3-torch)
 case "${1:-run}" in
   run) pkgs=("${run_pkgs[@]}") ;;
   test) pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;

@@ -1,0 +1,739 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Contexts, streams, batches and datasets over libquai (include/quai/quai.h)."""
+import collections
+import ctypes
+import os
+import threading
+import weakref
+
+import numpy as np
+
+from . import _lib
+from ._errors import ClosedError, check, from_code
+
+# ---- fork -------------------------------------------------------------------
+#
+# The pinned pool is mapped MADV_DONTFORK and the context's worker threads do
+# not exist in a child, so an object inherited across fork() must never reach
+# the library again: not even to be freed. Every object records the fork
+# generation it was made in; a child bumps the generation. Comparing two ints
+# is cheaper than os.getpid(), which is a system call.
+
+_gen = 0
+
+
+def _after_fork_in_child():
+    global _gen, _default
+    _gen += 1
+    _default = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _forked(what):
+    return ClosedError("this %s was created in the parent process before fork(); it cannot be "
+                       "used in a child (the pinned pool is not mapped there): create a new one "
+                       "in the child" % what)
+
+
+def _uint(name, value, bits, minimum=0):
+    """An integer option, checked before ctypes would silently wrap it."""
+    if isinstance(value, bool):
+        raise TypeError("%s must be an integer, not bool" % name)
+    try:
+        v = value.__index__()
+    except AttributeError:
+        raise TypeError("%s must be an integer, not %s" % (name, type(value).__name__)) from None
+    if v < minimum or v >= 1 << bits:
+        raise ValueError("%s must be in [%d, %d], not %d" % (name, minimum, (1 << bits) - 1, v))
+    return v
+
+
+def _opt(name, value, bits, minimum=1):
+    """An optional positive option: None means the library's default (0)."""
+    return 0 if value is None else _uint(name, value, bits, minimum)
+
+
+# ---- contexts -----------------------------------------------------------------
+
+_GPU = {"auto": _lib.QUAI_GPU_AUTO, "none": _lib.QUAI_GPU_NONE, "hip": _lib.QUAI_GPU_HIP,
+        "cuda": _lib.QUAI_GPU_CUDA}
+_GPU_NAME = {v: k for k, v in _GPU.items()}
+
+
+class Context:
+    """The pinned pool every batch lives in, and the decompression workers.
+
+    ``Context(pinned_bytes=None, workers=None, queue_depth=None, *, flags=0,
+    no_hugepages=False, no_direct=False, sqpoll=False, unlocked_ok=False,
+    gpu="auto")`` calls ``quai_ctx_new()``; None means the library's default
+    (a 512 MiB pool, one worker per online core, 32 reads in flight).
+    ``gpu`` is "auto", "none", "hip" or "cuda". The pool is locked in memory:
+    RLIMIT_MEMLOCK must allow ``pinned_bytes`` (the error says how to raise
+    it) unless ``unlocked_ok=True``.
+
+    Streams opened on a context share its pool and workers. ``close()`` (or
+    leaving a ``with`` block) closes the context's open streams first, which
+    releases their batches. A context cannot cross fork(): a child creates
+    its own. Thread-safe, as the C context is.
+    """
+
+    def __reduce__(self):
+        raise TypeError("a quai.%s cannot be pickled or sent to another process: it is a "
+                        "handle on this process's pinned memory" % type(self).__name__)
+
+    def __init__(self, pinned_bytes=None, workers=None, queue_depth=None, *, flags=0,
+                 no_hugepages=False, no_direct=False, sqpoll=False, unlocked_ok=False,
+                 gpu="auto"):
+        self._h = None
+        self._gen = _gen
+        self._streams = weakref.WeakSet()
+        self._lock = threading.Lock()
+        f = _uint("flags", flags, 32)
+        f |= _lib.QUAI_CTX_NO_HUGEPAGES if no_hugepages else 0
+        f |= _lib.QUAI_CTX_NO_DIRECT if no_direct else 0
+        f |= _lib.QUAI_CTX_SQPOLL if sqpoll else 0
+        f |= _lib.QUAI_CTX_UNLOCKED_OK if unlocked_ok else 0
+        if isinstance(gpu, str):
+            if gpu.lower() not in _GPU:
+                raise ValueError("gpu must be one of %s, not %r" % (", ".join(_GPU), gpu))
+            g = _GPU[gpu.lower()]
+        else:
+            g = _uint("gpu", gpu, 31)
+        o = _lib.struct_quai_ctx_opts(pinned_bytes=_opt("pinned_bytes", pinned_bytes, 64),
+                               workers=_opt("workers", workers, 32),
+                               queue_depth=_opt("queue_depth", queue_depth, 32), flags=f, gpu=g)
+        h = ctypes.c_void_p()
+        err = _lib.err_buffer()
+        check(_lib.quai_ctx_new(o, ctypes.byref(h), err, _lib.ERR_LEN), err)
+        self._h = h.value
+
+    def _handle(self):
+        if self._gen != _gen:
+            raise _forked("Context")
+        if not self._h:
+            raise ClosedError("the context is closed")
+        return self._h
+
+    @property
+    def closed(self):
+        return not self._h or self._gen != _gen
+
+    def info(self):
+        """quai_ctx_info() as a dict: pinned_bytes, hugepages (2 hugetlbfs, 1
+        transparent, 0 none), locked, gpu ("hip", "cuda" or "none"), gpu_note,
+        workers, pinned_peak."""
+        i = _lib.struct_quai_ctx_info()
+        check(_lib.quai_ctx_info(self._handle(), i))
+        return {"pinned_bytes": i.pinned_bytes, "hugepages": i.hugepages,
+                "locked": bool(i.locked), "gpu": _GPU_NAME.get(i.gpu, str(i.gpu)),
+                "gpu_note": _lib.text(i.gpu_note), "workers": i.workers,
+                "pinned_peak": i.pinned_peak}
+
+    def close(self):
+        """Closes the context's streams (releasing their batches), then frees
+        the context. Idempotent."""
+        if self._gen != _gen:
+            self._h = None  # the parent's: never touch it here
+            return
+        with self._lock:
+            for s in list(self._streams):
+                s.close()
+            h, self._h = self._h, None
+        if h:
+            _lib.quai_ctx_free(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        if self.closed:
+            return "<quai.Context closed>"
+        i = self.info()
+        return "<quai.Context %d MiB pinned, %d workers>" % (i["pinned_bytes"] >> 20, i["workers"])
+
+
+_default = None
+_default_lock = threading.Lock()
+
+
+def default_context():
+    """The context shared by the streams opened without one, created on first
+    use with the library's defaults (a 512 MiB pinned pool). A process that
+    wants other settings creates its own Context and passes it to Stream."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed:
+            _default = Context()
+        return _default
+
+
+# ---- streams and batches --------------------------------------------------------
+
+
+class _Slot:
+    """One quai_batch handed out by quai_next(), until quai_release()."""
+    __slots__ = ("cb", "live")
+
+    def __init__(self):
+        self.cb = _lib.struct_quai_batch()
+        self.live = False
+
+
+class _View:
+    """Exports raw memory to numpy through __array_interface__. Holding the
+    Batch ties every view's lifetime to the Batch object: a Batch that is
+    only referenced by its views is not released by garbage collection. (It
+    is still released by release(), by the stream's next batch, or by the
+    stream's close(): see Batch.)"""
+    __slots__ = ("__array_interface__", "owner")
+
+    def __init__(self, owner, addr, shape, typestr, readonly):
+        self.owner = owner
+        self.__array_interface__ = {"version": 3, "shape": shape, "typestr": typestr,
+                                    "data": (addr or 0, readonly)}
+
+
+def _array(owner, addr, shape, dtype, readonly=True):
+    a = np.asarray(_View(owner, addr, shape, dtype.str, readonly))
+    return a if a.dtype == dtype else a.view(dtype)
+
+
+_U8 = np.dtype(np.uint8)
+_U64 = np.dtype("<u8")
+
+
+class _BatchBase:
+    """What a batch and its copy share: indexing and the records() view."""
+    __slots__ = ()
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, i):
+        """Record i (negative counts from the end) as a uint8 numpy array."""
+        n = self.count
+        i = i.__index__()
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("record %d of a batch of %d" % (i, n))
+        off = self.offsets
+        return self.data[int(off[i]):int(off[i + 1])]
+
+    def __iter__(self):
+        for i in range(self.count):
+            yield self[i]
+
+    def records(self, dtype=np.uint8, record_size=None):
+        """The records as a 2-D array of shape (count, record_size // itemsize),
+        for records of one size (a `fixed` dataset): a view of the batch's
+        memory, no copy. ``record_size`` defaults to the size of the first
+        record; every record is checked to have it (one vectorised numpy
+        comparison over the offsets, never a Python loop), else ValueError."""
+        dt = np.dtype(dtype)
+        off = self.offsets
+        n = self.count
+        rs = int(off[1] - off[0]) if record_size is None and n else (record_size or 0)
+        if rs % dt.itemsize:
+            raise ValueError("records of %d bytes are not a whole number of %s (%d bytes)" %
+                             (rs, dt, dt.itemsize))
+        if n and (int(off[n]) != n * rs or
+                  not np.array_equal(off, np.arange(0, (n + 1) * rs, rs, dtype=np.uint64)
+                                     if rs else np.zeros(n + 1, np.uint64))):
+            raise ValueError("the batch's records are not all %d bytes (use data and offsets, or "
+                             "batch[i], for records of varying size)" % rs)
+        return self._records(n, rs, dt)
+
+
+class Batch(_BatchBase):
+    """One batch of a Stream: ``count`` records, back to back in pinned memory.
+
+    Attributes: ``count`` (records), ``nbytes`` (bytes of records), ``index``
+    (the batch's number in this rank's epoch); ``data`` (uint8), ``offsets``
+    (``count + 1`` uint64: record i is ``data[offsets[i]:offsets[i+1]]``) and
+    ``ids`` (``count`` uint64 global record ids) are read-only numpy arrays
+    that are *views* of the pinned memory, not copies; ``batch[i]`` is record
+    i as such a view, ``records(dtype)`` the records of a fixed-size dataset
+    as a 2-D view, ``copy()`` an owning copy of everything.
+
+    Lifetime. The memory belongs to the batch until the batch is *released*,
+    which happens at the first of:
+
+    - ``batch.release()`` (idempotent), or the end of a ``with batch:`` block;
+    - the stream taking a later batch: each ``next()`` on the stream (a
+      ``for`` loop's next turn included, and its final turn that finds the
+      end of the epoch) first releases every batch it handed out except the
+      ``hold`` most recent ones (``Stream(hold=0)``, the default, releases
+      them all: only the batch of the current loop turn is alive);
+    - ``stream.close()`` (or leaving the stream's ``with`` block, or closing
+      its context);
+    - garbage collection of the Batch object, which its views keep alive:
+      a numpy view therefore never loses its memory to garbage collection.
+
+    After release, touching the memory through the Batch (``data``,
+    ``offsets``, ``ids``, ``batch[i]``, ``records()``, ``copy()``) raises
+    quai.ClosedError; ``count``, ``nbytes``, ``index`` stay readable. Views
+    taken *before* the release cannot be revoked: they then point at pool
+    memory that quai reuses for later batches (and wipes, for sensitive
+    datasets), so they must not be used after it. Keep data past the release
+    with ``copy()`` (or ``np.array(view)``).
+    """
+    __slots__ = ("_stream", "_slot", "count", "nbytes", "index", "__weakref__")
+
+    def __reduce__(self):
+        raise TypeError("a quai.%s cannot be pickled or sent to another process: it is a "
+                        "handle on this process's pinned memory" % type(self).__name__)
+
+    def __init__(self, stream, slot):
+        self._stream = stream
+        self._slot = slot
+        cb = slot.cb
+        self.count = cb.count
+        self.nbytes = cb.bytes
+        self.index = cb.index
+
+    def _cb(self):
+        if self._slot.live and self._stream._gen == _gen:
+            return self._slot.cb
+        if self._slot.live:
+            raise _forked("Batch")
+        raise ClosedError("batch %d was released (by release(), by the stream's next batch "
+                          "beyond hold=%d, or by closing the stream): copy() what must outlive "
+                          "it" % (self.index, self._stream._hold))
+
+    @property
+    def released(self):
+        return not self._slot.live
+
+    @property
+    def data(self):
+        """The records, back to back: a read-only uint8 view, ``nbytes`` long."""
+        cb = self._cb()
+        return _array(self, cb.data, (cb.bytes,), _U8)
+
+    @property
+    def offsets(self):
+        """``count + 1`` offsets into data, a read-only uint64 view."""
+        cb = self._cb()
+        return _array(self, cb.offsets, (cb.count + 1,), _U64)
+
+    @property
+    def ids(self):
+        """The records' global ids (their numbers in the dataset), a read-only
+        uint64 view."""
+        cb = self._cb()
+        return _array(self, cb.ids, (cb.count,), _U64)
+
+    @property
+    def address(self):
+        """The address of the first record in pinned memory (``data``'s)."""
+        return self._cb().data
+
+    def _records(self, n, rs, dt):
+        return _array(self, self._cb().data, (n, rs // dt.itemsize), dt)
+
+    def _buffer(self, writable):
+        """The records as a flat uint8 array; writable ones are for
+        torch.frombuffer, which warns on read-only buffers (quai does not read
+        a batch's memory back after handing it out)."""
+        cb = self._cb()
+        return _array(self, cb.data, (cb.bytes,), _U8, readonly=not writable)
+
+    def copy(self):
+        """An owning copy (data, offsets, ids in fresh numpy arrays) that
+        outlives the batch's release."""
+        self._cb()
+        return BatchCopy(self.data.copy(), self.offsets.copy(), self.ids.copy(), self.index)
+
+    def release(self):
+        """Gives the batch's memory back to the pool. Idempotent."""
+        if self._slot.live:
+            self._stream._release(self._slot)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def __del__(self):
+        try:
+            if self._slot.live:
+                self._stream._release(self._slot)
+        except Exception:
+            pass
+
+    def __repr__(self):
+        return "<quai.Batch %d: %d records, %d bytes%s>" % (
+            self.index, self.count, self.nbytes, "" if self._slot.live else ", released")
+
+
+class BatchCopy(_BatchBase):
+    """A batch's records in memory of its own (from Batch.copy()): the same
+    attributes as Batch, valid as long as the object lives."""
+    __slots__ = ("data", "offsets", "ids", "count", "nbytes", "index")
+
+    def __init__(self, data, offsets, ids, index):
+        self.data, self.offsets, self.ids = data, offsets, ids
+        self.count, self.nbytes, self.index = len(ids), len(data), index
+
+    released = False
+
+    def _records(self, n, rs, dt):
+        return self.data[:n * rs].view(dt).reshape(n, rs // dt.itemsize)
+
+    def copy(self):
+        return BatchCopy(self.data.copy(), self.offsets.copy(), self.ids.copy(), self.index)
+
+    def release(self):
+        pass
+
+    def __repr__(self):
+        return "<quai.BatchCopy %d: %d records, %d bytes>" % (self.index, self.count, self.nbytes)
+
+
+class Stream:
+    """One epoch of a dataset for one rank, as batches in pinned memory.
+
+    ``Stream(uri, rank=0, world=1, seed=0, epoch=0, batch=None,
+    batch_bytes=None, partitions=None, window=None, shuffle=True,
+    keep_tail=False, prefetch=None, budget=None, skip_corrupt=False,
+    resume=None, context=None, hold=0)`` calls ``quai_stream_open()``:
+
+    - ``uri``: a dataset directory (str or path-like), ``file:///path``, or
+      ``quai://host/name`` (remote; this build refuses it with
+      quai.UnsupportedError);
+    - ``rank``/``world``: this process's share; ``world`` must divide
+      ``partitions`` (the error lists the world sizes that do);
+    - ``seed``/``epoch``: the shuffle; ``partitions`` (default: 8 x world
+      rounded up to a power of two, fewer for small datasets; keep it fixed
+      for the life of a job), ``window`` (frames per record-shuffle window,
+      default 2), ``shuffle`` (False: dataset order), ``keep_tail`` (True:
+      deliver the uneven end of the epoch too; the last batches may be short);
+    - ``batch`` records per batch (default 256), or ``batch_bytes``: fill each
+      batch to at least that many bytes;
+    - ``prefetch``: batches assembled ahead (default 4, or ``hold + 4``);
+      ``budget``: pool bytes this stream may hold (default: the whole pool);
+    - ``skip_corrupt``: skip (and count, see ``stats()``) the records of a
+      frame that fails its checks instead of raising quai.CorruptError;
+    - ``resume``: bytes from ``state()`` of a stream of the same dataset: it
+      fixes seed, epoch, partitions, window, shuffle and tail, and the stream
+      delivers exactly what that epoch had left, at any world size that
+      divides the partitions;
+    - ``context``: a quai.Context (default: quai.default_context());
+    - ``hold``: how many batches, besides the newest, may stay unreleased
+      when the next one is taken (see Batch for the lifetime rule); e.g. 1
+      to copy batch k+1 to a GPU while batch k is still in use. At most
+      ``prefetch - 1``.
+
+    Iterating yields Batch objects (``next()`` releases earlier ones as Batch
+    describes) and ends at the end of the epoch; a corrupt frame raises
+    quai.CorruptError naming the shard and frame, and the stream then only
+    raises that error. ``close()`` (or leaving a ``with`` block) closes the
+    stream and releases every batch still held. One thread takes batches
+    (iterates) and closes; ``Batch.release()`` may be called from any thread.
+    """
+
+    def __reduce__(self):
+        raise TypeError("a quai.%s cannot be pickled or sent to another process: it is a "
+                        "handle on this process's pinned memory" % type(self).__name__)
+
+    def __init__(self, uri, *, rank=0, world=1, seed=0, epoch=0, batch=None, batch_bytes=None,
+                 partitions=None, window=None, shuffle=True, keep_tail=False, prefetch=None,
+                 budget=None, skip_corrupt=False, resume=None, context=None, hold=0):
+        self._h = None
+        self._gen = _gen
+        self._mu = threading.RLock()  # re-entrant: a GC-run __del__ may release
+        self._held = collections.deque()
+        self._hold = _uint("hold", hold, 31)
+        if batch is not None and batch_bytes is not None:
+            raise ValueError("give batch (records per batch) or batch_bytes, not both")
+        if prefetch is None:
+            prefetch = 4 + self._hold if self._hold else None
+        elif _uint("prefetch", prefetch, 32, 1) <= self._hold:
+            raise ValueError("hold=%d needs prefetch > hold (the library hands out at most "
+                             "prefetch batches at once); prefetch is %d" % (self._hold, prefetch))
+        o = _lib.struct_quai_stream_opts(
+            rank=_uint("rank", rank, 32), world=_uint("world", world, 32, 1),
+            seed=_uint("seed", seed, 64), epoch=_uint("epoch", epoch, 64),
+            partitions=_opt("partitions", partitions, 32), window=_opt("window", window, 32),
+            batch_records=_opt("batch", batch, 32),
+            batch_bytes=_opt("batch_bytes", batch_bytes, 64),
+            memory_budget=_opt("budget", budget, 64),
+            prefetch_batches=_opt("prefetch", prefetch, 32),
+            tail=_lib.QUAI_TAIL_KEEP if keep_tail else _lib.QUAI_TAIL_DROP,
+            flags=(0 if shuffle else _lib.QUAI_STREAM_NO_SHUFFLE) |
+            (_lib.QUAI_STREAM_SKIP_CORRUPT if skip_corrupt else 0))
+        if resume is not None:
+            resume = bytes(resume)
+            o.resume = ctypes.cast(ctypes.c_char_p(resume), ctypes.c_void_p).value
+            o.resume_len = len(resume)
+        if isinstance(uri, bytes):
+            self.uri = os.fsdecode(uri)
+        else:
+            self.uri = os.fspath(uri)
+        ctx = default_context() if context is None else context
+        if not isinstance(ctx, Context):
+            raise TypeError("context must be a quai.Context, not %s" % type(ctx).__name__)
+        self.context = ctx
+        self.rank, self.world = o.rank, o.world
+        h = ctypes.c_void_p()
+        err = _lib.err_buffer()
+        with ctx._lock:
+            check(_lib.quai_stream_open(ctx._handle(), os.fsencode(self.uri), o, ctypes.byref(h),
+                                        err, _lib.ERR_LEN), err)
+            self._h = h.value
+            ctx._streams.add(self)
+        self._resume = resume  # kept alive with the stream: cheap, and simple
+
+    def _handle(self):
+        if self._gen != _gen:
+            raise _forked("Stream")
+        if not self._h:
+            raise ClosedError("the stream is closed")
+        return self._h
+
+    @property
+    def closed(self):
+        return not self._h or self._gen != _gen
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        # The hot path: one quai_next() call and two small objects per
+        # batch, no work per record.
+        if self._gen != _gen or not self._h:
+            self._handle()
+        held = self._held
+        while len(held) > self._hold:
+            self._release(held[0])
+        slot = _Slot()
+        r = _lib.quai_next(self._h, slot.cb)
+        if r > 0:
+            slot.live = True
+            held.append(slot)
+            return Batch(self, slot)
+        if r == 0:
+            raise StopIteration
+        raise from_code(r, self.error)
+
+    next = __next__
+
+    def _release(self, slot):
+        # Under a lock: a batch may be released from another thread (say,
+        # one that copies it to a GPU) while this one takes the next.
+        with self._mu:
+            if not slot.live:
+                return
+            slot.live = False
+            if self._gen != _gen or not self._h:
+                return  # inherited across fork(): never call the parent's stream
+            _lib.quai_release(self._h, slot.cb)
+            try:
+                self._held.remove(slot)
+            except ValueError:
+                pass
+
+    @property
+    def error(self):
+        """quai_stream_error(): what failed (naming shard and frame for
+        corrupt data), or ""."""
+        return _lib.text(_lib.quai_stream_error(self._handle()))
+
+    def state(self):
+        """quai_stream_state(): the stream's position as opaque bytes (64 in
+        this version), to save with a checkpoint and pass as ``resume=``.
+        It counts the batches taken so far (released or not) and assumes, as
+        data-parallel training does, that every rank took as many."""
+        buf = ctypes.create_string_buffer(_lib.QUAI_STATE_MAX)
+        n = check(_lib.quai_stream_state(self._handle(), buf, len(buf)))
+        return buf.raw[:n]
+
+    def stats(self):
+        """quai_stream_stats() as a dict: batches, records, bytes delivered;
+        records_total (this rank's records in the epoch); frames_read,
+        bytes_read; skipped_records; wait_ns; direct_io; registered_buffers;
+        partitions; budget_bytes; working_set_bytes."""
+        st = _lib.struct_quai_stream_stats()
+        check(_lib.quai_stream_stats(self._handle(), st))
+        return {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
+
+    def close(self):
+        """Closes the stream; every batch it handed out that is still held is
+        released. Idempotent."""
+        if self._gen != _gen:
+            self._h = None
+            return
+        with self._mu:
+            h, self._h = self._h, None
+            if not h:
+                return
+            for slot in self._held:
+                slot.live = False  # quai_stream_close() releases them
+            self._held.clear()
+            _lib.quai_stream_close(h)
+        try:
+            self.context._streams.discard(self)
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        return "<quai.Stream %r rank %d of %d%s>" % (self.uri, self.rank, self.world,
+                                                     ", closed" if self.closed else "")
+
+
+# ---- datasets ------------------------------------------------------------------
+
+_KIND = {_lib.QUAI_RECORDS_FILES: "files", _lib.QUAI_RECORDS_LINES: "lines",
+         _lib.QUAI_RECORDS_FIXED: "fixed"}
+
+RecordLocation = collections.namedtuple(
+    "RecordLocation", "shard frame frame_offset frame_csize frame_rsize offset length")
+
+
+class Dataset:
+    """A dataset directory opened for reading records one at a time
+    (quai_dataset_open() and a quai_reader).
+
+    ``len(ds)`` is the record count; ``ds[i]`` reads record i (decoding and
+    verifying only its frame; quai.CorruptError if that fails) and returns
+    its bytes (a copy: the reader's buffer is reused); ``info()`` describes
+    the dataset; ``locate(i)`` says where record i lives; ``record_name(i)``
+    is a ``files`` record's relative name; ``shard(k)`` describes shard k.
+    Reads are serialised by a lock (a quai_reader is per thread).
+    """
+
+    def __reduce__(self):
+        raise TypeError("a quai.%s cannot be pickled or sent to another process: it is a "
+                        "handle on this process's pinned memory" % type(self).__name__)
+
+    def __init__(self, path):
+        self._h = self._r = None
+        self._gen = _gen
+        self._lock = threading.Lock()
+        self.path = os.fspath(path) if not isinstance(path, bytes) else os.fsdecode(path)
+        h = ctypes.c_void_p()
+        err = _lib.err_buffer()
+        check(_lib.quai_dataset_open(os.fsencode(self.path), ctypes.byref(h), err, _lib.ERR_LEN),
+              err)
+        self._h = h.value
+        r = ctypes.c_void_p()
+        rc = _lib.quai_reader_new(self._h, ctypes.byref(r))
+        if rc < 0:
+            self.close()
+            check(rc)
+        self._r = r.value
+        self._info = self.info()
+
+    def _handle(self):
+        if self._gen != _gen:
+            raise _forked("Dataset")
+        if not self._h:
+            raise ClosedError("the dataset is closed")
+        return self._h
+
+    def info(self):
+        """quai_dataset_info() as a dict (kind and classification by name)."""
+        i = _lib.struct_quai_dataset_info()
+        check(_lib.quai_dataset_info(self._handle(), i))
+        d = {}
+        for name, _ in i._fields_:
+            v = getattr(i, name)
+            d[name] = _lib.text(v) if isinstance(v, bytes) or v is None else v
+        del d["size"]
+        d["kind"] = _KIND.get(i.kind, str(i.kind))
+        d["classification"] = _lib.text(_lib.quai_class_name(i.classification))
+        return d
+
+    def shard(self, k):
+        """quai_dataset_shard() as a dict."""
+        s = _lib.struct_quai_shard_info()
+        check(_lib.quai_dataset_shard(self._handle(), _uint("shard", k, 32), s))
+        d = {name: getattr(s, name) for name, _ in s._fields_ if name != "size"}
+        d["file"], d["index_file"] = _lib.text(s.file), _lib.text(s.index_file)
+        return d
+
+    def __len__(self):
+        return self._info["records"]
+
+    def _index(self, i):
+        i = i.__index__()
+        n = self._info["records"]
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("record %d of a dataset of %d" % (i, n))
+        return i
+
+    def locate(self, i):
+        """Where record i lives (quai_dataset_locate()), as a RecordLocation."""
+        loc = _lib.struct_quai_record_loc()
+        check(_lib.quai_dataset_locate(self._handle(), self._index(i), loc))
+        return RecordLocation(*(getattr(loc, f) for f in RecordLocation._fields))
+
+    def record_name(self, i):
+        """The relative name of record i of a ``files`` dataset (str)."""
+        p, n = ctypes.c_void_p(), ctypes.c_size_t()
+        check(_lib.quai_dataset_record_name(self._handle(), self._index(i), ctypes.byref(p),
+                                            ctypes.byref(n)))
+        return os.fsdecode(ctypes.string_at(p.value, n.value))
+
+    def __getitem__(self, i):
+        i = self._index(i)
+        p, n = ctypes.c_void_p(), ctypes.c_size_t()
+        with self._lock:
+            self._handle()
+            check(_lib.quai_reader_record(self._r, i, ctypes.byref(p), ctypes.byref(n)))
+            return ctypes.string_at(p.value, n.value) if n.value else b""
+
+    def close(self):
+        if self._gen != _gen:
+            self._h = self._r = None
+            return
+        with self._lock:
+            r, self._r = self._r, None
+            h, self._h = self._h, None
+        if r:
+            _lib.quai_reader_free(r)
+        if h:
+            _lib.quai_dataset_close(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        return "<quai.Dataset %r%s>" % (self.path, ", closed" if not self._h else "")

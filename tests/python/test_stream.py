@@ -1,0 +1,601 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The Python binding: order, content, zero copy, lifetimes, resumption, errors."""
+import ctypes
+import errno
+import gc
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import quai
+from quai import _lib
+from conftest import FIXED_RECORDS, FIXED_SIZE, REPO, pinned_mapping, run_cli
+from epoch_order import Epoch
+
+
+def ids_of(stream):
+    out = []
+    for b in stream:
+        out.extend(b.ids.tolist())
+    return out
+
+
+def oracle(counts, partitions, rank=0, world=1, seed=0, epoch=0, shuffle=True, window=2,
+           keep_tail=False):
+    e = Epoch(counts, seed=seed, epoch=epoch, partitions=partitions, shuffle=shuffle,
+              window=window, keep_tail=keep_tail)
+    return e, e.rank_order(rank, world)
+
+
+# ---- the binding itself ----------------------------------------------------------
+
+
+def test_structs_match_the_header(tmp_path):
+    """Every mirrored struct has the size and field offsets the C compiler gives."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        pytest.skip("no C compiler to read the header with")
+    lines = ["#include <stdio.h>", "#include <stddef.h>", "#include <quai/quai.h>",
+             "int main(void) {"]
+    for name, cls in _lib.STRUCTS.items():
+        lines.append('printf("%s %%zu\\n", sizeof(struct %s));' % (name, name))
+        for f, _ in cls._fields_:
+            lines.append('printf("%s.%s %%zu\\n", offsetof(struct %s, %s));' % (name, f, name, f))
+    lines.append("return 0; }")
+    src = tmp_path / "layout.c"
+    src.write_text("\n".join(lines))
+    exe = tmp_path / "layout"
+    subprocess.run([cc, "-std=c11", "-I", os.path.join(REPO, "include"), str(src), "-o", str(exe)],
+                   check=True)
+    got = dict(line.split() for line in subprocess.check_output([str(exe)]).decode().splitlines())
+    for name, cls in _lib.STRUCTS.items():
+        assert int(got[name]) == ctypes.sizeof(cls), name
+        for f, _ in cls._fields_:
+            assert int(got["%s.%s" % (name, f)]) == getattr(cls, f).offset, (name, f)
+
+
+def test_error_codes_match_the_header():
+    with open(os.path.join(REPO, "include", "quai", "quai.h")) as f:
+        hdr = f.read()
+    body = hdr[hdr.index("enum quai_error {"):]
+    body = body[:body.index("};")]
+    names = [ln.split(",")[0].split("=")[0].strip() for ln in body.splitlines()[1:]
+             if ln.strip().startswith("QUAI_E")]
+    assert names[0] == "QUAI_EBASE" and "= 4096" in body
+    for i, n in enumerate(names[1:-1], start=1):
+        assert getattr(_lib, n) == 4096 + i, n
+    assert isinstance(quai.Error(-_lib.QUAI_ECORRUPT), quai.Error)
+    e = quai._errors.from_code(-_lib.QUAI_ECORRUPT, "shard-00000.zst: frame 3")
+    assert type(e) is quai.CorruptError and e.code == -4097 and e.errno is None
+    assert "shard-00000.zst: frame 3" in str(e) and str(e).startswith(_lib.strerror(-4097))
+
+
+def test_missing_library_is_a_clear_import_error(tmp_path):
+    env = dict(os.environ, QUAI_LIB=str(tmp_path / "nope.so"),
+               PYTHONPATH=os.path.join(REPO, "python"))
+    p = subprocess.run([sys.executable, "-c", "import quai"], env=env, stderr=subprocess.PIPE)
+    assert p.returncode != 0
+    err = p.stderr.decode()
+    assert "ImportError" in err and "$QUAI_LIB" in err and "nope.so" in err
+
+
+def test_version_and_library():
+    assert quai.version().count(".") == 2
+    assert os.path.exists(quai.lib_path)
+
+
+def test_context_info_and_close(fixed_ds):
+    with quai.Context(pinned_bytes=32 << 20, workers=1, no_hugepages=True) as c:
+        i = c.info()
+        assert i["pinned_bytes"] == 32 << 20 and i["workers"] == 1 and i["hugepages"] == 0
+        assert i["gpu"] in ("none", "hip", "cuda") and isinstance(i["gpu_note"], str)
+        s = quai.Stream(fixed_ds, context=c, batch=100)
+        b = next(s)
+        assert c.info()["pinned_peak"] > 0
+    # closing the context closed its stream and released the batch
+    assert c.closed and s.closed and b.released
+    with pytest.raises(quai.ClosedError):
+        b.data
+    with pytest.raises(quai.ClosedError):
+        c.info()
+    c.close()  # idempotent
+
+
+def test_default_context_is_shared(fixed_ds):
+    a = quai.Stream(fixed_ds, batch=10)
+    b = quai.Stream(fixed_ds, batch=10)
+    assert a.context is b.context is quai.default_context()
+    a.close()
+    b.close()
+
+
+# ---- order and content --------------------------------------------------------------
+
+ORDERS = [
+    dict(seed=3),
+    dict(seed=5, epoch=2, window=3, keep_tail=True),
+    dict(shuffle=False),
+    dict(seed=9, world=4, rank=3, keep_tail=True),
+    dict(seed=9, world=2, rank=1, window=1, partitions=6),
+]
+
+
+@pytest.mark.parametrize("opts", ORDERS, ids=lambda o: ",".join("%s=%s" % kv for kv in o.items()))
+@pytest.mark.parametrize("which", ["fixed_ds", "lines_ds"])
+def test_order_is_the_specified_one(request, ctx, frame_counts, which, opts):
+    """The ids, batch by batch, are those of docs/STAGING.md's epoch order,
+    computed by an independent Python implementation of the specification."""
+    path = request.getfixturevalue(which)
+    batch = 100
+    with quai.Stream(path, context=ctx, batch=batch, **opts) as s:
+        batches = [(b.index, b.count, b.ids.tolist()) for b in s]
+        P = s.stats()["partitions"]
+        total = s.stats()["records_total"]
+    _, want = oracle(frame_counts(path), P, **{k: v for k, v in opts.items() if k != "partitions"})
+    got = [i for _, _, ids in batches for i in ids]
+    assert [b[0] for b in batches] == list(range(len(batches)))
+    assert total == len(want)
+    if opts.get("keep_tail"):
+        assert got == want
+        assert all(c == batch for _, c, _ in batches[:-1]) and batches[-1][1] <= batch
+    else:  # DROP: full batches only
+        assert got == want[:len(want) // batch * batch]
+        assert all(c == batch for _, c, _ in batches)
+
+
+@pytest.mark.parametrize("which", ["fixed_ds", "lines_ds", "files_ds"])
+def test_content_is_the_records(request, ctx, which):
+    """Every record of an epoch equals what quai_reader_record() reads for its
+    id (quai.Dataset), through data/offsets, batch[i] and iteration."""
+    path = request.getfixturevalue(which)
+    seen = []
+    with quai.Dataset(path) as d, quai.Stream(path, context=ctx, batch=37, seed=1,
+                                              keep_tail=True) as s:
+        for b in s:
+            data, off, ids = b.data, b.offsets, b.ids
+            assert off[0] == 0 and off[-1] == b.nbytes == len(data)
+            for i, rid in enumerate(ids.tolist()):
+                rec = d[rid]
+                assert data[off[i]:off[i + 1]].tobytes() == rec
+                assert b[i].tobytes() == rec
+            assert [r.tobytes() for r in b] == [d[r] for r in ids.tolist()]
+            seen.extend(ids.tolist())
+        assert sorted(seen) == list(range(len(d)))
+
+
+def test_content_against_quai_cat(ctx, lines_ds):
+    """A few records compared with the CLI's independent read (quai cat)."""
+    with quai.Stream(lines_ds, context=ctx, batch=50, seed=4) as s:
+        b = next(s)
+        for i in (0, 7, 49):
+            rid = int(b.ids[i])
+            out = run_cli("cat", "--range", "%d:%d" % (rid, rid + 1), lines_ds).stdout
+            assert b[i].tobytes() == out
+
+
+def test_fixed_records_view(ctx, fixed_ds):
+    with quai.Dataset(fixed_ds) as d, quai.Stream(fixed_ds, context=ctx, batch=64) as s:
+        b = next(s)
+        r = b.records()
+        assert r.shape == (64, FIXED_SIZE) and r.dtype == np.uint8
+        assert r[5].tobytes() == d[int(b.ids[5])]
+        r16 = b.records(np.int16)
+        assert r16.shape == (64, FIXED_SIZE // 2)
+        assert r16[5].tobytes() == d[int(b.ids[5])]
+        assert np.shares_memory(r, b.data) and np.shares_memory(r16, r)
+        with pytest.raises(ValueError):
+            b.records(np.dtype("V3"))  # 64 bytes are not whole 3-byte items
+        assert not r.flags.writeable
+
+
+def test_records_refuses_varying_sizes(ctx, lines_ds):
+    with quai.Stream(lines_ds, context=ctx, batch=64) as s:
+        b = next(s)
+        with pytest.raises(ValueError, match="not all"):
+            b.records()
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_ranks_cover_the_epoch_once(ctx, fixed_ds, world):
+    got = []
+    for r in range(world):
+        with quai.Stream(fixed_ds, context=ctx, rank=r, world=world, seed=11, partitions=8,
+                         keep_tail=True, batch=128) as s:
+            got.extend(ids_of(s))
+    assert sorted(got) == list(range(FIXED_RECORDS))
+
+
+def test_batch_bytes(ctx, lines_ds):
+    with quai.Stream(lines_ds, context=ctx, batch_bytes=10000, keep_tail=True) as s:
+        sizes = [b.nbytes for b in s]
+    assert all(n >= 10000 for n in sizes[:-1]) and sum(sizes) > 0
+
+
+# ---- zero copy --------------------------------------------------------------------
+
+
+def test_views_are_the_pinned_memory(ctx, fixed_ds):
+    """The arrays are views of the batch's memory in the pool: their address is
+    the C batch's pointer, it lies in a mapping the kernel reports as locked
+    (mlock) and excluded from core dumps (the pool's), and no access
+    allocates memory for the records."""
+    with quai.Stream(fixed_ds, context=ctx, batch=1024) as s:
+        b = next(s)
+        assert b.nbytes == 1024 * FIXED_SIZE
+        cb = b._slot.cb
+        assert b.data.__array_interface__["data"][0] == cb.data == b.address
+        assert b.offsets.__array_interface__["data"][0] == cb.offsets
+        assert b.ids.__array_interface__["data"][0] == cb.ids
+        assert b.records().__array_interface__["data"][0] == cb.data
+        assert b[3].__array_interface__["data"][0] == cb.data + 3 * FIXED_SIZE
+        m = pinned_mapping(cb.data)
+        assert m is not None
+        start, end, flags = m
+        assert start <= cb.data and cb.data + b.nbytes <= end
+        if ctx.info()["locked"]:
+            assert "lo" in flags
+        assert "dd" in flags  # MADV_DONTDUMP: the pool, not the Python heap
+        tracemalloc.start()
+        try:
+            for _ in range(2):
+                v = (b.data, b.records(), b.ids, b.offsets, b[10])
+                del v
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 << 10 < b.nbytes  # a few small objects, never the records
+
+
+# ---- lifetimes --------------------------------------------------------------------
+
+
+def test_next_releases_the_previous_batch(ctx, fixed_ds):
+    with quai.Stream(fixed_ds, context=ctx, batch=100) as s:
+        a = next(s)
+        a.data
+        b = next(s)
+        assert a.released and not b.released
+        with pytest.raises(quai.ClosedError, match="released"):
+            a.data
+        for attr in ("ids", "offsets"):
+            with pytest.raises(quai.ClosedError):
+                getattr(a, attr)
+        with pytest.raises(quai.ClosedError):
+            a[0]
+        with pytest.raises(quai.ClosedError):
+            a.copy()
+        assert a.count == 100 and a.index == 0  # the scalars stay
+        b.release()
+        b.release()  # idempotent
+        assert b.released
+
+
+def test_copy_outlives_the_batch(ctx, fixed_ds):
+    with quai.Dataset(fixed_ds) as d, quai.Stream(fixed_ds, context=ctx, batch=100) as s:
+        b = next(s)
+        c = b.copy()
+        b.release()
+        assert c.count == 100 and c.records().shape == (100, FIXED_SIZE)
+        assert c[99].tobytes() == d[int(c.ids[99])]
+        assert not np.shares_memory(c.data, np.frombuffer(b"x", np.uint8))
+
+
+def test_hold_keeps_batches(ctx, fixed_ds):
+    with quai.Stream(fixed_ds, context=ctx, batch=100, hold=2) as s:
+        b0, b1, b2 = next(s), next(s), next(s)
+        assert not (b0.released or b1.released or b2.released)
+        b3 = next(s)
+        assert b0.released and not b1.released
+        b1.release()  # early, by hand
+        b4 = next(s)
+        assert not (b2.released or b3.released or b4.released)
+    assert b4.released  # close releases everything
+
+
+def test_hold_needs_prefetch():
+    with pytest.raises(ValueError, match="prefetch"):
+        quai.Stream("/nonexistent", hold=4, prefetch=4)
+
+
+def test_views_keep_the_batch_object_alive(ctx, fixed_ds):
+    """Garbage collection never frees memory under a live view."""
+    with quai.Stream(fixed_ds, context=ctx, batch=100, hold=3) as s:
+        b = next(s)
+        v = b.records()
+        slot = b._slot
+        del b
+        gc.collect()
+        assert slot.live and v[0].tobytes()
+        del v
+        gc.collect()
+        assert not slot.live  # the last reference gone: released
+
+
+def test_release_from_another_thread(ctx, fixed_ds):
+    """A batch may be released by another thread (one that copies it to a
+    GPU, say) while this one takes the next."""
+    import threading
+    with quai.Stream(fixed_ds, context=ctx, batch=64, hold=2, keep_tail=True) as s:
+        done = []
+        n = 0
+        for b in s:
+            t = threading.Thread(target=b.release)
+            t.start()
+            done.append(t)
+            n += b.count
+        for t in done:
+            t.join()
+    assert n == FIXED_RECORDS
+
+
+def test_with_batch_releases(ctx, fixed_ds):
+    with quai.Stream(fixed_ds, context=ctx, batch=10, hold=1) as s:
+        with next(s) as b:
+            b.data
+        assert b.released
+
+
+def test_end_of_epoch_releases(ctx, fixed_ds):
+    with quai.Stream(fixed_ds, context=ctx, batch=4096) as s:
+        batches = list(s)
+        assert batches and all(b.released for b in batches)
+        with pytest.raises(StopIteration):
+            next(s)
+
+
+def test_handles_do_not_pickle(ctx, fixed_ds):
+    with quai.Stream(fixed_ds, context=ctx, batch=10) as s:
+        b = next(s)
+        for obj in (ctx, s, b):
+            with pytest.raises(TypeError, match="pickle"):
+                pickle.dumps(obj)
+
+
+def test_fork_child_cannot_use_parent_objects(ctx, fixed_ds):
+    """The pool is MADV_DONTFORK: a child gets a clear error from inherited
+    objects, and streams of its own work."""
+    s = quai.Stream(fixed_ds, context=ctx, batch=10)
+    b = next(s)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            try:
+                next(s)
+            except quai.ClosedError as e:
+                assert "fork" in str(e)
+                try:
+                    b.data
+                    os._exit(3)
+                except quai.ClosedError as e2:
+                    assert "fork" in str(e2)
+                del b  # garbage collection must not reach the parent's stream
+                with quai.Stream(fixed_ds, batch=10) as s2:  # a new default context
+                    n = sum(x.count for x in s2)
+                    os.write(w, str(n).encode())
+                    code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    out = os.read(r, 100)
+    os.close(r)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert int(out) > 0
+    assert not b.released and b.data[0] >= 0  # the parent's batch is untouched
+    s.close()
+
+
+# ---- resumption --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("old_world,new_world", [(2, 4), (4, 1), (1, 2)])
+def test_resume_at_another_world_size(ctx, fixed_ds, frame_counts, old_world, new_world):
+    """State after k batches on every rank of one world; the ranks of another
+    world resumed from it deliver exactly the rest of the epoch, once."""
+    k, batch, opts = 7, 96, dict(seed=21, epoch=4, partitions=8, keep_tail=True)
+    before, states = [], []
+    for r in range(old_world):
+        with quai.Stream(fixed_ds, context=ctx, rank=r, world=old_world, batch=batch,
+                         **opts) as s:
+            for _ in range(k):
+                before.extend(next(s).ids.tolist())
+            states.append(s.state())
+    assert len(set(states)) == 1 and len(states[0]) <= quai.STATE_MAX
+    after = []
+    for r in range(new_world):
+        with quai.Stream(fixed_ds, context=ctx, rank=r, world=new_world, batch=50,
+                         resume=states[0]) as s:
+            after.extend(ids_of(s))
+    assert len(before) + len(after) == FIXED_RECORDS
+    assert sorted(before + after) == list(range(FIXED_RECORDS))
+    # and exactly the records of the epoch's global order from position n on
+    e = Epoch(frame_counts(fixed_ds), seed=21, epoch=4, partitions=8, keep_tail=True)
+    n = old_world * k * batch
+    assert sorted(after) == sorted(e.rest(n))
+    assert sorted(before) == sorted(e.global_order()[:n])
+
+
+def test_resume_same_world_continues_in_order(ctx, fixed_ds):
+    opts = dict(seed=2, batch=100, keep_tail=True)
+    with quai.Stream(fixed_ds, context=ctx, **opts) as s:
+        full = ids_of(s)
+    with quai.Stream(fixed_ds, context=ctx, **opts) as s:
+        head = [i for _ in range(5) for i in next(s).ids.tolist()]
+        st = s.state()
+    # the resume state fixes seed and epoch: other values are ignored
+    with quai.Stream(fixed_ds, context=ctx, batch=100, seed=999, resume=st) as s:
+        rest = ids_of(s)
+    assert head + rest == full
+
+
+def test_resume_state_of_another_dataset_is_refused(ctx, fixed_ds, lines_ds):
+    with quai.Stream(fixed_ds, context=ctx, batch=10) as s:
+        next(s)
+        st = s.state()
+    with pytest.raises(quai.InvalidArgumentError, match="another dataset"):
+        quai.Stream(lines_ds, context=ctx, resume=st)
+    with pytest.raises(quai.Error, match="not a quai stream state"):
+        quai.Stream(fixed_ds, context=ctx, resume=b"x" * 64)
+
+
+# ---- errors --------------------------------------------------------------------------
+
+
+def corrupt_copy(src, dest, record):
+    """A copy of dataset src with the compressed frame holding `record` damaged."""
+    shutil.copytree(src, dest)
+    with quai.Dataset(dest) as d:
+        loc = d.locate(record)
+        shard = d.shard(loc.shard)["file"]
+    path = os.path.join(dest, shard)
+    with open(path, "r+b") as f:
+        f.seek(loc.frame_offset + loc.frame_csize // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x5A]))
+    return shard, loc
+
+
+def test_corrupt_frame_raises_corrupt_error(ctx, fixed_ds, tmp_path):
+    bad = str(tmp_path / "bad")
+    shard, loc = corrupt_copy(fixed_ds, bad, 5000)
+    with quai.Stream(bad, context=ctx, batch=100, shuffle=False, keep_tail=True) as s:
+        with pytest.raises(quai.CorruptError) as ei:
+            for _ in s:
+                pass
+        e = ei.value
+        assert e.code == -_lib.QUAI_ECORRUPT and isinstance(e, quai.Error)
+        assert shard in str(e) and "frame" in str(e)
+        assert shard in s.error
+        with pytest.raises(quai.CorruptError):  # the stream keeps its error
+            next(s)
+    # and the reader path agrees
+    with quai.Dataset(bad) as d:
+        with pytest.raises(quai.CorruptError):
+            d[5000]
+
+
+def test_skip_corrupt_counts_and_skips(ctx, fixed_ds, tmp_path):
+    bad = str(tmp_path / "bad")
+    corrupt_copy(fixed_ds, bad, 5000)
+    with quai.Stream(bad, context=ctx, batch=100, shuffle=False, keep_tail=True,
+                     skip_corrupt=True) as s:
+        got = ids_of(s)
+        skipped = s.stats()["skipped_records"]
+    assert 0 < skipped and len(got) + skipped == FIXED_RECORDS
+    assert 5000 not in got
+
+
+def test_bad_arguments(ctx, fixed_ds, tmp_path):
+    S = lambda **kw: quai.Stream(fixed_ds, context=ctx, **kw)  # noqa: E731
+    with pytest.raises(quai.InvalidArgumentError, match="rank 2 is not below the world size 2"):
+        S(rank=2, world=2)
+    with pytest.raises(ValueError, match="divid|world"):
+        S(world=3, partitions=8)  # the message lists the world sizes that work
+    with pytest.raises(ValueError, match="not both"):
+        S(batch=10, batch_bytes=100)
+    with pytest.raises(ValueError, match="rank"):
+        S(rank=-1)
+    with pytest.raises(ValueError, match="world"):
+        S(world=0)
+    with pytest.raises(TypeError, match="batch"):
+        S(batch="10")
+    with pytest.raises(TypeError):
+        S(batch=1.5)
+    with pytest.raises(ValueError, match="seed"):
+        S(seed=1 << 64)
+    with pytest.raises(TypeError, match="context"):
+        quai.Stream(fixed_ds, context="ctx")
+    with pytest.raises(quai.NotFoundError) as ei:
+        quai.Stream(str(tmp_path / "missing"), context=ctx)
+    assert isinstance(ei.value, FileNotFoundError) and ei.value.errno == errno.ENOENT
+    with pytest.raises(quai.Error) as ei:
+        S(budget=4096)
+    assert ei.value.code == -errno.ENOBUFS and "needs" in str(ei.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(quai.Error):
+        quai.Stream(str(tmp_path / "empty"), context=ctx)
+    with pytest.raises(ValueError, match="gpu"):
+        quai.Context(gpu="metal")
+
+
+def test_remote_uri_is_refused_clearly(ctx):
+    with pytest.raises(quai.UnsupportedError) as ei:
+        quai.Stream("quai://storage-1/tokens", context=ctx)
+    assert ei.value.code == -errno.EPROTONOSUPPORT and "quaid" in str(ei.value)
+    with pytest.raises(quai.UnsupportedError, match="scheme"):
+        quai.Stream("s3://bucket/tokens", context=ctx)
+
+
+def test_file_uri(ctx, fixed_ds):
+    with quai.Stream("file://" + os.path.abspath(fixed_ds), context=ctx, batch=1000,
+                     keep_tail=True) as s:
+        assert sum(b.count for b in s) == FIXED_RECORDS
+
+
+def test_closed_stream(ctx, fixed_ds):
+    s = quai.Stream(fixed_ds, context=ctx)
+    s.close()
+    s.close()
+    with pytest.raises(quai.ClosedError):
+        next(s)
+    with pytest.raises(quai.ClosedError):
+        s.state()
+
+
+def test_stats(ctx, fixed_ds):
+    with quai.Stream(fixed_ds, context=ctx, batch=100, keep_tail=True) as s:
+        n = sum(b.count for b in s)
+        st = s.stats()
+    assert st["records"] == n == st["records_total"] == FIXED_RECORDS
+    assert st["bytes"] == n * FIXED_SIZE and st["batches"] == -(-n // 100)
+    assert st["working_set_bytes"] <= st["budget_bytes"]
+
+
+# ---- Dataset ----------------------------------------------------------------------------
+
+
+def test_dataset_info_matches_the_cli(fixed_ds, files_ds):
+    import json
+    with quai.Dataset(fixed_ds) as d:
+        info = d.info()
+        cli = json.loads(run_cli("info", "--json", fixed_ds).stdout)
+        assert info["records"] == len(d) == FIXED_RECORDS
+        assert info["kind"] == "fixed" and info["fixed_size"] == FIXED_SIZE
+        for k in ("records", "raw_bytes", "compressed_bytes", "shards", "frames",
+                  "manifest_checksum", "name", "zone", "classification"):
+            if k in cli:
+                assert cli[k] == info[k], k
+        assert d[-1] == d[len(d) - 1]
+        with pytest.raises(IndexError):
+            d[len(d)]
+        loc = d.locate(300)
+        assert loc.shard == 0 and loc.length == FIXED_SIZE and loc.frame == 300 // 256
+    with quai.Dataset(files_ds) as d:
+        assert d.info()["kind"] == "files"
+        names = [d.record_name(i) for i in range(len(d))]
+        assert len(set(names)) == 300 and all(n.startswith("d") for n in names)
+        i = names.index("d3/f010.bin")
+        src = os.path.join(os.path.dirname(files_ds), "files-src", "d3", "f010.bin")
+        with open(src, "rb") as f:
+            assert d[i] == f.read()
+    with pytest.raises(quai.ClosedError):
+        d[0]
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(quai.NotFoundError):
+        quai.Dataset(str(tmp_path / "nope"))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "manifest.json").write_text("{")
+    with pytest.raises(quai.FormatError) as ei:
+        quai.Dataset(str(tmp_path / "x"))
+    assert "manifest.json" in str(ei.value)
