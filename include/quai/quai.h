@@ -345,7 +345,9 @@ QUAI_API int quai_unpack(const char *path, const char *dest, char *err, size_t e
 
 /* A context owns the pinned pool every batch lives in and the worker
  * threads that decompress frames and assemble batches. Streams opened on it
- * share both. All quai_ctx_* functions are thread-safe. */
+ * share both. All quai_ctx_* functions are thread-safe. A context and its
+ * streams do not survive fork(): the pool is not inherited (MADV_DONTFORK)
+ * and neither are the threads, so a child process opens its own. */
 typedef struct quai_ctx quai_ctx;
 
 enum quai_gpu {
@@ -466,7 +468,12 @@ struct quai_batch {
  * may be held at once; holding more waits for none and returns -EBUSY. */
 QUAI_API int quai_next(quai_stream *s, struct quai_batch *batch);
 
-/* Gives a batch's memory back. Batches may be released in any order. */
+/* Gives a batch's memory back. Batches may be released in any order, from
+ * any thread (the stream's other calls still one thread at a time). The
+ * call clears batch->internal, so releasing the same struct twice is
+ * harmless; releasing a stale copy of a struct whose batch was already
+ * released is a programming error. A held batch's memory may be written
+ * (e.g. to normalise records in place); it is the caller's until release. */
 QUAI_API void quai_release(quai_stream *s, struct quai_batch *batch);
 
 /* A message about the stream's error (naming shard and frame for corrupt
