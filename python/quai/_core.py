@@ -63,7 +63,23 @@ _GPU = {"auto": _lib.QUAI_GPU_AUTO, "none": _lib.QUAI_GPU_NONE, "hip": _lib.QUAI
 _GPU_NAME = {v: k for k, v in _GPU.items()}
 
 
-class Context:
+class _Closing:
+    """close() on leaving a with block and on garbage collection."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Context(_Closing):
     """The pinned pool every batch lives in, and the decompression workers.
 
     ``Context(pinned_bytes=None, workers=None, queue_depth=None, *, flags=0,
@@ -144,18 +160,6 @@ class Context:
             h, self._h = self._h, None
         if h:
             _lib.quai_ctx_free(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self):
         if self.closed:
@@ -404,7 +408,7 @@ class BatchCopy(_BatchBase):
         return "<quai.BatchCopy %d: %d records, %d bytes>" % (self.index, self.count, self.nbytes)
 
 
-class Stream:
+class Stream(_Closing):
     """One epoch of a dataset for one rank, as batches in pinned memory.
 
     ``Stream(uri, rank=0, world=1, seed=0, epoch=0, batch=None,
@@ -590,18 +594,6 @@ class Stream:
         except Exception:
             pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def __repr__(self):
         return "<quai.Stream %r rank %d of %d%s>" % (self.uri, self.rank, self.world,
                                                      ", closed" if self.closed else "")
@@ -616,7 +608,7 @@ RecordLocation = collections.namedtuple(
     "RecordLocation", "shard frame frame_offset frame_csize frame_rsize offset length")
 
 
-class Dataset:
+class Dataset(_Closing):
     """A dataset directory opened for reading records one at a time
     (quai_dataset_open() and a quai_reader).
 
@@ -722,18 +714,6 @@ class Dataset:
             _lib.quai_reader_free(r)
         if h:
             _lib.quai_dataset_close(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self):
         return "<quai.Dataset %r%s>" % (self.path, ", closed" if not self._h else "")
