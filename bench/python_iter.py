@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Python iteration over quai.Stream against `quai stage`, side by side.
 
-    python/bench_iter.py DATASET [--batch N] [--runs N] [--pinned SIZE] ...
+    bench/python_iter.py DATASET [--batch N] [--runs N] [--pinned SIZE] ...
 
 Streams --epochs epochs of DATASET with quai.Stream in this process (touching one
 byte of each batch, as a consumer that hands the batch on would) and with
@@ -26,7 +26,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
 import quai  # noqa: E402
 
 
