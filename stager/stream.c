@@ -901,6 +901,17 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	}
 	const quai_dataset *ds = s->ds;
 	s->wipe = ds->m.classification == QUAI_CLASS_SENSITIVE;
+	if (s->wipe && !ctx->pool_info.locked) {
+		/* No silent fallback: sensitive bytes never sit in memory that
+		 * may be swapped out. */
+		qerr_set(err, err_len,
+			 "dataset %s is sensitive: its batches must live in locked memory, but "
+			 "this context's pinned pool could not be locked (raise RLIMIT_MEMLOCK, "
+			 "e.g. ulimit -l, and create the context without QUAI_CTX_UNLOCKED_OK)",
+			 ds->m.name);
+		r = -QUAI_EPOLICY;
+		goto fail;
+	}
 	if (s->wipe)
 		qpool_wipe_on_free(ctx->pool);
 

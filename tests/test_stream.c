@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -539,4 +542,105 @@ Test(stream, batches_by_bytes)
 	cr_assert_eq(r, 0);
 	cr_assert_eq(n, nrec);
 	quai_stream_close(s);
+}
+
+/* A sensitive dataset: its released batches are wiped in the pool. */
+static void pack_sensitive(char *out, size_t len)
+{
+	char in[700];
+	snprintf(in, sizeof(in), "%s/secret.bin", dir);
+	uint8_t *buf = malloc(200000);
+	tu_fill(buf, 200000, 77, 256);
+	for (size_t i = 0; i < 200000; i++)
+		buf[i] |= 1; /* no zero byte: a wiped record is all zeros */
+	tu_write(in, buf, 200000);
+	free(buf);
+	snprintf(out, len, "%s/secret", dir);
+	const char *srcs[] = {in};
+	struct quai_pack_opts o = {.size = sizeof(o),
+				   .kind = QUAI_RECORDS_FIXED,
+				   .fixed_size = 100,
+				   .frame_size = 8192,
+				   .classification = QUAI_CLASS_SENSITIVE,
+				   .zone = "fr-1"};
+	tu_pack(srcs, 1, out, &o);
+}
+
+Test(stream, sensitive_batches_are_wiped_on_release)
+{
+	struct quai_ctx_info ci = {.size = sizeof(ci)};
+	quai_ctx_info(ctx, &ci);
+	if (!ci.locked)
+		cr_skip_test("the pool could not be locked here (RLIMIT_MEMLOCK)");
+	char p[700];
+	pack_sensitive(p, sizeof(p));
+	struct quai_stream_opts o = {
+	    .size = sizeof(o), .batch_records = 50, .tail = QUAI_TAIL_KEEP};
+	quai_stream *s = open_stream(p, &o);
+	/* Released blocks are reused by the next batches at once, so look at
+	 * the last batch of the epoch, released when nothing follows it. */
+	struct quai_batch b, last = {0};
+	int n = 0;
+	while (quai_next(s, &b) > 0) {
+		if (last.internal)
+			quai_release(s, &last);
+		last = b;
+		n++;
+	}
+	const uint8_t *data = last.data;
+	uint64_t bytes = last.bytes;
+	int zeros = 0;
+	for (uint64_t i = 0; i < bytes; i++)
+		zeros += data[i] == 0;
+	cr_assert_eq(zeros, 0, "records hold no zero byte before release");
+	quai_release(s, &last);
+	/* The pool stays mapped: its bytes are readable, and must be 0. */
+	for (uint64_t i = 0; i < bytes; i++)
+		cr_assert_eq(data[i], 0, "byte %llu of a released sensitive batch survives",
+			     (unsigned long long)i);
+	cr_assert_gt(n, 10);
+	quai_stream_close(s);
+}
+
+Test(stream, sensitive_data_refuses_an_unlocked_pool)
+{
+	char p[700];
+	pack_sensitive(p, sizeof(p));
+	chmod(dir, 0755);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		/* A process that may not lock: a tiny memlock limit, and no root
+		 * (root's CAP_IPC_LOCK would ignore the limit). */
+		struct rlimit rl = {64 << 10, 64 << 10};
+		setrlimit(RLIMIT_MEMLOCK, &rl);
+		if (geteuid() == 0 && setuid(65534) != 0)
+			_exit(3);
+		quai_ctx *c;
+		struct quai_ctx_opts co = {.size = sizeof(co),
+					   .pinned_bytes = 16 << 20,
+					   .workers = 1,
+					   .flags = QUAI_CTX_UNLOCKED_OK,
+					   .gpu = QUAI_GPU_NONE};
+		char err[512];
+		if (quai_ctx_new(&co, &c, err, sizeof(err)) < 0)
+			_exit(4);
+		struct quai_ctx_info ci = {.size = sizeof(ci)};
+		quai_ctx_info(c, &ci);
+		if (ci.locked)
+			_exit(5); /* could lock after all: nothing to test */
+		quai_stream *s;
+		int r = quai_stream_open(c, p, NULL, &s, err, sizeof(err));
+		int ok = r == -QUAI_EPOLICY && strstr(err, "sensitive") && strstr(err, "locked");
+		if (r == 0)
+			quai_stream_close(s);
+		quai_ctx_free(c);
+		_exit(ok ? 0 : 1);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	cr_assert(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 3 || WEXITSTATUS(st) == 5)
+		cr_skip_test("cannot make a process that may not lock memory here");
+	cr_assert_eq(WEXITSTATUS(st), 0, "child status %d", WEXITSTATUS(st));
 }

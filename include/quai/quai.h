@@ -444,7 +444,8 @@ struct quai_stream_opts {
  * and fails with -ENOBUFS naming the bytes needed otherwise. Errors also:
  * those of quai_dataset_open(), -EINVAL (rank, world, partitions; err lists
  * the world sizes that divide the partitions), -QUAI_EVERSION or -EINVAL
- * for a resume state from another dataset or version. err as in
+ * for a resume state from another dataset or version, -QUAI_EPOLICY for a
+ * sensitive dataset on a context whose pool is not locked in memory. err as in
  * quai_pack(). Reading starts at once, in the background. */
 QUAI_API int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *opts,
 			      quai_stream **ret_stream, char *err, size_t err_len);
