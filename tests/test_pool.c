@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "pool.h"
+#include "testutil.h"
 #include "quai_config.h"
 
 #define MiB (1024u * 1024u)
@@ -719,21 +720,6 @@ struct child_report {
 	int try_alloc_rc;
 };
 
-static int drop_ipc_lock(void)
-{
-	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
-	struct __user_cap_data_struct data[2];
-
-	if (syscall(SYS_capget, &hdr, data))
-		return -errno;
-	data[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
-	data[CAP_IPC_LOCK / 32].permitted &= ~(1u << (CAP_IPC_LOCK % 32));
-	data[CAP_IPC_LOCK / 32].inheritable &= ~(1u << (CAP_IPC_LOCK % 32));
-	if (syscall(SYS_capset, &hdr, data))
-		return -errno;
-	return 0;
-}
-
 static void memlock_child(int fd)
 {
 	struct child_report rep = {0};
@@ -745,10 +731,9 @@ static void memlock_child(int fd)
 	/* Without CAP_IPC_LOCK, or else as nobody (which sheds every
 	 * capability); the probe proves mlock is now limited (the system call: ASan's mlock() is a
 	 * no-op). */
-	if (setrlimit(RLIMIT_MEMLOCK, &rl) ||
-	    (drop_ipc_lock() &&
-	     (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))) ||
-	    !syscall(SYS_mlock, probe, sizeof(probe))) {
+	if (tu_forbid_mlock() < 0 &&
+	    (setrlimit(RLIMIT_MEMLOCK, &rl) || setresgid(65534, 65534, 65534) ||
+	     setresuid(65534, 65534, 65534) || !syscall(SYS_mlock, probe, sizeof(probe)))) {
 		rep.skip = 1;
 		goto out;
 	}

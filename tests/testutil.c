@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
+#include <linux/capability.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -88,4 +91,29 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ft
 void tu_rmtree(const char *path)
 {
 	nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int tu_forbid_mlock(void)
+{
+	struct rlimit rl = {64 << 10, 64 << 10};
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct data[2];
+	static char probe[128 << 10];
+
+	if (setrlimit(RLIMIT_MEMLOCK, &rl) || syscall(SYS_capget, &hdr, data))
+		return -1;
+	for (int k = 0; k < 2; k++) {
+		uint32_t bit = k == CAP_IPC_LOCK / 32 ? 1u << (CAP_IPC_LOCK % 32) : 0;
+		data[k].effective &= ~bit;
+		data[k].permitted &= ~bit;
+		data[k].inheritable &= ~bit;
+	}
+	if (syscall(SYS_capset, &hdr, data))
+		return -1;
+	/* The system call itself: ASan's mlock() is a no-op. */
+	if (syscall(SYS_mlock, probe, sizeof(probe)) == 0) {
+		syscall(SYS_munlock, probe, sizeof(probe));
+		return -1;
+	}
+	return 0;
 }

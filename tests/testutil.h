@@ -26,5 +26,9 @@ struct quai_pack_result tu_pack(const char *const *srcs, size_t n, const char *d
 uint8_t *tu_record(quai_reader *r, uint64_t i, size_t *ret_len);
 /* Removes a directory tree. */
 void tu_rmtree(const char *path);
+/* Makes this process unable to lock more than 64 KiB: sets RLIMIT_MEMLOCK
+ * and drops CAP_IPC_LOCK (root keeps its other capabilities, so files stay
+ * readable). For a forked child. Returns 0 when mlock is now limited. */
+int tu_forbid_mlock(void);
 
 #endif
