@@ -402,3 +402,30 @@ int quai_reader_record(quai_reader *r, uint64_t record, const void **ret_data, s
 	*ret_len = loc.length;
 	return 0;
 }
+
+int quai_reader_records(quai_reader *r, uint64_t record, uint64_t max, const void **ret_data,
+			size_t *ret_len, uint64_t *ret_count)
+{
+	const void *first;
+	size_t len;
+	struct quai_record_loc loc, end;
+	if (!r || max == 0)
+		return -ERANGE;
+	int e = quai_reader_record(r, record, &first, &len);
+	if (e < 0)
+		return e;
+	quai_dataset_locate(r->ds, record, &loc);
+	const struct qix *ix = &r->ds->ix[loc.shard];
+	const struct qix_frame *f = &ix->frames[loc.frame];
+	uint64_t frame_end = ix->first_record + f->first_record + f->records;
+	uint64_t n = frame_end - record < max ? frame_end - record : max;
+	uint64_t stop = f->r_size;
+	if (record + n < frame_end) {
+		quai_dataset_locate(r->ds, record + n, &end);
+		stop = end.offset;
+	}
+	*ret_data = first;
+	*ret_len = (size_t)(stop - loc.offset);
+	*ret_count = n;
+	return 0;
+}

@@ -408,3 +408,55 @@ Test(dataset, disk_full_leaves_nothing)
 	umount(path("small"));
 	cr_assert_eq(entries, 0, "something was left on the full disk");
 }
+
+Test(dataset, runs_of_records_match_single_reads)
+{
+	size_t len = 60000;
+	uint8_t *in = malloc(len);
+	tu_fill(in, len, 21, 26);
+	for (size_t i = 3; i < len; i += 1 + (i * 31) % 90)
+		in[i] = '\n';
+	tu_write(path("in.txt"), in, len);
+	free(in);
+	const char *srcs[] = {path("in.txt")};
+	struct quai_pack_opts o = {.size = sizeof(o),
+				   .kind = QUAI_RECORDS_LINES,
+				   .frame_size = QUAI_FRAME_SIZE_MIN,
+				   .shard_size = 16 << 10};
+	struct quai_pack_result res = tu_pack(srcs, 1, path("ds"), &o);
+	quai_dataset *ds = open_ds(path("ds"));
+	quai_reader *run, *one;
+	cr_assert_eq(quai_reader_new(ds, &run), 0);
+	cr_assert_eq(quai_reader_new(ds, &one), 0);
+	uint64_t seed = 1;
+	for (int k = 0; k < 500; k++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		uint64_t rec = (seed >> 33) % res.records, max = 1 + (seed >> 13) % 40;
+		const void *d;
+		size_t l;
+		uint64_t n;
+		cr_assert_eq(quai_reader_records(run, rec, max, &d, &l, &n), 0);
+		cr_assert(n >= 1 && n <= max && rec + n <= res.records);
+		struct quai_record_loc a, z;
+		quai_dataset_locate(ds, rec, &a);
+		quai_dataset_locate(ds, rec + n - 1, &z);
+		cr_assert(a.shard == z.shard && a.frame == z.frame, "a run stays in one frame");
+		size_t off = 0;
+		for (uint64_t i = 0; i < n; i++) {
+			const void *r1;
+			size_t l1;
+			cr_assert_eq(quai_reader_record(one, rec + i, &r1, &l1), 0);
+			cr_assert(off + l1 <= l && memcmp((const uint8_t *)d + off, r1, l1) == 0);
+			off += l1;
+		}
+		cr_assert_eq(off, l);
+	}
+	const void *d;
+	size_t l;
+	uint64_t n;
+	cr_assert_eq(quai_reader_records(run, res.records, 1, &d, &l, &n), -ERANGE);
+	cr_assert_eq(quai_reader_records(run, 0, 0, &d, &l, &n), -ERANGE);
+	quai_reader_free(run);
+	quai_reader_free(one);
+	quai_dataset_close(ds);
+}

@@ -889,13 +889,14 @@ static int cmd_cat(int argc, char **argv)
 	cli_catch_signals();
 
 	ret = CLI_EXIT_OK;
-	for (uint64_t i = a; i < b; i++) {
+	for (uint64_t i = a, n = 0; i < b; i += n) {
 		const void *data;
 		size_t len;
 
 		if (cli_interrupted())
 			break;
-		r = quai_reader_record(reader, i, &data, &len);
+		/* A frame's records at a time: they lie back to back. */
+		r = quai_reader_records(reader, i, b - i, &data, &len, &n);
 		if (r < 0) {
 			if (cli_interrupted())
 				break;

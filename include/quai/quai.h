@@ -271,6 +271,15 @@ QUAI_API void quai_reader_free(quai_reader *r);
 QUAI_API int quai_reader_record(quai_reader *r, uint64_t record, const void **ret_data,
 				size_t *ret_len);
 
+/* Like quai_reader_record(), for a run of records: points *ret_data at the
+ * raw bytes of records [record, record + *ret_count), back to back
+ * (*ret_len bytes), where *ret_count is at least 1, at most `max`, and ends
+ * no later than the frame holding `record` (the records of a frame are
+ * contiguous). Valid until the next call on this reader. Returns 0,
+ * -ERANGE (record out of range, or max 0), or as quai_reader_record(). */
+QUAI_API int quai_reader_records(quai_reader *r, uint64_t record, uint64_t max,
+				 const void **ret_data, size_t *ret_len, uint64_t *ret_count);
+
 /* ------------------------------------------------------------------------
  * Verifying
  * ------------------------------------------------------------------------ */
