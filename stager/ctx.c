@@ -140,10 +140,11 @@ void quai_ctx_free(quai_ctx *ctx)
 {
 	if (!ctx)
 		return;
-	if (ctx->streams) {
+	unsigned open = __atomic_load_n(&ctx->streams, __ATOMIC_RELAXED);
+	if (open) {
 		/* A programming error that would leave workers touching freed
 		 * memory: refuse loudly rather than corrupt. */
-		fprintf(stderr, "quai: quai_ctx_free() with %u streams still open\n", ctx->streams);
+		fprintf(stderr, "quai: quai_ctx_free() with %u streams still open\n", open);
 		abort();
 	}
 	pthread_mutex_lock(&ctx->mu);

@@ -33,7 +33,8 @@ struct quai_ctx {
 	int stop;
 	pthread_t *workers;
 	unsigned nworkers;
-	unsigned streams; /* open streams, for quai_ctx_free's check */
+	unsigned streams; /* open streams (atomic): quai_ctx_free's check, and
+			     read-ahead leaves room when several share the pool */
 };
 
 /* Queues a job; a worker runs it. Thread-safe. */

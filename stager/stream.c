@@ -87,8 +87,9 @@ struct quai_stream {
 	uint64_t batch_bytes;
 	uint32_t nslots;
 	uint64_t budget, reserve, working_set;
-	uint64_t span; /* how far ahead (local records) the reader may read */
-	int wipe;      /* sensitive: wipe every block on release */
+	uint64_t span;	   /* how far ahead (local records) the reader may read */
+	uint64_t min_span; /* what the working set was checked for at open */
+	int wipe;	   /* sensitive: wipe every block on release */
 	uint32_t max_record;
 
 	int *fds;
@@ -453,6 +454,16 @@ static int start_read(struct quai_stream *s, struct qs_frame *f)
 	size_t rlen = (size_t)align_up(f->fx->r_size ? f->fx->r_size : 1, QPOOL_ALIGN);
 	if (s->frame_bytes + clen + rlen > s->budget - s->reserve && s->frame_bytes > 0)
 		return 1;
+	/* Reading beyond what the stream strictly needs is opportunistic: it
+	 * leaves a quarter of the pool to the other streams of the context,
+	 * so that one stream's read-ahead never starves another's need. */
+	if (f->first_use >= s->assembled_l + s->min_span &&
+	    __atomic_load_n(&s->ctx->streams, __ATOMIC_RELAXED) > 1) {
+		struct qpool_info pi;
+		qpool_info(s->ctx->pool, &pi);
+		if (pi.used + clen + rlen > pi.bytes - pi.bytes / 4)
+			return 1;
+	}
 	void *c, *r;
 	if (qpool_alloc(s->ctx->pool, clen, &c) < 0)
 		return 1;
@@ -889,9 +900,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	pthread_cond_init(&s->cv_reader, NULL);
 	pthread_cond_init(&s->cv_idle, NULL);
 	s->flags = o->flags;
-	pthread_mutex_lock(&ctx->mu);
-	ctx->streams++;
-	pthread_mutex_unlock(&ctx->mu);
+	__atomic_add_fetch(&ctx->streams, 1, __ATOMIC_RELAXED);
 
 	char derr[256];
 	r = quai_dataset_open(path, &s->ds, derr, sizeof(derr));
@@ -1026,6 +1035,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	    s->batch_records ? (uint64_t)s->nslots * s->batch_records : nrec * s->nslots;
 	s->working_set = s->reserve + frames_working_set(s, span, s->nframes);
 	s->span = span;
+	s->min_span = span;
 	s->budget = o->memory_budget ? o->memory_budget : ctx->pool_info.bytes;
 	if (s->budget > ctx->pool_info.bytes)
 		s->budget = ctx->pool_info.bytes;
@@ -1265,9 +1275,7 @@ void quai_stream_close(quai_stream *s)
 	free(s->bounds);
 	qpl_free(s->plan);
 	quai_dataset_close(s->ds);
-	pthread_mutex_lock(&s->ctx->mu);
-	s->ctx->streams--;
-	pthread_mutex_unlock(&s->ctx->mu);
+	__atomic_sub_fetch(&s->ctx->streams, 1, __ATOMIC_RELAXED);
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
 	pthread_cond_destroy(&s->cv_reader);
