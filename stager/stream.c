@@ -64,8 +64,20 @@ struct qs_frame {
 	size_t raw_len;
 };
 
+/* One record of a batch being assembled, found once when the batch is
+ * sized and copied from there. */
+struct qs_rec {
+	const uint8_t *src;
+	uint64_t id;
+	uint32_t len;
+};
+
 struct qs_batch {
 	struct qjob job;
+	struct qs_rec *recs; /* the records to copy, in order */
+	size_t recs_cap;
+	uint32_t nrecs;
+	uint64_t skipped; /* records of frames that failed (SKIP_CORRUPT) */
 	struct quai_stream *s;
 	int state;
 	uint64_t index;
@@ -114,7 +126,6 @@ struct quai_stream {
 	uint64_t oldest_live;  /* frames before it are freed */
 	unsigned inflight;
 	uint64_t frame_bytes; /* pool bytes held by frames */
-	uint64_t batch_held_bytes;
 
 	uint64_t l_start, l_end; /* this rank's local range this epoch */
 	uint64_t nbatches;	 /* UINT64_MAX until known (batch_bytes) */
@@ -286,22 +297,39 @@ static void pump(struct quai_stream *s)
 	if (s->ready_prefix < frames_needed(s, l1))
 		return;
 
-	/* Size it exactly: the records, then the offsets and ids. */
-	uint64_t bytes = 0;
+	/* Find every record once: where it is and how long, which also sizes
+	 * the block exactly (the records, then the offsets and ids). The
+	 * frames stay until this batch is assembled, so the pointers hold. */
+	uint64_t n = l1 - l0, bytes = 0;
+	if (n > slot->recs_cap) {
+		struct qs_rec *r = realloc(slot->recs, n * sizeof(*r));
+		if (!r) {
+			fail_locked(s, -ENOMEM, "out of memory for a batch of %" PRIu64 " records",
+				    n);
+			return;
+		}
+		slot->recs = r;
+		slot->recs_cap = n;
+	}
+	slot->nrecs = 0;
+	slot->skipped = 0;
 	for (uint64_t l = l0; l < l1; l++) {
 		struct qpl_item it;
 		uint32_t off, len;
 		local_record(s, l, &it, &off, &len);
-		if (s->frames[s->frame_of[it.frame]].state == F_BAD)
+		const struct qs_frame *f = &s->frames[s->frame_of[it.frame]];
+		if (f->state == F_BAD) {
+			slot->skipped++;
 			continue;
+		}
+		slot->recs[slot->nrecs++] = (struct qs_rec){f->raw + off, it.record, len};
 		bytes += len;
 	}
-	uint64_t n = l1 - l0;
-	size_t size = (size_t)(align_up(bytes, 8) + (2 * n + 1) * sizeof(uint64_t));
+	size_t size =
+	    (size_t)(align_up(bytes, 8) + (2 * (uint64_t)slot->nrecs + 1) * sizeof(uint64_t));
 	void *block;
 	if (qpool_alloc(s->ctx->pool, size, &block) < 0)
-		return; /* a release will pump again */
-	s->batch_held_bytes += align_up(size, QPOOL_ALIGN);
+		return; /* a release will pump again, and find them again */
 	slot->state = B_ASSEMBLING;
 	slot->index = b;
 	slot->l0 = l0;
@@ -309,7 +337,7 @@ static void pump(struct quai_stream *s)
 	slot->block = block;
 	slot->block_len = size;
 	slot->offsets = (uint64_t *)(void *)((uint8_t *)block + align_up(bytes, 8));
-	slot->ids = slot->offsets + n + 1;
+	slot->ids = slot->offsets + slot->nrecs + 1;
 	slot->s = s;
 	slot->job.run = assemble_run;
 	s->assembling = 1;
@@ -350,37 +378,22 @@ static void assemble_run(struct qjob *job, ZSTD_DCtx *dctx)
 {
 	struct qs_batch *slot = (struct qs_batch *)job;
 	struct quai_stream *s = slot->s;
-	uint64_t bytes = 0, skipped = 0;
-	uint32_t k = 0;
+	uint64_t bytes = 0;
 	(void)dctx;
-	/* The frames of these records are decoded and stay until this batch
-	 * is marked assembled: no lock needed to read them. */
-	for (uint64_t l = slot->l0; l < slot->l1; l++) {
-		struct qpl_item it;
-		uint32_t off, len;
-		local_record(s, l, &it, &off, &len);
-		const struct qs_frame *f = &s->frames[s->frame_of[it.frame]];
-		if (f->state == F_BAD) {
-			skipped++;
-			continue;
-		}
+	for (uint32_t k = 0; k < slot->nrecs; k++) {
+		const struct qs_rec *r = &slot->recs[k];
 		slot->offsets[k] = bytes;
-		slot->ids[k] = it.record;
-		memcpy(slot->block + bytes, f->raw + off, len);
-		bytes += len;
-		k++;
+		slot->ids[k] = r->id;
+		memcpy(slot->block + bytes, r->src, r->len);
+		bytes += r->len;
 	}
-	slot->offsets[k] = bytes;
-	/* With skipped records the ids follow the shorter offsets array. */
-	if (k < slot->l1 - slot->l0)
-		memmove(slot->offsets + k + 1, slot->ids, k * sizeof(uint64_t));
-	slot->ids = slot->offsets + k + 1;
-	slot->count = k;
+	slot->offsets[slot->nrecs] = bytes;
+	slot->count = slot->nrecs;
 	slot->bytes = bytes;
 
 	pthread_mutex_lock(&s->mu);
 	slot->state = B_READY;
-	s->st.skipped_records += skipped;
+	s->st.skipped_records += slot->skipped;
 	s->assembled_l = slot->l1;
 	s->next_assemble++;
 	s->assembling = 0;
@@ -1259,9 +1272,11 @@ void quai_stream_close(quai_stream *s)
 		if (f->raw)
 			give_back(s, f->raw, f->raw_len);
 	}
-	for (uint32_t i = 0; s->slots && i < s->nslots; i++)
+	for (uint32_t i = 0; s->slots && i < s->nslots; i++) {
 		if (s->slots[i].block)
 			release_slot(s, &s->slots[i]);
+		free(s->slots[i].recs);
+	}
 	if (s->ring_ok)
 		io_uring_queue_exit(&s->ring);
 	for (uint32_t i = 0; s->fds && s->ds && i < s->ds->m.nshards; i++)

@@ -289,13 +289,7 @@ static int same_file(const char *a, const char *b)
 
 Test(dataset, output_does_not_depend_on_threads)
 {
-	size_t len = 3 << 20;
-	uint8_t *in = malloc(len);
-	tu_fill(in, len, 11, 16);
-	for (size_t i = 0; i < len; i += 1 + (i * 7919) % 3000)
-		in[i] = '\n';
-	tu_write(path("in.txt"), in, len);
-	free(in);
+	tu_write_lines(path("in.txt"), 3 << 20, 11, 16, 0, 7919, 3000);
 	const char *srcs[] = {path("in.txt")};
 	struct quai_pack_opts o = {.size = sizeof(o),
 				   .kind = QUAI_RECORDS_LINES,
@@ -411,13 +405,7 @@ Test(dataset, disk_full_leaves_nothing)
 
 Test(dataset, runs_of_records_match_single_reads)
 {
-	size_t len = 60000;
-	uint8_t *in = malloc(len);
-	tu_fill(in, len, 21, 26);
-	for (size_t i = 3; i < len; i += 1 + (i * 31) % 90)
-		in[i] = '\n';
-	tu_write(path("in.txt"), in, len);
-	free(in);
+	tu_write_lines(path("in.txt"), 60000, 21, 26, 3, 31, 90);
 	const char *srcs[] = {path("in.txt")};
 	struct quai_pack_opts o = {.size = sizeof(o),
 				   .kind = QUAI_RECORDS_LINES,

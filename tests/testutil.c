@@ -58,6 +58,18 @@ void tu_fill(void *buf, size_t len, uint64_t seed, unsigned alphabet)
 	}
 }
 
+void tu_write_lines(const char *path, size_t len, uint64_t seed, unsigned alphabet, size_t first,
+		    size_t mul, size_t mod)
+{
+	uint8_t *in = malloc(len);
+	cr_assert_not_null(in);
+	tu_fill(in, len, seed, alphabet);
+	for (size_t i = first; i < len; i += 1 + (i * mul) % mod)
+		in[i] = '\n';
+	tu_write(path, in, len);
+	free(in);
+}
+
 struct quai_pack_result tu_pack(const char *const *srcs, size_t n, const char *dest,
 				const struct quai_pack_opts *o)
 {

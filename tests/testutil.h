@@ -19,6 +19,10 @@ uint8_t *tu_read(const char *path, size_t *ret_len);
 /* Deterministic pseudo-random bytes (xorshift), compressible when
  * `alphabet` is small (e.g. 16), random when 256. */
 void tu_fill(void *buf, size_t len, uint64_t seed, unsigned alphabet);
+/* Writes `len` bytes of seeded text (tu_fill with `alphabet`) as lines: a
+ * '\n' at position i, then at i + 1 + (i * mul) % mod, and so on. */
+void tu_write_lines(const char *path, size_t len, uint64_t seed, unsigned alphabet, size_t first,
+		    size_t mul, size_t mod);
 /* Packs with the given options, asserting success; returns the result. */
 struct quai_pack_result tu_pack(const char *const *srcs, size_t n, const char *dest,
 				const struct quai_pack_opts *o);
