@@ -641,3 +641,38 @@ Test(stream, sensitive_data_refuses_an_unlocked_pool)
 		cr_skip_test("cannot make a process that may not lock memory here");
 	cr_assert_eq(WEXITSTATUS(st), 0, "child status %d", WEXITSTATUS(st));
 }
+
+Test(stream, bad_resume_states_are_refused)
+{
+	struct quai_stream_opts o = {.size = sizeof(o), .batch_records = 8};
+	quai_stream *s = open_stream(fixed_path, &o);
+	uint8_t state[QUAI_STATE_MAX];
+	int n = quai_stream_state(s, state, sizeof(state));
+	cr_assert_gt(n, 8);
+	cr_assert_eq(quai_stream_state(s, state, 10), -ENOSPC);
+	quai_stream_close(s);
+
+	char err[512];
+	uint8_t bad[QUAI_STATE_MAX];
+	struct quai_stream_opts r = {.size = sizeof(r), .resume = bad, .resume_len = (size_t)n};
+	/* Not a state at all, or cut short. */
+	memset(bad, 0x5a, sizeof(bad));
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "not a quai stream state"), "%s", err);
+	memcpy(bad, state, (size_t)n);
+	r.resume_len = (size_t)n - 1;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
+	/* A newer version. */
+	r.resume_len = (size_t)n;
+	bad[4]++;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -QUAI_EVERSION);
+	cr_assert(strstr(err, "version"), "%s", err);
+	/* Another dataset's state. */
+	bad[4]--;
+	cr_assert_eq(quai_stream_open(ctx, ds_path, &r, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "another dataset"), "%s", err);
+	/* A damaged tail policy. */
+	bad[44] = 7;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "damaged"), "%s", err);
+}
