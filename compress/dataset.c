@@ -146,6 +146,24 @@ fail:
 	return r;
 }
 
+int qds_from_manifest(const char *text, size_t len, quai_dataset **ret_ds, char *err,
+		      size_t err_len)
+{
+	struct quai_dataset *ds = calloc(1, sizeof(*ds));
+	char perr[200];
+	if (!ds)
+		return -ENOMEM;
+	ds->dirfd = -1;
+	int r = qmf_parse(text, len, &ds->m, perr, sizeof(perr));
+	if (r < 0) {
+		qerr_set(err, err_len, "manifest.json: %s", perr[0] ? perr : quai_strerror(r));
+		free(ds);
+		return r;
+	}
+	*ret_ds = ds;
+	return 0;
+}
+
 void quai_dataset_close(quai_dataset *ds)
 {
 	if (!ds)
@@ -232,6 +250,8 @@ uint32_t qds_shard_of(const struct quai_dataset *ds, uint64_t rec)
 
 int quai_dataset_locate(const quai_dataset *ds, uint64_t record, struct quai_record_loc *ret_loc)
 {
+	if (ds && !ds->ix)
+		return -ENODATA; /* a remote dataset's manifest only */
 	if (!ds || record >= ds->m.records)
 		return -ERANGE;
 	uint32_t s = qds_shard_of(ds, record);
@@ -254,6 +274,8 @@ int quai_dataset_locate(const quai_dataset *ds, uint64_t record, struct quai_rec
 int quai_dataset_record_name(const quai_dataset *ds, uint64_t record, const char **ret_name,
 			     size_t *ret_len)
 {
+	if (ds && !ds->ix)
+		return -ENODATA; /* a remote dataset's manifest only */
 	if (!ds || record >= ds->m.records)
 		return -ERANGE;
 	uint32_t s = qds_shard_of(ds, record);
@@ -338,6 +360,8 @@ int quai_reader_new(quai_dataset *ds, quai_reader **ret_reader)
 {
 	if (!ds || !ret_reader)
 		return -EINVAL;
+	if (!ds->ix)
+		return -ENODATA; /* a remote dataset's manifest only */
 	struct quai_reader *r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;

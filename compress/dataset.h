@@ -26,6 +26,12 @@ struct quai_dataset {
 	uint64_t *frame_base; /* global id of each shard's first frame */
 };
 
+/* A dataset known by its manifest only (a remote one's, for quai info):
+ * info and shard work; locate, record_name and readers return -ENODATA.
+ * Returns 0, or what qmf_parse() returns, with err "manifest.json: ...". */
+int qds_from_manifest(const char *text, size_t len, quai_dataset **ret_ds, char *err,
+		      size_t err_len);
+
 /* Global frames number every frame of the dataset, shard after shard.
  * Finds the shard and the frame inside it of global frame g
  * (< ds->m.frames). */

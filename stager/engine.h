@@ -42,4 +42,17 @@ void qctx_submit(struct quai_ctx *ctx, struct qjob *job);
 /* Queues a job ahead of all others. Thread-safe. */
 void qctx_submit_front(struct quai_ctx *ctx, struct qjob *job);
 
+/* A stream's batches, for quaid to size the slots it writes them into. */
+struct qstream_geometry {
+	uint64_t max_count; /* records in the largest batch */
+	uint64_t max_bytes; /* record bytes in the largest batch */
+	uint64_t batches;   /* in this rank's epoch (from the stream's start) */
+	uint32_t prefetch;  /* batches assembled ahead */
+	int classification, kind;
+	char zone[QUAI_ZONE_MAX + 1];
+};
+/* Walks the stream's epoch once (no I/O). Returns 0, or -EINVAL for a
+ * remote stream. */
+int qstream_geometry(quai_stream *s, struct qstream_geometry *g);
+
 #endif

@@ -36,6 +36,7 @@
 #include "errmsg.h"
 #include "engine.h"
 #include "plan.h"
+#include "remote.h"
 
 #define QS_ALIGN 4096u		   /* O_DIRECT offset, length and buffer alignment */
 #define QS_REG_CHUNK (1ull << 30)  /* io_uring registers buffers of up to 1 GiB */
@@ -91,6 +92,7 @@ struct qs_batch {
 
 struct quai_stream {
 	struct quai_ctx *ctx;
+	struct qrstream *remote; /* quai:// streams: everything happens there */
 	quai_dataset *ds;
 	qpl_plan *plan;
 	struct qpl_params pp;
@@ -612,13 +614,6 @@ static void *reader_main(void *arg)
 
 static int parse_uri(const char *uri, const char **ret_path, char *err, size_t err_len)
 {
-	if (strncmp(uri, "quai://", 7) == 0) {
-		qerr_set(
-		    err, err_len,
-		    "%s: remote datasets (quai://) need quaid, which this build does not have yet",
-		    uri);
-		return -EPROTONOSUPPORT;
-	}
 	if (strncmp(uri, "file://", 7) == 0) {
 		if (uri[7] != '/') {
 			qerr_set(err, err_len,
@@ -900,6 +895,19 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	r = check_opts(o, err, err_len);
 	if (r < 0)
 		return r;
+	if (strncmp(uri, "quai://", 7) == 0) {
+		struct quai_stream *s = calloc(1, sizeof(*s));
+		if (!s)
+			return -ENOMEM;
+		s->ctx = ctx;
+		r = qrs_open(ctx, uri, o, &s->remote, err, err_len);
+		if (r < 0) {
+			free(s);
+			return r;
+		}
+		*ret_stream = s;
+		return 0;
+	}
 	r = parse_uri(uri, &path, err, err_len);
 	if (r < 0)
 		return r;
@@ -1112,12 +1120,52 @@ fail:
 	return r;
 }
 
+/* ---- for quaid --------------------------------------------------------- */
+
+int qstream_geometry(quai_stream *s, struct qstream_geometry *g)
+{
+	if (s->remote)
+		return -EINVAL;
+	memset(g, 0, sizeof(*g));
+	/* One pass over this rank's records, cut into batches exactly as
+	 * batch_bounds() and plan_ahead() cut them. */
+	uint64_t l = s->l_start, nb = 0;
+	while (l < s->l_end) {
+		uint64_t n = 0, bytes = 0;
+		while (l < s->l_end &&
+		       (s->batch_records ? n < s->batch_records : bytes < s->batch_bytes)) {
+			struct qpl_item it;
+			uint32_t off, len;
+			local_record(s, l, &it, &off, &len);
+			bytes += len;
+			n++;
+			l++;
+		}
+		int full = s->batch_records ? n == s->batch_records : bytes >= s->batch_bytes;
+		if (!full && s->pp.tail == QPL_TAIL_DROP)
+			break;
+		nb++;
+		if (n > g->max_count)
+			g->max_count = n;
+		if (bytes > g->max_bytes)
+			g->max_bytes = bytes;
+	}
+	g->batches = nb;
+	g->prefetch = s->nslots;
+	g->classification = s->ds->m.classification;
+	g->kind = s->ds->m.kind;
+	snprintf(g->zone, sizeof(g->zone), "%s", s->ds->m.zone);
+	return 0;
+}
+
 /* ---- the consumer ----------------------------------------------------- */
 
 int quai_next(quai_stream *s, struct quai_batch *batch)
 {
 	if (!s || !batch)
 		return -EINVAL;
+	if (s->remote)
+		return qrs_next(s->remote, batch);
 	pthread_mutex_lock(&s->mu);
 	pump(s);
 	if (s->err) {
@@ -1180,6 +1228,10 @@ void quai_release(quai_stream *s, struct quai_batch *batch)
 {
 	if (!s || !batch || !batch->internal)
 		return;
+	if (s->remote) {
+		qrs_release(s->remote, batch);
+		return;
+	}
 	struct qs_batch *slot = batch->internal;
 	pthread_mutex_lock(&s->mu);
 	if (slot >= s->slots && slot < s->slots + s->nslots && slot->state == B_HELD)
@@ -1192,6 +1244,8 @@ void quai_release(quai_stream *s, struct quai_batch *batch)
 
 const char *quai_stream_error(quai_stream *s)
 {
+	if (s && s->remote)
+		return qrs_error(s->remote);
 	return s ? s->errmsg : "";
 }
 
@@ -1199,6 +1253,8 @@ int quai_stream_state(quai_stream *s, void *buf, size_t len)
 {
 	if (!s || !buf)
 		return -EINVAL;
+	if (s->remote)
+		return qrs_state(s->remote, buf, len);
 	if (len < QS_STATE_LEN)
 		return -ENOSPC;
 	pthread_mutex_lock(&s->mu);
@@ -1238,6 +1294,8 @@ int quai_stream_stats(quai_stream *s, struct quai_stream_stats *stats)
 {
 	if (!s || !stats || stats->size < sizeof(size_t))
 		return -EINVAL;
+	if (s->remote)
+		return qrs_stats(s->remote, stats);
 	pthread_mutex_lock(&s->mu);
 	struct quai_stream_stats st = s->st;
 	pthread_mutex_unlock(&s->mu);
@@ -1251,6 +1309,11 @@ void quai_stream_close(quai_stream *s)
 {
 	if (!s)
 		return;
+	if (s->remote) {
+		qrs_close(s->remote);
+		free(s);
+		return;
+	}
 	pthread_mutex_lock(&s->mu);
 	s->closing = 1;
 	pthread_cond_broadcast(&s->cv_reader);

@@ -322,9 +322,12 @@ Test(stream, incompatible_world_is_explained)
 	o.rank = 2;
 	cr_assert_eq(quai_stream_open(ctx, ds_path, &o, &s, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "rank"), "%s", err);
-	cr_assert_eq(quai_stream_open(ctx, "quai://host/x", NULL, &s, err, sizeof(err)),
-		     -EPROTONOSUPPORT);
-	cr_assert(strstr(err, "quaid"), "%s", err);
+	/* Remote URIs are checked before anything is sent. */
+	cr_assert_eq(quai_stream_open(ctx, "quai://host:99999/x", NULL, &s, err, sizeof(err)),
+		     -EINVAL);
+	cr_assert(strstr(err, "port"), "%s", err);
+	cr_assert_eq(quai_stream_open(ctx, "quai://host/", NULL, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "no dataset name"), "%s", err);
 	cr_assert_eq(quai_stream_open(ctx, "/nonexistent/ds", NULL, &s, err, sizeof(err)), -ENOENT);
 }
 

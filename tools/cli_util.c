@@ -25,6 +25,18 @@ int cli_exit_code(int err)
 	case QUAI_ECORRUPT:
 	case QUAI_EFORMAT:
 		return CLI_EXIT_BAD_DATA;
+	case ETIMEDOUT:
+	case EHOSTUNREACH:
+	case ECONNRESET:
+	case ECONNREFUSED:
+	case ECONNABORTED:
+	case ENETUNREACH:
+	case EPROTO:
+	case EBADMSG:
+	case ESHUTDOWN:
+	case EUSERS:
+	case QUAI_EVERSION:
+		return CLI_EXIT_REMOTE;
 	default:
 		return CLI_EXIT_FAILURE;
 	}

@@ -19,6 +19,8 @@ enum cli_exit {
 	CLI_EXIT_BAD_DATA = 1,	   /* the data is bad: corrupt or inconsistent */
 	CLI_EXIT_USAGE = 2,	   /* bad command line */
 	CLI_EXIT_FAILURE = 3,	   /* operating-system or input error */
+	CLI_EXIT_REMOTE = 4,	   /* the network or quaid failed: unreachable,
+				      silent, shutting down, another protocol */
 	CLI_EXIT_INTERRUPTED = 130 /* SIGINT (128 + the signal number) */
 };
 

@@ -32,6 +32,8 @@ const char exit_status_help[] =
     "  2    usage error\n"
     "  3    operating-system or input error (missing source, destination exists,\n"
     "       disk full, permission, input that does not fit the record kind)\n"
+    "  4    quaid could not be reached, stopped answering, shut down, or speaks\n"
+    "       another protocol version\n"
     "  130  interrupted (SIGINT; nothing is left half-written)\n";
 
 /* ---- messages --------------------------------------------------------- */
@@ -577,8 +579,10 @@ static int cmd_verify(int argc, char **argv)
 
 static const char info_help[] =
     "Usage: quai info [OPTION]... DATASET\n"
+    "       quai info [OPTION]... quai://HOST[:PORT]/NAME\n"
     "Describe a dataset from its manifest: name, record kind, counts, sizes,\n"
-    "classification, residency zone and creation parameters.\n"
+    "classification, residency zone and creation parameters. A quai:// URI asks\n"
+    "the quaid serving it, which sends the manifest; it is checked here.\n"
     "\n"
     "  --json              print one JSON object instead of text\n"
     "  --shards            add a table of the shards (in JSON: \"shard_list\")\n"
@@ -756,9 +760,18 @@ static int cmd_info(int argc, char **argv)
 	if (r)
 		return r;
 
-	r = open_dataset("info", argv[optind], &ds);
-	if (r)
-		return r;
+	if (strncmp(argv[optind], "quai://", 7) == 0) {
+		char err[PATH_BUF] = "";
+		r = quai_remote_open(argv[optind], &ds, err, sizeof(err));
+		if (r < 0) {
+			errorf("info", "%s", show(&sh, err[0] ? err : quai_strerror(r)));
+			return cli_exit_code(r);
+		}
+	} else {
+		r = open_dataset("info", argv[optind], &ds);
+		if (r)
+			return r;
+	}
 	memset(&in, 0, sizeof(in));
 	in.size = sizeof(in);
 	r = quai_dataset_info(ds, &in);
@@ -1006,7 +1019,7 @@ static int cmd_unpack(int argc, char **argv)
 
 struct verb {
 	const char *name;
-	int (*run)(int argc, char **argv); /* NULL: not in this build yet */
+	int (*run)(int argc, char **argv);
 	const char *summary;
 };
 
@@ -1017,10 +1030,10 @@ static const struct verb verbs[] = {
     {"cat", cmd_cat, "write records' raw bytes to standard output"},
     {"unpack", cmd_unpack, "restore a dataset's input"},
     {"stage", cmd_stage, "stream a dataset into pinned memory as a training job would"},
-    {"push", NULL, "send a dataset to a quaid"},
-    {"pull", NULL, "fetch a dataset from a quaid"},
-    {"ls", NULL, "list the datasets of a quaid"},
-    {"stat", NULL, "show a remote dataset's state"},
+    {"push", cmd_push, "send a dataset (or raw input, packed on the way) to a quaid"},
+    {"pull", cmd_pull, "fetch a dataset from a quaid, verified and resumable"},
+    {"ls", cmd_ls, "list the datasets a quaid serves"},
+    {"stat", cmd_stat, "show a quaid's clients, streams, bytes served and rates"},
 };
 
 static void main_help(FILE *f)
@@ -1033,12 +1046,14 @@ static void main_help(FILE *f)
 	      "Commands:\n",
 	      f);
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-		fprintf(f, "  %-8s %s%s\n", verbs[i].name, verbs[i].summary,
-			verbs[i].run ? "" : " (not yet available)");
+		fprintf(f, "  %-8s %s\n", verbs[i].name, verbs[i].summary);
 	fputs("\n"
 	      "Environment:\n"
-	      "  QUAI_CONF  the host configuration file (default /etc/quai/quai.conf),\n"
-	      "             whose `zone` key is the default residency zone of pack\n"
+	      "  QUAI_CONF            the host configuration file (default\n"
+	      "                       /etc/quai/quai.conf), whose `zone` key is the\n"
+	      "                       default residency zone of pack\n"
+	      "  FI_PROVIDER          the fabric provider for quai:// (default tcp;ofi_rxm)\n"
+	      "  QUAI_REMOTE_TIMEOUT  seconds a silent quaid is waited for (default 15)\n"
 	      "\n",
 	      f);
 	fputs(exit_status_help, f);
@@ -1073,14 +1088,6 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		if (strcmp(name, verbs[i].name) != 0)
 			continue;
-		if (!verbs[i].run) {
-			fprintf(
-			    stderr,
-			    "quai: '%s' is not available in this build yet (remote mode arrives "
-			    "with quaid)\n",
-			    name);
-			return CLI_EXIT_USAGE;
-		}
 		/* getopt's messages then read "quai pack: unrecognized option". */
 		snprintf(prog, sizeof(prog), "quai %s", name);
 		argv[1] = prog;

@@ -23,6 +23,8 @@ static const char stage_help[] =
     "Usage: quai stage [OPTION]... DATASET\n"
     "Stream DATASET's epochs into pinned memory as a training job would, and\n"
     "report throughput (MB/s of records delivered), time to first batch and CPU time.\n"
+    "DATASET is a path, file:///path, or quai://HOST[:PORT]/NAME (remote mode: the\n"
+    "quaid there stages the same batches and writes them into this pool).\n"
     "\n"
     "Order and sharding:\n"
     "      --rank N           this process's rank (default 0)\n"
@@ -49,6 +51,8 @@ static const char stage_help[] =
     "Checking and output:\n"
     "      --verify-order     check every batch's records and bytes against the\n"
     "                         epoch plan and an independent read (slower)\n"
+    "      --reference DIR    the local copy of a remote DATASET that\n"
+    "                         --verify-order reads the records from\n"
     "      --json             one JSON object on standard output\n"
     "  -q, --quiet            no report\n"
     "  -h, --help             show this help\n"
@@ -59,6 +63,7 @@ struct stage_opts {
 	struct quai_stream_opts st;
 	uint32_t epochs;
 	bool verify, json, quiet;
+	const char *reference; /* --verify-order reads records here */
 };
 
 static int usage(const char *fmt, const char *arg)
@@ -181,6 +186,7 @@ static int parse(int argc, char **argv, struct stage_opts *o)
 		O_UNLOCKED,
 		O_SKIP,
 		O_VERIFY,
+		O_REFERENCE,
 		O_JSON,
 	};
 	static const struct option longopts[] = {
@@ -205,6 +211,7 @@ static int parse(int argc, char **argv, struct stage_opts *o)
 	    {"unlocked-ok", no_argument, NULL, O_UNLOCKED},
 	    {"skip-corrupt", no_argument, NULL, O_SKIP},
 	    {"verify-order", no_argument, NULL, O_VERIFY},
+	    {"reference", required_argument, NULL, O_REFERENCE},
 	    {"json", no_argument, NULL, O_JSON},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
@@ -288,6 +295,9 @@ static int parse(int argc, char **argv, struct stage_opts *o)
 			break;
 		case O_VERIFY:
 			o->verify = true;
+			break;
+		case O_REFERENCE:
+			o->reference = optarg;
 			break;
 		case O_JSON:
 			o->json = true;
@@ -424,12 +434,19 @@ int cmd_stage(int argc, char **argv)
 		return cli_exit_code(r);
 	}
 	struct verifier vf = {0}, *rd = NULL;
+	const char *ref = o.reference ? o.reference : uri;
+	if (o.verify && strncmp(ref, "quai://", 7) == 0) {
+		fprintf(stderr, "quai stage: --verify-order of a remote dataset needs --reference "
+				"DIR, a local copy to read its records from\n");
+		quai_ctx_free(ctx);
+		return CLI_EXIT_USAGE;
+	}
 	if (o.verify) {
-		r = quai_dataset_open(uri, &vf.ds, err, sizeof(err));
+		r = quai_dataset_open(ref, &vf.ds, err, sizeof(err));
 		for (int i = 0; r == 0 && i < VERIFY_READERS; i++)
 			r = quai_reader_new(vf.ds, &vf.r[i]);
 		if (r < 0) {
-			fprintf(stderr, "quai stage: '%s': %s\n", uri,
+			fprintf(stderr, "quai stage: '%s': %s\n", ref,
 				err[0] ? err : quai_strerror(r));
 			for (int i = 0; i < VERIFY_READERS; i++)
 				quai_reader_free(vf.r[i]);
@@ -511,10 +528,14 @@ int cmd_stage(int argc, char **argv)
 					 t.last.direct_io);
 			else
 				snprintf(dio, sizeof(dio), "buffered (page cache)");
-			printf("  io           %s, %s, %u workers\n", dio,
-			       t.last.registered_buffers ? "registered buffers"
-							 : "unregistered buffers",
-			       ci.workers);
+			if (strncmp(uri, "quai://", 7) == 0)
+				printf("  io           remote: quaid stages the batches and writes "
+				       "them into this pool (RMA)\n");
+			else
+				printf("  io           %s, %s, %u workers\n", dio,
+				       t.last.registered_buffers ? "registered buffers"
+								 : "unregistered buffers",
+				       ci.workers);
 			printf("  gpu          %s\n", ci.gpu == QUAI_GPU_HIP ? "registered with HIP"
 						      : ci.gpu == QUAI_GPU_CUDA
 							  ? "registered with CUDA"

@@ -7,5 +7,11 @@
 extern const char exit_status_help[];
 
 int cmd_stage(int argc, char **argv);
+/* tools/xfer_cmd.c */
+int cmd_push(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+/* tools/remote_cmd.c */
+int cmd_ls(int argc, char **argv);
+int cmd_stat(int argc, char **argv);
 
 #endif

@@ -446,9 +446,11 @@ struct quai_stream_opts {
 	size_t resume_len;
 };
 
-/* Opens a stream of one epoch of `uri` (a dataset directory path, or
- * file:///path). quai://host/name is the remote form: this build refuses
- * it with -EPROTONOSUPPORT. Checks that the budget holds the stream's
+/* Opens a stream of one epoch of `uri`: a dataset directory path,
+ * file:///path, or quai://HOST[:PORT]/NAME, served by quaid, which stages
+ * the same batches (same order, same bytes) next to the storage and writes
+ * them into this context's pool (remote errors also: a network error,
+ * -ENOENT for a dataset the server does not have). Checks that the budget holds the stream's
  * working set (the frames that are live at once, plus the batches ahead)
  * and fails with -ENOBUFS naming the bytes needed otherwise. Errors also:
  * those of quai_dataset_open(), -EINVAL (rank, world, partitions; err lists
@@ -521,6 +523,105 @@ QUAI_API int quai_stream_stats(quai_stream *s, struct quai_stream_stats *stats);
 
 /* Closes the stream; batches still held are released. NULL is a no-op. */
 QUAI_API void quai_stream_close(quai_stream *s);
+
+/* ------------------------------------------------------------------------
+ * Remote datasets: quaid (docs/PROTOCOL.md, docs/quaid.md)
+ *
+ * A remote URI is quai://HOST[:PORT]/NAME (the port defaults to 7470; an
+ * IPv6 host goes in brackets). The fabric provider is $FI_PROVIDER, else
+ * tcp;ofi_rxm. A server that stops answering for $QUAI_REMOTE_TIMEOUT
+ * seconds (default 15) ends the call with -ETIMEDOUT. Streams take remote
+ * URIs in quai_stream_open().
+ * ------------------------------------------------------------------------ */
+
+/* One dataset a server offers. Strings valid during the callback only. */
+struct quai_remote_dataset {
+	const char *name;
+	int kind;	    /* enum quai_record_kind */
+	int classification; /* enum quai_class */
+	const char *zone;
+	uint64_t records;
+	uint64_t raw_bytes;
+	uint64_t compressed_bytes;
+	uint32_t shards;
+};
+/* Return 0 to go on; non-zero stops the listing, which returns it. */
+typedef int (*quai_remote_list_fn)(const struct quai_remote_dataset *d, void *arg);
+
+/* Lists the datasets served at quai://HOST[:PORT]/, in name order.
+ * Returns 0, a network error (-ETIMEDOUT, -EHOSTUNREACH, -ECONNRESET),
+ * -QUAI_EVERSION, or what fn returned; err as in quai_pack(). */
+QUAI_API int quai_remote_list(const char *uri, quai_remote_list_fn fn, void *arg, char *err,
+			      size_t err_len);
+
+/* Fetches the manifest.json of quai://HOST[:PORT]/NAME into a new buffer
+ * (NUL-terminated; free() it), checked: its checksum and every field, as
+ * quai_dataset_open() checks a local one. Returns 0, -ENOENT, -QUAI_ECORRUPT,
+ * -QUAI_EFORMAT, or a network error. */
+QUAI_API int quai_remote_manifest(const char *uri, char **ret_text, size_t *ret_len, char *err,
+				  size_t err_len);
+
+/* Opens what a server says of quai://HOST[:PORT]/NAME: its manifest,
+ * checked as quai_remote_manifest() checks it. quai_dataset_info() and
+ * quai_dataset_shard() work on it; reading records (locate, record names,
+ * readers) returns -ENODATA: stream the dataset or pull it. Close it with
+ * quai_dataset_close(). Errors as quai_remote_manifest(). */
+QUAI_API int quai_remote_open(const char *uri, quai_dataset **ret_ds, char *err, size_t err_len);
+
+enum quai_stat_format {
+	QUAI_STAT_TEXT = 0, /* lines for people */
+	QUAI_STAT_JSON = 1, /* one JSON object (docs/quaid.md, "Statistics") */
+};
+
+/* Fetches the statistics of the quaid at quai://HOST[:PORT]/: its clients,
+ * streams, bytes served and rate, as text or JSON in a new NUL-terminated
+ * buffer (free() it). Returns 0 or a network error; err as in quai_pack(). */
+QUAI_API int quai_remote_stat(const char *uri, int format, char **ret_text, size_t *ret_len,
+			      char *err, size_t err_len);
+
+struct quai_xfer_progress {
+	uint64_t bytes_done;	/* moved so far, this run */
+	uint64_t bytes_total;	/* to move this run (what was there already excluded) */
+	uint64_t bytes_skipped; /* already at the destination from an earlier run */
+	uint32_t files_done;
+	uint32_t files_total;
+};
+/* Called about every 100 ms and once at the end; non-zero cancels
+ * (-ECANCELED; what was moved stays for a re-run to resume). */
+typedef int (*quai_xfer_progress_fn)(const struct quai_xfer_progress *p, void *arg);
+
+struct quai_xfer_opts {
+	size_t size; /* sizeof(struct quai_xfer_opts) */
+	quai_xfer_progress_fn progress;
+	void *progress_arg;
+	int unpack; /* quai_pull: restore the records at dest (as quai_unpack) */
+};
+
+struct quai_xfer_result {
+	uint64_t bytes_moved;	/* over the fabric, this run */
+	uint64_t bytes_skipped; /* already there from an interrupted run */
+	uint32_t files;
+};
+
+/* Copies the dataset at quai://HOST[:PORT]/NAME to the directory `dest`:
+ * every file is verified (quai_verify) before the dataset appears at dest,
+ * whole or not at all. An interrupted pull leaves its hidden partial
+ * directory beside dest; a re-run of the same pull keeps the bytes already
+ * there and fetches only the rest. With opts->unpack, the records are
+ * restored at dest instead (quai_unpack) and nothing else stays. Returns 0,
+ * -QUAI_EEXISTS, -ENOENT, -QUAI_ECORRUPT (nothing published), a network
+ * error, -ENOSPC... err as in quai_pack(). */
+QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer_opts *opts,
+		       struct quai_xfer_result *ret_result, char *err, size_t err_len);
+
+/* Sends the dataset directory `src` to quai://HOST[:PORT]/NAME. The server
+ * writes it under a temporary name, verifies every checksum, fsyncs and
+ * renames it: it appears whole or not at all. A re-run after an interruption
+ * sends only what the server does not have yet. Returns 0, -QUAI_EEXISTS,
+ * -QUAI_ECORRUPT (refused by the server's verification: nothing published),
+ * -QUAI_EPOLICY, a network error... err as in quai_pack(). */
+QUAI_API int quai_push(const char *src, const char *uri, const struct quai_xfer_opts *opts,
+		       struct quai_xfer_result *ret_result, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * quaid's service: sessions, remote streams, listings, pulls and pushes
+ * over the fabric, on the staging engine. Private to the library; the
+ * quaid program (tools/quaid.c) is a thin main over it.
+ */
+#ifndef QUAI_STAGER_SERVER_H
+#define QUAI_STAGER_SERVER_H
+
+#include <stddef.h>
+
+#include "svcconf.h"
+
+struct qsrv;
+
+/* How the service reports: level is enum qsvc_log_level, msg one line
+ * without newline. Called from any of the service's threads, one call at
+ * a time. */
+typedef void (*qsrv_log_fn)(int level, const char *msg, void *arg);
+
+/* Creates the service: the pinned pool and workers, and the listening
+ * endpoint (so an address in use fails here). conf is copied. Returns 0,
+ * or -errno / -QUAI_E* with err saying what failed. */
+int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struct qsrv **ret,
+	     char *err, size_t err_len);
+
+/* Serves until qsrv_stop(): then refuses new sessions, ends every stream
+ * and transfer cleanly, says goodbye to clients and returns 0. */
+int qsrv_run(struct qsrv *s);
+
+/* Asks qsrv_run() to return. Async-signal-safe. */
+void qsrv_stop(struct qsrv *s);
+
+/* Re-reads what can change while running (the datasets under the roots).
+ * Thread-safe. */
+void qsrv_reload(struct qsrv *s);
+
+/* The address actually listened on ("127.0.0.1:7470"), after qsrv_new. */
+const char *qsrv_address(const struct qsrv *s);
+
+void qsrv_free(struct qsrv *s);
+
+#endif /* QUAI_STAGER_SERVER_H */

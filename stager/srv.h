@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * quaid's service, inside: the server object, sessions, and the helpers
+ * that server.c (sessions, dispatch, listings, streams) and srv_xfer.c
+ * (pulls and pushes) share. Private to the library.
+ */
+#ifndef QUAI_STAGER_SRV_H
+#define QUAI_STAGER_SRV_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "fabric.h"
+#include "proto.h"
+#include "server.h"
+
+/* Every RMA operation the server posts starts with this: on_done calls
+ * done(op, status) on the progress thread. */
+struct srv_op {
+	void (*done)(struct srv_op *op, int status);
+};
+
+struct sstream;
+struct sxfer;
+
+struct session {
+	struct qsrv *srv;
+	uint64_t id;	/* for logs: "session 7" */
+	uint32_t token; /* random, nonzero: the id messages name it by */
+	uint64_t peer;
+	char host[QP_NAME_MAX + 1];
+	uint32_t pid;
+	uint64_t last_rx_ns;
+	uint64_t mem_used; /* pinned bytes held for this client */
+	unsigned nstreams;
+	int refs; /* work items and operations that still use it */
+	int dead; /* being torn down: no new work */
+	int bye;  /* the client ended it (BYE): nothing to tell it */
+	char why[256];
+	struct sstream *streams;
+	struct sxfer *xfers;
+	uint64_t bytes_out, bytes_in;
+	struct session *next;
+};
+
+struct qsrv {
+	struct qsvc_conf conf;
+	qsrv_log_fn log;
+	void *log_arg;
+	pthread_mutex_t log_mu;
+
+	quai_ctx *ctx;
+	struct qf_ep *ep;
+	struct qf_mr *pool_mr; /* the whole pinned pool: every buffer we post */
+	struct qf_handlers h;
+	char addr[300];
+	struct qp_msg *rx; /* the progress thread's decode buffer */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* streams, transfers and the work queue wait here */
+	struct session *sessions;
+	unsigned nsessions;
+	uint64_t next_id;
+	struct work *wq_head, *wq_tail;
+	pthread_t *svc;
+	unsigned nsvc;
+	int stopping;
+	int stop_pipe[2];
+
+	uint64_t started_ns;
+	uint64_t bytes_served, batches_served, streams_opened, sessions_total;
+	uint64_t rate_bytes, rate_ns;
+	uint64_t rate_bps; /* bytes served per second, over the last second */
+};
+
+uint64_t srv_now_ns(void);
+void srv_log(struct qsrv *srv, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Sends m (h.req set by the caller) to the session's client, retrying
+ * back-pressure for a while. Not from the progress thread. */
+int srv_send(struct session *se, struct qp_msg *m);
+/* Sends OK / ERROR for request `req`. err is a negative code. */
+int srv_ok(struct session *se, uint64_t req);
+int srv_error(struct session *se, uint64_t req, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Ends a session: it is torn down by the service loop. Under srv->mu. */
+void srv_kill_locked(struct session *se, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The directory of dataset `name` under the roots (or push_root), with a
+ * manifest. Returns 0, -ENOENT, or -EINVAL for a name that is not one. */
+int srv_dataset_path(struct qsrv *srv, const char *name, char *buf, size_t len);
+
+/* Accounting of a session's pinned memory. Under srv->mu. Returns 0 or
+ * -ENOBUFS. */
+int srv_mem_take_locked(struct session *se, uint64_t bytes);
+void srv_mem_give_locked(struct session *se, uint64_t bytes);
+
+/* Pulls and pushes (srv_xfer.c). Each handles one request in a service
+ * thread; xfer_close_all tears a dying session's transfers down. */
+void srvx_pull_open(struct session *se, const struct qp_msg *m);
+void srvx_push_open(struct session *se, const struct qp_msg *m);
+int srvx_slots(struct session *se, const struct qp_msg *m); /* -ENOENT: not a transfer */
+void srvx_read(struct session *se, const struct qp_msg *m);
+void srvx_put(struct session *se, const struct qp_msg *m);
+void srvx_push_status(struct session *se, const struct qp_msg *m);
+void srvx_commit(struct session *se, const struct qp_msg *m);
+void srvx_close(struct session *se, const struct qp_msg *m);
+void srvx_close_all(struct session *se);
+
+#endif /* QUAI_STAGER_SRV_H */

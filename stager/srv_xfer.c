@@ -1,0 +1,1409 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * quaid's pulls and pushes (docs/PROTOCOL.md "Transfers"): whole files of
+ * a dataset, moved by RMA in chunks, so that a client can copy a dataset
+ * out, or send one in, resumably and verified.
+ *
+ * A pull serves exactly the files its manifest names (manifest.json, every
+ * shard and index). Each READ is read from disk into a block of the pinned
+ * pool on the service thread that handles it, then RMA-written into the
+ * client's slot with (tag, slot) as completion data; the block goes back
+ * to the pool when the write completes.
+ *
+ * A push lands in push_root/.NAME.quai-partial, flocked for as long as the
+ * transfer is open. Each PUT is RMA-read from the client into a pool block;
+ * its completion hands the block to the transfer's writer thread (never
+ * disk I/O on the progress thread), which writes the chunks of each file
+ * strictly in order: a chunk that arrives before its predecessor waits for
+ * it. So every file in the partial is always a hole-free prefix of the
+ * real file, and its size says exactly what a resumed push still has to
+ * send, even after a crash of the client or of quaid. COMMIT checks every
+ * checksum (quai_verify) before the partial is renamed into place.
+ *
+ * Locking: srv->mu guards every transfer's state, as it guards streams.
+ * A transfer is referenced (refs) by the service threads working on it,
+ * and its RMA operations (rma) reference it until they complete; it is
+ * freed only when both are gone.
+ */
+#include "srv.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+#include "manifest.h"
+
+#define SX_MAX_CHUNK (4u << 20)
+#define SX_MAX_INFLIGHT 8u
+#define SX_POOL_WAIT_NS (10ull * 1000000000ull)
+#define SX_DRAIN_WAIT_NS (10ull * 1000000000ull)
+#define SX_MANIFEST "manifest.json"
+/* The manifest of an unfinished transfer: it names the dataset the files
+ * of the partial directory belong to, and becomes manifest.json only when
+ * every other file is whole, so the partial never looks like a dataset. */
+#define SX_MANIFEST_TMP "manifest.json.tmp"
+
+struct sxfile {
+	char name[QMF_SHARD_NAME_LEN];
+	uint64_t size;	      /* what the manifest says */
+	int fd;		      /* -1 until first used */
+	uint64_t next;	      /* push: bytes written, from 0, without a hole */
+	struct sxchunk *held; /* push: chunks waiting for `next`, by offset */
+};
+
+/* One READ or PUT: a pool block and the RMA operation that moves it. */
+struct sxchunk {
+	struct srv_op op;
+	struct sxfer *x;
+	struct sxfile *f; /* NULL: the manifest of a push */
+	uint64_t req;
+	uint64_t off;
+	uint32_t len;
+	uint8_t *buf;
+	int status;
+	struct sxchunk *next;
+};
+
+struct sxfer {
+	struct session *se;
+	uint64_t id;
+	uint32_t tag;
+	int push;
+	int sensitive;
+	char name[QP_NAME_MAX + 1];
+	char dir[PATH_MAX];  /* pull: the dataset; push: the partial directory */
+	char dest[PATH_MAX]; /* push: where COMMIT publishes it */
+	int dfd;	     /* dir; a push holds its flock */
+	uint32_t max_chunk, max_inflight;
+	uint64_t mem; /* accounted to the session */
+	struct sxfile *files;
+	uint32_t nfiles;
+
+	/* pull */
+	int have_slots;
+	uint32_t nslots;
+	uint64_t slot_bytes, raddr, rkey;
+
+	/* push */
+	uint64_t manifest_len;
+	uint8_t classification;
+	char zone[QP_ZONE_MAX + 1];
+	uint8_t *mtext;
+	uint64_t mgot;
+	int have_manifest;
+	uint32_t have_cursor; /* PUSH_STATUS pages */
+	struct sxchunk *wq_head, *wq_tail;
+	pthread_t writer;
+	int writer_started, writer_stop;
+	int werr; /* a write failed: every later PUT fails with it */
+	char werr_msg[QP_TEXT_MAX + 1];
+	int committing; /* COMMIT runs: no PUT is taken */
+	int committed;
+
+	unsigned refs;	 /* service threads using it */
+	unsigned rma;	 /* RMA operations posted, not completed */
+	unsigned nbuf;	 /* pool blocks held */
+	unsigned queued; /* push: chunks read, not yet written */
+	int closing;
+	struct sxfer *next;
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static int valid_name(const char *name)
+{
+	return name[0] && name[0] != '.' && qmf_check_name(name) == 0;
+}
+
+static void timed_wait(struct qsrv *srv, int ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += (long)ms * 1000000L;
+	while (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&srv->cv, &srv->mu, &ts);
+}
+
+static struct sxfile *find_file(struct sxfer *x, const char *name)
+{
+	for (uint32_t i = 0; i < x->nfiles; i++)
+		if (strcmp(x->files[i].name, name) == 0)
+			return &x->files[i];
+	return NULL;
+}
+
+/* The transfer `id` of the session, referenced; NULL when there is none
+ * (or it is closing). Under srv->mu. */
+static struct sxfer *get_locked(struct session *se, uint64_t id)
+{
+	for (struct sxfer *x = se->xfers; x; x = x->next)
+		if (x->id == id && !x->closing) {
+			x->refs++;
+			return x;
+		}
+	return NULL;
+}
+
+static struct sxfer *get(struct session *se, uint64_t id)
+{
+	pthread_mutex_lock(&se->srv->mu);
+	struct sxfer *x = get_locked(se, id);
+	pthread_mutex_unlock(&se->srv->mu);
+	return x;
+}
+
+static void put(struct sxfer *x)
+{
+	struct qsrv *srv = x->se->srv;
+	pthread_mutex_lock(&srv->mu);
+	x->refs--;
+	pthread_cond_broadcast(&srv->cv);
+	pthread_mutex_unlock(&srv->mu);
+}
+
+/* Whether work on x should stop. Under srv->mu. */
+static int stopping_locked(struct sxfer *x)
+{
+	return x->closing || x->se->dead || x->se->srv->stopping;
+}
+
+/* A pool block for a chunk: at most max_inflight per transfer, and, when
+ * the pool is full, waiting a while for other streams and transfers to
+ * give blocks back. Returns 0, -ENOBUFS or -ECANCELED. */
+static int take_block(struct sxfer *x, size_t len, uint8_t **ret)
+{
+	struct qsrv *srv = x->se->srv;
+	uint64_t t0 = srv_now_ns();
+	int r;
+	pthread_mutex_lock(&srv->mu);
+	for (;;) {
+		if (stopping_locked(x)) {
+			r = -ECANCELED;
+			break;
+		}
+		/* The client counts a READ done when its bytes land, a moment
+		 * before the write completes here: wait for that moment rather
+		 * than refuse. */
+		if (x->nbuf < x->max_inflight) {
+			r = qpool_alloc(srv->ctx->pool, len, (void **)ret);
+			if (r == 0) {
+				x->nbuf++;
+				break;
+			}
+			if (r != -ENOMEM || srv_now_ns() - t0 > SX_POOL_WAIT_NS) {
+				r = -ENOBUFS;
+				break;
+			}
+		}
+		timed_wait(srv, 50);
+	}
+	pthread_mutex_unlock(&srv->mu);
+	return r;
+}
+
+/* Gives a chunk's block back; a sensitive dataset's bytes are wiped first. */
+static void give_block_locked(struct sxfer *x, struct sxchunk *c)
+{
+	if (!c->buf)
+		return;
+	if (x->sensitive)
+		explicit_bzero(c->buf, c->len);
+	qpool_release(x->se->srv->ctx->pool, c->buf);
+	c->buf = NULL;
+	x->nbuf--;
+	pthread_cond_broadcast(&x->se->srv->cv);
+}
+
+static void give_block(struct sxfer *x, struct sxchunk *c)
+{
+	pthread_mutex_lock(&x->se->srv->mu);
+	give_block_locked(x, c);
+	pthread_mutex_unlock(&x->se->srv->mu);
+}
+
+/* Reserves the transfer's blocks against the client's share of the pool,
+ * fewer of them when the share is short. Returns 0 or -ENOBUFS. */
+static int reserve(struct sxfer *x)
+{
+	struct session *se = x->se;
+	struct qsrv *srv = se->srv;
+	size_t rma = qf_max_rma(srv->ep);
+	x->max_chunk = SX_MAX_CHUNK;
+	if (rma && rma < x->max_chunk)
+		x->max_chunk = (uint32_t)(rma / QPOOL_ALIGN * QPOOL_ALIGN);
+	if (x->max_chunk < QPOOL_ALIGN)
+		x->max_chunk = QPOOL_ALIGN;
+	pthread_mutex_lock(&srv->mu);
+	uint64_t left = srv->conf.client_memory - se->mem_used;
+	x->max_inflight = SX_MAX_INFLIGHT;
+	while (x->max_inflight > 1 && (uint64_t)x->max_inflight * x->max_chunk > left)
+		x->max_inflight--;
+	while (x->max_chunk > 64 * 1024 && x->max_chunk > left)
+		x->max_chunk /= 2;
+	int r = srv_mem_take_locked(se, (uint64_t)x->max_inflight * x->max_chunk);
+	if (r == 0)
+		x->mem = (uint64_t)x->max_inflight * x->max_chunk;
+	pthread_mutex_unlock(&srv->mu);
+	return r;
+}
+
+static struct sxfer *xfer_new(struct session *se, uint32_t tag, int push, const char *name)
+{
+	struct sxfer *x = calloc(1, sizeof(*x));
+	if (!x)
+		return NULL;
+	x->se = se;
+	x->tag = tag;
+	x->push = push;
+	x->dfd = -1;
+	snprintf(x->name, sizeof(x->name), "%s", name);
+	return x;
+}
+
+static void close_files(struct sxfer *x)
+{
+	for (uint32_t i = 0; i < x->nfiles; i++)
+		if (x->files[i].fd >= 0) {
+			close(x->files[i].fd);
+			x->files[i].fd = -1;
+		}
+}
+
+/* Frees what a transfer holds; its operations are over and its writer
+ * stopped. Closing the directory drops a push's flock: the partial stays
+ * for a resumed push. */
+static void xfer_release(struct sxfer *x)
+{
+	struct qsrv *srv = x->se->srv;
+	pthread_mutex_lock(&srv->mu);
+	while (x->wq_head) {
+		struct sxchunk *c = x->wq_head;
+		x->wq_head = c->next;
+		give_block_locked(x, c);
+		free(c);
+	}
+	for (uint32_t i = 0; i < x->nfiles; i++)
+		while (x->files[i].held) {
+			struct sxchunk *c = x->files[i].held;
+			x->files[i].held = c->next;
+			give_block_locked(x, c);
+			free(c);
+		}
+	srv_mem_give_locked(x->se, x->mem);
+	x->mem = 0;
+	pthread_mutex_unlock(&srv->mu);
+	close_files(x);
+	if (x->dfd >= 0)
+		close(x->dfd);
+	free(x->files);
+	free(x->mtext);
+	free(x);
+}
+
+/* Stops a transfer that is unlinked from its session: waits for the
+ * service threads working on it and for its RMA operations, stops its
+ * writer, and frees it. */
+static void xfer_free(struct sxfer *x)
+{
+	struct qsrv *srv = x->se->srv;
+	pthread_mutex_lock(&srv->mu);
+	x->closing = 1;
+	pthread_cond_broadcast(&srv->cv);
+	while (x->refs)
+		pthread_cond_wait(&srv->cv, &srv->mu);
+	/* Operations still on the wire read or write its blocks: they
+	 * complete (or fail) before any block is given back. */
+	uint64_t t0 = srv_now_ns();
+	while (x->rma && srv_now_ns() - t0 < SX_DRAIN_WAIT_NS)
+		timed_wait(srv, 100);
+	int stuck = x->rma != 0;
+	x->writer_stop = 1;
+	pthread_cond_broadcast(&srv->cv);
+	pthread_mutex_unlock(&srv->mu);
+	if (x->writer_started)
+		pthread_join(x->writer, NULL);
+	if (stuck) {
+		srv_log(srv, QSVC_LOG_WARNING,
+			"session %" PRIu64 ": transfer %" PRIu64 ": %u RMA operations never "
+			"completed; leaving their memory aside",
+			x->se->id, x->id, x->rma);
+		return;
+	}
+	srv_log(srv, QSVC_LOG_INFO, "session %" PRIu64 ": %s of %s closed%s", x->se->id,
+		x->push ? "push" : "pull", x->name,
+		x->push && !x->committed ? " (the partial stays for a resumed push)" : "");
+	xfer_release(x);
+}
+
+/* Links a new transfer into its session, unless the session died
+ * meanwhile (then srvx_close_all has run or will not see it). */
+static int link_xfer(struct session *se, struct sxfer *x)
+{
+	struct qsrv *srv = se->srv;
+	pthread_mutex_lock(&srv->mu);
+	if (se->dead || srv->stopping) {
+		pthread_mutex_unlock(&srv->mu);
+		return -ECANCELED;
+	}
+	x->id = ++srv->next_id;
+	x->next = se->xfers;
+	se->xfers = x;
+	pthread_mutex_unlock(&srv->mu);
+	return 0;
+}
+
+static int send_ready(struct session *se, uint64_t req, struct sxfer *x)
+{
+	struct qp_msg m = {.h = {.type = QP_XFER_READY, .req = req}};
+	m.u.xfer_ready.xfer = x->id;
+	m.u.xfer_ready.max_chunk = x->max_chunk;
+	m.u.xfer_ready.max_inflight = x->max_inflight;
+	return srv_send(se, &m);
+}
+
+/* ---- pull -------------------------------------------------------------- */
+
+void srvx_pull_open(struct session *se, const struct qp_msg *m)
+{
+	struct qsrv *srv = se->srv;
+	const struct qp_pull_open *po = &m->u.pull_open;
+	char path[PATH_MAX], perr[256];
+	uint8_t *text = NULL;
+	size_t len = 0;
+	struct qmf mf;
+	int r = srv_dataset_path(srv, po->name, path, sizeof(path));
+	if (r < 0) {
+		srv_error(se, m->h.req, r == -EINVAL ? -EINVAL : -ENOENT,
+			  r == -EINVAL ? "'%s' is not a dataset name" : "no dataset '%s' here",
+			  po->name);
+		return;
+	}
+	struct sxfer *x = xfer_new(se, po->tag, 0, po->name);
+	if (!x) {
+		srv_error(se, m->h.req, -ENOMEM, "out of memory");
+		return;
+	}
+	snprintf(x->dir, sizeof(x->dir), "%s", path);
+	/* The directory stays open: what is served is what was opened, even
+	 * if the name is moved meanwhile. */
+	x->dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	r = x->dfd < 0 ? -errno : qfs_read_file(x->dfd, SX_MANIFEST, QMF_MAX_BYTES, &text, &len);
+	if (r < 0) {
+		srv_error(se, m->h.req, r, "%s/%s: %s", po->name, SX_MANIFEST, strerror(-r));
+		goto fail;
+	}
+	r = qmf_parse((const char *)text, len, &mf, perr, sizeof(perr));
+	free(text);
+	if (r < 0) {
+		srv_error(se, m->h.req, r, "%s/%s: %s", po->name, SX_MANIFEST, perr);
+		goto fail;
+	}
+	x->sensitive = mf.classification == QUAI_CLASS_SENSITIVE;
+	x->nfiles = 1 + 2 * mf.nshards;
+	x->files = calloc(x->nfiles, sizeof(*x->files));
+	if (!x->files) {
+		qmf_release(&mf);
+		srv_error(se, m->h.req, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	snprintf(x->files[0].name, sizeof(x->files[0].name), "%s", SX_MANIFEST);
+	x->files[0].size = len;
+	x->files[0].fd = -1;
+	for (uint32_t i = 0; i < mf.nshards; i++) {
+		struct sxfile *fs = &x->files[1 + 2 * i], *fi = fs + 1;
+		snprintf(fs->name, sizeof(fs->name), "%s", mf.shards[i].file);
+		fs->size = mf.shards[i].compressed_bytes;
+		fs->fd = -1;
+		snprintf(fi->name, sizeof(fi->name), "%s", mf.shards[i].index);
+		fi->size = mf.shards[i].index_bytes;
+		fi->fd = -1;
+	}
+	qmf_release(&mf);
+	r = reserve(x);
+	if (r < 0) {
+		srv_error(se, m->h.req, -ENOBUFS,
+			  "a pull needs at least %u KiB of quaid's pinned memory; this client has "
+			  "%" PRIu64 " MiB (client_memory) and holds %" PRIu64 " MiB",
+			  x->max_chunk >> 10, srv->conf.client_memory >> 20, se->mem_used >> 20);
+		goto fail;
+	}
+	if (link_xfer(se, x) < 0)
+		goto fail;
+	srv_log(srv, QSVC_LOG_INFO,
+		"session %" PRIu64 " (%s pid %" PRIu32 "): pull %" PRIu64 " of %s, %u files",
+		se->id, se->host, se->pid, x->id, x->name, x->nfiles);
+	send_ready(se, m->h.req, x);
+	return;
+fail:
+	xfer_release(x);
+}
+
+int srvx_slots(struct session *se, const struct qp_msg *m)
+{
+	const struct qp_slots *sl = &m->u.slots;
+	struct qsrv *srv = se->srv;
+	const char *bad = NULL;
+	pthread_mutex_lock(&srv->mu);
+	struct sxfer *x = get_locked(se, sl->id);
+	if (!x) {
+		pthread_mutex_unlock(&srv->mu);
+		return -ENOENT;
+	}
+	if (x->push)
+		bad = "a push has no slots: quaid reads from the client's buffers";
+	else if (x->have_slots)
+		bad = "the transfer has its slots already";
+	else if (sl->nslots == 0 || sl->nslots > QP_SLOTS_MAX)
+		bad = "a ring holds 1 to 65536 slots";
+	else if (sl->slot_bytes == 0 || sl->slot_bytes > UINT64_MAX / sl->nslots)
+		bad = "the slots have no room";
+	if (!bad) {
+		x->have_slots = 1;
+		x->nslots = sl->nslots;
+		x->slot_bytes = sl->slot_bytes;
+		x->raddr = sl->addr;
+		x->rkey = sl->key;
+	}
+	x->refs--;
+	pthread_cond_broadcast(&srv->cv);
+	pthread_mutex_unlock(&srv->mu);
+	if (bad)
+		srv_error(se, m->h.req, -EINVAL, "SLOTS for transfer %" PRIu64 ": %s", sl->id, bad);
+	else
+		srv_ok(se, m->h.req);
+	return 0;
+}
+
+static void read_done(struct srv_op *op, int status)
+{
+	struct sxchunk *c = (struct sxchunk *)op;
+	struct sxfer *x = c->x;
+	struct session *se = x->se;
+	struct qsrv *srv = se->srv;
+	pthread_mutex_lock(&srv->mu);
+	give_block_locked(x, c);
+	x->rma--;
+	/* The client waits for the landing, which will never come: only the
+	 * end of the session tells it (a failed write means the client's
+	 * memory or the connection went away anyway). */
+	if (status < 0)
+		srv_kill_locked(se, "writing %s of %s to the client failed: %s", c->f->name,
+				x->name, strerror(-status));
+	pthread_cond_broadcast(&srv->cv);
+	pthread_mutex_unlock(&srv->mu);
+	free(c);
+}
+
+/* Opens (once) a file of the transfer's directory. Under no lock: two
+ * threads may race to open it, and one keeps its descriptor. */
+static int file_fd(struct sxfer *x, struct sxfile *f, int flags)
+{
+	struct qsrv *srv = x->se->srv;
+	pthread_mutex_lock(&srv->mu);
+	int fd = f->fd;
+	pthread_mutex_unlock(&srv->mu);
+	if (fd >= 0)
+		return fd;
+	fd = openat(x->dfd, f->name, flags | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	pthread_mutex_lock(&srv->mu);
+	if (f->fd >= 0) {
+		close(fd);
+		fd = f->fd;
+	} else {
+		f->fd = fd;
+	}
+	pthread_mutex_unlock(&srv->mu);
+	return fd;
+}
+
+void srvx_read(struct session *se, const struct qp_msg *m)
+{
+	const struct qp_read *rd = &m->u.read;
+	struct qsrv *srv = se->srv;
+	struct sxfer *x = get(se, rd->xfer);
+	uint8_t *buf = NULL;
+	int r;
+	if (!x) {
+		srv_error(se, m->h.req, -ENOENT, "no transfer %" PRIu64, rd->xfer);
+		return;
+	}
+	if (x->push) {
+		srv_error(se, m->h.req, -EINVAL, "READ of a push: use PUT");
+		goto out;
+	}
+	struct sxfile *f = find_file(x, rd->file);
+	if (!f) {
+		srv_error(se, m->h.req, -ENOENT, "'%s' is not a file of dataset %s", rd->file,
+			  x->name);
+		goto out;
+	}
+	if (!x->have_slots) {
+		srv_error(se, m->h.req, -EPROTO, "READ before SLOTS");
+		goto out;
+	}
+	if (rd->len == 0 || rd->len > x->max_chunk || rd->len > x->slot_bytes ||
+	    rd->slot >= x->nslots || rd->offset > f->size || rd->len > f->size - rd->offset) {
+		srv_error(se, m->h.req, -EINVAL,
+			  "READ of %s [%" PRIu64 ", +%" PRIu32 ") into slot %" PRIu32
+			  ": outside the file (%" PRIu64 " bytes), the chunk limit (%" PRIu32
+			  ") or the ring (%" PRIu32 " slots of %" PRIu64 " bytes)",
+			  rd->file, rd->offset, rd->len, rd->slot, f->size, x->max_chunk, x->nslots,
+			  x->slot_bytes);
+		goto out;
+	}
+	r = take_block(x, rd->len, &buf);
+	if (r == -ECANCELED)
+		goto out;
+	if (r < 0) {
+		srv_error(se, m->h.req, r, "quaid's pinned pool is full: try again later");
+		goto out;
+	}
+	int fd = file_fd(x, f, O_RDONLY);
+	ssize_t n = fd < 0 ? fd : qfs_pread_full(fd, buf, rd->len, rd->offset);
+	if (n < 0 || (size_t)n < rd->len) {
+		struct sxchunk tmp = {.buf = buf, .len = rd->len};
+		give_block(x, &tmp);
+		if (n < 0)
+			srv_error(se, m->h.req, (int)n, "%s/%s: read error: %s", x->name, f->name,
+				  strerror((int)-n));
+		else
+			srv_error(se, m->h.req, -EIO,
+				  "%s/%s: the file ends at %" PRIu64 ", before the %" PRIu64
+				  " bytes its manifest says",
+				  x->name, f->name, rd->offset + (uint64_t)n, f->size);
+		goto out;
+	}
+	struct sxchunk *c = calloc(1, sizeof(*c));
+	if (!c) {
+		struct sxchunk tmp = {.buf = buf, .len = rd->len};
+		give_block(x, &tmp);
+		srv_error(se, m->h.req, -ENOMEM, "out of memory");
+		goto out;
+	}
+	*c = (struct sxchunk){.op.done = read_done,
+			      .x = x,
+			      .f = f,
+			      .req = m->h.req,
+			      .off = rd->offset,
+			      .len = rd->len,
+			      .buf = buf};
+	struct qf_iov iov = {buf, rd->len, srv->pool_mr};
+	uint64_t raddr = x->raddr + (uint64_t)rd->slot * x->slot_bytes;
+	uint32_t data = qp_cq_data(x->tag, rd->slot);
+	pthread_mutex_lock(&srv->mu);
+	x->rma++;
+	pthread_mutex_unlock(&srv->mu);
+	for (;;) {
+		r = qf_write(srv->ep, se->peer, &iov, 1, raddr, x->rkey, data, &c->op);
+		if (r != -EAGAIN)
+			break;
+		pthread_mutex_lock(&srv->mu);
+		int stop = stopping_locked(x);
+		pthread_mutex_unlock(&srv->mu);
+		if (stop)
+			break;
+		qf_wait_progress(srv->ep, 100);
+	}
+	if (r < 0) {
+		pthread_mutex_lock(&srv->mu);
+		x->rma--;
+		give_block_locked(x, c);
+		pthread_mutex_unlock(&srv->mu);
+		free(c);
+		if (r != -EAGAIN)
+			srv_error(se, m->h.req, r, "%s/%s: cannot write to the client: %s", x->name,
+				  f->name, strerror(-r));
+		goto out;
+	}
+	pthread_mutex_lock(&srv->mu);
+	se->bytes_out += rd->len;
+	srv->bytes_served += rd->len;
+	pthread_mutex_unlock(&srv->mu);
+out:
+	put(x);
+}
+
+/* ---- push: the writer -------------------------------------------------- */
+
+static int pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Replies to a PUT, unless nobody listens any more (a reply to a dead
+ * session would only wait out the send timeout). */
+static void put_reply(struct sxfer *x, uint64_t req, int err, const char *msg)
+{
+	struct qsrv *srv = x->se->srv;
+	pthread_mutex_lock(&srv->mu);
+	int gone = x->se->dead;
+	pthread_mutex_unlock(&srv->mu);
+	if (gone)
+		return;
+	if (err < 0)
+		srv_error(x->se, req, err, "%s", msg);
+	else
+		srv_ok(x->se, req);
+}
+
+/* Removes every file of the partial directory but `keep`. */
+static int clear_partial(struct sxfer *x, const char *keep)
+{
+	int fd = dup(x->dfd);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	int r = 0;
+	struct dirent *de;
+	rewinddir(d);
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+		    (keep && strcmp(de->d_name, keep) == 0))
+			continue;
+		if (unlinkat(x->dfd, de->d_name, 0) < 0 && errno != ENOENT && r == 0)
+			r = -errno;
+	}
+	closedir(d);
+	return r;
+}
+
+/* The whole manifest is in: check it against PUSH_OPEN, decide whether the
+ * partial's files belong to it, and set up the files. Writer thread. */
+static int manifest_complete(struct sxfer *x, char *msg, size_t msg_len)
+{
+	char perr[256];
+	struct qmf mf;
+	int r = qmf_parse((const char *)x->mtext, x->manifest_len, &mf, perr, sizeof(perr));
+	if (r < 0) {
+		snprintf(msg, msg_len, "%s/%s: %s", x->name, SX_MANIFEST, perr);
+		return r;
+	}
+	const char *bad = NULL;
+	if (strcmp(mf.name, x->name) != 0)
+		bad = "name";
+	else if (mf.classification != x->classification)
+		bad = "classification";
+	else if (strcmp(mf.zone, x->zone) != 0)
+		bad = "zone";
+	if (bad) {
+		snprintf(msg, msg_len,
+			 "%s/%s: its %s (dataset '%s', %s, zone %s) is not what PUSH_OPEN said "
+			 "('%s', %s, zone %s)",
+			 x->name, SX_MANIFEST, bad, mf.name, quai_class_name(mf.classification),
+			 mf.zone, x->name, quai_class_name(x->classification), x->zone);
+		qmf_release(&mf);
+		return -EINVAL;
+	}
+	/* What a partial holds belongs to the manifest it has: the same one
+	 * means a resumed push; any other, a different dataset. */
+	uint8_t *old = NULL;
+	size_t old_len = 0;
+	int same = 0;
+	if (qfs_read_file(x->dfd, SX_MANIFEST_TMP, QMF_MAX_BYTES, &old, &old_len) == 0 ||
+	    qfs_read_file(x->dfd, SX_MANIFEST, QMF_MAX_BYTES, &old, &old_len) == 0) {
+		same = old_len == x->manifest_len && memcmp(old, x->mtext, old_len) == 0;
+		free(old);
+	}
+	if (!same) {
+		r = clear_partial(x, NULL);
+		if (r == 0)
+			r = qfs_write_file(x->dfd, SX_MANIFEST_TMP, x->mtext, x->manifest_len);
+		if (r == 0 && fsync(x->dfd) < 0)
+			r = -errno;
+		if (r < 0) {
+			snprintf(msg, msg_len, "push_root: %s writing %s of %s", strerror(-r),
+				 SX_MANIFEST, x->name);
+			qmf_release(&mf);
+			return r;
+		}
+	}
+	struct sxfile *files = calloc(2 * (size_t)mf.nshards, sizeof(*files));
+	if (!files) {
+		qmf_release(&mf);
+		snprintf(msg, msg_len, "out of memory");
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < 2 * mf.nshards; i++) {
+		struct sxfile *f = &files[i];
+		const struct qmf_shard *s = &mf.shards[i / 2];
+		snprintf(f->name, sizeof(f->name), "%s", i % 2 ? s->index : s->file);
+		f->size = i % 2 ? s->index_bytes : s->compressed_bytes;
+		f->fd = -1;
+		struct stat st;
+		if (same && fstatat(x->dfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			/* A file larger than the manifest says is not the one wanted. */
+			if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > f->size)
+				unlinkat(x->dfd, f->name, 0);
+			else
+				f->next = (uint64_t)st.st_size;
+		}
+	}
+	uint32_t nfiles = 2 * mf.nshards;
+	qmf_release(&mf);
+	struct qsrv *srv = x->se->srv;
+	pthread_mutex_lock(&srv->mu);
+	x->files = files;
+	x->nfiles = nfiles;
+	x->have_manifest = 1;
+	pthread_mutex_unlock(&srv->mu);
+	return 0;
+}
+
+/* From now on every PUT of the transfer fails with this. Writer thread. */
+static void set_werr(struct sxfer *x, int err, const char *msg)
+{
+	struct qsrv *srv = x->se->srv;
+	snprintf(x->werr_msg, sizeof(x->werr_msg), "%s", msg);
+	pthread_mutex_lock(&srv->mu);
+	x->werr = err;
+	pthread_mutex_unlock(&srv->mu);
+}
+
+/* Writes what can be written of f: its held chunks from `next` on. */
+static void write_held(struct sxfer *x, struct sxfile *f)
+{
+	struct qsrv *srv = x->se->srv;
+	char msg[QP_TEXT_MAX + 1];
+	for (;;) {
+		struct sxchunk *c = f->held;
+		if (!c || c->off > f->next)
+			return;
+		f->held = c->next;
+		int r = x->werr;
+		if (r < 0) {
+			snprintf(msg, sizeof(msg), "%s", x->werr_msg);
+		} else {
+			int fd = file_fd(x, f, O_WRONLY | O_CREAT);
+			r = fd < 0 ? fd : pwrite_all(fd, c->buf, c->len, c->off);
+			if (r < 0) {
+				snprintf(msg, sizeof(msg), "push_root: %s writing %s", strerror(-r),
+					 f->name);
+				/* The chunks after this one can never follow it. */
+				set_werr(x, r, msg);
+				srv_log(srv, QSVC_LOG_WARNING,
+					"session %" PRIu64 ": push of %s: %s", x->se->id, x->name,
+					msg);
+			} else if (c->off + c->len > f->next) {
+				f->next = c->off + c->len;
+			}
+		}
+		pthread_mutex_lock(&srv->mu);
+		give_block_locked(x, c);
+		x->queued--;
+		if (r == 0) {
+			x->se->bytes_in += c->len;
+		}
+		pthread_cond_broadcast(&srv->cv);
+		pthread_mutex_unlock(&srv->mu);
+		put_reply(x, c->req, r, msg);
+		free(c);
+	}
+}
+
+static void write_chunk(struct sxfer *x, struct sxchunk *c)
+{
+	struct qsrv *srv = x->se->srv;
+	char msg[QP_TEXT_MAX + 1];
+	int r = c->status;
+	if (r < 0) {
+		snprintf(msg, sizeof(msg),
+			 "reading %s [%" PRIu64 ", +%" PRIu32 ") from the client failed: %s",
+			 c->f ? c->f->name : SX_MANIFEST, c->off, c->len, strerror(-r));
+	} else if (!c->f) {
+		/* The manifest collects in memory until it is whole. */
+		memcpy(x->mtext + c->off, c->buf, c->len);
+		if (c->off + c->len > x->mgot)
+			x->mgot = c->off + c->len;
+		if (x->mgot == x->manifest_len) {
+			r = manifest_complete(x, msg, sizeof(msg));
+			if (r < 0)
+				set_werr(x, r, msg);
+		}
+	} else {
+		/* In file order: a chunk waits for the bytes before it. */
+		struct sxchunk **pp = &c->f->held;
+		while (*pp && (*pp)->off <= c->off)
+			pp = &(*pp)->next;
+		c->next = *pp;
+		*pp = c;
+		write_held(x, c->f);
+		return;
+	}
+	pthread_mutex_lock(&srv->mu);
+	give_block_locked(x, c);
+	x->queued--;
+	if (r == 0)
+		x->se->bytes_in += c->len;
+	pthread_cond_broadcast(&srv->cv);
+	pthread_mutex_unlock(&srv->mu);
+	put_reply(x, c->req, r, msg);
+	free(c);
+}
+
+static void *writer_main(void *arg)
+{
+	struct sxfer *x = arg;
+	struct qsrv *srv = x->se->srv;
+	pthread_mutex_lock(&srv->mu);
+	for (;;) {
+		while (!x->wq_head && !x->writer_stop)
+			pthread_cond_wait(&srv->cv, &srv->mu);
+		/* Closing: what was read is still written (a resumed push
+		 * needs it less), what waits for a gap is dropped by free. */
+		if (!x->wq_head)
+			break;
+		struct sxchunk *c = x->wq_head;
+		x->wq_head = c->next;
+		if (!x->wq_head)
+			x->wq_tail = NULL;
+		c->next = NULL;
+		pthread_mutex_unlock(&srv->mu);
+		write_chunk(x, c);
+		pthread_mutex_lock(&srv->mu);
+	}
+	pthread_mutex_unlock(&srv->mu);
+	return NULL;
+}
+
+static void put_done(struct srv_op *op, int status)
+{
+	struct sxchunk *c = (struct sxchunk *)op;
+	struct sxfer *x = c->x;
+	struct qsrv *srv = x->se->srv;
+	pthread_mutex_lock(&srv->mu);
+	c->status = status;
+	c->next = NULL;
+	if (x->wq_tail)
+		x->wq_tail->next = c;
+	else
+		x->wq_head = c;
+	x->wq_tail = c;
+	x->rma--;
+	/* The client's buffer or the connection is gone: so is the client,
+	 * and its lock on the partial goes with the session, now rather
+	 * than after idle_timeout. */
+	if (status < 0)
+		srv_kill_locked(x->se, "reading %s of %s from the client failed: %s",
+				c->f ? c->f->name : SX_MANIFEST, x->name, strerror(-status));
+	pthread_cond_broadcast(&srv->cv);
+	pthread_mutex_unlock(&srv->mu);
+}
+
+/* ---- push: requests ---------------------------------------------------- */
+
+/* Opens (creating) and locks the partial directory of a push. */
+static int open_partial(struct sxfer *x, char *msg, size_t msg_len)
+{
+	for (int tries = 0; tries < 3; tries++) {
+		x->dfd = open(x->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (x->dfd >= 0)
+			break;
+		if (errno == ENOTDIR || errno == ELOOP) {
+			/* Not a directory quai made: nothing to resume. */
+			if (unlink(x->dir) < 0 && errno != ENOENT)
+				break;
+			continue;
+		}
+		if (errno != ENOENT)
+			break;
+		if (mkdir(x->dir, 0755) < 0 && errno != EEXIST)
+			break;
+	}
+	if (x->dfd < 0) {
+		int e = -errno;
+		snprintf(msg, msg_len, "push_root: cannot make the partial directory of %s: %s",
+			 x->name, strerror(-e));
+		return e;
+	}
+	if (flock(x->dfd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		snprintf(msg, msg_len,
+			 e == -EBUSY ? "a push of '%s' is in progress (another client, or one that "
+				       "went away and is not timed out yet): try again later"
+				     : "'%s': cannot lock the partial directory",
+			 x->name);
+		return e;
+	}
+	return 0;
+}
+
+void srvx_push_open(struct session *se, const struct qp_msg *m)
+{
+	struct qsrv *srv = se->srv;
+	const struct qp_push_open *po = &m->u.push_open;
+	char path[PATH_MAX], msg[QP_TEXT_MAX + 1];
+	int r;
+	if (!srv->conf.push_root) {
+		srv_error(se, m->h.req, -EPERM, "this quaid accepts no pushes (no push_root)");
+		return;
+	}
+	if (!valid_name(po->name)) {
+		srv_error(se, m->h.req, -EINVAL, "'%s' is not a dataset name", po->name);
+		return;
+	}
+	if (po->manifest_len == 0 || po->manifest_len > QMF_MAX_BYTES) {
+		srv_error(se, m->h.req, -EINVAL,
+			  "a manifest of %" PRIu64 " bytes: a manifest has 1 to %u bytes",
+			  po->manifest_len, QMF_MAX_BYTES);
+		return;
+	}
+	if (!quai_class_name(po->classification) || quai_zone_check(po->zone) < 0) {
+		srv_error(se, m->h.req, -EINVAL, "PUSH_OPEN: invalid classification or zone");
+		return;
+	}
+	/* Sovereignty: sensitive bytes never leave their zone. */
+	if (po->classification == QUAI_CLASS_SENSITIVE && strcmp(po->zone, srv->conf.zone) != 0) {
+		srv_error(se, m->h.req, -QUAI_EPOLICY,
+			  "dataset %s is sensitive, of zone %s: this quaid is in zone %s, and "
+			  "sensitive data stays in its zone",
+			  po->name, po->zone, srv->conf.zone);
+		return;
+	}
+	if (srv_dataset_path(srv, po->name, path, sizeof(path)) == 0 ||
+	    ((size_t)snprintf(path, sizeof(path), "%s/%s", srv->conf.push_root, po->name) <
+		 sizeof(path) &&
+	     qfs_exists(path))) {
+		srv_error(se, m->h.req, -QUAI_EEXISTS,
+			  "a dataset '%s' exists here already (quaid never overwrites)", po->name);
+		return;
+	}
+	struct sxfer *x = xfer_new(se, po->tag, 1, po->name);
+	if (!x) {
+		srv_error(se, m->h.req, -ENOMEM, "out of memory");
+		return;
+	}
+	x->manifest_len = po->manifest_len;
+	x->classification = po->classification;
+	x->sensitive = po->classification == QUAI_CLASS_SENSITIVE;
+	snprintf(x->zone, sizeof(x->zone), "%s", po->zone);
+	r = qfs_partial_path(path, x->dir, sizeof(x->dir));
+	if (r == 0 && (size_t)snprintf(x->dest, sizeof(x->dest), "%s", path) >= sizeof(x->dest))
+		r = -ENAMETOOLONG;
+	if (r < 0) {
+		srv_error(se, m->h.req, r, "push_root/%s: %s", po->name, strerror(-r));
+		goto fail;
+	}
+	x->mtext = malloc(x->manifest_len);
+	if (!x->mtext) {
+		srv_error(se, m->h.req, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	r = open_partial(x, msg, sizeof(msg));
+	if (r < 0) {
+		srv_error(se, m->h.req, r, "%s", msg);
+		goto fail;
+	}
+	r = reserve(x);
+	if (r < 0) {
+		srv_error(se, m->h.req, -ENOBUFS,
+			  "a push needs at least %u KiB of quaid's pinned memory; this client has "
+			  "%" PRIu64 " MiB (client_memory) and holds %" PRIu64 " MiB",
+			  x->max_chunk >> 10, srv->conf.client_memory >> 20, se->mem_used >> 20);
+		goto fail;
+	}
+	r = -pthread_create(&x->writer, NULL, writer_main, x);
+	if (r < 0) {
+		srv_error(se, m->h.req, r, "cannot start a thread: %s", strerror(-r));
+		goto fail;
+	}
+	x->writer_started = 1;
+	if (link_xfer(se, x) < 0) {
+		xfer_free(x);
+		return;
+	}
+	srv_log(srv, QSVC_LOG_INFO,
+		"session %" PRIu64 " (%s pid %" PRIu32 "): push %" PRIu64 " of %s into %s", se->id,
+		se->host, se->pid, x->id, x->name, x->dir);
+	send_ready(se, m->h.req, x);
+	return;
+fail:
+	xfer_release(x);
+}
+
+void srvx_put(struct session *se, const struct qp_msg *m)
+{
+	const struct qp_put *pt = &m->u.put;
+	struct qsrv *srv = se->srv;
+	struct sxfer *x = get(se, pt->xfer);
+	struct sxfile *f = NULL;
+	uint8_t *buf = NULL;
+	int r;
+	if (!x) {
+		srv_error(se, m->h.req, -ENOENT, "no transfer %" PRIu64, pt->xfer);
+		return;
+	}
+	if (!x->push) {
+		srv_error(se, m->h.req, -EINVAL, "PUT to a pull: use READ");
+		goto out;
+	}
+	pthread_mutex_lock(&srv->mu);
+	int have_manifest = x->have_manifest;
+	int werr = x->werr;
+	uint64_t mgot = x->mgot;
+	pthread_mutex_unlock(&srv->mu);
+	if (werr < 0) {
+		srv_error(se, m->h.req, werr, "%s", x->werr_msg);
+		goto out;
+	}
+	if (pt->len == 0 || pt->len > x->max_chunk) {
+		srv_error(se, m->h.req, -EINVAL, "PUT of %" PRIu32 " bytes: 1 to %" PRIu32, pt->len,
+			  x->max_chunk);
+		goto out;
+	}
+	if (strcmp(pt->file, SX_MANIFEST) == 0) {
+		if (have_manifest || pt->offset > mgot || pt->offset > x->manifest_len ||
+		    pt->len > x->manifest_len - pt->offset) {
+			srv_error(se, m->h.req, -EINVAL,
+				  "PUT of %s [%" PRIu64 ", +%" PRIu32 "): the manifest has %" PRIu64
+				  " bytes, sent in order, %" PRIu64 " so far%s",
+				  SX_MANIFEST, pt->offset, pt->len, x->manifest_len, mgot,
+				  have_manifest ? " (it is whole already)" : "");
+			goto out;
+		}
+	} else if (!have_manifest) {
+		srv_error(se, m->h.req, -EPROTO, "PUT of %s before the whole %s", pt->file,
+			  SX_MANIFEST);
+		goto out;
+	} else if (!(f = find_file(x, pt->file))) {
+		srv_error(se, m->h.req, -ENOENT, "'%s' is not a file of dataset %s", pt->file,
+			  x->name);
+		goto out;
+	} else if (pt->offset > f->size || pt->len > f->size - pt->offset) {
+		srv_error(se, m->h.req, -EINVAL,
+			  "PUT of %s [%" PRIu64 ", +%" PRIu32 "): the manifest gives it %" PRIu64
+			  " bytes",
+			  pt->file, pt->offset, pt->len, f->size);
+		goto out;
+	}
+	r = take_block(x, pt->len, &buf);
+	if (r == -ECANCELED)
+		goto out;
+	if (r < 0) {
+		srv_error(se, m->h.req, r, "quaid's pinned pool is full: try again later");
+		goto out;
+	}
+	struct sxchunk *c = calloc(1, sizeof(*c));
+	if (!c) {
+		struct sxchunk tmp = {.buf = buf, .len = pt->len};
+		give_block(x, &tmp);
+		srv_error(se, m->h.req, -ENOMEM, "out of memory");
+		goto out;
+	}
+	*c = (struct sxchunk){.op.done = put_done,
+			      .x = x,
+			      .f = f,
+			      .req = m->h.req,
+			      .off = pt->offset,
+			      .len = pt->len,
+			      .buf = buf};
+	/* Taken under the lock COMMIT claims the transfer under. */
+	pthread_mutex_lock(&srv->mu);
+	int closed = x->committing || x->committed;
+	werr = x->werr;
+	if (!closed && !werr) {
+		x->rma++;
+		x->queued++;
+	}
+	pthread_mutex_unlock(&srv->mu);
+	if (closed || werr) {
+		give_block(x, c);
+		free(c);
+		if (werr)
+			srv_error(se, m->h.req, werr, "%s", x->werr_msg);
+		else
+			srv_error(se, m->h.req, -EPROTO, "PUT of %s to %s after its COMMIT",
+				  pt->file, x->name);
+		goto out;
+	}
+	for (;;) {
+		r = qf_read(srv->ep, se->peer, buf, pt->len, srv->pool_mr, pt->addr, pt->key,
+			    &c->op);
+		if (r != -EAGAIN)
+			break;
+		pthread_mutex_lock(&srv->mu);
+		int stop = stopping_locked(x);
+		pthread_mutex_unlock(&srv->mu);
+		if (stop)
+			break;
+		qf_wait_progress(srv->ep, 100);
+	}
+	if (r < 0) {
+		pthread_mutex_lock(&srv->mu);
+		x->rma--;
+		x->queued--;
+		give_block_locked(x, c);
+		pthread_mutex_unlock(&srv->mu);
+		free(c);
+		if (r != -EAGAIN)
+			srv_error(se, m->h.req, r, "%s: cannot read from the client: %s", pt->file,
+				  strerror(-r));
+	}
+out:
+	put(x);
+}
+
+void srvx_push_status(struct session *se, const struct qp_msg *m)
+{
+	struct qsrv *srv = se->srv;
+	struct sxfer *x = get(se, m->u.id.id);
+	if (!x) {
+		srv_error(se, m->h.req, -ENOENT, "no transfer %" PRIu64, m->u.id.id);
+		return;
+	}
+	struct qp_msg *rm = calloc(1, sizeof(*rm));
+	if (!rm) {
+		srv_error(se, m->h.req, -ENOMEM, "out of memory");
+		goto out;
+	}
+	pthread_mutex_lock(&srv->mu);
+	int have_manifest = x->have_manifest;
+	pthread_mutex_unlock(&srv->mu);
+	if (!x->push || !have_manifest) {
+		srv_error(se, m->h.req, -EPROTO, "PUSH_STATUS %s",
+			  x->push ? "before the whole manifest.json" : "of a pull");
+		goto out;
+	}
+	/* Pages of QP_HAVE_MAX: a shorter page is the last, and the next
+	 * PUSH_STATUS starts over. The manifest comes first. */
+	rm->h.type = QP_PUSH_HAVE;
+	rm->h.req = m->h.req;
+	struct qp_push_have *h = &rm->u.push_have;
+	uint32_t pos = x->have_cursor; /* 0: the manifest; 1 + i: files[i] */
+	for (; pos <= x->nfiles && h->n < QP_HAVE_MAX; pos++) {
+		struct qp_have_entry *e = &h->e[h->n];
+		if (pos == 0) {
+			snprintf(e->file, sizeof(e->file), "%s", SX_MANIFEST);
+			e->bytes = x->manifest_len;
+			h->n++;
+			continue;
+		}
+		struct sxfile *f = &x->files[pos - 1];
+		struct stat st;
+		if (fstatat(x->dfd, f->name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		snprintf(e->file, sizeof(e->file), "%s", f->name);
+		e->bytes = (uint64_t)st.st_size < f->size ? (uint64_t)st.st_size : f->size;
+		h->n++;
+	}
+	x->have_cursor = h->n == QP_HAVE_MAX && pos <= x->nfiles ? pos : 0;
+	srv_send(se, rm);
+out:
+	free(rm);
+	put(x);
+}
+
+struct first_problem {
+	int have;
+	char text[512];
+};
+
+static void on_problem(const struct quai_verify_problem *p, void *arg)
+{
+	struct first_problem *fp = arg;
+	if (fp->have++)
+		return;
+	if (p->frame >= 0)
+		snprintf(fp->text, sizeof(fp->text), "%s, frame %" PRId64 ": %s", p->file, p->frame,
+			 p->what ? p->what : quai_strerror(p->error));
+	else
+		snprintf(fp->text, sizeof(fp->text), "%s: %s", p->file ? p->file : "?",
+			 p->what ? p->what : quai_strerror(p->error));
+}
+
+/* Syncs every file and the directory, makes the manifest manifest.json,
+ * and checks the dataset whole. Returns 0, or an error with msg. */
+static int commit_check(struct sxfer *x, char *msg, size_t msg_len)
+{
+	for (uint32_t i = 0; i < x->nfiles; i++) {
+		struct sxfile *f = &x->files[i];
+		struct stat st;
+		uint64_t have = 0;
+		if (fstatat(x->dfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			have = (uint64_t)st.st_size;
+		if (have != f->size) {
+			snprintf(msg, msg_len,
+				 "COMMIT of %s: %s has %" PRIu64 " of its %" PRIu64
+				 " bytes: send the rest first",
+				 x->name, f->name, have, f->size);
+			return -EPROTO;
+		}
+		int fd = file_fd(x, f, O_WRONLY);
+		if (fd < 0 || fsync(fd) < 0) {
+			int e = fd < 0 ? fd : -errno;
+			snprintf(msg, msg_len, "push_root: %s syncing %s", strerror(-e), f->name);
+			return e;
+		}
+	}
+	close_files(x);
+	if (renameat(x->dfd, SX_MANIFEST_TMP, x->dfd, SX_MANIFEST) < 0 && errno != ENOENT) {
+		int e = -errno;
+		snprintf(msg, msg_len, "push_root: %s renaming %s", strerror(-e), SX_MANIFEST_TMP);
+		return e;
+	}
+	if (fsync(x->dfd) < 0) {
+		int e = -errno;
+		snprintf(msg, msg_len, "push_root: %s syncing the directory", strerror(-e));
+		return e;
+	}
+	struct first_problem fp = {0};
+	struct quai_verify_opts vo = {
+	    .size = sizeof(vo), .problem = on_problem, .problem_arg = &fp};
+	struct quai_verify_result vr = {0};
+	int r = quai_verify(x->dir, &vo, &vr);
+	if (r < 0 || fp.have) {
+		snprintf(msg, msg_len,
+			 "%s fails verification, nothing was published: %s (%" PRIu64
+			 " bad frames, %" PRIu64 " bad files)",
+			 x->name, fp.have ? fp.text : quai_strerror(r), vr.bad_frames,
+			 vr.bad_files);
+		return -QUAI_ECORRUPT;
+	}
+	return 0;
+}
+
+void srvx_commit(struct session *se, const struct qp_msg *m)
+{
+	struct qsrv *srv = se->srv;
+	char msg[QP_TEXT_MAX + 1];
+	struct sxfer *x = get(se, m->u.id.id);
+	int r;
+	if (!x) {
+		srv_error(se, m->h.req, -ENOENT, "no transfer %" PRIu64, m->u.id.id);
+		return;
+	}
+	/* Claimed under the lock that PUTs are taken under: from here on no
+	 * byte can change in what is checked and published. */
+	pthread_mutex_lock(&srv->mu);
+	int busy = x->queued || x->rma || x->committing;
+	int ready = x->push && x->have_manifest && !x->committed;
+	int werr = x->werr;
+	if (ready && !busy && werr == 0)
+		x->committing = 1;
+	pthread_mutex_unlock(&srv->mu);
+	if (!ready) {
+		srv_error(se, m->h.req, -EPROTO, "COMMIT %s",
+			  !x->push	 ? "of a pull"
+			  : x->committed ? "again: the dataset is published"
+					 : "before the whole manifest.json");
+		goto out;
+	}
+	if (werr < 0) {
+		srv_error(se, m->h.req, werr, "%s", x->werr_msg);
+		goto out;
+	}
+	if (busy) {
+		srv_error(se, m->h.req, -EPROTO, "COMMIT of %s while PUTs are still in progress",
+			  x->name);
+		goto out;
+	}
+	r = commit_check(x, msg, sizeof(msg));
+	if (r == -QUAI_ECORRUPT) {
+		/* Nothing half-good is kept: a re-run starts from nothing. */
+		qfs_remove_partial(x->dir);
+		set_werr(x, r, msg);
+		srv_log(srv, QSVC_LOG_WARNING, "session %" PRIu64 ": push of %s refused: %s",
+			se->id, x->name, msg);
+		srv_error(se, m->h.req, r, "%s", msg);
+		goto out;
+	}
+	if (r < 0) {
+		srv_error(se, m->h.req, r, "%s", msg);
+		goto out;
+	}
+	r = qfs_publish(x->dir, x->dest);
+	if (r < 0) {
+		if (r == -EEXIST || r == -ENOTEMPTY) {
+			qfs_remove_partial(x->dir);
+			srv_error(se, m->h.req, -QUAI_EEXISTS,
+				  "a dataset '%s' appeared here meanwhile (quaid never overwrites)",
+				  x->name);
+		} else {
+			srv_error(se, m->h.req, r, "push_root: cannot publish %s: %s", x->name,
+				  strerror(-r));
+		}
+		goto out;
+	}
+	pthread_mutex_lock(&srv->mu);
+	x->committed = 1;
+	x->committing = 0;
+	uint64_t in = se->bytes_in;
+	pthread_mutex_unlock(&srv->mu);
+	srv_log(srv, QSVC_LOG_NOTICE,
+		"session %" PRIu64 " (%s pid %" PRIu32 "): published %s (verified); %" PRIu64
+		" bytes received in this session",
+		se->id, se->host, se->pid, x->dest, in);
+	srv_ok(se, m->h.req);
+out:
+	pthread_mutex_lock(&srv->mu);
+	x->committing = 0;
+	pthread_mutex_unlock(&srv->mu);
+	put(x);
+}
+
+void srvx_close(struct session *se, const struct qp_msg *m)
+{
+	struct qsrv *srv = se->srv;
+	pthread_mutex_lock(&srv->mu);
+	struct sxfer **pp, *x = NULL;
+	for (pp = &se->xfers; *pp; pp = &(*pp)->next)
+		if ((*pp)->id == m->u.id.id) {
+			x = *pp;
+			*pp = x->next;
+			break;
+		}
+	pthread_mutex_unlock(&srv->mu);
+	if (!x) {
+		srv_error(se, m->h.req, -ENOENT, "no transfer %" PRIu64, m->u.id.id);
+		return;
+	}
+	xfer_free(x);
+	srv_ok(se, m->h.req);
+}
+
+void srvx_close_all(struct session *se)
+{
+	struct qsrv *srv = se->srv;
+	pthread_mutex_lock(&srv->mu);
+	struct sxfer *xs = se->xfers;
+	se->xfers = NULL;
+	pthread_cond_broadcast(&srv->cv);
+	pthread_mutex_unlock(&srv->mu);
+	while (xs) {
+		struct sxfer *x = xs;
+		xs = x->next;
+		xfer_free(x);
+	}
+}

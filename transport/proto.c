@@ -1,0 +1,918 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The wire protocol's encoder and decoder (docs/PROTOCOL.md).
+ *
+ * One walker per message type serves both directions: encoding reads the
+ * struct and writes bytes, decoding reads bytes and fills the struct, and
+ * the same checks run on the same fields either way. So whatever encodes
+ * decodes, whatever decodes encodes back to the very same bytes, and a
+ * check written for one side cannot be forgotten on the other.
+ *
+ * Every integer is written byte by byte, little-endian, whatever the host's
+ * byte order and alignment: a message is never a struct image.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "proto.h"
+
+static const char *const type_names[QP_TYPE_LAST] = {
+    [QP_HELLO] = "HELLO",
+    [QP_WELCOME] = "WELCOME",
+    [QP_ERROR] = "ERROR",
+    [QP_BYE] = "BYE",
+    [QP_PING] = "PING",
+    [QP_PONG] = "PONG",
+    [QP_LIST] = "LIST",
+    [QP_LIST_REPLY] = "LIST_REPLY",
+    [QP_MANIFEST] = "MANIFEST",
+    [QP_MANIFEST_REPLY] = "MANIFEST_REPLY",
+    [QP_STAT] = "STAT",
+    [QP_STAT_REPLY] = "STAT_REPLY",
+    [QP_STREAM_OPEN] = "STREAM_OPEN",
+    [QP_STREAM_READY] = "STREAM_READY",
+    [QP_SLOTS] = "SLOTS",
+    [QP_CREDIT] = "CREDIT",
+    [QP_STREAM_END] = "STREAM_END",
+    [QP_STREAM_CLOSE] = "STREAM_CLOSE",
+    [QP_OK] = "OK",
+    [QP_PULL_OPEN] = "PULL_OPEN",
+    [QP_XFER_READY] = "XFER_READY",
+    [QP_READ] = "READ",
+    [QP_PUSH_OPEN] = "PUSH_OPEN",
+    [QP_PUT] = "PUT",
+    [QP_PUSH_STATUS] = "PUSH_STATUS",
+    [QP_PUSH_HAVE] = "PUSH_HAVE",
+    [QP_COMMIT] = "COMMIT",
+    [QP_XFER_CLOSE] = "XFER_CLOSE",
+};
+
+const char *qp_type_name(unsigned type)
+{
+	if (type == 0 || type >= QP_TYPE_LAST)
+		return "?";
+	return type_names[type];
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)v);
+	put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+/* Where a walker stands in a message, in either direction. */
+struct cur {
+	const uint8_t *in; /* decoding: the message */
+	uint8_t *out;	   /* encoding: the caller's buffer */
+	size_t len;	   /* bytes of the message, or of room */
+	size_t off;
+	bool enc;
+	int r;		  /* the first error; after it nothing moves */
+	const char *type; /* the message's name, for err */
+	const char *elem; /* inside an array: its name and the entry's index */
+	uint32_t idx;
+	char *err;
+	size_t err_len;
+};
+
+/* Records the first error, and says where in err: "TYPE: field: why". */
+__attribute__((format(printf, 4, 5))) static void fail(struct cur *c, int r, const char *field,
+						       const char *fmt, ...)
+{
+	va_list ap;
+	int n = 0;
+
+	if (c->r)
+		return;
+	c->r = r;
+	if (!c->err || !c->err_len)
+		return;
+	if (c->elem)
+		n = snprintf(c->err, c->err_len, "%s: %s[%" PRIu32 "].%s: ", c->type, c->elem,
+			     c->idx, field);
+	else if (field)
+		n = snprintf(c->err, c->err_len, "%s: %s: ", c->type, field);
+	else
+		n = snprintf(c->err, c->err_len, "%s: ", c->type);
+	if (n < 0 || (size_t)n >= c->err_len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(c->err + n, c->err_len - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+/* A field out of its bounds: the caller's mistake when encoding, the
+ * peer's when decoding. */
+#define BAD(c, field, ...) fail((c), (c)->enc ? -EINVAL : -EBADMSG, (field), __VA_ARGS__)
+
+/* Checks cond only while nothing has failed: after a short read, the
+ * fields it would look at hold nothing meaningful. */
+#define NEED(c, cond, field, ...)                                                                  \
+	do {                                                                                       \
+		if (!(c)->r && !(cond))                                                            \
+			BAD((c), (field), __VA_ARGS__);                                            \
+	} while (0)
+
+/* Whether n more bytes fit (encoding) or are there (decoding). */
+static bool room(struct cur *c, size_t n, const char *field)
+{
+	if (c->r)
+		return false;
+	if (n <= c->len - c->off)
+		return true;
+	if (c->enc)
+		fail(c, -EMSGSIZE, field, "no room for %zu more bytes", n);
+	else
+		fail(c, -EBADMSG, field, "the message ends %zu bytes short", n - (c->len - c->off));
+	return false;
+}
+
+static void w_u8(struct cur *c, uint8_t *v, const char *field)
+{
+	if (!room(c, 1, field))
+		return;
+	if (c->enc)
+		c->out[c->off] = *v;
+	else
+		*v = c->in[c->off];
+	c->off += 1;
+}
+
+static void w_u16(struct cur *c, uint16_t *v, const char *field)
+{
+	if (!room(c, 2, field))
+		return;
+	if (c->enc)
+		put16(c->out + c->off, *v);
+	else
+		*v = get16(c->in + c->off);
+	c->off += 2;
+}
+
+static void w_u32(struct cur *c, uint32_t *v, const char *field)
+{
+	if (!room(c, 4, field))
+		return;
+	if (c->enc)
+		put32(c->out + c->off, *v);
+	else
+		*v = get32(c->in + c->off);
+	c->off += 4;
+}
+
+static void w_u64(struct cur *c, uint64_t *v, const char *field)
+{
+	if (!room(c, 8, field))
+		return;
+	if (c->enc)
+		put64(c->out + c->off, *v);
+	else
+		*v = get64(c->in + c->off);
+	c->off += 8;
+}
+
+/* Two's complement in a u32, without relying on the implementation's
+ * conversion of out-of-range values. */
+static void w_i32(struct cur *c, int32_t *v, const char *field)
+{
+	uint32_t u = 0;
+
+	if (c->enc)
+		u = (uint32_t)*v;
+	w_u32(c, &u, field);
+	if (!c->enc && !c->r)
+		*v = u <= INT32_MAX ? (int32_t)u : (int32_t)(u - 0x80000000u) + INT32_MIN;
+}
+
+/* What a string field may hold beyond "no NUL, fits its array". */
+enum str_rule {
+	S_ANY,	   /* any bytes, possibly none */
+	S_DATASET, /* a dataset name (FORMAT.md): 1+ bytes, no '/', no control
+		      character, not "." or ".." */
+	S_ZONE,	   /* a residency zone label: 1+ of A-Z a-z 0-9 . _ -, not "."
+		      or ".." */
+	S_PATH,	   /* a file of a dataset: relative, no empty, "." or ".."
+		      component */
+};
+
+static bool is_dots(const char *s, size_t n)
+{
+	return (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.');
+}
+
+/* Returns why s breaks the rule, or NULL. */
+static const char *str_problem(enum str_rule rule, const char *s, size_t n)
+{
+	size_t i, start;
+
+	if (rule == S_ANY)
+		return NULL;
+	if (n == 0)
+		return "is empty";
+	switch (rule) {
+	case S_DATASET:
+		if (is_dots(s, n))
+			return "is \".\" or \"..\"";
+		for (i = 0; i < n; i++) {
+			unsigned char ch = (unsigned char)s[i];
+			if (ch == '/')
+				return "holds a '/'";
+			if (ch < 0x20 || ch == 0x7f)
+				return "holds a control character";
+		}
+		return NULL;
+	case S_ZONE:
+		if (is_dots(s, n))
+			return "is \".\" or \"..\"";
+		for (i = 0; i < n; i++) {
+			char ch = s[i];
+			if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+			      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+				return "holds a character other than A-Z a-z 0-9 . _ -";
+		}
+		return NULL;
+	case S_PATH:
+		if (s[0] == '/')
+			return "is an absolute path";
+		/* Each component, including the last, between slashes. */
+		for (start = 0, i = 0; i <= n; i++) {
+			if (i < n && s[i] != '/')
+				continue;
+			if (i == start)
+				return "has an empty component";
+			if (is_dots(s + start, i - start))
+				return "has a \".\" or \"..\" component";
+			start = i + 1;
+		}
+		return NULL;
+	case S_ANY:
+		break;
+	}
+	return NULL;
+}
+
+/* A string: u16 length, then its bytes. cap is the size of the struct's
+ * array, NUL included, so at most cap - 1 bytes travel. */
+static void w_str(struct cur *c, char *s, size_t cap, enum str_rule rule, const char *field)
+{
+	size_t max = cap - 1, n;
+	uint16_t n16 = 0;
+	const char *why;
+
+	if (c->r)
+		return;
+	if (c->enc) {
+		n = strnlen(s, cap);
+		if (n > max) {
+			BAD(c, field, "not NUL-terminated within %zu bytes", cap);
+			return;
+		}
+		n16 = (uint16_t)n;
+		w_u16(c, &n16, field);
+		if (!room(c, n, field))
+			return;
+		memcpy(c->out + c->off, s, n);
+	} else {
+		w_u16(c, &n16, field);
+		if (c->r)
+			return;
+		n = n16;
+		if (n > max) {
+			BAD(c, field, "%zu bytes is over %zu", n, max);
+			return;
+		}
+		if (!room(c, n, field))
+			return;
+		if (memchr(c->in + c->off, 0, n)) {
+			BAD(c, field, "holds a NUL byte");
+			return;
+		}
+		memcpy(s, c->in + c->off, n);
+		s[n] = '\0';
+	}
+	c->off += n;
+	why = str_problem(rule, s, n);
+	if (why)
+		BAD(c, field, "%s", why);
+}
+
+/* A blob: u32 length, then its bytes; decoded in place. max 0 means
+ * "whatever fits in the message". */
+static void w_blob(struct cur *c, struct qp_blob *b, size_t min, size_t max, const char *field)
+{
+	uint32_t n32 = 0;
+	size_t n;
+
+	if (c->r)
+		return;
+	if (c->enc) {
+		n = b->len;
+		if (max && n > max) {
+			BAD(c, field, "%zu bytes is over %zu", n, max);
+			return;
+		}
+		if (n < min) {
+			BAD(c, field, "is empty");
+			return;
+		}
+		if (n && !b->p) {
+			BAD(c, field, "%zu bytes at NULL", n);
+			return;
+		}
+		/* Length and bytes checked before anything is written, so
+		 * a length too big for the u32 never gets truncated (nor
+		 * 4 + n wraps). */
+		if (!room(c, 4, field))
+			return;
+		if (n > c->len - c->off - 4) {
+			fail(c, -EMSGSIZE, field, "no room for %zu more bytes", n);
+			return;
+		}
+		n32 = (uint32_t)n;
+		w_u32(c, &n32, field);
+		if (n) /* an empty blob may have no pointer at all */
+			memcpy(c->out + c->off, b->p, n);
+	} else {
+		w_u32(c, &n32, field);
+		if (c->r)
+			return;
+		n = n32;
+		if (max && n > max) {
+			BAD(c, field, "%zu bytes is over %zu", n, max);
+			return;
+		}
+		if (n < min) {
+			BAD(c, field, "is empty");
+			return;
+		}
+		if (!room(c, n, field))
+			return;
+		b->p = c->in + c->off;
+		b->len = n;
+	}
+	c->off += n;
+}
+
+/* The count of an array, at most max. */
+static void w_count(struct cur *c, uint32_t *n, uint32_t max, const char *field)
+{
+	w_u32(c, n, field);
+	NEED(c, *n <= max, field, "%" PRIu32 " is over %" PRIu32, *n, max);
+}
+
+/* The tag names a stream or transfer in bits 31..16 of the CQ data. */
+static void w_tag(struct cur *c, uint32_t *tag)
+{
+	w_u32(c, tag, "tag");
+	NEED(c, *tag <= 0xffffu, "tag", "%" PRIu32 " does not fit 16 bits", *tag);
+}
+
+/* Record kinds and classifications are 1, 2 or 3 (quai.h's enums). */
+static void w_enum3(struct cur *c, uint8_t *v, const char *field)
+{
+	w_u8(c, v, field);
+	NEED(c, *v >= 1 && *v <= 3, field, "%u is not 1, 2 or 3", (unsigned)*v);
+}
+
+static void walk_hello(struct cur *c, struct qp_hello *x)
+{
+	w_u32(c, &x->flags, "flags");
+	NEED(c, x->flags == 0, "flags", "0x%" PRIx32 " set, none are defined", x->flags);
+	/* Without its address the server cannot answer. */
+	w_blob(c, &x->addr, 1, QP_ADDR_MAX, "addr");
+	w_str(c, x->host, sizeof(x->host), S_ANY, "host");
+	w_u32(c, &x->pid, "pid");
+	w_str(c, x->auth_kind, sizeof(x->auth_kind), S_ANY, "auth_kind");
+	w_blob(c, &x->auth, 0, QP_AUTH_MAX, "auth");
+	NEED(c, x->auth.len == 0 || x->auth_kind[0], "auth",
+	     "%zu bytes of credential without an auth_kind", x->auth.len);
+}
+
+static void walk_welcome(struct cur *c, struct qp_welcome *x)
+{
+	w_u64(c, &x->session, "session");
+	w_str(c, x->server, sizeof(x->server), S_ANY, "server");
+	w_str(c, x->zone, sizeof(x->zone), S_ZONE, "zone");
+	w_u32(c, &x->max_streams, "max_streams");
+	w_u64(c, &x->client_memory, "client_memory");
+}
+
+static void walk_error(struct cur *c, struct qp_error *x)
+{
+	w_i32(c, &x->code, "code");
+	NEED(c, x->code > 0, "code", "%" PRId32 " is not positive", x->code);
+	w_str(c, x->message, sizeof(x->message), S_ANY, "message");
+}
+
+static void walk_list_reply(struct cur *c, struct qp_list_reply *x)
+{
+	w_u32(c, &x->total, "total");
+	w_u32(c, &x->start, "start");
+	w_count(c, &x->n, QP_LIST_MAX, "n");
+	/* No entries is the answer to a LIST past the end, whatever start. */
+	NEED(c, x->n == 0 || (uint64_t)x->start + x->n <= x->total, "n",
+	     "start %" PRIu32 " + n %" PRIu32 " is past total %" PRIu32, x->start, x->n, x->total);
+	for (uint32_t i = 0; i < x->n && !c->r; i++) {
+		struct qp_list_entry *e = &x->e[i];
+
+		c->elem = "e";
+		c->idx = i;
+		w_str(c, e->name, sizeof(e->name), S_DATASET, "name");
+		w_enum3(c, &e->kind, "kind");
+		w_enum3(c, &e->classification, "classification");
+		w_str(c, e->zone, sizeof(e->zone), S_ZONE, "zone");
+		w_u64(c, &e->records, "records");
+		w_u64(c, &e->raw_bytes, "raw_bytes");
+		w_u64(c, &e->compressed_bytes, "compressed_bytes");
+		w_u32(c, &e->shards, "shards");
+	}
+	c->elem = NULL;
+}
+
+static void walk_manifest(struct cur *c, struct qp_manifest *x)
+{
+	w_str(c, x->name, sizeof(x->name), S_DATASET, "name");
+	w_u64(c, &x->offset, "offset");
+}
+
+static void walk_manifest_reply(struct cur *c, struct qp_manifest_reply *x)
+{
+	w_u64(c, &x->total, "total");
+	w_u64(c, &x->offset, "offset");
+	w_blob(c, &x->data, 0, 0, "data");
+	NEED(c, x->offset <= x->total && x->data.len <= x->total - x->offset, "data",
+	     "offset %" PRIu64 " + %zu bytes is past total %" PRIu64, x->offset, x->data.len,
+	     x->total);
+}
+
+static void walk_stream_open(struct cur *c, struct qp_stream_open *x)
+{
+	w_tag(c, &x->tag);
+	w_str(c, x->name, sizeof(x->name), S_DATASET, "name");
+	w_u32(c, &x->rank, "rank");
+	w_u32(c, &x->world, "world");
+	NEED(c, x->world >= 1, "world", "is 0");
+	NEED(c, x->rank < x->world, "rank", "%" PRIu32 " is not below world %" PRIu32, x->rank,
+	     x->world);
+	w_u64(c, &x->seed, "seed");
+	w_u64(c, &x->epoch, "epoch");
+	w_u32(c, &x->partitions, "partitions");
+	w_u32(c, &x->window, "window");
+	w_u32(c, &x->batch_records, "batch_records");
+	w_u64(c, &x->batch_bytes, "batch_bytes");
+	w_u64(c, &x->memory_budget, "memory_budget");
+	w_u32(c, &x->prefetch_batches, "prefetch_batches");
+	w_u8(c, &x->tail, "tail");
+	NEED(c, x->tail <= 1, "tail", "%u is not 0 (drop) or 1 (keep)", (unsigned)x->tail);
+	w_u32(c, &x->flags, "flags");
+	w_blob(c, &x->state, 0, QP_STATE_MAX, "state");
+}
+
+/* slots x slot_bytes bytes must be addressable: the server computes each
+ * slot's address from them. */
+static bool ring_fits(uint64_t slots, uint64_t slot_bytes, uint64_t addr)
+{
+	uint64_t total;
+
+	if (__builtin_mul_overflow(slots, slot_bytes, &total))
+		return false;
+	return total == 0 || total - 1 <= UINT64_MAX - addr;
+}
+
+static void walk_stream_ready(struct cur *c, struct qp_stream_ready *x)
+{
+	w_u64(c, &x->stream, "stream");
+	w_u64(c, &x->slot_bytes, "slot_bytes");
+	NEED(c, x->slot_bytes > 0, "slot_bytes", "is 0");
+	w_u32(c, &x->slots, "slots");
+	NEED(c, x->slots >= 1 && x->slots <= QP_SLOTS_MAX, "slots",
+	     "%" PRIu32 " is not within 1..%u", x->slots, QP_SLOTS_MAX);
+	NEED(c, ring_fits(x->slots, x->slot_bytes, 0), "slots",
+	     "%" PRIu32 " slots of %" PRIu64 " bytes overflow 64 bits", x->slots, x->slot_bytes);
+	w_u64(c, &x->records_total, "records_total");
+	w_u64(c, &x->batches_total, "batches_total");
+	w_u32(c, &x->partitions, "partitions");
+	w_u64(c, &x->working_set, "working_set");
+	w_u64(c, &x->budget, "budget");
+	w_enum3(c, &x->kind, "kind");
+	w_enum3(c, &x->classification, "classification");
+	w_str(c, x->zone, sizeof(x->zone), S_ZONE, "zone");
+	w_blob(c, &x->state, 0, QP_STATE_MAX, "state");
+}
+
+static void walk_slots(struct cur *c, struct qp_slots *x)
+{
+	w_u64(c, &x->id, "id");
+	w_u32(c, &x->nslots, "nslots");
+	NEED(c, x->nslots >= 1 && x->nslots <= QP_SLOTS_MAX, "nslots",
+	     "%" PRIu32 " is not within 1..%u", x->nslots, QP_SLOTS_MAX);
+	w_u64(c, &x->slot_bytes, "slot_bytes");
+	NEED(c, x->slot_bytes > 0, "slot_bytes", "is 0");
+	w_u64(c, &x->addr, "addr");
+	NEED(c, ring_fits(x->nslots, x->slot_bytes, x->addr), "addr",
+	     "0x%" PRIx64 " + %" PRIu32 " slots of %" PRIu64 " bytes overflows 64 bits", x->addr,
+	     x->nslots, x->slot_bytes);
+	w_u64(c, &x->key, "key");
+}
+
+static void walk_credit(struct cur *c, struct qp_credit *x)
+{
+	w_u64(c, &x->stream, "stream");
+	w_count(c, &x->n, QP_CREDIT_MAX, "n");
+	for (uint32_t i = 0; i < x->n && !c->r; i++) {
+		c->elem = "slots";
+		c->idx = i;
+		w_u32(c, &x->slots[i], "slot");
+		NEED(c, x->slots[i] < QP_SLOTS_MAX, "slot", "%" PRIu32 " is not below %u",
+		     x->slots[i], QP_SLOTS_MAX);
+	}
+	c->elem = NULL;
+}
+
+static void walk_stream_end(struct cur *c, struct qp_stream_end *x)
+{
+	w_u64(c, &x->stream, "stream");
+	w_u64(c, &x->batches, "batches");
+	w_i32(c, &x->status, "status");
+	NEED(c, x->status >= 0, "status", "%" PRId32 " is negative", x->status);
+	w_str(c, x->message, sizeof(x->message), S_ANY, "message");
+}
+
+static void walk_pull_open(struct cur *c, struct qp_pull_open *x)
+{
+	w_tag(c, &x->tag);
+	w_str(c, x->name, sizeof(x->name), S_DATASET, "name");
+}
+
+static void walk_xfer_ready(struct cur *c, struct qp_xfer_ready *x)
+{
+	w_u64(c, &x->xfer, "xfer");
+	w_u32(c, &x->max_chunk, "max_chunk");
+	NEED(c, x->max_chunk >= 1, "max_chunk", "is 0");
+	w_u32(c, &x->max_inflight, "max_inflight");
+	NEED(c, x->max_inflight >= 1, "max_inflight", "is 0");
+}
+
+static void walk_read(struct cur *c, struct qp_read *x)
+{
+	w_u64(c, &x->xfer, "xfer");
+	w_str(c, x->file, sizeof(x->file), S_PATH, "file");
+	w_u64(c, &x->offset, "offset");
+	w_u32(c, &x->len, "len");
+	NEED(c, x->len >= 1, "len", "is 0");
+	NEED(c, x->offset <= UINT64_MAX - x->len, "len",
+	     "offset %" PRIu64 " + %" PRIu32 " overflows 64 bits", x->offset, x->len);
+	w_u32(c, &x->slot, "slot");
+	NEED(c, x->slot < QP_SLOTS_MAX, "slot", "%" PRIu32 " is not below %u", x->slot,
+	     QP_SLOTS_MAX);
+}
+
+static void walk_push_open(struct cur *c, struct qp_push_open *x)
+{
+	w_tag(c, &x->tag);
+	w_str(c, x->name, sizeof(x->name), S_DATASET, "name");
+	w_u64(c, &x->manifest_len, "manifest_len");
+	NEED(c, x->manifest_len >= 1, "manifest_len", "is 0");
+	w_enum3(c, &x->classification, "classification");
+	w_str(c, x->zone, sizeof(x->zone), S_ZONE, "zone");
+}
+
+static void walk_put(struct cur *c, struct qp_put *x)
+{
+	w_u64(c, &x->xfer, "xfer");
+	w_str(c, x->file, sizeof(x->file), S_PATH, "file");
+	w_u64(c, &x->offset, "offset");
+	w_u32(c, &x->len, "len");
+	NEED(c, x->len >= 1, "len", "is 0");
+	NEED(c, x->offset <= UINT64_MAX - x->len, "len",
+	     "offset %" PRIu64 " + %" PRIu32 " overflows 64 bits", x->offset, x->len);
+	w_u64(c, &x->addr, "addr");
+	NEED(c, x->addr <= UINT64_MAX - x->len, "addr",
+	     "0x%" PRIx64 " + %" PRIu32 " overflows 64 bits", x->addr, x->len);
+	w_u64(c, &x->key, "key");
+}
+
+static void walk_push_have(struct cur *c, struct qp_push_have *x)
+{
+	w_count(c, &x->n, QP_HAVE_MAX, "n");
+	for (uint32_t i = 0; i < x->n && !c->r; i++) {
+		struct qp_have_entry *e = &x->e[i];
+
+		c->elem = "e";
+		c->idx = i;
+		w_str(c, e->file, sizeof(e->file), S_PATH, "file");
+		w_u64(c, &e->bytes, "bytes");
+	}
+	c->elem = NULL;
+}
+
+static void walk(struct cur *c, struct qp_msg *m)
+{
+	switch ((enum qp_type)m->h.type) {
+	case QP_HELLO:
+		walk_hello(c, &m->u.hello);
+		break;
+	case QP_WELCOME:
+		walk_welcome(c, &m->u.welcome);
+		break;
+	case QP_ERROR:
+		walk_error(c, &m->u.error);
+		break;
+	case QP_PING:
+	case QP_PONG:
+		w_u64(c, &m->u.ping.stamp, "stamp");
+		break;
+	case QP_LIST:
+		w_u32(c, &m->u.list.start, "start");
+		break;
+	case QP_LIST_REPLY:
+		walk_list_reply(c, &m->u.list_reply);
+		break;
+	case QP_MANIFEST:
+		walk_manifest(c, &m->u.manifest);
+		break;
+	case QP_MANIFEST_REPLY:
+		walk_manifest_reply(c, &m->u.manifest_reply);
+		break;
+	case QP_STAT_REPLY:
+		w_blob(c, &m->u.stat_reply.json, 0, 0, "json");
+		break;
+	case QP_STREAM_OPEN:
+		walk_stream_open(c, &m->u.stream_open);
+		break;
+	case QP_STREAM_READY:
+		walk_stream_ready(c, &m->u.stream_ready);
+		break;
+	case QP_SLOTS:
+		walk_slots(c, &m->u.slots);
+		break;
+	case QP_CREDIT:
+		walk_credit(c, &m->u.credit);
+		break;
+	case QP_STREAM_END:
+		walk_stream_end(c, &m->u.stream_end);
+		break;
+	case QP_STREAM_CLOSE:
+	case QP_PUSH_STATUS:
+	case QP_COMMIT:
+	case QP_XFER_CLOSE:
+		w_u64(c, &m->u.id.id, "id");
+		break;
+	case QP_PULL_OPEN:
+		walk_pull_open(c, &m->u.pull_open);
+		break;
+	case QP_XFER_READY:
+		walk_xfer_ready(c, &m->u.xfer_ready);
+		break;
+	case QP_READ:
+		walk_read(c, &m->u.read);
+		break;
+	case QP_PUSH_OPEN:
+		walk_push_open(c, &m->u.push_open);
+		break;
+	case QP_PUT:
+		walk_put(c, &m->u.put);
+		break;
+	case QP_PUSH_HAVE:
+		walk_push_have(c, &m->u.push_have);
+		break;
+	case QP_BYE:
+	case QP_STAT:
+	case QP_OK:
+	case QP_TYPE_LAST:
+		break;
+	}
+}
+
+int qp_encode(const struct qp_msg *m, void *buf, size_t cap)
+{
+	struct cur c = {
+	    .out = buf,
+	    .len = cap < QP_MSG_MAX ? cap : QP_MSG_MAX,
+	    .off = QP_HEADER_SIZE,
+	    .enc = true,
+	};
+
+	if (!m || (!buf && cap))
+		return -EINVAL;
+	if (m->h.type == 0 || m->h.type >= QP_TYPE_LAST)
+		return -EINVAL;
+	c.type = type_names[m->h.type];
+	if (c.len < QP_HEADER_SIZE)
+		return -EMSGSIZE;
+	/* Encoding, the walkers only read the struct. */
+	walk(&c, (struct qp_msg *)m);
+	if (c.r)
+		return c.r;
+	put32(c.out, QP_MAGIC);
+	put16(c.out + 4, QP_VERSION);
+	put16(c.out + 6, m->h.type);
+	put32(c.out + 8, (uint32_t)(c.off - QP_HEADER_SIZE));
+	put32(c.out + 12, m->h.session);
+	put64(c.out + 16, m->h.req);
+	return (int)c.off;
+}
+
+int qp_decode(const void *buf, size_t len, struct qp_msg *m, char *err, size_t err_len)
+{
+	const uint8_t *p = buf;
+	struct cur c = {
+	    .in = buf,
+	    .len = len,
+	    .off = QP_HEADER_SIZE,
+	    .type = "message",
+	    .err = err,
+	    .err_len = err_len,
+	};
+	uint32_t magic;
+
+	if (err && err_len)
+		err[0] = '\0';
+	if (!m || (!buf && len))
+		return -EINVAL;
+	if (len < QP_HEADER_SIZE) {
+		fail(&c, -EBADMSG, "header", "%zu bytes is shorter than the %u-byte header", len,
+		     QP_HEADER_SIZE);
+		return c.r;
+	}
+	magic = get32(p);
+	if (magic != QP_MAGIC) {
+		fail(&c, -EBADMSG, "magic", "0x%08" PRIx32 " is not 0x%08x (\"QUAI\")", magic,
+		     QP_MAGIC);
+		return c.r;
+	}
+	m->h.magic = magic;
+	m->h.version = get16(p + 4);
+	m->h.type = get16(p + 6);
+	m->h.length = get32(p + 8);
+	m->h.session = get32(p + 12);
+	m->h.req = get64(p + 16);
+	c.type = qp_type_name(m->h.type);
+	if (!strcmp(c.type, "?"))
+		c.type = "message";
+	/* First, before anything that another version may define otherwise:
+	 * only the header's layout is common to all versions. */
+	if (m->h.version != QP_VERSION) {
+		fail(&c, -EPROTONOSUPPORT, "version", "%u, this build speaks %u",
+		     (unsigned)m->h.version, QP_VERSION);
+		return c.r;
+	}
+	if (m->h.type == 0 || m->h.type >= QP_TYPE_LAST) {
+		fail(&c, -EBADMSG, "type", "%u is unknown", (unsigned)m->h.type);
+		return c.r;
+	}
+	if (len > QP_MSG_MAX) {
+		fail(&c, -EBADMSG, "length", "%zu bytes is over the %u-byte limit", len,
+		     QP_MSG_MAX);
+		return c.r;
+	}
+	if (m->h.length != len - QP_HEADER_SIZE) {
+		fail(&c, -EBADMSG, "length", "the header says %" PRIu32 " bytes, %zu follow",
+		     m->h.length, len - QP_HEADER_SIZE);
+		return c.r;
+	}
+	walk(&c, m);
+	if (!c.r && c.off != len)
+		fail(&c, -EBADMSG, NULL, "%zu byte%s after the last field", len - c.off,
+		     len - c.off == 1 ? "" : "s");
+	return c.r;
+}
+
+/* 192 + 8 count + 8 (count + 1), rounded up to 64 so that the records
+ * start cache-line aligned. Saturates at UINT64_MAX, which no slot holds. */
+uint64_t qp_slot_data_off(uint64_t count)
+{
+	if (count > (UINT64_MAX - QP_SLOT_HEADER_SIZE - 8 - 63) / 16)
+		return UINT64_MAX;
+	return (QP_SLOT_HEADER_SIZE + 16 * count + 8 + 63) & ~(uint64_t)63;
+}
+
+uint64_t qp_slot_need(uint64_t count, uint64_t bytes)
+{
+	uint64_t off = qp_slot_data_off(count);
+
+	if (off == UINT64_MAX || bytes > UINT64_MAX - off)
+		return UINT64_MAX;
+	return off + bytes;
+}
+
+/* The slot header's layout (docs/PROTOCOL.md, "The slot header"). */
+enum {
+	SH_MAGIC = 0,
+	SH_COUNT = 4,
+	SH_BYTES = 8,
+	SH_INDEX = 16,
+	SH_DATA_OFF = 24,
+	SH_STATE_LEN = 32,
+	SH_RESERVED0 = 36,
+	SH_RESERVED = 40,
+	SH_STATE = 64,
+	SH_PAD = SH_STATE + QP_STATE_MAX,
+};
+_Static_assert(SH_PAD + 32 == QP_SLOT_HEADER_SIZE, "the slot header is 192 bytes");
+
+void qp_slot_encode(const struct qp_slot_header *h, void *slot)
+{
+	uint8_t *p = slot;
+	size_t state = h->state_len < QP_STATE_MAX ? h->state_len : QP_STATE_MAX;
+
+	/* Reserved bytes, padding and the state past state_len are written
+	 * as zeros whatever the struct holds: the check insists on them. */
+	memset(p, 0, QP_SLOT_HEADER_SIZE);
+	put32(p + SH_MAGIC, h->magic);
+	put32(p + SH_COUNT, h->count);
+	put64(p + SH_BYTES, h->bytes);
+	put64(p + SH_INDEX, h->index);
+	put64(p + SH_DATA_OFF, h->data_off);
+	put32(p + SH_STATE_LEN, h->state_len);
+	memcpy(p + SH_STATE, h->state, state);
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+int qp_slot_check(const void *slot, uint64_t slot_bytes, struct qp_slot_header *ret)
+{
+	const uint8_t *p = slot;
+	struct qp_slot_header h;
+	const uint8_t *offsets;
+	uint64_t prev = 0;
+
+	if (!slot || slot_bytes < QP_SLOT_HEADER_SIZE)
+		return -EBADMSG;
+	memset(&h, 0, sizeof(h));
+	h.magic = get32(p + SH_MAGIC);
+	h.count = get32(p + SH_COUNT);
+	h.bytes = get64(p + SH_BYTES);
+	h.index = get64(p + SH_INDEX);
+	h.data_off = get64(p + SH_DATA_OFF);
+	h.state_len = get32(p + SH_STATE_LEN);
+	if (h.magic != QP_SLOT_MAGIC)
+		return -EBADMSG;
+	if (!all_zero(p + SH_RESERVED0, SH_STATE - SH_RESERVED0))
+		return -EBADMSG;
+	if (h.state_len > QP_STATE_MAX)
+		return -EBADMSG;
+	if (!all_zero(p + SH_STATE + h.state_len, QP_SLOT_HEADER_SIZE - SH_STATE - h.state_len))
+		return -EBADMSG;
+	memcpy(h.state, p + SH_STATE, h.state_len);
+	/* count is 32 bits, so data_off cannot saturate here. */
+	if (h.data_off != qp_slot_data_off(h.count))
+		return -EBADMSG;
+	if (h.data_off > slot_bytes || h.bytes > slot_bytes - h.data_off)
+		return -EBADMSG;
+	/* ids, then count + 1 offsets: before data_off, so inside the slot. */
+	offsets = p + QP_SLOT_HEADER_SIZE + 8 * (size_t)h.count;
+	if (get64(offsets) != 0)
+		return -EBADMSG;
+	for (uint64_t i = 1; i <= h.count; i++) {
+		uint64_t o = get64(offsets + 8 * i);
+
+		if (o < prev)
+			return -EBADMSG;
+		prev = o;
+	}
+	if (prev != h.bytes)
+		return -EBADMSG;
+	if (ret)
+		*ret = h;
+	return 0;
+}
