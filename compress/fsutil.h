@@ -16,6 +16,9 @@
 /* Writes all of buf. Returns 0 or -errno. */
 int qfs_write_all(int fd, const void *buf, size_t len);
 
+/* Writes all of buf at offset off. Returns 0 or -errno. */
+int qfs_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+
 /* Reads up to len bytes at off, retrying short reads until EOF. Returns
  * the number of bytes read (less than len only at end of file) or -errno. */
 ssize_t qfs_pread_full(int fd, void *buf, size_t len, uint64_t off);

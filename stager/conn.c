@@ -497,8 +497,9 @@ int qconn_open(const struct qconn_uri *u, struct qconn **ret, char *err, size_t 
 	}
 	r = qf_resolve(c->ep, u->node, u->service, &c->peer);
 	if (r < 0) {
-		qerr_set(err, err_len, "%s: the address does not resolve with provider %s: %s",
-			 c->name, qf_provider(c->ep), strerror(-r));
+		qerr_set(err, err_len, "%s: the address does not resolve with provider %s", c->name,
+			 qf_provider(c->ep));
+		r = -EHOSTUNREACH;
 		goto fail;
 	}
 

@@ -283,10 +283,13 @@ int qrs_next(struct qrstream *r, struct quai_batch *batch)
 			break;
 		if (r->delivered >= r->end_batches)
 			break;
+		/* The ring has twice the slots the application may hold
+		 * (prefetch_batches, as in embedded mode): the rest are in
+		 * flight. */
 		uint32_t held = 0;
 		for (uint32_t i = 0; i < r->nslots; i++)
 			held += r->slot_state[i] == SLOT_HELD;
-		if (held == r->nslots) {
+		if (held >= (r->nslots + 1) / 2) {
 			pthread_mutex_unlock(&r->mu);
 			return -EBUSY;
 		}

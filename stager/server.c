@@ -537,7 +537,10 @@ static void stream_open(struct session *se, const struct qp_msg *m)
 		r = qstream_geometry(st->es, &st->g);
 	uint64_t meta_stride = 0;
 	if (r == 0) {
-		st->nslots = st->g.prefetch;
+		/* Twice the batches the client may hold: while it works on
+		 * those, the others are on the wire or waiting for it, so a
+		 * credit's round trip does not stall the stream. */
+		st->nslots = 2 * st->g.prefetch < QP_SLOTS_MAX ? 2 * st->g.prefetch : QP_SLOTS_MAX;
 		st->meta_stride = meta_stride =
 		    (qp_slot_data_off(st->g.max_count) + QPOOL_ALIGN - 1) / QPOOL_ALIGN *
 		    QPOOL_ALIGN;
@@ -1097,7 +1100,7 @@ static void *service_main(void *arg)
 	pthread_mutex_lock(&srv->mu);
 	for (;;) {
 		while (!srv->wq_head && !srv->stopping)
-			pthread_cond_wait(&srv->cv, &srv->mu);
+			pthread_cond_wait(&srv->wq_cv, &srv->mu);
 		if (!srv->wq_head)
 			break;
 		struct work *w = srv->wq_head;
@@ -1138,7 +1141,7 @@ static void enqueue_locked(struct qsrv *srv, struct session *se, uint64_t peer, 
 	else
 		srv->wq_head = w;
 	srv->wq_tail = w;
-	pthread_cond_broadcast(&srv->cv);
+	pthread_cond_signal(&srv->wq_cv);
 }
 
 /* The progress thread: check, then queue (or, for credits and pings,
@@ -1391,6 +1394,7 @@ int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struc
 	srv->stop_pipe[0] = srv->stop_pipe[1] = -1;
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->cv, NULL);
+	pthread_cond_init(&srv->wq_cv, NULL);
 	pthread_mutex_init(&srv->log_mu, NULL);
 	srv->log = log;
 	srv->log_arg = log_arg;
@@ -1490,6 +1494,7 @@ int qsrv_run(struct qsrv *srv)
 	pthread_mutex_lock(&srv->mu);
 	srv->stopping = 1;
 	pthread_cond_broadcast(&srv->cv);
+	pthread_cond_broadcast(&srv->wq_cv);
 	for (struct session *se = srv->sessions; se; se = se->next)
 		se->refs++; /* only this thread frees sessions; the refs keep them */
 	pthread_mutex_unlock(&srv->mu);
@@ -1535,6 +1540,7 @@ void qsrv_free(struct qsrv *srv)
 	pthread_mutex_lock(&srv->mu);
 	srv->stopping = 1;
 	pthread_cond_broadcast(&srv->cv);
+	pthread_cond_broadcast(&srv->wq_cv);
 	pthread_mutex_unlock(&srv->mu);
 	if (srv->ep)
 		reap(srv, 1);
@@ -1560,6 +1566,7 @@ void qsrv_free(struct qsrv *srv)
 		close(srv->stop_pipe[1]);
 	pthread_mutex_destroy(&srv->mu);
 	pthread_cond_destroy(&srv->cv);
+	pthread_cond_destroy(&srv->wq_cv);
 	pthread_mutex_destroy(&srv->log_mu);
 	free(srv);
 }

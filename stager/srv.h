@@ -58,7 +58,10 @@ struct qsrv {
 	struct qp_msg *rx; /* the progress thread's decode buffer */
 
 	pthread_mutex_t mu;
-	pthread_cond_t cv; /* streams, transfers and the work queue wait here */
+	pthread_cond_t cv;    /* streams and transfers wait here */
+	pthread_cond_t wq_cv; /* the service threads wait here for work: kept
+				 apart so that the credits and completions of
+				 the data path do not wake them all */
 	struct session *sessions;
 	unsigned nsessions;
 	uint64_t next_id;

@@ -641,24 +641,6 @@ out:
 
 /* ---- push: the writer -------------------------------------------------- */
 
-static int pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 /* Replies to a PUT, unless nobody listens any more (a reply to a dead
  * session would only wait out the send timeout). */
 static void put_reply(struct sxfer *x, uint64_t req, int err, const char *msg)
@@ -807,7 +789,7 @@ static void write_held(struct sxfer *x, struct sxfile *f)
 			snprintf(msg, sizeof(msg), "%s", x->werr_msg);
 		} else {
 			int fd = file_fd(x, f, O_WRONLY | O_CREAT);
-			r = fd < 0 ? fd : pwrite_all(fd, c->buf, c->len, c->off);
+			r = fd < 0 ? fd : qfs_pwrite_all(fd, c->buf, c->len, c->off);
 			if (r < 0) {
 				snprintf(msg, sizeof(msg), "push_root: %s writing %s", strerror(-r),
 					 f->name);

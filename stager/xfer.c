@@ -604,24 +604,6 @@ static int open_partial(const char *pdir, const uint8_t *text, size_t len, int *
 	return dfd;
 }
 
-static int write_all_at(int fd, const uint8_t *p, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 /* The data: READs in file order, at most nslots out, each landing written
  * in the order asked. */
 static int pull_data(struct xfer *x, int dfd, const char *pdir)
@@ -698,7 +680,7 @@ static int pull_data(struct xfer *x, int dfd, const char *pdir)
 			fd = openat(dfd, f->name, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
 			fd_file = fd < 0 ? -1 : (int)s->file;
 		}
-		r = fd < 0 ? -errno : write_all_at(fd, s->buf, s->len, s->off);
+		r = fd < 0 ? -errno : qfs_pwrite_all(fd, s->buf, s->len, s->off);
 		if (r < 0) {
 			pthread_mutex_lock(&x->mu);
 			fail_locked(x, r, "'%s/%s': %s", pdir, f->name, strerror(-r));
@@ -921,7 +903,11 @@ QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer
 				      .problem = on_problem,
 				      .problem_arg = &fp,
 				      .progress = verify_progress,
-				      .progress_arg = &x};
+				      .progress_arg = &x,
+				      /* A copy: every file against the manifest's
+				       * checksums; the frames decoded on the server's
+				       * side when the dataset was packed or pushed. */
+				      .flags = QUAI_VERIFY_FILES};
 	r = quai_verify(pdir, &vo, NULL);
 	if (r == -ECANCELED)
 		goto out;

@@ -316,7 +316,16 @@ struct quai_verify_opts {
 	void *problem_arg;
 	quai_verify_progress_fn progress; /* may be NULL */
 	void *progress_arg;
+	unsigned flags; /* QUAI_VERIFY_* */
 };
+
+/* Check a copy: the manifest, every index, each shard's size and seek
+ * table, and each shard file whole against the XXH3 the manifest records
+ * for it, without decoding frames. A copy that passes holds exactly the
+ * bytes of the dataset it was copied from; what a full check adds is that
+ * those bytes decode (quai pull checks copies this way; quaid checks pushes
+ * in full). */
+#define QUAI_VERIFY_FILES 0x1u
 
 struct quai_verify_result {
 	uint64_t frames; /* frames checked */

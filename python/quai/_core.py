@@ -417,8 +417,8 @@ class Stream(_Closing):
     resume=None, context=None, hold=0)`` calls ``quai_stream_open()``:
 
     - ``uri``: a dataset directory (str or path-like), ``file:///path``, or
-      ``quai://host/name`` (remote; this build refuses it with
-      quai.UnsupportedError);
+      ``quai://host[:port]/name`` (remote mode: staged by the quaid there,
+      the same batches as embedded mode);
     - ``rank``/``world``: this process's share; ``world`` must divide
       ``partitions`` (the error lists the world sizes that do);
     - ``seed``/``epoch``: the shuffle; ``partitions`` (default: 8 x world

@@ -96,7 +96,7 @@ class NotFoundError(Error, FileNotFoundError):
 
 
 class UnsupportedError(Error):
-    """-EPROTONOSUPPORT: a URI this build cannot open (e.g. quai:// without quaid)."""
+    """-EPROTONOSUPPORT: a URI this build cannot open (an unknown scheme)."""
     code = -_errno.EPROTONOSUPPORT
 
 

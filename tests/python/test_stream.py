@@ -527,10 +527,13 @@ def test_bad_arguments(ctx, fixed_ds, tmp_path):
         quai.Context(gpu="metal")
 
 
-def test_remote_uri_is_refused_clearly(ctx):
-    with pytest.raises(quai.UnsupportedError) as ei:
-        quai.Stream("quai://storage-1/tokens", context=ctx)
-    assert ei.value.code == -errno.EPROTONOSUPPORT and "quaid" in str(ei.value)
+def test_unreachable_remote_uri_is_named(ctx):
+    with pytest.raises(quai.Error) as ei:
+        quai.Stream("quai://storage-1.invalid/tokens", context=ctx)
+    assert ei.value.code == -errno.EHOSTUNREACH
+    assert "quaid at storage-1.invalid:7470" in str(ei.value)
+    with pytest.raises(quai.InvalidArgumentError, match="port"):
+        quai.Stream("quai://storage-1:0/tokens", context=ctx)
     with pytest.raises(quai.UnsupportedError, match="scheme"):
         quai.Stream("s3://bucket/tokens", context=ctx)
 

@@ -198,6 +198,6 @@ def test_bad_arguments(fixed_ds):
         QuaiDataset(fixed_ds, rank=0, world=1, bogus=1)
     with pytest.raises(ValueError, match="whole number"):
         QuaiDataset(fixed_ds, rank=0, world=1, record_size=63, dtype=torch.int16)
-    with pytest.raises(quai.UnsupportedError, match="quaid"):
-        iter(QuaiDataset("quai://host/tokens", rank=0, world=1, record_size=64,
+    with pytest.raises(quai.Error, match="quaid at host.invalid:7470"):
+        iter(QuaiDataset("quai://host.invalid/tokens", rank=0, world=1, record_size=64,
                          context={"pinned_bytes": 16 << 20}))
