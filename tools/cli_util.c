@@ -42,6 +42,29 @@ int cli_exit_code(int err)
 	}
 }
 
+void cli_errorf(const char *verb, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "quai %s: ", verb);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int cli_usage_error(const char *verb, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "quai %s: ", verb);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'quai %s --help'.\n", verb);
+	return CLI_EXIT_USAGE;
+}
+
 /* ---- parsing ---------------------------------------------------------- */
 
 /* Parses leading decimal digits; *end points after them. */

@@ -27,6 +27,11 @@ enum cli_exit {
 /* The exit status for a negative quai error code (see enum cli_exit). */
 int cli_exit_code(int err);
 
+/* "quai VERB: message" on stderr. */
+void cli_errorf(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same, then "Try 'quai VERB --help'."; returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* ---- parsing ---------------------------------------------------------- */
 
 /* A decimal unsigned integer, nothing else (no sign, no spaces). Returns 0,

@@ -7,18 +7,6 @@
 
 #include "cli_util.h"
 
-static int __attribute__((format(printf, 2, 3))) usage_error(const char *verb, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "quai %s: ", verb);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'quai %s --help'.\n", verb);
-	return CLI_EXIT_USAGE;
-}
-
 void pack_cli_init(struct pack_cli *p)
 {
 	memset(p, 0, sizeof(*p));
@@ -50,11 +38,13 @@ static int parse_records(const char *verb, const char *arg, struct quai_pack_opt
 		return 0;
 	}
 	if (strncmp(arg, "fixed", 5) == 0)
-		return usage_error(verb,
-				   "invalid --records '%s': fixed:N needs a record size N from 1 "
-				   "byte to 1GiB",
-				   arg);
-	return usage_error(verb, "invalid --records '%s': expected files, lines or fixed:N", arg);
+		return cli_usage_error(
+		    verb,
+		    "invalid --records '%s': fixed:N needs a record size N from 1 "
+		    "byte to 1GiB",
+		    arg);
+	return cli_usage_error(verb, "invalid --records '%s': expected files, lines or fixed:N",
+			       arg);
 }
 
 static int parse_size_opt(const char *verb, const char *opt, const char *arg, uint64_t min,
@@ -64,16 +54,18 @@ static int parse_size_opt(const char *verb, const char *opt, const char *arg, ui
 	uint64_t v;
 
 	if (cli_parse_size(arg, &v) < 0)
-		return usage_error(verb,
-				   "invalid %s '%s': expected a byte count such as 1048576, "
-				   "4M or 2MiB",
-				   opt, arg);
+		return cli_usage_error(verb,
+				       "invalid %s '%s': expected a byte count such as 1048576, "
+				       "4M or 2MiB",
+				       opt, arg);
 	if (v < min || v > max) {
 		cli_format_bytes(min, smin, sizeof(smin));
 		cli_format_bytes(max, smax, sizeof(smax));
 		if (max == UINT64_MAX)
-			return usage_error(verb, "invalid %s '%s': at least %s", opt, arg, smin);
-		return usage_error(verb, "invalid %s '%s': from %s to %s", opt, arg, smin, smax);
+			return cli_usage_error(verb, "invalid %s '%s': at least %s", opt, arg,
+					       smin);
+		return cli_usage_error(verb, "invalid %s '%s': from %s to %s", opt, arg, smin,
+				       smax);
 	}
 	*ret = v;
 	return 0;
@@ -91,7 +83,7 @@ int pack_cli_option(const char *verb, int c, const char *arg, struct pack_cli *p
 		break;
 	case PACK_OPT_LEVEL:
 		r = cli_parse_int(arg, &p->o.level) < 0
-			? usage_error(verb, "invalid --level '%s': expected an integer", arg)
+			? cli_usage_error(verb, "invalid --level '%s': expected an integer", arg)
 			: 0;
 		break;
 	case PACK_OPT_FRAME_SIZE:
@@ -106,7 +98,7 @@ int pack_cli_option(const char *verb, int c, const char *arg, struct pack_cli *p
 		break;
 	case PACK_OPT_THREADS:
 		if (cli_parse_u64(arg, &v) < 0 || v > 4096)
-			return usage_error(
+			return cli_usage_error(
 			    verb, "invalid --threads '%s': expected 0 (auto) to 4096", arg);
 		p->o.threads = (unsigned)v;
 		r = 0;
@@ -114,7 +106,7 @@ int pack_cli_option(const char *verb, int c, const char *arg, struct pack_cli *p
 	case PACK_OPT_CLASS:
 		r = quai_class_parse(arg);
 		if (r < 0)
-			return usage_error(
+			return cli_usage_error(
 			    verb, "invalid --class '%s': expected public, internal or sensitive",
 			    arg);
 		p->o.classification = r;
@@ -122,7 +114,7 @@ int pack_cli_option(const char *verb, int c, const char *arg, struct pack_cli *p
 		break;
 	case PACK_OPT_ZONE:
 		if (quai_zone_check(arg) < 0)
-			return usage_error(
+			return cli_usage_error(
 			    verb, "invalid --zone '%s': 1 to %d characters of A-Z a-z 0-9 . _ -",
 			    cli_printable(arg, shown, sizeof(shown)), QUAI_ZONE_MAX);
 		snprintf(p->zone, sizeof(p->zone), "%s", arg);

@@ -20,6 +20,7 @@
 
 #include "quai/quai.h"
 #include "cli_util.h"
+#include "pack_opts.h"
 #include "verbs.h"
 
 #define PATH_BUF 4096
@@ -37,29 +38,6 @@ const char exit_status_help[] =
     "  130  interrupted (SIGINT; nothing is left half-written)\n";
 
 /* ---- messages --------------------------------------------------------- */
-
-static void __attribute__((format(printf, 2, 3))) errorf(const char *verb, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "quai %s: ", verb);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-static int __attribute__((format(printf, 2, 3))) usage_error(const char *verb, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "quai %s: ", verb);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'quai %s --help'.\n", verb);
-	return CLI_EXIT_USAGE;
-}
 
 /* A path made safe to print (control bytes shown as '?'). */
 struct shown {
@@ -97,9 +75,9 @@ static int check_operands(const char *verb, int argc, char **argv, int min, int 
 	struct shown sh;
 
 	if (n < min)
-		return usage_error(verb, "missing %s", missing);
+		return cli_usage_error(verb, "missing %s", missing);
 	if (max >= 0 && n > max)
-		return usage_error(verb, "extra operand '%s'", show(&sh, argv[optind + max]));
+		return cli_usage_error(verb, "extra operand '%s'", show(&sh, argv[optind + max]));
 	return 0;
 }
 
@@ -109,19 +87,7 @@ static const char pack_help[] =
     "Usage: quai pack [OPTION]... SRC... DEST\n"
     "Pack the sources into a new dataset directory DEST (zstd seekable shards,\n"
     "record indexes and a manifest). DEST appears whole or not at all.\n"
-    "\n"
-    "  --records KIND      files (default): one record per regular file, directories\n"
-    "                      walked recursively; lines: one record per line of each\n"
-    "                      SRC ('-' reads standard input); fixed:N: records of N bytes\n"
-    "  --level N           zstd compression level (default 3)\n"
-    "  --frame-size SIZE   raw bytes per zstd frame (default 2MiB)\n"
-    "  --shard-size SIZE   compressed bytes per shard file (default 1GiB)\n"
-    "  --threads N         compression threads (default: online cores); the output\n"
-    "                      is byte-identical whatever N is\n"
-    "  --class CLASS       public, internal (default) or sensitive\n"
-    "  --zone LABEL        residency zone (default: the host's, from $QUAI_CONF or\n"
-    "                      /etc/quai/quai.conf, else \"none\")\n"
-    "  --name NAME         dataset name (default: DEST's last component)\n"
+    "\n" PACK_OPTS_HELP "  --name NAME         dataset name (default: DEST's last component)\n"
     "  -q, --quiet         no progress and no summary\n"
     "  -h, --help          show this help\n"
     "\n"
@@ -131,74 +97,20 @@ static const char pack_help[] =
     "\n";
 
 enum {
-	OPT_RECORDS = 256,
-	OPT_LEVEL,
-	OPT_FRAME_SIZE,
-	OPT_SHARD_SIZE,
-	OPT_THREADS,
-	OPT_CLASS,
-	OPT_ZONE,
+	OPT_THREADS = 256,
 	OPT_NAME,
 	OPT_JSON,
 	OPT_SHARDS,
 	OPT_RANGE,
 };
 
-/* Parses --records: files, lines or fixed:N (N a SIZE). */
-static int parse_records(const char *verb, const char *arg, struct quai_pack_opts *o)
-{
-	uint64_t n;
-
-	if (strcmp(arg, "files") == 0) {
-		o->kind = QUAI_RECORDS_FILES;
-		return 0;
-	}
-	if (strcmp(arg, "lines") == 0) {
-		o->kind = QUAI_RECORDS_LINES;
-		return 0;
-	}
-	if (strncmp(arg, "fixed:", 6) == 0 && cli_parse_size(arg + 6, &n) == 0 && n > 0 &&
-	    n <= QUAI_RECORD_SIZE_MAX) {
-		o->kind = QUAI_RECORDS_FIXED;
-		o->fixed_size = (uint32_t)n;
-		return 0;
-	}
-	if (strncmp(arg, "fixed", 5) == 0)
-		return usage_error(verb,
-				   "invalid --records '%s': fixed:N needs a record size N from 1 "
-				   "byte to 1GiB",
-				   arg);
-	return usage_error(verb, "invalid --records '%s': expected files, lines or fixed:N", arg);
-}
-
-static int parse_size_opt(const char *verb, const char *opt, const char *arg, uint64_t min,
-			  uint64_t max, uint64_t *ret)
-{
-	char smin[32], smax[32];
-	uint64_t v;
-
-	if (cli_parse_size(arg, &v) < 0)
-		return usage_error(verb,
-				   "invalid %s '%s': expected a byte count such as 1048576, "
-				   "4M or 2MiB",
-				   opt, arg);
-	if (v < min || v > max) {
-		cli_format_bytes(min, smin, sizeof(smin));
-		cli_format_bytes(max, smax, sizeof(smax));
-		if (max == UINT64_MAX)
-			return usage_error(verb, "invalid %s '%s': at least %s", opt, arg, smin);
-		return usage_error(verb, "invalid %s '%s': from %s to %s", opt, arg, smin, smax);
-	}
-	*ret = v;
-	return 0;
-}
-
 static int parse_threads(const char *verb, const char *arg, unsigned *ret)
 {
 	uint64_t v;
 
 	if (cli_parse_u64(arg, &v) < 0 || v > 4096)
-		return usage_error(verb, "invalid --threads '%s': expected 0 (auto) to 4096", arg);
+		return cli_usage_error(verb, "invalid --threads '%s': expected 0 (auto) to 4096",
+				       arg);
 	*ret = (unsigned)v;
 	return 0;
 }
@@ -226,95 +138,44 @@ static void report(const char *verb, int err, const char *msg, const char *conte
 	struct shown sh;
 
 	if (msg[0] && strcmp(msg, quai_strerror(err)) != 0)
-		errorf(verb, "%s", show(&sh, msg));
+		cli_errorf(verb, "%s", show(&sh, msg));
 	else
-		errorf(verb, "%s: %s", context, quai_strerror(err));
+		cli_errorf(verb, "%s: %s", context, quai_strerror(err));
 }
 
 static int cmd_pack(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"records", required_argument, NULL, OPT_RECORDS},
-	    {"level", required_argument, NULL, OPT_LEVEL},
-	    {"frame-size", required_argument, NULL, OPT_FRAME_SIZE},
-	    {"shard-size", required_argument, NULL, OPT_SHARD_SIZE},
-	    {"threads", required_argument, NULL, OPT_THREADS},
-	    {"class", required_argument, NULL, OPT_CLASS},
-	    {"zone", required_argument, NULL, OPT_ZONE},
+	    PACK_LONGOPTS,
 	    {"name", required_argument, NULL, OPT_NAME},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	struct quai_pack_opts opts = {
-	    .size = sizeof(opts),
-	    .kind = QUAI_RECORDS_FILES,
-	    .level = 3,
-	    .frame_size = 2u << 20,
-	    .shard_size = 1ull << 30,
-	    .classification = QUAI_CLASS_INTERNAL,
-	};
+	struct pack_cli pc;
+	struct quai_pack_opts *opts = &pc.o;
 	struct quai_pack_result res = {0};
 	struct pack_ctx ctx;
-	char zone[QUAI_ZONE_MAX + 1], zone_err[256], err[PATH_BUF], context[PATH_BUF];
+	char err[PATH_BUF], context[PATH_BUF];
 	char sraw[32], scomp[32], stime[32], ratio[32];
 	const char *dest;
 	struct shown sh;
 	bool quiet = false;
 	double t0, elapsed;
-	uint64_t v;
 	size_t nsrcs;
 	int c, r;
 
+	pack_cli_init(&pc);
 	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+		/* 0: one of pack's options, parsed; 1: not one of them. */
+		r = pack_cli_option("pack", c, optarg, &pc);
+		if (r == 0)
+			continue;
+		if (r != 1)
+			return r;
 		switch (c) {
-		case OPT_RECORDS:
-			r = parse_records("pack", optarg, &opts);
-			if (r)
-				return r;
-			break;
-		case OPT_LEVEL:
-			if (cli_parse_int(optarg, &opts.level) < 0)
-				return usage_error(
-				    "pack", "invalid --level '%s': expected an integer", optarg);
-			break;
-		case OPT_FRAME_SIZE:
-			r = parse_size_opt("pack", "--frame-size", optarg, QUAI_FRAME_SIZE_MIN,
-					   QUAI_FRAME_SIZE_MAX, &v);
-			if (r)
-				return r;
-			opts.frame_size = (uint32_t)v;
-			break;
-		case OPT_SHARD_SIZE:
-			r = parse_size_opt("pack", "--shard-size", optarg, QUAI_SHARD_SIZE_MIN,
-					   UINT64_MAX, &opts.shard_size);
-			if (r)
-				return r;
-			break;
-		case OPT_THREADS:
-			r = parse_threads("pack", optarg, &opts.threads);
-			if (r)
-				return r;
-			break;
-		case OPT_CLASS:
-			r = quai_class_parse(optarg);
-			if (r < 0)
-				return usage_error(
-				    "pack",
-				    "invalid --class '%s': expected public, internal or sensitive",
-				    optarg);
-			opts.classification = r;
-			break;
-		case OPT_ZONE:
-			if (quai_zone_check(optarg) < 0)
-				return usage_error("pack",
-						   "invalid --zone '%s': 1 to %d characters of "
-						   "A-Z a-z 0-9 . _ -",
-						   show(&sh, optarg), QUAI_ZONE_MAX);
-			opts.zone = optarg;
-			break;
 		case OPT_NAME:
-			opts.name = optarg;
+			opts->name = optarg;
 			break;
 		case 'q':
 			quiet = true;
@@ -332,33 +193,26 @@ static int cmd_pack(int argc, char **argv)
 	if (r)
 		return r;
 
-	if (!opts.zone) {
-		zone_err[0] = '\0';
-		r = quai_host_zone(zone, sizeof(zone), zone_err, sizeof(zone_err));
-		if (r < 0) {
-			errorf("pack", "cannot read the host's residency zone: %s",
-			       zone_err[0] ? zone_err : quai_strerror(r));
-			return CLI_EXIT_FAILURE; /* a bad host file is not bad data */
-		}
-		opts.zone = zone;
-	}
+	r = pack_cli_finish("pack", &pc);
+	if (r)
+		return r;
 
 	nsrcs = (size_t)(argc - optind - 1);
 	dest = argv[argc - 1];
 	cli_progress_init(&ctx.prog, !quiet && cli_stderr_is_tty());
-	opts.progress = pack_progress;
-	opts.progress_arg = &ctx;
+	opts->progress = pack_progress;
+	opts->progress_arg = &ctx;
 	cli_catch_signals();
 
 	err[0] = '\0';
 	t0 = cli_now();
-	r = quai_pack((const char *const *)(argv + optind), nsrcs, dest, &opts, &res, err,
+	r = quai_pack((const char *const *)(argv + optind), nsrcs, dest, opts, &res, err,
 		      sizeof(err));
 	elapsed = cli_now() - t0;
 	cli_progress_clear(&ctx.prog);
 
 	if (r < 0 && (r == -ECANCELED || cli_interrupted())) {
-		errorf("pack", "interrupted; nothing was written to '%s'", show(&sh, dest));
+		cli_errorf("pack", "interrupted; nothing was written to '%s'", show(&sh, dest));
 		return cli_exit_code(-ECANCELED);
 	}
 	if (r == -EINVAL) {
@@ -541,26 +395,27 @@ static int cmd_verify(int argc, char **argv)
 	pthread_mutex_destroy(&ctx.lock);
 
 	if (cli_interrupted() || r == -ECANCELED) {
-		errorf("verify", "interrupted");
+		cli_errorf("verify", "interrupted");
 		return cli_exit_code(-ECANCELED);
 	}
 	if (ctx.problems || r == -QUAI_ECORRUPT || r == -QUAI_EFORMAT) {
 		if (!ctx.have_first) {
-			errorf("verify", "'%s': %s", show(&sh, ctx.path), quai_strerror(r));
+			cli_errorf("verify", "'%s': %s", show(&sh, ctx.path), quai_strerror(r));
 			return CLI_EXIT_BAD_DATA;
 		}
 		describe_place(place, sizeof(place), ctx.first_shard, ctx.first_frame,
 			       ctx.first_record, ctx.first_count);
-		errorf("verify",
-		       "'%s' is damaged: first problem in %s%s; %" PRIu64 " bad frame%s, %" PRIu64
-		       " bad file%s",
-		       show(&sh, ctx.path), ctx.first_file, place, res.bad_frames,
-		       res.bad_frames == 1 ? "" : "s", res.bad_files,
-		       res.bad_files == 1 ? "" : "s");
+		cli_errorf("verify",
+			   "'%s' is damaged: first problem in %s%s; %" PRIu64
+			   " bad frame%s, %" PRIu64 " bad file%s",
+			   show(&sh, ctx.path), ctx.first_file, place, res.bad_frames,
+			   res.bad_frames == 1 ? "" : "s", res.bad_files,
+			   res.bad_files == 1 ? "" : "s");
 		return CLI_EXIT_BAD_DATA;
 	}
 	if (r < 0) {
-		errorf("verify", "cannot verify '%s': %s", show(&sh, ctx.path), quai_strerror(r));
+		cli_errorf("verify", "cannot verify '%s': %s", show(&sh, ctx.path),
+			   quai_strerror(r));
 		return cli_exit_code(r);
 	}
 
@@ -614,11 +469,11 @@ static int open_dataset(const char *verb, const char *path, quai_dataset **ret_d
 	r = quai_dataset_open(path, ret_ds, err, sizeof(err));
 	if (r < 0) {
 		if (!err[0] || strcmp(err, quai_strerror(r)) == 0)
-			errorf(verb, "cannot open '%s': %s", show(&sh, path), quai_strerror(r));
+			cli_errorf(verb, "cannot open '%s': %s", show(&sh, path), quai_strerror(r));
 		else if (names_path(err, path))
-			errorf(verb, "%s", show(&sh, err));
+			cli_errorf(verb, "%s", show(&sh, err));
 		else
-			errorf(verb, "cannot open '%s': %s", show(&sh, path), show(&sh2, err));
+			cli_errorf(verb, "cannot open '%s': %s", show(&sh, path), show(&sh2, err));
 		return cli_exit_code(r);
 	}
 	return 0;
@@ -764,7 +619,7 @@ static int cmd_info(int argc, char **argv)
 		char err[PATH_BUF] = "";
 		r = quai_remote_open(argv[optind], &ds, err, sizeof(err));
 		if (r < 0) {
-			errorf("info", "%s", show(&sh, err[0] ? err : quai_strerror(r)));
+			cli_errorf("info", "%s", show(&sh, err[0] ? err : quai_strerror(r)));
 			return cli_exit_code(r);
 		}
 	} else {
@@ -776,7 +631,7 @@ static int cmd_info(int argc, char **argv)
 	in.size = sizeof(in);
 	r = quai_dataset_info(ds, &in);
 	if (r < 0) {
-		errorf("info", "'%s': %s", show(&sh, argv[optind]), quai_strerror(r));
+		cli_errorf("info", "'%s': %s", show(&sh, argv[optind]), quai_strerror(r));
 		quai_dataset_close(ds);
 		return cli_exit_code(r);
 	}
@@ -819,11 +674,12 @@ static int cat_read_error(quai_dataset *ds, const char *path, uint64_t record, i
 	if (quai_dataset_locate(ds, record, &loc) == 0 &&
 	    quai_dataset_shard(ds, loc.shard, &si) == 0) {
 		dataset_file(file, sizeof(file), path, si.file);
-		errorf("cat", "'%s': shard %" PRIu32 ", frame %" PRIu32 ", record %" PRIu64 ": %s",
-		       show(&sh, file), loc.shard, loc.frame, record, quai_strerror(err));
+		cli_errorf("cat",
+			   "'%s': shard %" PRIu32 ", frame %" PRIu32 ", record %" PRIu64 ": %s",
+			   show(&sh, file), loc.shard, loc.frame, record, quai_strerror(err));
 	} else {
-		errorf("cat", "'%s': record %" PRIu64 ": %s", show(&sh, path), record,
-		       quai_strerror(err));
+		cli_errorf("cat", "'%s': record %" PRIu64 ": %s", show(&sh, path), record,
+			   quai_strerror(err));
 	}
 	return cli_exit_code(err);
 }
@@ -849,7 +705,7 @@ static int cmd_cat(int argc, char **argv)
 		switch (c) {
 		case OPT_RANGE:
 			if (cli_parse_range(optarg, &a, &b, &has_b) < 0)
-				return usage_error(
+				return cli_usage_error(
 				    "cat",
 				    "invalid --range '%s': expected A:B with A <= B, "
 				    "A: or :B",
@@ -876,15 +732,15 @@ static int cmd_cat(int argc, char **argv)
 	in.size = sizeof(in);
 	r = quai_dataset_info(ds, &in);
 	if (r < 0) {
-		errorf("cat", "'%s': %s", show(&sh, path), quai_strerror(r));
+		cli_errorf("cat", "'%s': %s", show(&sh, path), quai_strerror(r));
 		ret = cli_exit_code(r);
 		goto out;
 	}
 	if (!has_b)
 		b = in.records;
 	if (a > in.records || b > in.records) {
-		errorf("cat", "--range %s is outside '%s', which has %" PRIu64 " records",
-		       range ? range : ":", show(&sh, path), in.records);
+		cli_errorf("cat", "--range %s is outside '%s', which has %" PRIu64 " records",
+			   range ? range : ":", show(&sh, path), in.records);
 		ret = CLI_EXIT_USAGE;
 		goto out;
 	}
@@ -893,7 +749,7 @@ static int cmd_cat(int argc, char **argv)
 	if (r == 0)
 		r = cli_out_init(&out, STDOUT_FILENO, CAT_BUFFER);
 	if (r < 0) {
-		errorf("cat", "%s", quai_strerror(r));
+		cli_errorf("cat", "%s", quai_strerror(r));
 		ret = cli_exit_code(r);
 		goto out;
 	}
@@ -939,7 +795,7 @@ write_failed:
 	} else if (cli_interrupted()) {
 		ret = cli_exit_code(-ECANCELED);
 	} else {
-		errorf("cat", "write error: %s", quai_strerror(r));
+		cli_errorf("cat", "write error: %s", quai_strerror(r));
 		ret = CLI_EXIT_FAILURE;
 	}
 out:

@@ -68,29 +68,6 @@ enum { OPT_UNPACK = 256 };
 
 /* ---- messages --------------------------------------------------------- */
 
-static void __attribute__((format(printf, 2, 3))) errorf(const char *verb, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "quai %s: ", verb);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-static int __attribute__((format(printf, 2, 3))) usage_error(const char *verb, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "quai %s: ", verb);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'quai %s --help'.\n", verb);
-	return CLI_EXIT_USAGE;
-}
-
 /* A failed library call: its message names what and where; without one,
  * `context` says what was being done. */
 static void report(const char *verb, int err, const char *msg, const char *context)
@@ -98,9 +75,9 @@ static void report(const char *verb, int err, const char *msg, const char *conte
 	char shown[ERR_BUF];
 
 	if (msg[0] && strcmp(msg, quai_strerror(err)) != 0)
-		errorf(verb, "%s", cli_printable(msg, shown, sizeof(shown)));
+		cli_errorf(verb, "%s", cli_printable(msg, shown, sizeof(shown)));
 	else
-		errorf(verb, "%s: %s", context, quai_strerror(err));
+		cli_errorf(verb, "%s: %s", context, quai_strerror(err));
 }
 
 /* The URI operand: a quai:// URI naming a dataset. */
@@ -109,13 +86,13 @@ static int check_uri(const char *verb, const char *uri, struct qconn_uri *u)
 	char err[512], shown[PATH_BUF];
 
 	if (strncmp(uri, "quai://", 7) != 0)
-		return usage_error(verb, "'%s' is not a quai://HOST[:PORT]/NAME URI",
-				   cli_printable(uri, shown, sizeof(shown)));
+		return cli_usage_error(verb, "'%s' is not a quai://HOST[:PORT]/NAME URI",
+				       cli_printable(uri, shown, sizeof(shown)));
 	if (qconn_parse_uri(uri, u, err, sizeof(err)) < 0)
-		return usage_error(verb, "%s", cli_printable(err, shown, sizeof(shown)));
+		return cli_usage_error(verb, "%s", cli_printable(err, shown, sizeof(shown)));
 	if (!u->name[0])
-		return usage_error(verb, "'%s' names no dataset (quai://HOST[:PORT]/NAME)",
-				   cli_printable(uri, shown, sizeof(shown)));
+		return cli_usage_error(verb, "'%s' names no dataset (quai://HOST[:PORT]/NAME)",
+				       cli_printable(uri, shown, sizeof(shown)));
 	return 0;
 }
 
@@ -194,13 +171,13 @@ static int pack_to_temp(int nsrcs, char **srcs, const char *name, struct pack_cl
 	if ((size_t)snprintf(tmp, tmp_len, "%s/quai-push-XXXXXX", base) >= tmp_len ||
 	    !mkdtemp(tmp)) {
 		r = errno ? -errno : -ENAMETOOLONG;
-		errorf("push", "cannot make a temporary directory under '%s': %s",
-		       cli_printable(base, shown, sizeof(shown)), quai_strerror(r));
+		cli_errorf("push", "cannot make a temporary directory under '%s': %s",
+			   cli_printable(base, shown, sizeof(shown)), quai_strerror(r));
 		tmp[0] = '\0';
 		return cli_exit_code(r);
 	}
 	if ((size_t)snprintf(ds, ds_len, "%s/%s", tmp, name) >= ds_len) {
-		errorf("push", "'%s/%s': %s", tmp, name, quai_strerror(-ENAMETOOLONG));
+		cli_errorf("push", "'%s/%s': %s", tmp, name, quai_strerror(-ENAMETOOLONG));
 		return CLI_EXIT_FAILURE;
 	}
 	pc->o.name = name;
@@ -211,7 +188,7 @@ static int pack_to_temp(int nsrcs, char **srcs, const char *name, struct pack_cl
 		      sizeof(err));
 	cli_progress_clear(&ctx->prog);
 	if (r < 0 && (r == -ECANCELED || cli_interrupted())) {
-		errorf("push", "interrupted while packing; nothing was sent");
+		cli_errorf("push", "interrupted while packing; nothing was sent");
 		return cli_exit_code(-ECANCELED);
 	}
 	if (r == -EINVAL) {
@@ -292,18 +269,19 @@ int cmd_push(int argc, char **argv)
 	}
 	nsrcs = argc - optind - 1;
 	if (nsrcs < 1)
-		return usage_error("push", "missing %s",
-				   nsrcs < 0 ? "SRC and URI operands" : "SRC or URI operand");
+		return cli_usage_error("push", "missing %s",
+				       nsrcs < 0 ? "SRC and URI operands" : "SRC or URI operand");
 	uri = argv[argc - 1];
 	r = check_uri("push", uri, &u);
 	if (r)
 		return r;
 	bool dataset = nsrcs == 1 && is_dataset_dir(argv[optind]);
 	if (dataset && pc.given)
-		return usage_error("push",
-				   "'%s' is a dataset, sent as it is: the packing options are for "
-				   "raw input",
-				   cli_printable(argv[optind], shown, sizeof(shown)));
+		return cli_usage_error(
+		    "push",
+		    "'%s' is a dataset, sent as it is: the packing options are for "
+		    "raw input",
+		    cli_printable(argv[optind], shown, sizeof(shown)));
 
 	cli_progress_init(&ctx.prog, !quiet && cli_stderr_is_tty());
 	cli_catch_signals();
@@ -330,8 +308,9 @@ int cmd_push(int argc, char **argv)
 	remove_temp(tmp);
 
 	if (r < 0 && (r == -ECANCELED || cli_interrupted())) {
-		errorf("push", "interrupted; what was sent stays on quaid, and a re-run sends only "
-			       "the rest");
+		cli_errorf("push",
+			   "interrupted; what was sent stays on quaid, and a re-run sends only "
+			   "the rest");
 		return cli_exit_code(-ECANCELED);
 	}
 	if (r < 0) {
@@ -385,11 +364,12 @@ int cmd_pull(int argc, char **argv)
 		}
 	}
 	if (argc - optind < 2)
-		return usage_error("pull", "missing %s",
-				   argc - optind == 0 ? "URI and DEST operands" : "DEST operand");
+		return cli_usage_error("pull", "missing %s",
+				       argc - optind == 0 ? "URI and DEST operands"
+							  : "DEST operand");
 	if (argc - optind > 2)
-		return usage_error("pull", "extra operand '%s'",
-				   cli_printable(argv[optind + 2], shown, sizeof(shown)));
+		return cli_usage_error("pull", "extra operand '%s'",
+				       cli_printable(argv[optind + 2], shown, sizeof(shown)));
 	uri = argv[optind];
 	dest = argv[optind + 1];
 	r = check_uri("pull", uri, &u);
@@ -407,10 +387,10 @@ int cmd_pull(int argc, char **argv)
 	cli_progress_clear(&ctx.prog);
 
 	if (r < 0 && (r == -ECANCELED || cli_interrupted())) {
-		errorf("pull",
-		       "interrupted; the partial copy beside '%s' stays, and a re-run "
-		       "fetches only the rest",
-		       cli_printable(dest, shown, sizeof(shown)));
+		cli_errorf("pull",
+			   "interrupted; the partial copy beside '%s' stays, and a re-run "
+			   "fetches only the rest",
+			   cli_printable(dest, shown, sizeof(shown)));
 		return cli_exit_code(-ECANCELED);
 	}
 	if (r < 0) {
