@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "errmsg.h"
 #include "quai/quai.h"
 
@@ -522,9 +523,36 @@ int qconn_open(const struct qconn_uri *u, struct qconn **ret, char *err, size_t 
 		snprintf(m->u.hello.host, sizeof(m->u.hello.host), "%s", "unknown");
 	m->u.hello.pid = (uint32_t)getpid();
 
+	/* A MUNGE credential bound to this endpoint and that server. Without
+	 * one the HELLO goes unauthenticated: a quaid that allows it serves
+	 * public datasets; any other refuses, and the refusal then says why
+	 * there was no credential. */
+	char *cred = NULL, sock[256], cred_err[512] = "";
+	uint8_t saddr[QF_ADDR_MAX];
+	size_t slen = sizeof(saddr);
+	r = qauth_client_socket(sock, sizeof(sock), cred_err, sizeof(cred_err));
+	if (r == 0) {
+		r = qf_peer_addr(c->ep, c->peer, saddr, &slen);
+		if (r < 0)
+			snprintf(cred_err, sizeof(cred_err), "cannot read the server's address: %s",
+				 strerror(-r));
+	}
+	if (r == 0)
+		r = qauth_munge_encode(sock, addr, alen, saddr, slen, &cred, cred_err,
+				       sizeof(cred_err));
+	if (r == 0 && strlen(cred) <= QP_AUTH_MAX) {
+		snprintf(m->u.hello.auth_kind, sizeof(m->u.hello.auth_kind), "%s",
+			 QAUTH_KIND_MUNGE);
+		m->u.hello.auth = (struct qp_blob){(const uint8_t *)cred, strlen(cred)};
+	} else if (r == 0) {
+		snprintf(cred_err, sizeof(cred_err), "the credential is over %u bytes",
+			 QP_AUTH_MAX);
+	}
+
 	r = -pthread_create(&c->keepalive, NULL, keepalive_main, c);
 	if (r < 0) {
 		free(m);
+		free(cred);
 		qerr_set(err, err_len, "cannot start a thread: %s", strerror(-r));
 		goto fail;
 	}
@@ -534,6 +562,7 @@ int qconn_open(const struct qconn_uri *u, struct qconn **ret, char *err, size_t 
 	char cerr[QP_TEXT_MAX + 1];
 	r = qconn_call(c, m, &rep, cerr, sizeof(cerr));
 	free(m);
+	free(cred);
 	if (r == 0 && rep.m.h.type != QP_WELCOME) {
 		snprintf(cerr, sizeof(cerr), "answered HELLO with %s", qp_type_name(rep.m.h.type));
 		r = -EPROTO;
@@ -545,8 +574,14 @@ int qconn_open(const struct qconn_uri *u, struct qconn **ret, char *err, size_t 
 				 "%s did not answer within %d s (is quaid running there, "
 				 "with provider %s?)",
 				 c->name, c->timeout_ms / 1000, qf_provider(c->ep));
+		else if (r == -EACCES && cred_err[0])
+			qerr_set(err, err_len, "%s: %s (this client has no MUNGE credential: %s)",
+				 c->name, cerr, cred_err);
 		else
 			qerr_set(err, err_len, "%s: %s", c->name, cerr);
+		/* Not let in: the site's policy refused this client. */
+		if (r == -EACCES)
+			r = -QUAI_EPOLICY;
 		goto fail;
 	}
 	c->welcome = rep.m.u.welcome;

@@ -35,6 +35,8 @@ struct quai_ctx {
 	unsigned nworkers;
 	unsigned streams; /* open streams (atomic): quai_ctx_free's check, and
 			     read-ahead leaves room when several share the pool */
+	int served;	  /* quaid's: its streams are decided and audited by
+			     quaid, not as local accesses of the host */
 };
 
 /* Queues a job; a worker runs it. Thread-safe. */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The host configuration file: its parser, its loader, and the public
- * settings read from it (the residency zone).
+ * The host configuration file: its parser, its loader, and the settings
+ * read from it (the residency zone, the sovereign paths).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* the build defines it; standalone builds may not */
@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -369,5 +370,209 @@ int quai_host_zone(char *buf, size_t len, char *err_msg, size_t err_msg_len)
 		return -ERANGE;
 	}
 	memcpy(buf, zone, n + 1);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Sovereign paths
+ * ------------------------------------------------------------------------ */
+
+#define SOVEREIGN_KEY "sovereign_paths"
+
+struct sovereign {
+	bool set;
+	char value[QHC_LINE_MAX + 1];
+};
+
+/* Every entry absolute, none empty: a relative one would depend on the
+ * working directory of whoever reads the file. */
+static int sovereign_setting(const char *key, const char *value, unsigned line, void *arg)
+{
+	struct sovereign *sov = arg;
+	size_t n = strlen(value);
+
+	(void)line;
+	if (strcmp(key, SOVEREIGN_KEY) != 0)
+		return 0;
+	for (const char *p = value;;) {
+		const char *colon = strchr(p, ':');
+
+		if (*p != '/')
+			return -EINVAL;
+		if (!colon)
+			break;
+		p = colon + 1;
+	}
+	if (n >= sizeof(sov->value))
+		return -EINVAL;
+	memcpy(sov->value, value, n + 1);
+	sov->set = true;
+	return 0;
+}
+
+/* dest with its deepest existing ancestor resolved by realpath(3) and the
+ * rest appended as written, into out (PATH_MAX bytes). Returns 0,
+ * -QUAI_EPOLICY for a ".." or a dangling link in the rest, or -errno; err
+ * set on failure. */
+static int resolve_dest(const char *dest, char *out, char *err, size_t err_len)
+{
+	char head[PATH_MAX], ebuf[128];
+	size_t len = strlen(dest), rest, n;
+	int r;
+
+	if (!len) {
+		report(0, NULL, err, err_len, "'': %s", strerror_r(ENOENT, ebuf, sizeof(ebuf)));
+		return -ENOENT;
+	}
+	if (len >= sizeof(head)) {
+		r = -ENAMETOOLONG;
+		goto fail;
+	}
+	memcpy(head, dest, len + 1);
+	rest = len;
+	for (;;) {
+		struct stat st;
+		char *slash;
+
+		/* head: a prefix of dest, without trailing slashes ("/" kept). */
+		n = strlen(head);
+		while (n > 1 && head[n - 1] == '/')
+			head[--n] = '\0';
+		if (realpath(head, out))
+			break;
+		r = -errno;
+		/* "." failing: the working directory is gone. */
+		if ((r != -ENOENT && r != -ENOTDIR) || strcmp(head, ".") == 0)
+			goto fail;
+		if (r == -ENOENT && lstat(head, &st) == 0) {
+			report(0, NULL, err, err_len,
+			       "destination %s is not a sovereign path on this host: it goes "
+			       "through %s, a symbolic link to nothing",
+			       dest, head);
+			return -QUAI_EPOLICY;
+		}
+		slash = strrchr(head, '/');
+		if (!slash) {
+			rest = 0;
+			memcpy(head, ".", 2);
+		} else {
+			rest = (size_t)(slash + 1 - head);
+			slash[slash == head] = '\0';
+		}
+	}
+
+	/* Append what does not exist yet, component by component. */
+	n = strlen(out);
+	for (const char *p = dest + rest; *p;) {
+		size_t c = strcspn(p, "/");
+
+		if (c == 2 && p[0] == '.' && p[1] == '.') {
+			report(0, NULL, err, err_len,
+			       "destination %s is not a sovereign path on this host: '..' in a "
+			       "destination that does not exist yet is refused",
+			       dest);
+			return -QUAI_EPOLICY;
+		}
+		if (c && !(c == 1 && p[0] == '.')) {
+			bool root = n == 1;
+
+			if (n + !root + c >= PATH_MAX) {
+				r = -ENAMETOOLONG;
+				goto fail;
+			}
+			if (!root)
+				out[n++] = '/';
+			memcpy(out + n, p, c);
+			n += c;
+			out[n] = '\0';
+		}
+		p += c;
+		p += *p == '/';
+	}
+	return 0;
+fail:
+	report(0, NULL, err, err_len, "'%s': %s", dest, strerror_r(-r, ebuf, sizeof(ebuf)));
+	return r;
+}
+
+/* path lies in dir or is dir, both resolved: whole components only. */
+static bool covers(const char *dir, const char *path)
+{
+	size_t n = strlen(dir);
+
+	if (strcmp(dir, "/") == 0)
+		return true;
+	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+int qhc_sovereign_check(const char *dest, char *err, size_t err_len)
+{
+	const char *conf = qhc_path();
+	struct sovereign *sov;
+	char resolved[PATH_MAX], dir[PATH_MAX], shown[PATH_MAX + 40] = "";
+	int r;
+
+	if (!dest)
+		return -EINVAL;
+	sov = calloc(1, sizeof(*sov));
+	if (!sov)
+		return -ENOMEM;
+	r = qhc_load(conf, sovereign_setting, sov, err, err_len);
+	if (r < 0 && r != -ENOENT)
+		goto out;
+	r = resolve_dest(dest, resolved, err, err_len);
+	if (r < 0)
+		goto out;
+	if (strcmp(resolved, dest) != 0)
+		snprintf(shown, sizeof(shown), " (%s)", resolved);
+	if (!sov->set) {
+		report(0, NULL, err, err_len,
+		       "destination %s%s is not a sovereign path: this host declares no "
+		       "sovereign paths (" SOVEREIGN_KEY " in %s)",
+		       dest, shown, conf);
+		r = -QUAI_EPOLICY;
+		goto out;
+	}
+	r = -QUAI_EPOLICY;
+	for (char *p = sov->value, *next; p; p = next) {
+		next = strchr(p, ':');
+		if (next)
+			*next++ = '\0';
+		/* One that cannot be resolved (not there yet, unreadable)
+		 * covers nothing. */
+		if (realpath(p, dir) && covers(dir, resolved)) {
+			r = 0;
+			break;
+		}
+	}
+	if (r < 0)
+		report(0, NULL, err, err_len,
+		       "destination %s%s is not a sovereign path on this host (see " SOVEREIGN_KEY
+		       " in %s)",
+		       dest, shown, conf);
+out:
+	free(sov);
+	return r;
+}
+
+int qhc_zone_allows(const char *name, const char *zone, const char *what, char *err, size_t err_len)
+{
+	char host[QUAI_ZONE_MAX + 1], zerr[512] = "";
+	int r = quai_host_zone(host, sizeof(host), zerr, sizeof(zerr));
+
+	if (r < 0) {
+		report(0, NULL, err, err_len,
+		       "dataset %s is sensitive, of zone %s, and this host's residency zone cannot "
+		       "be told: %s",
+		       name, zone, zerr[0] ? zerr : quai_strerror(r));
+		return -QUAI_EPOLICY;
+	}
+	if (strcmp(host, zone) != 0) {
+		report(0, NULL, err, err_len,
+		       "dataset %s is sensitive, of zone %s; this host is in zone %s (zone in %s), "
+		       "and sensitive data is %s only within its zone",
+		       name, zone, host, qhc_path(), what);
+		return -QUAI_EPOLICY;
+	}
 	return 0;
 }

@@ -49,4 +49,29 @@ const char *qhc_path(void);
  * "PATH: strerror"; or what cb returned. */
 int qhc_load(const char *path, qhc_setting_fn cb, void *arg, char *err_msg, size_t err_len);
 
+/* The "sovereign_paths = DIR[:DIR...]" key: the absolute directories of
+ * this host that the site declares sovereign storage, where sensitive data
+ * may be written. A relative or empty entry makes the file malformed.
+ *
+ * Checks that `dest` (which need not exist yet) lies under one of them,
+ * comparing whole path components after resolving symbolic links: the
+ * deepest existing ancestor of dest goes through realpath(3) and the rest
+ * is appended, where ".." is refused and a dangling symbolic link is not
+ * followed. A listed directory that does not exist covers nothing.
+ * Reads qhc_path() on each call; thread-safe. Returns 0 when dest is
+ * covered; -QUAI_EPOLICY when not, with err saying why and which key of
+ * which file would allow it; the error of qhc_load() (-QUAI_EFORMAT,
+ * -EINVAL for a relative entry, -EACCES...) with its message when the file
+ * cannot be used; or -errno with err "'DEST': strerror" when dest cannot
+ * be resolved (-EACCES, -ELOOP, -ENAMETOOLONG). */
+int qhc_sovereign_check(const char *dest, char *err, size_t err_len);
+
+/* Whether this host may hold the bytes of a sensitive dataset `name` of
+ * residency zone `zone`: only when the host configuration's zone is that
+ * zone. `what` says what is refused, for the message ("pulled", "streamed",
+ * "read"). Returns 0, or -QUAI_EPOLICY with err naming both zones and the
+ * file that says this host's, or why this host's zone cannot be told. */
+int qhc_zone_allows(const char *name, const char *zone, const char *what, char *err,
+		    size_t err_len);
+
 #endif /* QUAI_STAGER_HOSTCONF_H */

@@ -20,9 +20,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit.h"
 #include "conn.h"
 #include "engine.h"
 #include "errmsg.h"
+#include "hostconf.h"
 #include "json.h"
 #include "dataset.h"
 #include "manifest.h"
@@ -40,6 +42,7 @@ struct qrstream {
 	uint64_t slot_bytes;
 	uint32_t nslots;
 	uint8_t *slot_state;
+	int wipe; /* sensitive: slots are zeroed when given back */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -197,6 +200,15 @@ int qrs_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 			r = -QUAI_EPOLICY;
 			goto fail;
 		}
+		/* Both sides refuse: quaid streams sensitive data only to the
+		 * hosts of its zone, and this host must say it is one. */
+		r = qhc_zone_allows(u.name, rd->zone, "streamed", err, err_len);
+		if (r < 0) {
+			qaudit_local("stream", u.name, rd->classification, rd->zone, -1, 0,
+				     "sovereign:zone", err, NULL, 0);
+			goto fail;
+		}
+		s->wipe = 1;
 		qpool_wipe_on_free(ctx->pool);
 	}
 	qconn_reply_free(&rep);
@@ -341,6 +353,8 @@ void qrs_release(struct qrstream *r, struct quai_batch *batch)
 	r->slot_state[slot] = SLOT_REMOTE;
 	int err = r->err;
 	pthread_mutex_unlock(&r->mu);
+	if (r->wipe)
+		explicit_bzero(p, r->slot_bytes);
 	if (err)
 		return; /* the server is gone or stopped: no credit to give */
 	struct qp_msg *m = malloc(sizeof(*m));
@@ -411,6 +425,8 @@ void qrs_close(struct qrstream *r)
 		qconn_remove_sink(r->c, &r->sink);
 	qf_mr_close(r->mr);
 	qconn_close(r->c);
+	if (r->ring && r->wipe)
+		explicit_bzero(r->ring, r->ring_bytes); /* what landed and was never taken */
 	if (r->ring)
 		qpool_release(r->ctx->pool, r->ring);
 	free(r->slot_state);

@@ -39,6 +39,7 @@
 #include "errmsg.h"
 #include "fsutil.h"
 #include "manifest.h"
+#include "policy.h"
 #include "quai_config.h"
 
 #define SRV_SERVICE_THREADS 4
@@ -174,6 +175,97 @@ int srv_mem_take_locked(struct session *se, uint64_t bytes)
 void srv_mem_give_locked(struct session *se, uint64_t bytes)
 {
 	se->mem_used -= bytes < se->mem_used ? bytes : se->mem_used;
+}
+
+/* ---- policy and audit -------------------------------------------------- */
+
+/* Writes one audit line for session se (NULL fields when it has no
+ * identity). Returns 0, or -errno when the line could not be made durable;
+ * 0 too when there is no audit log. */
+static int audit(struct session *se, const char *what, const char *dataset, int cls,
+		 const char *zone, int64_t bytes, int granted, const char *rule, const char *why)
+{
+	struct qsrv *srv = se->srv;
+	if (!srv->audit)
+		return 0;
+	struct qaudit_event ev = {
+	    .event = "access",
+	    .session = se->id,
+	    .user = se->authed ? se->who.user : NULL,
+	    .uid = se->authed ? (int64_t)se->who.uid : -1,
+	    .gid = se->authed ? (int64_t)se->who.gid : -1,
+	    .group = se->authed ? se->who.group : NULL,
+	    .host = se->authed ? se->who.addr_text : NULL,
+	    .client = se->host,
+	    .op = what,
+	    .dataset = dataset && dataset[0] ? dataset : NULL,
+	    .classification = cls ? quai_class_name(cls) : NULL,
+	    .zone = zone,
+	    .bytes = bytes,
+	    .granted = granted,
+	    .rule = rule,
+	    .reason = granted ? NULL : why,
+	};
+	if (se->authed && !se->who.user[0])
+		ev.user = NULL; /* a uid without a name here: the uid says it */
+	int r = qaudit_log(srv->audit, &ev);
+	if (r < 0)
+		srv_log(srv, QSVC_LOG_ERROR, "session %" PRIu64 ": cannot write the audit log: %s",
+			se->id, strerror(-r));
+	return r;
+}
+
+/* The subject of a session's requests, for the policy. */
+static void subject(const struct session *se, struct qpol_subject *s)
+{
+	memset(s, 0, sizeof(*s));
+	if (!se->authed)
+		return;
+	s->authenticated = 1;
+	s->uid = se->who.uid;
+	s->gids = se->who.gids;
+	s->ngids = se->who.ngids;
+	s->user = se->who.user[0] ? se->who.user : NULL;
+	s->has_addr = se->who.addr.ss_family == AF_INET || se->who.addr.ss_family == AF_INET6;
+	s->addr = se->who.addr;
+}
+
+static int decide(struct session *se, int op, const char *dataset, int cls, const char *zone,
+		  struct qpol_decision *d)
+{
+	struct qpol_subject s;
+	subject(se, &s);
+	struct qpol_request rq = {
+	    .op = op, .dataset = dataset ? dataset : "", .classification = cls, .zone = zone};
+	if (!se->srv->policy) {
+		*d = (struct qpol_decision){.allow = 0};
+		snprintf(d->rule, sizeof(d->rule), "default");
+		snprintf(d->why, sizeof(d->why), "quaid has no policy: it refuses everything");
+		return 0;
+	}
+	return qpol_decide(se->srv->policy, &s, &rq, d);
+}
+
+int srv_authorize(struct session *se, uint64_t req, int op, const char *what, const char *dataset,
+		  int cls, const char *zone, int64_t bytes)
+{
+	struct qsrv *srv = se->srv;
+	struct qpol_decision d;
+	decide(se, op, dataset, cls, zone, &d);
+	int r = audit(se, what, dataset, cls, zone, bytes, d.allow, d.rule, d.why);
+	if (r < 0) {
+		srv_error(se, req, -EIO,
+			  "quaid cannot write its audit log (%s): nothing is served unaudited",
+			  strerror(-r));
+		return 0;
+	}
+	if (!d.allow) {
+		srv_log(srv, QSVC_LOG_NOTICE, "session %" PRIu64 ": %s of %s refused (%s): %s",
+			se->id, what, dataset && dataset[0] ? dataset : "-", d.rule, d.why);
+		srv_error(se, req, -QUAI_EPOLICY, "%s", d.why);
+		return 0;
+	}
+	return 1;
 }
 
 static struct session *find_session_locked(struct qsrv *srv, uint64_t peer)
@@ -454,11 +546,44 @@ static struct sstream *find_stream_locked(struct session *se, uint64_t id)
 	return NULL;
 }
 
+/* Reads and parses the manifest of the dataset in directory `path`; the
+ * text too when ret_text is given (free() it). Returns 0 or -errno /
+ * -QUAI_EFORMAT with err. */
+static int load_manifest(const char *path, const char *name, struct qmf *mf, uint8_t **ret_text,
+			 size_t *ret_len, char *err, size_t err_len)
+{
+	uint8_t *text = NULL;
+	size_t len = 0;
+	char perr[256];
+	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = dfd < 0 ? -errno : qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
+	if (dfd >= 0)
+		close(dfd);
+	if (r < 0) {
+		snprintf(err, err_len, "%s/manifest.json: %s", name, strerror(-r));
+		return r;
+	}
+	r = qmf_parse((const char *)text, len, mf, perr, sizeof(perr));
+	if (r < 0) {
+		snprintf(err, err_len, "%s/manifest.json: %s", name, perr);
+		free(text);
+		return r;
+	}
+	if (ret_text) {
+		*ret_text = text;
+		*ret_len = len;
+	} else {
+		free(text);
+	}
+	return 0;
+}
+
 static void stream_open(struct session *se, const struct qp_msg *m)
 {
 	struct qsrv *srv = se->srv;
 	const struct qp_stream_open *so = &m->u.stream_open;
 	char path[PATH_MAX], err[512];
+	struct qmf mf;
 	int r = srv_dataset_path(srv, so->name, path, sizeof(path));
 	if (r < 0) {
 		srv_error(se, m->h.req, r == -EINVAL ? -EINVAL : -ENOENT,
@@ -466,6 +591,16 @@ static void stream_open(struct session *se, const struct qp_msg *m)
 			  so->name);
 		return;
 	}
+	r = load_manifest(path, so->name, &mf, NULL, NULL, err, sizeof(err));
+	if (r < 0) {
+		srv_error(se, m->h.req, r, "%s", err);
+		return;
+	}
+	int granted = srv_authorize(se, m->h.req, QPOL_STREAM, "stream", so->name,
+				    mf.classification, mf.zone, (int64_t)mf.raw_bytes);
+	qmf_release(&mf);
+	if (!granted)
+		return;
 	struct sstream *st = calloc(1, sizeof(*st));
 	if (!st) {
 		srv_error(se, m->h.req, -ENOMEM, "out of memory");
@@ -793,11 +928,21 @@ static void list(struct session *se, const struct qp_msg *m)
 {
 	struct entry *v;
 	uint32_t n;
+	if (!srv_authorize(se, m->h.req, QPOL_LIST, "list", NULL, 0, NULL, -1))
+		return;
 	int r = catalog(se->srv, &v, &n);
 	if (r < 0) {
 		srv_error(se, m->h.req, r, "cannot list the datasets: %s", strerror(-r));
 		return;
 	}
+	/* Only what this client may list: the others are not shown at all. */
+	uint32_t kept = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		struct qpol_decision d;
+		if (decide(se, QPOL_LIST, v[i].e.name, v[i].e.classification, v[i].e.zone, &d))
+			v[kept++] = v[i];
+	}
+	n = kept;
 	struct qp_msg *rm = calloc(1, sizeof(*rm));
 	if (!rm) {
 		free(v);
@@ -834,15 +979,34 @@ static void manifest(struct session *se, const struct qp_msg *m)
 			  m->u.manifest.name);
 		return;
 	}
-	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	uint8_t *text = NULL;
 	size_t len = 0;
-	r = dfd < 0 ? -errno : qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
-	if (dfd >= 0)
-		close(dfd);
+	char err[512];
+	struct qmf mf;
+	r = load_manifest(path, m->u.manifest.name, &mf, &text, &len, err, sizeof(err));
 	if (r < 0) {
-		srv_error(se, m->h.req, r, "%s/manifest.json: %s", m->u.manifest.name,
-			  strerror(-r));
+		srv_error(se, m->h.req, r, "%s", err);
+		return;
+	}
+	/* A client that may stream or pull a dataset may read its manifest
+	 * (quai pull does, first). The first chunk is decided and audited;
+	 * later ones, the same reading going on, are decided again silently. */
+	static const int ops[] = {QPOL_LIST, QPOL_PULL, QPOL_STREAM};
+	struct qpol_decision d;
+	int op = QPOL_LIST, granted = 0;
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]) && !granted; i++)
+		if (decide(se, ops[i], m->u.manifest.name, mf.classification, mf.zone, &d)) {
+			op = ops[i];
+			granted = 1;
+		}
+	if (m->u.manifest.offset == 0)
+		granted = srv_authorize(se, m->h.req, op, "info", m->u.manifest.name,
+					mf.classification, mf.zone, (int64_t)mf.raw_bytes);
+	else if (!granted)
+		srv_error(se, m->h.req, -QUAI_EPOLICY, "%s", d.why);
+	qmf_release(&mf);
+	if (!granted) {
+		free(text);
 		return;
 	}
 	struct qp_msg *rm = calloc(1, sizeof(*rm));
@@ -904,6 +1068,8 @@ static void sb_string(struct sbuf *b, const char *s)
 static void stat_(struct session *se, const struct qp_msg *m)
 {
 	struct qsrv *srv = se->srv;
+	if (!srv_authorize(se, m->h.req, QPOL_LIST, "stat", NULL, 0, NULL, -1))
+		return;
 	struct sbuf b = {.cap = QP_MSG_MAX - QP_HEADER_SIZE - 64};
 	b.p = malloc(b.cap);
 	if (!b.p) {
@@ -937,6 +1103,12 @@ static void stat_(struct session *se, const struct qp_msg *m)
 			continue;
 		sb_printf(&b, "%s{\"session\":%" PRIu64 ",\"host\":", first ? "" : ",", s->id);
 		sb_string(&b, s->host);
+		if (s->authed) {
+			sb_printf(&b, ",\"uid\":%" PRIu32 ",\"user\":", s->who.uid);
+			sb_string(&b, s->who.user);
+			sb_printf(&b, ",\"from\":");
+			sb_string(&b, s->who.addr_text);
+		}
 		sb_printf(&b,
 			  ",\"pid\":%" PRIu32 ",\"streams\":%u,\"bytes_out\":%" PRIu64
 			  ",\"bytes_in\":%" PRIu64 ",\"memory\":%" PRIu64 ",\"idle_ms\":%" PRIu64
@@ -965,6 +1137,65 @@ static void stat_(struct session *se, const struct qp_msg *m)
 
 /* ---- the handshake ----------------------------------------------------- */
 
+/* Checks the credential of a HELLO, filling se->who. A client without a
+ * valid one learns nothing but that (no zone, no server version: those
+ * come with WELCOME). Returns 1 when the session may go on: authenticated,
+ * or unauthenticated where the policy allows it (public data only). */
+static int authenticate(struct qsrv *srv, struct session *se, const struct qp_msg *m)
+{
+	const struct qp_hello *h = &m->u.hello;
+	char why[512] = "", rule[32] = "auth:credential";
+	int code = -EACCES;
+	if (h->auth_kind[0] && strcmp(h->auth_kind, QAUTH_KIND_MUNGE) != 0) {
+		snprintf(why, sizeof(why),
+			 "authentication failed: unknown method '%s' (quaid accepts munge)",
+			 h->auth_kind);
+	} else if (h->auth_kind[0]) {
+		uint8_t own[QF_ADDR_MAX];
+		size_t olen = sizeof(own);
+		char aerr[400];
+		int r = qf_name(srv->ep, own, &olen);
+		if (r == 0)
+			r = qauth_munge_decode(srv->conf.munge_socket, h->auth.p, h->auth.len,
+					       h->addr.p, h->addr.len, own, olen, &se->who, aerr,
+					       sizeof(aerr));
+		else
+			snprintf(aerr, sizeof(aerr), "cannot read quaid's own address");
+		if (r == 0) {
+			se->authed = 1;
+		} else if (r == -ECONNREFUSED) {
+			/* quaid's fault, not the client's: the log says what. */
+			srv_log(srv, QSVC_LOG_ERROR, "HELLO from %s pid %" PRIu32 ": %s", h->host,
+				h->pid, aerr);
+			snprintf(why, sizeof(why),
+				 "authentication failed: quaid cannot check credentials now");
+			code = -EAGAIN;
+		} else {
+			snprintf(why, sizeof(why), "authentication failed: %s", aerr);
+		}
+	} else if (!srv->policy || !qpol_unauthenticated(srv->policy)) {
+		snprintf(rule, sizeof(rule), "auth:required");
+		snprintf(why, sizeof(why),
+			 "authentication required: this quaid accepts MUNGE credentials only");
+	} else {
+		snprintf(rule, sizeof(rule), "auth:public");
+	}
+	int ok = !why[0];
+	if (audit(se, "connect", NULL, 0, NULL, -1, ok, rule, why) < 0 && ok) {
+		ok = 0;
+		code = -EIO;
+		snprintf(why, sizeof(why),
+			 "quaid cannot write its audit log: it serves nobody "
+			 "unaudited");
+	}
+	if (ok)
+		return 1;
+	srv_log(srv, QSVC_LOG_NOTICE, "HELLO from %s pid %" PRIu32 " refused: %s", h->host, h->pid,
+		why);
+	srv_error(se, m->h.req, code, "%s", why);
+	return 0;
+}
+
 static void hello(struct qsrv *srv, const struct qp_msg *m)
 {
 	const struct qp_hello *h = &m->u.hello;
@@ -985,6 +1216,18 @@ static void hello(struct qsrv *srv, const struct qp_msg *m)
 	se->pid = h->pid;
 	se->last_rx_ns = srv_now_ns();
 	pthread_mutex_lock(&srv->mu);
+	se->id = ++srv->next_id;
+	pthread_mutex_unlock(&srv->mu);
+	if (!authenticate(srv, se, m)) {
+		pthread_mutex_lock(&srv->mu);
+		int known = find_session_locked(srv, peer) != NULL;
+		pthread_mutex_unlock(&srv->mu);
+		if (!known)
+			qf_peer_remove(srv->ep, peer);
+		free(se);
+		return;
+	}
+	pthread_mutex_lock(&srv->mu);
 	/* A HELLO from an address with a session: the client started over. */
 	struct session *old = find_session_locked(srv, peer);
 	if (old)
@@ -994,7 +1237,6 @@ static void hello(struct qsrv *srv, const struct qp_msg *m)
 		live += !s->dead;
 	int full = live >= srv->conf.max_clients || srv->stopping;
 	if (!full) {
-		se->id = ++srv->next_id;
 		se->token = new_token_locked(srv);
 		se->next = srv->sessions;
 		srv->sessions = se;
@@ -1026,8 +1268,16 @@ static void hello(struct qsrv *srv, const struct qp_msg *m)
 		srv_send(se, rm);
 		free(rm);
 	}
-	srv_log(srv, QSVC_LOG_INFO, "session %" PRIu64 ": %s pid %" PRIu32 " connected", se->id,
-		se->host, se->pid);
+	if (se->authed)
+		srv_log(srv, QSVC_LOG_INFO,
+			"session %" PRIu64 ": %s pid %" PRIu32 " connected, user %s (uid %" PRIu32
+			") from %s",
+			se->id, se->host, se->pid, se->who.user[0] ? se->who.user : "-",
+			se->who.uid, se->who.addr_text);
+	else
+		srv_log(srv, QSVC_LOG_INFO,
+			"session %" PRIu64 ": %s pid %" PRIu32 " connected, unauthenticated",
+			se->id, se->host, se->pid);
 	srv_log(srv, QSVC_LOG_DEBUG, "session %" PRIu64 ": peer %" PRIu64, se->id, se->peer);
 	pthread_mutex_lock(&srv->mu);
 	se->refs--;
@@ -1370,6 +1620,8 @@ static int copy_conf(struct qsvc_conf *dst, const struct qsvc_conf *src)
 	dst->nroots = 0;
 	dst->push_root = NULL;
 	dst->log_file = NULL;
+	dst->audit_log = NULL; /* opened by qsrv_new, not kept */
+	dst->policy = NULL;    /* borrowed: srv->policy */
 	for (unsigned i = 0; i < src->nroots; i++) {
 		dst->roots[i] = strdup(src->roots[i]);
 		if (!dst->roots[i])
@@ -1402,6 +1654,12 @@ int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struc
 	r = copy_conf(&srv->conf, conf);
 	if (r < 0)
 		goto fail;
+	srv->policy = conf->policy;
+	if (conf->audit_log) {
+		r = qaudit_open(conf->audit_log, &srv->audit, err, err_len);
+		if (r < 0)
+			goto fail_quiet;
+	}
 	srv->rx = malloc(sizeof(*srv->rx));
 	if (!srv->rx || pipe2(srv->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
 		r = srv->rx ? -errno : -ENOMEM;
@@ -1415,6 +1673,7 @@ int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struc
 	r = quai_ctx_new(&co, &srv->ctx, err, err_len);
 	if (r < 0)
 		goto fail_quiet;
+	srv->ctx->served = 1; /* its streams are decided and audited here */
 
 	srv->h = (struct qf_handlers){
 	    .on_msg = on_msg, .on_done = on_done, .on_send_error = on_send_error, .arg = srv};
@@ -1524,8 +1783,16 @@ void qsrv_stop(struct qsrv *srv)
 
 void qsrv_reload(struct qsrv *srv)
 {
-	/* Datasets are looked up on every request: nothing is cached to drop. */
-	srv_log(srv, QSVC_LOG_INFO, "reloaded: datasets are found afresh on every request");
+	/* Datasets are looked up on every request: nothing is cached to drop.
+	 * The audit log is reopened, for rotation. */
+	char err[512];
+	if (srv->audit && qaudit_reopen(srv->audit, err, sizeof(err)) < 0)
+		srv_log(srv, QSVC_LOG_ERROR,
+			"cannot reopen the audit log: %s (still writing to "
+			"the old one)",
+			err);
+	srv_log(srv, QSVC_LOG_INFO, "reloaded: %sdatasets are found afresh on every request",
+		srv->audit ? "audit log reopened, " : "");
 }
 
 const char *qsrv_address(const struct qsrv *srv)
@@ -1555,6 +1822,7 @@ void qsrv_free(struct qsrv *srv)
 	qf_mr_close(srv->pool_mr);
 	qf_close(srv->ep);
 	quai_ctx_free(srv->ctx);
+	qaudit_close(srv->audit);
 	for (unsigned i = 0; i < srv->conf.nroots; i++)
 		free(srv->conf.roots[i]);
 	free(srv->conf.push_root);

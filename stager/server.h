@@ -19,8 +19,10 @@ struct qsrv;
 typedef void (*qsrv_log_fn)(int level, const char *msg, void *arg);
 
 /* Creates the service: the pinned pool and workers, and the listening
- * endpoint (so an address in use fails here). conf is copied. Returns 0,
- * or -errno / -QUAI_E* with err saying what failed. */
+ * endpoint (so an address in use fails here), and opens the audit log.
+ * conf is copied, except its policy, which is borrowed: conf->policy must
+ * outlive the service. Returns 0, or -errno / -QUAI_E* with err saying
+ * what failed. */
 int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struct qsrv **ret,
 	     char *err, size_t err_len);
 
@@ -31,8 +33,8 @@ int qsrv_run(struct qsrv *s);
 /* Asks qsrv_run() to return. Async-signal-safe. */
 void qsrv_stop(struct qsrv *s);
 
-/* Re-reads what can change while running (the datasets under the roots).
- * Thread-safe. */
+/* Re-reads what can change while running (the datasets under the roots)
+ * and reopens the audit log (rotation). Thread-safe. */
 void qsrv_reload(struct qsrv *s);
 
 /* The address actually listened on ("127.0.0.1:7470"), after qsrv_new. */

@@ -10,6 +10,8 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "audit.h"
+#include "auth.h"
 #include "engine.h"
 #include "fabric.h"
 #include "proto.h"
@@ -29,8 +31,10 @@ struct session {
 	uint64_t id;	/* for logs: "session 7" */
 	uint32_t token; /* random, nonzero: the id messages name it by */
 	uint64_t peer;
-	char host[QP_NAME_MAX + 1];
+	char host[QP_NAME_MAX + 1]; /* as the client declared it */
 	uint32_t pid;
+	int authed;		   /* who holds: the client's MUNGE credential */
+	struct qauth_identity who; /* was checked (else nobody is known) */
 	uint64_t last_rx_ns;
 	uint64_t mem_used; /* pinned bytes held for this client */
 	unsigned nstreams;
@@ -51,6 +55,8 @@ struct qsrv {
 	pthread_mutex_t log_mu;
 
 	quai_ctx *ctx;
+	const struct qpol *policy; /* the caller's conf->policy, borrowed */
+	struct qaudit *audit;	   /* NULL: no audit_log */
 	struct qf_ep *ep;
 	struct qf_mr *pool_mr; /* the whole pinned pool: every buffer we post */
 	struct qf_handlers h;
@@ -96,6 +102,16 @@ void srv_kill_locked(struct session *se, const char *fmt, ...)
 /* The directory of dataset `name` under the roots (or push_root), with a
  * manifest. Returns 0, -ENOENT, or -EINVAL for a name that is not one. */
 int srv_dataset_path(struct qsrv *srv, const char *name, char *buf, size_t len);
+
+/* Decides one access by the policy and writes its audit line; a refusal
+ * is answered (ERROR -QUAI_EPOLICY with the reason, or -EIO when the audit
+ * line cannot be written: nothing is granted unaudited). op: enum qpol_op;
+ * what: the operation's name in the audit log ("list", "info", "stat",
+ * "stream", "pull", "push"). dataset "" or NULL: a request about no
+ * dataset. bytes: what the access covers, -1 when not known. Returns 1
+ * when granted, 0 when refused. Not under srv->mu. */
+int srv_authorize(struct session *se, uint64_t req, int op, const char *what, const char *dataset,
+		  int classification, const char *zone, int64_t bytes);
 
 /* Accounting of a session's pinned memory. Under srv->mu. Returns 0 or
  * -ENOBUFS. */

@@ -43,6 +43,7 @@
 
 #include "fsutil.h"
 #include "manifest.h"
+#include "policy.h"
 
 #define SX_MAX_CHUNK (4u << 20)
 #define SX_MAX_INFLIGHT 8u
@@ -377,6 +378,15 @@ static int send_ready(struct session *se, uint64_t req, struct sxfer *x)
 
 /* ---- pull -------------------------------------------------------------- */
 
+/* Bytes of a dataset's shard indexes. */
+static uint64_t mf_index_bytes(const struct qmf *mf)
+{
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < mf->nshards; i++)
+		n += mf->shards[i].index_bytes;
+	return n;
+}
+
 void srvx_pull_open(struct session *se, const struct qp_msg *m)
 {
 	struct qsrv *srv = se->srv;
@@ -410,6 +420,11 @@ void srvx_pull_open(struct session *se, const struct qp_msg *m)
 	free(text);
 	if (r < 0) {
 		srv_error(se, m->h.req, r, "%s/%s: %s", po->name, SX_MANIFEST, perr);
+		goto fail;
+	}
+	if (!srv_authorize(se, m->h.req, QPOL_PULL, "pull", po->name, mf.classification, mf.zone,
+			   (int64_t)(len + mf.compressed_bytes + mf_index_bytes(&mf)))) {
+		qmf_release(&mf);
 		goto fail;
 	}
 	x->sensitive = mf.classification == QUAI_CLASS_SENSITIVE;
@@ -966,14 +981,12 @@ void srvx_push_open(struct session *se, const struct qp_msg *m)
 		srv_error(se, m->h.req, -EINVAL, "PUSH_OPEN: invalid classification or zone");
 		return;
 	}
-	/* Sovereignty: sensitive bytes never leave their zone. */
-	if (po->classification == QUAI_CLASS_SENSITIVE && strcmp(po->zone, srv->conf.zone) != 0) {
-		srv_error(se, m->h.req, -QUAI_EPOLICY,
-			  "dataset %s is sensitive, of zone %s: this quaid is in zone %s, and "
-			  "sensitive data stays in its zone",
-			  po->name, po->zone, srv->conf.zone);
+	/* The policy, sovereignty first: a sensitive dataset of another zone
+	 * is never accepted, whatever the rules say. What COMMIT publishes is
+	 * checked to be of this classification and zone. */
+	if (!srv_authorize(se, m->h.req, QPOL_PUSH, "push", po->name, po->classification, po->zone,
+			   -1))
 		return;
-	}
 	if (srv_dataset_path(srv, po->name, path, sizeof(path)) == 0 ||
 	    ((size_t)snprintf(path, sizeof(path), "%s/%s", srv->conf.push_root, po->name) <
 		 sizeof(path) &&

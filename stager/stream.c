@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -31,10 +32,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "byteorder.h"
 #include "dataset.h"
 #include "errmsg.h"
 #include "engine.h"
+#include "hostconf.h"
 #include "plan.h"
 #include "remote.h"
 
@@ -184,6 +187,42 @@ static void wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long ms)
 		ts.tv_nsec -= 1000000000L;
 	}
 	pthread_cond_timedwait(cv, mu, &ts);
+}
+
+/* Whether this process may stream a local dataset, and its line in the
+ * host's audit log (quaid's streams are quaid's to decide and audit).
+ * Sensitive data: only into locked memory (no silent fallback: its bytes
+ * never sit in memory that may be swapped out), and only on a host of its
+ * zone. Returns 0 or -QUAI_EPOLICY / the audit log's error, with err. */
+static int local_decision(const quai_ctx *ctx, const quai_dataset *ds, char *err, size_t err_len)
+{
+	const struct qmf *m = &ds->m;
+	char aerr[PATH_MAX + 256];
+	const char *rule = "local";
+	int r = 0;
+
+	if (m->classification == QUAI_CLASS_SENSITIVE && !ctx->pool_info.locked) {
+		qerr_set(err, err_len,
+			 "dataset %s is sensitive: its batches must live in locked memory, but "
+			 "this context's pinned pool could not be locked (raise RLIMIT_MEMLOCK, "
+			 "e.g. ulimit -l, and create the context without QUAI_CTX_UNLOCKED_OK)",
+			 m->name);
+		rule = "sovereign:memory";
+		r = -QUAI_EPOLICY;
+	} else if (m->classification == QUAI_CLASS_SENSITIVE && !ctx->served) {
+		r = qhc_zone_allows(m->name, m->zone, "read", err, err_len);
+		if (r < 0)
+			rule = "sovereign:zone";
+	}
+	if (ctx->served)
+		return r;
+	int ar = qaudit_local("stream", m->name, m->classification, m->zone, (int64_t)m->raw_bytes,
+			      r == 0, rule, r < 0 ? err : NULL, aerr, sizeof(aerr));
+	if (r == 0 && ar < 0) {
+		qerr_set(err, err_len, "%s: nothing is read unaudited", aerr);
+		r = ar;
+	}
+	return r;
 }
 
 /* Gives a block back to the pool; a sensitive dataset's bytes are wiped
@@ -931,17 +970,9 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	}
 	const quai_dataset *ds = s->ds;
 	s->wipe = ds->m.classification == QUAI_CLASS_SENSITIVE;
-	if (s->wipe && !ctx->pool_info.locked) {
-		/* No silent fallback: sensitive bytes never sit in memory that
-		 * may be swapped out. */
-		qerr_set(err, err_len,
-			 "dataset %s is sensitive: its batches must live in locked memory, but "
-			 "this context's pinned pool could not be locked (raise RLIMIT_MEMLOCK, "
-			 "e.g. ulimit -l, and create the context without QUAI_CTX_UNLOCKED_OK)",
-			 ds->m.name);
-		r = -QUAI_EPOLICY;
+	r = local_decision(ctx, ds, err, err_len);
+	if (r < 0)
 		goto fail;
-	}
 	if (s->wipe)
 		qpool_wipe_on_free(ctx->pool);
 

@@ -456,6 +456,61 @@ static int set_log_file(struct qsvc_conf *c, const char *v, char *msg, size_t le
 	return set_path(&c->log_file, v, false, msg, len);
 }
 
+static int set_audit_log(struct qsvc_conf *c, const char *v, char *msg, size_t len)
+{
+	return set_path(&c->audit_log, v, false, msg, len);
+}
+
+/* A socket's path must fit sockaddr_un's sun_path, NUL included. */
+#define SOCKET_PATH_MAX 107
+
+static int set_munge_socket(struct qsvc_conf *c, const char *v, char *msg, size_t len)
+{
+	char *p = NULL;
+	struct shown sh;
+	int r = norm_path(v, strlen(v), false, &p, msg, len);
+
+	if (r < 0)
+		return r;
+	if (strlen(p) > SOCKET_PATH_MAX) {
+		say(msg, len, "'%s' is longer than %d bytes, the most a socket's path holds",
+		    show(&sh, p), SOCKET_PATH_MAX);
+		free(p);
+		return -QUAI_EFORMAT;
+	}
+	snprintf(c->munge_socket, sizeof(c->munge_socket), "%s", p);
+	free(p);
+	return 0;
+}
+
+/* The policy keys work on c's policy, made here when init could not. */
+static int need_policy(struct qsvc_conf *c)
+{
+	if (!c->policy)
+		c->policy = qpol_new(c->zone);
+	return c->policy ? 0 : -ENOMEM;
+}
+
+static int set_zone_hosts(struct qsvc_conf *c, const char *v, char *msg, size_t len)
+{
+	static const char own[] = "zone_hosts: ";
+	int r = need_policy(c);
+
+	if (r == 0)
+		r = qpol_set_zone_hosts(c->policy, v, msg, len);
+	/* The policy names the key itself; the caller does here. */
+	if (r == -QUAI_EFORMAT && msg && strncmp(msg, own, strlen(own)) == 0)
+		memmove(msg, msg + strlen(own), strlen(msg + strlen(own)) + 1);
+	return r;
+}
+
+static int set_unauthenticated(struct qsvc_conf *c, const char *v, char *msg, size_t len)
+{
+	int r = need_policy(c);
+
+	return r < 0 ? r : qpol_set_unauthenticated(c->policy, v, msg, len);
+}
+
 static int parse_count(const char *v, unsigned min, unsigned max, unsigned *ret, char *msg,
 		       size_t len)
 {
@@ -583,6 +638,11 @@ enum key_id {
 	K_IDLE_TIMEOUT,
 	K_LOG_LEVEL,
 	K_LOG_FILE,
+	K_AUDIT_LOG,
+	K_MUNGE_SOCKET,
+	K_UNAUTHENTICATED,
+	K_ZONE_HOSTS,
+	K_RULE, /* rule_NAME: any NAME */
 	K_COUNT
 };
 
@@ -603,7 +663,30 @@ static const struct key {
     [K_IDLE_TIMEOUT] = {"idle_timeout", set_idle_timeout},
     [K_LOG_LEVEL] = {"log_level", set_log_level},
     [K_LOG_FILE] = {"log_file", set_log_file},
+    [K_AUDIT_LOG] = {"audit_log", set_audit_log},
+    [K_MUNGE_SOCKET] = {"munge_socket", set_munge_socket},
+    [K_UNAUTHENTICATED] = {"unauthenticated", set_unauthenticated},
+    [K_ZONE_HOSTS] = {"zone_hosts", set_zone_hosts},
+    [K_RULE] = {NULL, NULL},
 };
+
+#define RULE_PREFIX "rule_"
+
+/* rule_NAME: NAME is checked by the policy (policy.h). */
+static int add_rule(struct qsvc_conf *c, const char *key, const char *value, char *msg, size_t len)
+{
+	char what[MSG_MAX];
+	struct shown sh;
+	int r = need_policy(c);
+
+	if (r == 0)
+		r = qpol_add_rule(c->policy, key + strlen(RULE_PREFIX), value, what, sizeof(what));
+	if (r == -QUAI_EFORMAT)
+		say(msg, len, "%s: %s", show(&sh, key), what);
+	else if (r < 0)
+		say(msg, len, "%s: %s", show(&sh, key), strerror(-r));
+	return r < 0 ? r : K_RULE;
+}
 
 /* Sets one key; msg then reads "key: what is wrong". Returns the key's
  * index, or a negative code. */
@@ -613,8 +696,10 @@ static int set_key(struct qsvc_conf *c, const char *key, const char *value, char
 	struct shown sh;
 	int r;
 
+	if (strncmp(key, RULE_PREFIX, strlen(RULE_PREFIX)) == 0)
+		return add_rule(c, key, value, msg, len);
 	for (int k = 0; k < K_COUNT; k++) {
-		if (strcmp(key, keys[k].name) != 0)
+		if (!keys[k].name || strcmp(key, keys[k].name) != 0)
 			continue;
 		if (!*value) {
 			say(msg, len, "%s: no value (leave the key out for its default)", key);
@@ -699,6 +784,19 @@ void qsvc_conf_init(struct qsvc_conf *c)
 	 * with the reason, rather than quaid serving under a wrong zone. */
 	if (quai_host_zone(c->zone, sizeof(c->zone), NULL, 0) < 0)
 		c->zone[0] = '\0';
+	/* NULL when memory runs out: parse and load try again, and say so. */
+	c->policy = qpol_new(c->zone);
+}
+
+/* After a text is read: the policy exists, under the zone the text left
+ * (a "zone =" line may come after the rules). */
+static int finish_policy(struct qsvc_conf *c)
+{
+	int r = need_policy(c);
+
+	if (r == 0)
+		qpol_set_zone(c->policy, c->zone);
+	return r;
 }
 
 int qsvc_conf_parse(const char *text, size_t len, struct qsvc_conf *c, char *err, size_t err_len)
@@ -713,6 +811,8 @@ int qsvc_conf_parse(const char *text, size_t len, struct qsvc_conf *c, char *err
 		st.failed = true;
 		r = -QUAI_EFORMAT;
 	}
+	if (r == 0)
+		r = finish_policy(c);
 	if (r == -ENOMEM)
 		say(err, err_len, "%s", strerror(ENOMEM));
 	else if (r < 0 && st.failed && st.err_line)
@@ -737,6 +837,8 @@ int qsvc_conf_load(const char *path, struct qsvc_conf *c, char *err, size_t err_
 		st.failed = true;
 		r = -QUAI_EFORMAT;
 	}
+	if (r == 0)
+		r = finish_policy(c);
 	if (r == -ENOENT || r == -ENOMEM)
 		say(err, err_len, "%s: %s", path, strerror(-r));
 	else if (r < 0 && st.failed && st.err_line)
@@ -755,19 +857,30 @@ int qsvc_conf_set(struct qsvc_conf *c, const char *key, const char *value, char 
 	 * numbers: on error c must be unchanged. */
 	struct qsvc_conf t = *c;
 	unsigned line[K_COUNT] = {0}, bad;
+	struct shown sh;
 	int k;
 
+	if (strncmp(key, RULE_PREFIX, strlen(RULE_PREFIX)) == 0) {
+		say(err, err_len, "%s: rules are set in the configuration file only",
+		    show(&sh, key));
+		return -QUAI_EFORMAT;
+	}
 	t.nroots = 0;
-	t.push_root = t.log_file = NULL;
+	t.push_root = t.log_file = t.audit_log = NULL;
+	/* The policy keys change c's policy only when their value is good
+	 * (policy.h), so t works on it directly. */
 	k = set_key(&t, key, value, err, err_len);
 	if (k >= 0) {
 		line[k] = 1;
 		k = check_across(&t, line, false, &bad, err, err_len) < 0 ? -QUAI_EFORMAT : k;
 	}
 	if (k < 0) {
+		if (t.policy == c->policy)
+			t.policy = NULL;
 		qsvc_conf_free(&t);
 		return k;
 	}
+	c->policy = t.policy; /* the same, or made by need_policy() */
 	/* Move over what the key set; the rest of t is c's own. */
 	if (k == K_ROOTS) {
 		free_roots(c->roots, c->nroots);
@@ -779,13 +892,19 @@ int qsvc_conf_set(struct qsvc_conf *c, const char *key, const char *value, char 
 	} else if (k == K_LOG_FILE) {
 		free(c->log_file);
 		c->log_file = t.log_file;
+	} else if (k == K_AUDIT_LOG) {
+		free(c->audit_log);
+		c->audit_log = t.audit_log;
 	} else {
 		t.nroots = c->nroots;
 		memcpy(t.roots, c->roots, sizeof(t.roots));
 		t.push_root = c->push_root;
 		t.log_file = c->log_file;
+		t.audit_log = c->audit_log;
 		*c = t;
 	}
+	if (k == K_ZONE && c->policy)
+		qpol_set_zone(c->policy, c->zone);
 	return 0;
 }
 
@@ -805,7 +924,10 @@ void qsvc_conf_free(struct qsvc_conf *c)
 	c->nroots = 0;
 	free(c->push_root);
 	free(c->log_file);
-	c->push_root = c->log_file = NULL;
+	free(c->audit_log);
+	c->push_root = c->log_file = c->audit_log = NULL;
+	qpol_free(c->policy);
+	c->policy = NULL;
 }
 
 /* ------------------------------------------------------------------------
@@ -883,8 +1005,9 @@ static void check_memlock(struct problems *p, uint64_t pinned)
 		size_str(pinned, a), limit_str(rl.rlim_cur, b), limit_str(rl.rlim_max, cc));
 }
 
-/* The log file is opened for appending, created if missing. */
-static void check_log_file(struct problems *p, const char *path)
+/* A log file (log_file, audit_log) is opened for appending, created if
+ * missing. */
+static void check_log_file(struct problems *p, const char *key, const char *path)
 {
 	char dir[QHC_LINE_MAX + 1];
 	const char *slash = strrchr(path, '/');
@@ -894,23 +1017,23 @@ static void check_log_file(struct problems *p, const char *path)
 
 	if (stat(path, &st) == 0) {
 		if (S_ISDIR(st.st_mode))
-			problem(p, "log_file: %s: is a directory", show_path(&sh, path));
+			problem(p, "%s: %s: is a directory", key, show_path(&sh, path));
 		else if (access(path, W_OK) < 0)
-			problem(p, "log_file: %s: cannot write to it: %s", show_path(&sh, path),
+			problem(p, "%s: %s: cannot write to it: %s", key, show_path(&sh, path),
 				strerror(errno));
 		return;
 	}
 	if (errno != ENOENT || n >= sizeof(dir)) {
-		problem(p, "log_file: %s: %s", show_path(&sh, path), strerror(errno));
+		problem(p, "%s: %s: %s", key, show_path(&sh, path), strerror(errno));
 		return;
 	}
 	memcpy(dir, path, n);
 	dir[n] = '\0';
 	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-		problem(p, "log_file: %s: its directory %s does not exist", show_path(&sh, path),
+		problem(p, "%s: %s: its directory %s does not exist", key, show_path(&sh, path),
 			show_path(&sh2, dir));
 	else if (access(dir, W_OK | X_OK) < 0)
-		problem(p, "log_file: %s: cannot create it in %s: %s", show_path(&sh, path),
+		problem(p, "%s: %s: cannot create it in %s: %s", key, show_path(&sh, path),
 			show_path(&sh2, dir), strerror(errno));
 }
 
@@ -931,12 +1054,31 @@ int qsvc_conf_check(const struct qsvc_conf *c, FILE *out)
 	if (c->push_root)
 		check_dir(&p, "push_root", c->push_root, R_OK | W_OK | X_OK);
 	if (c->log_file)
-		check_log_file(&p, c->log_file);
+		check_log_file(&p, "log_file", c->log_file);
+	if (c->audit_log)
+		check_log_file(&p, "audit_log", c->audit_log);
 	if (c->client_memory > c->pinned)
 		problem(&p, "client_memory: %s is more than pinned, the whole pool (%s)",
 			size_str(c->client_memory, a), size_str(c->pinned, b));
 	check_memlock(&p, c->pinned);
 	return p.n ? -QUAI_EFORMAT : 0;
+}
+
+unsigned qsvc_conf_warn(const struct qsvc_conf *c, FILE *out)
+{
+	unsigned n = 0;
+
+	if (!c->policy || !qpol_nrules(c->policy)) {
+		n++;
+		if (out)
+			fprintf(out,
+				"warning: no rule_ lines: every authenticated request will be "
+				"refused%s\n",
+				c->policy && qpol_unauthenticated(c->policy)
+				    ? " (unauthenticated clients may read public datasets)"
+				    : "");
+	}
+	return n;
 }
 
 /* ------------------------------------------------------------------------
@@ -960,6 +1102,28 @@ static void put_count(FILE *out, const char *key, unsigned v, unsigned def, cons
 
 	snprintf(buf, sizeof(buf), "%u", v);
 	put(out, v == def, key, buf, v == def ? note : NULL);
+}
+
+/* The policy's own lines (policy.h), which comment out its defaults as
+ * put() does. */
+static void print_policy(const struct qpol *pol, FILE *out)
+{
+	size_t n;
+	char *text;
+
+	if (!pol) {
+		fputs("# (the policy could not be built: out of memory)\n", out);
+		return;
+	}
+	n = qpol_format(pol, NULL, 0);
+	text = malloc(n + 1);
+	if (!text) {
+		fputs("# (the policy cannot be shown: out of memory)\n", out);
+		return;
+	}
+	qpol_format(pol, text, n + 1);
+	fputs(text, out);
+	free(text);
 }
 
 void qsvc_conf_print(const struct qsvc_conf *c, FILE *out)
@@ -1005,4 +1169,9 @@ void qsvc_conf_print(const struct qsvc_conf *c, FILE *out)
 	    qsvc_log_level_name(c->log_level) ? qsvc_log_level_name(c->log_level) : "?", NULL);
 	put(out, !c->log_file, "log_file", c->log_file ? c->log_file : "",
 	    c->log_file ? NULL : "standard error");
+	put(out, !c->audit_log, "audit_log", c->audit_log ? c->audit_log : "",
+	    c->audit_log ? NULL : "none: requests are not audited");
+	put(out, !c->munge_socket[0], "munge_socket", c->munge_socket[0] ? c->munge_socket : "",
+	    c->munge_socket[0] ? NULL : "libmunge's, /run/munge/munge.socket.2");
+	print_policy(c->policy, out);
 }

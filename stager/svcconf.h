@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "policy.h"
+
 #define QSVC_DEFAULT_PATH "/etc/quai/quaid.conf"
 #define QSVC_DEFAULT_PORT "7470"
 #define QSVC_DEFAULT_PROVIDER "tcp;ofi_rxm"
@@ -43,20 +45,31 @@ struct qsvc_conf {
 					is dropped; default 60 */
 	int log_level;		     /* enum qsvc_log_level; default info */
 	char *log_file;		     /* NULL: stderr */
+	struct qpol *policy;	     /* the access policy (policy.h): the rule_NAME
+					lines in file order, zone_hosts and
+					unauthenticated, for the zone above; NULL
+					only when memory ran out in init */
+	char *audit_log;	     /* "audit_log = FILE"; NULL: no audit log */
+	char munge_socket[256];	     /* "munge_socket = PATH": munged's socket;
+					"": libmunge's default */
 };
 
 /* Fills c with the defaults. The zone is the host's (quai_host_zone(),
  * which reads the host configuration file); when that file is malformed,
- * zone is left empty and qsvc_conf_check() says why. */
+ * zone is left empty and qsvc_conf_check() says why. The policy is empty
+ * (no rule: every authenticated request refused; unauthenticated = no),
+ * allocated here: free c with qsvc_conf_free(). */
 void qsvc_conf_init(struct qsvc_conf *c);
 
-/* Parses configuration text (pure: no I/O). Unknown keys, empty values,
+/* Parses configuration text (pure but for the user and group names of
+ * rule_ lines, resolved now: see policy.h). Unknown keys, empty values,
  * malformed values, out-of-range numbers and pinned < client_memory are
- * errors. Sizes take K, M, G, T suffixes (binary). Paths are stored
- * normalised (no repeated or trailing '/'). Returns 0; -QUAI_EFORMAT with
- * err "LINE: message" (e.g. "4: client_memory: '12Q' is not a size (e.g.
- * 256M, 1GiB)"); -ENOMEM. c must be initialised (qsvc_conf_init); keys the
- * text sets replace c's values; on error c may hold part of the text. */
+ * errors. rule_NAME lines are added to c's policy in file order (a name
+ * already there is refused); the policy's zone is c's final zone. Sizes take K, M, G, T suffixes
+ * (binary). Paths are stored normalised (no repeated or trailing '/'). Returns 0; -QUAI_EFORMAT
+ * with err "LINE: message" (e.g. "4: client_memory: '12Q' is not a size (e.g. 256M, 1GiB)");
+ * -ENOMEM. c must be initialised (qsvc_conf_init); keys the text sets replace c's values; on error
+ * c may hold part of the text. */
 int qsvc_conf_parse(const char *text, size_t len, struct qsvc_conf *c, char *err, size_t err_len);
 
 /* Reads and parses a file; err then starts with the path
@@ -67,9 +80,9 @@ int qsvc_conf_load(const char *path, struct qsvc_conf *c, char *err, size_t err_
 
 /* Sets one key as the line "key = value" in a file would, replacing what
  * was there, with the same checks: the command line's overrides (quaid
- * --listen, --provider, --log-level). Returns 0; -QUAI_EFORMAT with err
- * "key: message" (an unknown key, a bad value); -ENOMEM. On error c is
- * unchanged. */
+ * --listen, --provider, --log-level). Rules (rule_NAME) are the file's
+ * only: refused here. Returns 0; -QUAI_EFORMAT with err "key: message"
+ * (an unknown key, a bad value); -ENOMEM. On error c is unchanged. */
 int qsvc_conf_set(struct qsvc_conf *c, const char *key, const char *value, char *err,
 		  size_t err_len);
 
@@ -84,12 +97,19 @@ const char *qsvc_log_level_name(int level);
 /* Checks what can only be checked on this host, or only on the whole
  * configuration: the zone is valid (an empty one: the host file could not
  * be read), something is served (a root or push_root), roots exist and are
- * readable directories, push_root is a writable directory, log_file can be
- * appended to or created, client_memory <= pinned, and the pinned pool fits
- * RLIMIT_MEMLOCK (unless unlimited or with CAP_IPC_LOCK). Writes one line
- * per problem, "key: what is wrong", to `out` (when not NULL). Returns 0 or
- * -QUAI_EFORMAT. */
+ * readable directories, push_root is a writable directory, log_file and
+ * audit_log can be appended to or created, client_memory <= pinned, and
+ * the pinned pool fits RLIMIT_MEMLOCK (unless unlimited or with
+ * CAP_IPC_LOCK). Writes one line per problem, "key: what is wrong", to
+ * `out` (when not NULL). Returns 0 or -QUAI_EFORMAT. */
 int qsvc_conf_check(const struct qsvc_conf *c, FILE *out);
+
+/* What is valid but likely not meant: no rule_ lines (every authenticated
+ * request will be refused). Writes one line per warning, "warning: ...",
+ * to `out` (when not NULL): for quaid to log at start and to show with
+ * --check-config, without refusing to start. Returns the number of
+ * warnings. */
+unsigned qsvc_conf_warn(const struct qsvc_conf *c, FILE *out);
 
 /* Writes the effective configuration, one "key = value" per line, for
  * `quaid --check-config`. A setting at its default is written commented
@@ -98,8 +118,8 @@ int qsvc_conf_check(const struct qsvc_conf *c, FILE *out);
  * host, such as the zone, stays a default). */
 void qsvc_conf_print(const struct qsvc_conf *c, FILE *out);
 
-/* Frees what parse allocated (roots, push_root, log_file); c can be
- * initialised again. */
+/* Frees what init and parse allocated (roots, push_root, log_file,
+ * audit_log, the policy); c can be initialised again. Twice: a no-op. */
 void qsvc_conf_free(struct qsvc_conf *c);
 
 #endif /* QUAI_STAGER_SVCCONF_H */

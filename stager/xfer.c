@@ -34,9 +34,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "conn.h"
 #include "errmsg.h"
 #include "fsutil.h"
+#include "hostconf.h"
 #include "manifest.h"
 #include "pool.h"
 #include "quai/quai.h"
@@ -736,26 +738,36 @@ static int pull_seal(struct xfer *x, int dfd, const char *pdir, char *err, size_
 }
 
 /* Sensitive data is never pulled to a host outside its zone. */
-static int check_zone(const struct qmf *mf, const char *uri, char *err, size_t err_len)
+static int check_zone(const struct qmf *mf, char *err, size_t err_len)
 {
-	char zone[QUAI_ZONE_MAX + 1], zerr[256] = "";
 	if (mf->classification != QUAI_CLASS_SENSITIVE)
 		return 0;
-	int r = quai_host_zone(zone, sizeof(zone), zerr, sizeof(zerr));
-	if (r < 0) {
+	return qhc_zone_allows(mf->name, mf->zone, "pulled", err, err_len);
+}
+
+/* Sensitive data is only written to the sovereign storage of this host
+ * (sovereign_paths in the host configuration): DEST, and the partial copy
+ * beside it, where the bytes land first. Checked before anything is made. */
+static int check_sovereign(const struct qmf *mf, const char *dest, const char *pdir, char *err,
+			   size_t err_len)
+{
+	char serr[PATH_MAX + 256] = "";
+	int r;
+
+	if (mf->classification != QUAI_CLASS_SENSITIVE)
+		return 0;
+	r = qhc_sovereign_check(dest, serr, sizeof(serr));
+	if (r == 0)
+		r = qhc_sovereign_check(pdir, serr, sizeof(serr));
+	if (r == -QUAI_EPOLICY)
+		qerr_set(err, err_len, "dataset %s is sensitive (zone %s): %s", mf->name, mf->zone,
+			 serr);
+	else if (r < 0)
 		qerr_set(err, err_len,
-			 "%s is sensitive, and this host's residency zone is unknown: %s", uri,
-			 zerr[0] ? zerr : quai_strerror(r));
-		return -QUAI_EPOLICY;
-	}
-	if (strcmp(zone, mf->zone) != 0) {
-		qerr_set(err, err_len,
-			 "%s is sensitive, of zone %s; this host is in zone %s, and sensitive data "
-			 "is never pulled outside its zone",
-			 uri, mf->zone, zone);
-		return -QUAI_EPOLICY;
-	}
-	return 0;
+			 "dataset %s is sensitive (zone %s), and whether %s is sovereign storage "
+			 "cannot be told: %s",
+			 mf->name, mf->zone, dest, serr[0] ? serr : quai_strerror(r));
+	return r < 0 ? -QUAI_EPOLICY : 0;
 }
 
 QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer_opts *opts,
@@ -827,9 +839,18 @@ QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer
 		goto out;
 	}
 	have_mf = 1;
-	r = check_zone(&mf, uri, err, err_len);
-	if (r < 0)
+	r = check_zone(&mf, err, err_len);
+	if (r < 0) {
+		qaudit_local("pull", mf.name, mf.classification, mf.zone, -1, 0, "sovereign:zone",
+			     err, NULL, 0);
 		goto out;
+	}
+	r = check_sovereign(&mf, dest, pdir, err, err_len);
+	if (r < 0) {
+		qaudit_local("pull", mf.name, mf.classification, mf.zone, -1, 0, "sovereign:paths",
+			     err, NULL, 0);
+		goto out;
+	}
 	x.sensitive = mf.classification == QUAI_CLASS_SENSITIVE;
 	x.nfiles = 2 * mf.nshards;
 	x.files = calloc(x.nfiles, sizeof(*x.files));
@@ -1229,6 +1250,19 @@ QUAI_API int quai_push(const char *src, const char *uri, const struct quai_xfer_
 	r = qconn_open(&x.u, &x.c, err, err_len);
 	if (r < 0)
 		goto out;
+	/* Both sides refuse to move sensitive data out of its zone: this one
+	 * before a byte is sent. */
+	if (x.sensitive && strcmp(qconn_welcome(x.c)->zone, info.zone) != 0) {
+		qerr_set(
+		    err, err_len,
+		    "dataset %s is sensitive, of zone %s; %s is in zone %s, and sensitive data "
+		    "is never pushed outside its zone",
+		    info.name, info.zone, qconn_name(x.c), qconn_welcome(x.c)->zone);
+		qaudit_local("push", info.name, info.classification, info.zone, -1, 0,
+			     "sovereign:zone", err, NULL, 0);
+		r = -QUAI_EPOLICY;
+		goto out;
+	}
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		r = -ENOMEM;

@@ -13,6 +13,16 @@
  * Prints one line: "dropped" (the server ended the session: a later
  * request gets no answer), "error CODE MESSAGE" (it answered ERROR),
  * "alive" or, for hoard, "hoarding N" after N batches and then waits.
+ *
+ * Authentication (a MUNGE credential from $QUAI_MUNGE_SOCKET's munged, as
+ * quai makes it, unless the mode spoils it): auth-none (no credential),
+ * auth-forged (one byte of it changed), auth-expired (a TTL of 1 s, sent
+ * 2.5 s later), auth-replay (a good credential, then the same one again in
+ * a second HELLO), auth-other (bound to another client address),
+ * auth-kind (an unknown method). Each prints "welcome" or "error CODE
+ * MESSAGE" for the last HELLO. push-open NAME CLASS ZONE: PUSH_OPEN of a
+ * dataset of that classification and zone, as a client that does not
+ * check; prints the answer.
  * Exit status 0 when the exchange ran, 1 on a local failure.
  */
 #include <errno.h>
@@ -23,8 +33,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "fabric.h"
 #include "proto.h"
+#include "quai/quai.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -127,6 +139,56 @@ int main(int argc, char **argv)
 	m.u.hello.addr = (struct qp_blob){addr, alen};
 	snprintf(m.u.hello.host, sizeof(m.u.hello.host), "raw-client");
 	m.u.hello.pid = (uint32_t)getpid();
+
+	/* The credential, bound as quai binds it, or spoilt as the mode says. */
+	uint8_t saddr[QF_ADDR_MAX], other[QF_ADDR_MAX];
+	size_t slen = sizeof(saddr);
+	char sock[256], *cred = NULL;
+	int auth_mode = strncmp(mode, "auth-", 5) == 0;
+	if (strcmp(mode, "auth-none") != 0) {
+		const uint8_t *bound = addr;
+		memcpy(other, addr, alen);
+		if (strcmp(mode, "auth-other") == 0) {
+			other[alen - 1] ^= 0x5a; /* an address that is not ours */
+			other[3] ^= 0x01;	 /* (for sockaddr_in, another port too) */
+			bound = other;
+		}
+		int ttl = strcmp(mode, "auth-expired") == 0 ? 1 : 0;
+		if (qauth_client_socket(sock, sizeof(sock), err, sizeof(err)) < 0 ||
+		    qf_peer_addr(ep, server, saddr, &slen) < 0 ||
+		    qauth_munge_encode_ttl(sock, bound, alen, saddr, slen, ttl, &cred, err,
+					   sizeof(err)) < 0) {
+			fprintf(stderr, "raw_client: no credential: %s\n", err);
+			return 1;
+		}
+		if (strcmp(mode, "auth-forged") == 0)
+			cred[strlen(cred) / 2] = cred[strlen(cred) / 2] == 'A' ? 'B' : 'A';
+		if (strcmp(mode, "auth-expired") == 0)
+			usleep(2500 * 1000);
+		snprintf(m.u.hello.auth_kind, sizeof(m.u.hello.auth_kind), "%s",
+			 strcmp(mode, "auth-kind") == 0 ? "kerberos" : "munge");
+		m.u.hello.auth = (struct qp_blob){(const uint8_t *)cred, strlen(cred)};
+	}
+	if (auth_mode) {
+		int rounds = strcmp(mode, "auth-replay") == 0 ? 2 : 1;
+		for (int i = 0; i < rounds; i++) {
+			struct qp_msg hello = m;
+			send_msg(&hello);
+			if (wait_msg(5000, &hello) < 0) {
+				puts("no answer");
+				return 0;
+			}
+			if (i + 1 < rounds)
+				continue;
+			if (hello.h.type == QP_WELCOME)
+				puts("welcome");
+			else
+				printf("error %d %s\n", hello.u.error.code, hello.u.error.message);
+		}
+		free(cred);
+		qf_close(ep);
+		return 0;
+	}
 	if (strcmp(mode, "version") == 0) {
 		int n = qp_encode(&m, buf, sizeof(buf));
 		buf[4] = 2; /* the version field */
@@ -144,6 +206,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	session = (uint32_t)m.u.welcome.session;
+	free(cred);
 
 	memset(&m, 0, sizeof(m));
 	if (strcmp(mode, "garbage") == 0) {
@@ -165,6 +228,27 @@ int main(int argc, char **argv)
 			memcpy(buf + 8, &big, 4);
 			qf_send_wait(ep, server, buf, (size_t)n, 5000);
 		}
+	} else if (strcmp(mode, "push-open") == 0) {
+		if (argc < 7 || quai_class_parse(argv[5]) < 0) {
+			fprintf(stderr, "raw_client: push-open NAME CLASS ZONE\n");
+			return 1;
+		}
+		m.h.type = QP_PUSH_OPEN;
+		m.u.push_open.tag = 1;
+		snprintf(m.u.push_open.name, sizeof(m.u.push_open.name), "%s", argv[4]);
+		m.u.push_open.manifest_len = 1000;
+		m.u.push_open.classification = (uint8_t)quai_class_parse(argv[5]);
+		snprintf(m.u.push_open.zone, sizeof(m.u.push_open.zone), "%s", argv[6]);
+		send_msg(&m);
+		if (wait_msg(5000, &m) < 0) {
+			puts("no answer");
+		} else if (m.h.type == QP_ERROR) {
+			printf("error %d %s\n", m.u.error.code, m.u.error.message);
+		} else {
+			printf("%s\n", qp_type_name(m.h.type));
+		}
+		qf_close(ep);
+		return 0;
 	} else if (strcmp(mode, "server-type") == 0) {
 		m.h.type = QP_WELCOME;
 		snprintf(m.u.welcome.server, sizeof(m.u.welcome.server), "not a server");

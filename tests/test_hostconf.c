@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -546,4 +547,309 @@ Test(host_zone, error_message_is_optional_and_truncated)
 	cr_expect_eq(quai_host_zone(buf, sizeof(buf), msg, sizeof(msg)), -QUAI_EFORMAT);
 	cr_expect_eq(strlen(msg), sizeof(msg) - 1);
 	cr_expect_eq(strncmp(msg, dir, sizeof(msg) - 1), 0);
+}
+
+/* ------------------------------------------------------------------------
+ * qhc_sovereign_check()
+ * ------------------------------------------------------------------------ */
+
+/* A tree for each test: sov/ and sov2/ (sovereign), scratch/ (not),
+ * sovereign2/ (a name that sov/ is a prefix of), and the configuration.
+ * `base` is the directory resolved, so that messages can be compared. */
+static char base[PATH_MAX];
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st, (void)ftw;
+	if (type == FTW_DP)
+		return rmdir(path) < 0 ? -1 : 0;
+	return unlink(path) < 0 ? -1 : 0;
+}
+
+static void at(char *buf, size_t len, const char *rel)
+{
+	int n = snprintf(buf, len, "%s/%s", base, rel);
+
+	cr_assert(n > 0 && (size_t)n < len);
+}
+
+static void make_tree(void)
+{
+	static const char *const dirs[] = {"sov", "sov/data", "sov2", "scratch", "sovereign2"};
+	char path[PATH_MAX];
+
+	make_dir();
+	cr_assert_not_null(realpath(dir, base), "%s: %s", dir, strerror(errno));
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		at(path, sizeof(path), dirs[i]);
+		cr_assert_eq(mkdir(path, 0755), 0, "%s: %s", path, strerror(errno));
+	}
+}
+
+static void remove_tree(void)
+{
+	if (base[0])
+		nftw(base, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	dir[0] = '\0';
+}
+
+TestSuite(sovereign, .init = make_tree, .fini = remove_tree);
+
+/* Writes the configuration with `sovereign_paths = ` the given entries,
+ * each relative to base unless absolute (NULL: no such key). */
+static const char *sov_conf(const char *entries)
+{
+	char text[4 * PATH_MAX] = "zone = z1\n";
+	size_t n = strlen(text);
+
+	if (entries) {
+		n += (size_t)snprintf(text + n, sizeof(text) - n, "sovereign_paths = ");
+		for (const char *p = entries; *p;) {
+			size_t c = strcspn(p, ":");
+
+			if (p != entries)
+				text[n++] = ':';
+			n += (size_t)snprintf(text + n, sizeof(text) - n, "%s%s%.*s",
+					      *p == '/' ? "" : base, *p == '/' ? "" : "/", (int)c,
+					      p);
+			p += c + (p[c] == ':');
+		}
+		text[n++] = '\n';
+		text[n] = '\0';
+	}
+	return conf(text);
+}
+
+static void expect_sovereign(const char *rel)
+{
+	char dest[PATH_MAX], err[PATH_MAX + 256] = "untouched";
+	int r;
+
+	at(dest, sizeof(dest), rel);
+	r = qhc_sovereign_check(dest, err, sizeof(err));
+	cr_expect_eq(r, 0, "%s: %d: %s", dest, r, err);
+	cr_expect_str_eq(err, "untouched", "err written on success");
+}
+
+/* Refused: returns the message. */
+static const char *expect_refused(const char *rel)
+{
+	static char err[PATH_MAX + 256];
+	char dest[PATH_MAX];
+	int r;
+
+	at(dest, sizeof(dest), rel);
+	err[0] = '\0';
+	r = qhc_sovereign_check(dest, err, sizeof(err));
+	cr_expect_eq(r, -QUAI_EPOLICY, "%s: %d: %s", dest, r, err);
+	cr_expect(strstr(err, dest), "the message names the destination: %s", err);
+	return err;
+}
+
+Test(sovereign, inside_and_equal_are_sovereign)
+{
+	sov_conf("sov");
+	expect_sovereign("sov");
+	expect_sovereign("sov/");
+	expect_sovereign("sov/data");
+	expect_sovereign("sov/data/");
+	expect_sovereign("sov/./data");
+	/* Not there yet, at any depth. */
+	expect_sovereign("sov/new");
+	expect_sovereign("sov/new/deeper/still");
+	expect_sovereign("sov/data/new/");
+}
+
+Test(sovereign, outside_is_refused_naming_the_key_and_file)
+{
+	const char *path = sov_conf("sov"), *err;
+	char want[2 * PATH_MAX + 128], dest[PATH_MAX];
+
+	at(dest, sizeof(dest), "scratch/x");
+	err = expect_refused("scratch/x");
+	snprintf(want, sizeof(want),
+		 "destination %s is not a sovereign path on this host (see sovereign_paths in %s)",
+		 dest, path);
+	cr_expect_str_eq(err, want);
+	expect_refused("scratch");
+	expect_refused("");
+	cr_expect_eq(qhc_sovereign_check("/", NULL, 0), -QUAI_EPOLICY);
+}
+
+Test(sovereign, whole_components_only)
+{
+	sov_conf("sov");
+	expect_refused("sovereign2");
+	expect_refused("sovereign2/x");
+	expect_refused("sov2/x");
+	expect_refused("so");
+	expect_refused("sov-new/x");
+}
+
+Test(sovereign, symbolic_links_are_resolved)
+{
+	char link[PATH_MAX], target[PATH_MAX], want[PATH_MAX];
+	const char *err;
+
+	sov_conf("sov");
+	/* A link inside the sovereign directory that leads out of it. */
+	at(link, sizeof(link), "sov/out");
+	at(target, sizeof(target), "scratch");
+	cr_assert_eq(symlink(target, link), 0);
+	err = expect_refused("sov/out/x");
+	at(want, sizeof(want), "scratch/x)");
+	cr_expect(strstr(err, want), "the message shows where it resolves: %s", err);
+	expect_refused("sov/out");
+	/* A relative one, too. */
+	at(link, sizeof(link), "sov/up");
+	cr_assert_eq(symlink("../scratch", link), 0);
+	expect_refused("sov/up/x/y");
+
+	/* A link from elsewhere into it. */
+	at(link, sizeof(link), "scratch/in");
+	at(target, sizeof(target), "sov/data");
+	cr_assert_eq(symlink(target, link), 0);
+	expect_sovereign("scratch/in");
+	expect_sovereign("scratch/in/x");
+
+	/* A link to nothing is not followed, wherever it would lead later. */
+	at(link, sizeof(link), "sov/dangling");
+	at(target, sizeof(target), "scratch/not-yet");
+	cr_assert_eq(symlink(target, link), 0);
+	err = expect_refused("sov/dangling/x");
+	cr_expect(strstr(err, "symbolic link"), "%s", err);
+	expect_refused("sov/dangling");
+
+	/* The sovereign directory itself may be reached through a link. */
+	at(link, sizeof(link), "sovlink");
+	at(target, sizeof(target), "sov");
+	cr_assert_eq(symlink(target, link), 0);
+	sov_conf("sovlink");
+	expect_sovereign("sov/x");
+	expect_sovereign("sovlink/x");
+	expect_refused("scratch/x");
+}
+
+Test(sovereign, dot_dot_in_what_does_not_exist_is_refused)
+{
+	const char *err;
+
+	sov_conf("sov");
+	err = expect_refused("sov/new/../x");
+	cr_expect(strstr(err, "'..'"), "%s", err);
+	expect_refused("sov/new/..");
+	expect_refused("sov/new/../../scratch/x");
+	/* In the existing part, ".." is resolved like any path. */
+	expect_sovereign("sov/data/../x");
+	expect_refused("sov/../scratch/x");
+	expect_refused("sov/..");
+}
+
+Test(sovereign, relative_destinations)
+{
+	char sov[PATH_MAX], err[PATH_MAX + 256] = "";
+
+	sov_conf("sov");
+	at(sov, sizeof(sov), "sov");
+	cr_assert_eq(chdir(sov), 0);
+	cr_expect_eq(qhc_sovereign_check("x", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(qhc_sovereign_check("data/x", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(qhc_sovereign_check(".", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(qhc_sovereign_check("../scratch/x", err, sizeof(err)), -QUAI_EPOLICY);
+	/* The message shows the resolved path beside the one given. */
+	char want[PATH_MAX + 64];
+	snprintf(want, sizeof(want), "destination ../scratch/x (%s/scratch/x) is", base);
+	cr_expect(strstr(err, want), "%s", err);
+	cr_expect_eq(qhc_sovereign_check("new/../x", err, sizeof(err)), -QUAI_EPOLICY);
+}
+
+Test(sovereign, several_paths)
+{
+	sov_conf("sov:sov2");
+	expect_sovereign("sov/x");
+	expect_sovereign("sov2/x");
+	expect_refused("scratch/x");
+	/* An entry that does not exist covers nothing, and spoils nothing. */
+	sov_conf("missing:sov2:sov/data");
+	expect_sovereign("sov2/x");
+	expect_sovereign("sov/data/x");
+	expect_refused("sov/x");
+	expect_refused("missing/x");
+	/* The root covers everything. */
+	sov_conf("/");
+	expect_sovereign("scratch/x");
+}
+
+Test(sovereign, no_key_no_file)
+{
+	const char *path = sov_conf(NULL), *err;
+	char want[2 * PATH_MAX + 128], dest[PATH_MAX];
+
+	at(dest, sizeof(dest), "sov/x");
+	err = expect_refused("sov/x");
+	snprintf(want, sizeof(want),
+		 "destination %s is not a sovereign path: this host declares no sovereign paths "
+		 "(sovereign_paths in %s)",
+		 dest, path);
+	cr_expect_str_eq(err, want);
+
+	at(want, sizeof(want), "no-such.conf");
+	cr_assert_eq(setenv("QUAI_CONF", want, 1), 0);
+	err = expect_refused("sov/x");
+	cr_expect(strstr(err, "declares no sovereign paths") && strstr(err, want), "%s", err);
+}
+
+Test(sovereign, relative_or_empty_entries_make_the_file_malformed)
+{
+	static const char *const bad[] = {"data/sov", "/a:data/sov", "/a::/b", "/a:", ":/a", ""};
+	char text[256], want[PATH_MAX + 256], err[PATH_MAX + 256], dest[PATH_MAX];
+
+	at(dest, sizeof(dest), "sov/x");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "zone = z1\nsovereign_paths = %s\n", bad[i]);
+		const char *path = conf(text);
+		err[0] = '\0';
+		cr_expect_eq(qhc_sovereign_check(dest, err, sizeof(err)), -EINVAL, "'%s'", bad[i]);
+		snprintf(want, sizeof(want),
+			 "%s:2: invalid value for key 'sovereign_paths': \"%s\"", path, bad[i]);
+		cr_expect_str_eq(err, want);
+	}
+	/* Other keys do not care. */
+	check_zone("z1");
+}
+
+Test(sovereign, malformed_file_is_its_error)
+{
+	char want[PATH_MAX + 256], err[PATH_MAX + 256] = "", dest[PATH_MAX];
+	const char *path = conf("sovereign_paths = /\nsovereign_paths = /\n");
+
+	at(dest, sizeof(dest), "sov/x");
+	cr_expect_eq(qhc_sovereign_check(dest, err, sizeof(err)), -QUAI_EFORMAT);
+	snprintf(want, sizeof(want), "%s:2: duplicate key 'sovereign_paths' (first set on line 1)",
+		 path);
+	cr_expect_str_eq(err, want);
+	cr_expect_eq(qhc_sovereign_check(NULL, err, sizeof(err)), -EINVAL);
+}
+
+Test(sovereign, unresolvable_destinations)
+{
+	char dest[PATH_MAX + 16], err[PATH_MAX + 256] = "";
+
+	sov_conf("sov");
+	/* Past a regular file: what does not exist cannot be made there. */
+	at(dest, sizeof(dest), "sov/file");
+	FILE *f = fopen(dest, "w");
+	cr_assert_not_null(f);
+	fclose(f);
+	expect_sovereign("sov/file/x");
+
+	/* A loop of links. */
+	char a[PATH_MAX], b[PATH_MAX];
+	at(a, sizeof(a), "sov/loop-a");
+	at(b, sizeof(b), "sov/loop-b");
+	cr_assert_eq(symlink(b, a), 0);
+	cr_assert_eq(symlink(a, b), 0);
+	snprintf(dest, sizeof(dest), "%s/x", a);
+	cr_expect_eq(qhc_sovereign_check(dest, err, sizeof(err)), -ELOOP, "%s", err);
+	cr_expect(strstr(err, dest), "%s", err);
 }

@@ -548,6 +548,8 @@ Test(stream, batches_by_bytes)
 }
 
 /* A sensitive dataset: its released batches are wiped in the pool. */
+static void host_zone(const char *zone);
+
 static void pack_sensitive(char *out, size_t len)
 {
 	char in[700];
@@ -567,6 +569,28 @@ static void pack_sensitive(char *out, size_t len)
 				   .classification = QUAI_CLASS_SENSITIVE,
 				   .zone = "fr-1"};
 	tu_pack(srcs, 1, out, &o);
+	host_zone("fr-1"); /* this host is in the dataset's zone */
+}
+
+/* Makes this test process's host configuration say `zone = Z`. */
+static void host_zone(const char *zone)
+{
+	char conf[700], text[128];
+	snprintf(conf, sizeof(conf), "%s/host.conf", dir);
+	snprintf(text, sizeof(text), "zone = %s\n", zone);
+	tu_write(conf, text, strlen(text));
+	cr_assert_eq(setenv("QUAI_CONF", conf, 1), 0);
+}
+
+Test(stream, sensitive_data_is_read_only_in_its_zone)
+{
+	char p[700], err[512];
+	pack_sensitive(p, sizeof(p));
+	host_zone("de-1");
+	quai_stream *s;
+	int r = quai_stream_open(ctx, p, NULL, &s, err, sizeof(err));
+	cr_assert_eq(r, -QUAI_EPOLICY, "open: %s (%s)", quai_strerror(r), err);
+	cr_expect(strstr(err, "zone fr-1") && strstr(err, "zone de-1"), "%s", err);
 }
 
 Test(stream, sensitive_batches_are_wiped_on_release)

@@ -216,6 +216,12 @@ static void expect_defaults(const struct qsvc_conf *c)
 	cr_expect_eq(c->idle_timeout, 60);
 	cr_expect_eq(c->log_level, QSVC_LOG_INFO);
 	cr_expect_null(c->log_file);
+	cr_assert_not_null(c->policy);
+	cr_expect_eq(qpol_nrules(c->policy), 0);
+	cr_expect_eq(qpol_unauthenticated(c->policy), 0);
+	cr_expect_str_eq(qpol_zone(c->policy), "none");
+	cr_expect_null(c->audit_log);
+	cr_expect_str_eq(c->munge_socket, "");
 }
 
 Test(svcconf, init_gives_the_defaults)
@@ -701,9 +707,11 @@ Test(svcconf, malformed_lines)
 
 Test(svcconf, empty_values)
 {
-	const char *keys[] = {"listen",	      "provider",    "zone",	      "roots",	"push_root",
-			      "max_clients",  "max_streams", "client_memory", "pinned", "workers",
-			      "idle_timeout", "log_level",   "log_file"};
+	const char *keys[] = {"listen",	   "provider",	  "zone",	  "roots",
+			      "push_root", "max_clients", "max_streams",  "client_memory",
+			      "pinned",	   "workers",	  "idle_timeout", "log_level",
+			      "log_file",  "audit_log",	  "munge_socket", "unauthenticated",
+			      "zone_hosts"};
 
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		char text[64], want[128];
@@ -1067,7 +1075,13 @@ Test(svcconf, print_defaults_commented_out)
 		 "# workers = 0 (default: one per online core)\n"
 		 "# idle_timeout = 60 (default: seconds)\n"
 		 "# log_level = info (default)\n"
-		 "# log_file = (default: standard error)\n",
+		 "# log_file = (default: standard error)\n"
+		 "# audit_log = (default: none: requests are not audited)\n"
+		 "# munge_socket = (default: libmunge's, /run/munge/munge.socket.2)\n"
+		 "# unauthenticated = no (default)\n"
+		 "# zone_hosts = (default: none: sensitive data is streamed and pulled to no "
+		 "host)\n"
+		 "# no rule_ lines: every authenticated request will be refused\n",
 		 dir);
 	cr_expect_str_eq(out, want);
 	free(out);
@@ -1092,7 +1106,14 @@ static const char every_key_text[] = "listen = [fe80::1%eth0]:7000\n"
 				     "workers = 12\n"
 				     "idle_timeout = 300\n"
 				     "log_level = debug\n"
-				     "log_file = /var/log/quaid #1.log\n";
+				     "log_file = /var/log/quaid #1.log\n"
+				     "rule_all_root = allow all users=root\n"
+				     "audit_log = /var/log/quai//audit.log\n"
+				     "munge_socket = /run/munge/munge.socket.2\n"
+				     "unauthenticated = public\n"
+				     "zone_hosts = 10.1.0.0/16 fd00:1::/64\n"
+				     "rule_train = allow  read,list groups=nogroup,gid:7 "
+				     "classes=internal,public\n";
 
 Test(svcconf, print_settings)
 {
@@ -1111,7 +1132,14 @@ Test(svcconf, print_settings)
 			      "workers = 12\n"
 			      "idle_timeout = 300\n"
 			      "log_level = debug\n"
-			      "log_file = /var/log/quaid #1.log\n");
+			      "log_file = /var/log/quaid #1.log\n"
+			      "audit_log = /var/log/quai/audit.log\n"
+			      "munge_socket = /run/munge/munge.socket.2\n"
+			      "unauthenticated = public\n"
+			      "zone_hosts = 10.1.0.0/16,fd00:1::/64\n"
+			      "rule_all_root = allow all users=root\n"
+			      "rule_train = allow list,stream,pull groups=nogroup,gid:7 "
+			      "classes=public,internal\n");
 	free(out);
 	qsvc_conf_free(&c);
 }
@@ -1136,6 +1164,17 @@ static void expect_same(const struct qsvc_conf *a, const struct qsvc_conf *b)
 	cr_expect_eq(a->log_level, b->log_level);
 	cr_expect((!a->log_file && !b->log_file) ||
 		  (a->log_file && b->log_file && strcmp(a->log_file, b->log_file) == 0));
+	cr_expect((!a->audit_log && !b->audit_log) ||
+		  (a->audit_log && b->audit_log && strcmp(a->audit_log, b->audit_log) == 0));
+	cr_expect_str_eq(a->munge_socket, b->munge_socket);
+	{
+		char pa[4096], pb[4096];
+
+		qpol_format(a->policy, pa, sizeof(pa));
+		qpol_format(b->policy, pb, sizeof(pb));
+		cr_expect_str_eq(pa, pb);
+		cr_expect_str_eq(qpol_zone(a->policy), qpol_zone(b->policy));
+	}
 }
 
 /* What --check-config prints is a configuration file that means the same. */
@@ -1154,4 +1193,273 @@ Test(svcconf, print_reads_back_the_same)
 		qsvc_conf_free(&a);
 		qsvc_conf_free(&b);
 	}
+}
+
+/* ------------------------------------------------------------------------
+ * The access policy and its neighbours: rule_NAME, zone_hosts,
+ * unauthenticated, audit_log, munge_socket
+ * ------------------------------------------------------------------------ */
+
+static char *policy_text(const struct qsvc_conf *c)
+{
+	size_t n = qpol_format(c->policy, NULL, 0);
+	char *text = malloc(n + 1);
+
+	cr_assert_not_null(text);
+	qpol_format(c->policy, text, n + 1);
+	return text;
+}
+
+Test(svcconf, policy_keys)
+{
+	struct qsvc_conf c = parse_ok("rule_root = allow all users=root\n"
+				      "zone_hosts = 10.1.0.0/16\n"
+				      "rule_b = deny push\n"
+				      "unauthenticated = public\n"
+				      "rule_a = allow read groups=nogroup\n"
+				      "audit_log = /var/log/quai/audit.log\n"
+				      "munge_socket = /run/munge//munge.socket.2\n");
+	char *text = policy_text(&c);
+
+	cr_expect_eq(qpol_nrules(c.policy), 3);
+	cr_expect_eq(qpol_unauthenticated(c.policy), 1);
+	/* In file order, not by name. */
+	cr_expect_str_eq(text, "unauthenticated = public\n"
+			       "zone_hosts = 10.1.0.0/16\n"
+			       "rule_root = allow all users=root\n"
+			       "rule_b = deny push\n"
+			       "rule_a = allow stream,pull groups=nogroup\n");
+	cr_expect_str_eq(c.audit_log, "/var/log/quai/audit.log");
+	cr_expect_str_eq(c.munge_socket, "/run/munge/munge.socket.2");
+	free(text);
+	qsvc_conf_free(&c);
+	cr_expect_null(c.policy);
+	cr_expect_null(c.audit_log);
+	qsvc_conf_free(&c);
+}
+
+/* A "zone =" after the rules still sets the policy's zone. */
+Test(svcconf, the_policy_has_the_final_zone)
+{
+	struct qsvc_conf c = parse_ok("rule_all = allow all\nzone = fr-1\n");
+	struct qpol_subject s = {.authenticated = 1, .uid = 0};
+	struct qpol_request rq = {QPOL_PUSH, "era5", QUAI_CLASS_SENSITIVE, "fr-1"};
+	struct qpol_decision d;
+	char err[256];
+
+	cr_expect_str_eq(qpol_zone(c.policy), "fr-1");
+	cr_expect_eq(qpol_decide(c.policy, &s, &rq, &d), 1, "%s: %s", d.rule, d.why);
+	/* An override of the zone too. */
+	cr_assert_eq(qsvc_conf_set(&c, "zone", "de-1", err, sizeof(err)), 0, "%s", err);
+	cr_expect_str_eq(qpol_zone(c.policy), "de-1");
+	cr_expect_eq(qpol_decide(c.policy, &s, &rq, &d), 0);
+	cr_expect_str_eq(d.rule, "sovereign:zone");
+	qsvc_conf_free(&c);
+}
+
+Test(svcconf, policy_keys_rejects)
+{
+	parse_bad("rule_x = allow reed\n",
+		  "1: rule_x: ops: 'reed' is not list, stream, pull, push, read, write or all");
+	parse_bad("zone = eu\n\nrule_x = allow read groups=train\n",
+		  "3: rule_x: groups: no group 'train' on this host");
+	parse_bad("rule_x = allow read hosts=10.0.0.0/33\n",
+		  "1: rule_x: hosts: '10.0.0.0/33' is not an address or prefix (an IPv4 prefix "
+		  "length is 0 to 32)");
+	parse_bad("rule_x = allow read users=root users=root\n",
+		  "1: rule_x: 'users=root': users given twice in one rule (put every value in one "
+		  "list)");
+	parse_bad("rule_x = allow read hosts=::1 owner=root\n",
+		  "1: rule_x: 'owner=root': unknown condition (the conditions are users, groups, "
+		  "classes, datasets, hosts)");
+	parse_bad("rule_x = allow read users=\n",
+		  "1: rule_x: users: an empty list (leave the condition out to match any)");
+	parse_bad("rule_x =\n", "1: rule_x: no value: expected allow|deny OPS [users=...] "
+				"[groups=...] [classes=...] [datasets=...] [hosts=...]");
+	parse_bad("rule_ = allow all\n",
+		  "1: rule_: a rule needs a name (rule_NAME, e.g. rule_train_read)");
+	parse_bad("rule_x = allow all\nrule_x = deny all\n",
+		  "2: duplicate key 'rule_x' (first set on line 1)");
+	parse_bad("rules = allow all\n",
+		  "1: rules: unknown key (the keys are listed in quaid(8), docs/quaid.md)");
+	parse_bad("rule = allow all\n",
+		  "1: rule: unknown key (the keys are listed in quaid(8), docs/quaid.md)");
+	parse_bad("zone_hosts = 10.0.0.1,,10.0.0.2\n",
+		  "1: zone_hosts: an empty entry in '10.0.0.1,,10.0.0.2'");
+	parse_bad("zone_hosts = io-node-3\n",
+		  "1: zone_hosts: 'io-node-3' is not an address or prefix");
+	parse_bad("unauthenticated = yes\n",
+		  "1: unauthenticated: 'yes': expected no (every client authenticates) or public "
+		  "(clients without a credential may read public datasets)");
+	parse_bad("audit_log = audit.log\n", "1: audit_log: 'audit.log' is not an absolute path");
+	parse_bad("audit_log = /var/log/quai/\n",
+		  "1: audit_log: '/var/log/quai/' names a directory, not a file");
+	parse_bad("audit_log = /var/log/../audit.log\n",
+		  "1: audit_log: '/var/log/../audit.log': '.' and '..' components are not allowed");
+	parse_bad("munge_socket = run/munge.socket\n",
+		  "1: munge_socket: 'run/munge.socket' is not an absolute path");
+	{
+		char text[256], want[256];
+
+		snprintf(text, sizeof(text), "munge_socket = /run/%0110d\n", 1);
+		snprintf(want, sizeof(want),
+			 "1: munge_socket: '/run/%059d...' is longer than 107 bytes, the most a "
+			 "socket's path holds",
+			 0);
+		parse_bad(text, want);
+		/* 107 bytes is fine. */
+		snprintf(text, sizeof(text), "munge_socket = /run/%0102d\n", 1);
+		qsvc_conf_free((struct qsvc_conf[]){parse_ok(text)});
+	}
+}
+
+/* A second text adds its rules after the first's; a name already set is
+ * refused. */
+Test(svcconf, a_second_parse_adds_rules)
+{
+	struct qsvc_conf c = parse_ok("rule_a = allow list\nzone_hosts = 10.0.0.0/8\n");
+	const char *more = "rule_b = allow pull\nzone_hosts = 10.2.0.0/16\n";
+	const char *again = "rule_a = deny all\n";
+	char err[256], *text;
+
+	cr_assert_eq(qsvc_conf_parse(more, strlen(more), &c, err, sizeof(err)), 0, "%s", err);
+	text = policy_text(&c);
+	cr_expect_str_eq(text, "# unauthenticated = no (default)\n"
+			       "zone_hosts = 10.2.0.0/16\n"
+			       "rule_a = allow list\n"
+			       "rule_b = allow pull\n");
+	free(text);
+	cr_expect_eq(qsvc_conf_parse(again, strlen(again), &c, err, sizeof(err)), -QUAI_EFORMAT);
+	cr_expect_str_eq(err, "1: rule_a: a rule named 'a' is already set");
+	qsvc_conf_free(&c);
+}
+
+Test(svcconf, set_policy_keys)
+{
+	struct qsvc_conf c = parse_ok("rule_a = allow list\n");
+	char err[256] = "", *text;
+
+	cr_expect_eq(qsvc_conf_set(&c, "rule_b", "allow all", err, sizeof(err)), -QUAI_EFORMAT);
+	cr_expect_str_eq(err, "rule_b: rules are set in the configuration file only");
+	cr_expect_eq(qpol_nrules(c.policy), 1);
+
+	cr_expect_eq(qsvc_conf_set(&c, "zone_hosts", "10.0.0.0/8", err, sizeof(err)), 0);
+	cr_expect_eq(qsvc_conf_set(&c, "zone_hosts", "10.0.0.0/6", err, sizeof(err)),
+		     -QUAI_EFORMAT);
+	cr_expect_str_eq(err, "zone_hosts: '10.0.0.0/6' has bits set after its /6 prefix (the "
+			      "network is written with them zero)");
+	cr_expect_eq(qsvc_conf_set(&c, "unauthenticated", "public", err, sizeof(err)), 0);
+	cr_expect_eq(qsvc_conf_set(&c, "unauthenticated", "maybe", err, sizeof(err)),
+		     -QUAI_EFORMAT);
+	text = policy_text(&c);
+	cr_expect_str_eq(text, "unauthenticated = public\n"
+			       "zone_hosts = 10.0.0.0/8\n"
+			       "rule_a = allow list\n");
+	free(text);
+
+	cr_expect_eq(qsvc_conf_set(&c, "audit_log", "/a/audit.log", err, sizeof(err)), 0);
+	cr_expect_eq(qsvc_conf_set(&c, "audit_log", "/b/audit.log", err, sizeof(err)), 0);
+	cr_expect_eq(qsvc_conf_set(&c, "audit_log", "b/audit.log", err, sizeof(err)),
+		     -QUAI_EFORMAT);
+	cr_expect_str_eq(err, "audit_log: 'b/audit.log' is not an absolute path");
+	cr_expect_str_eq(c.audit_log, "/b/audit.log");
+	cr_expect_eq(qsvc_conf_set(&c, "munge_socket", "/run/m.sock", err, sizeof(err)), 0);
+	cr_expect_eq(qsvc_conf_set(&c, "munge_socket", "m.sock", err, sizeof(err)), -QUAI_EFORMAT);
+	cr_expect_str_eq(c.munge_socket, "/run/m.sock");
+	/* Other keys keep the policy and the paths. */
+	cr_expect_eq(qsvc_conf_set(&c, "pinned", "2G", err, sizeof(err)), 0);
+	cr_expect_eq(qsvc_conf_set(&c, "pinned", "1M", err, sizeof(err)), -QUAI_EFORMAT);
+	cr_expect_str_eq(c.audit_log, "/b/audit.log");
+	cr_expect_eq(qpol_nrules(c.policy), 1);
+	qsvc_conf_free(&c);
+}
+
+Test(svcconf, check_audit_log)
+{
+	struct qsvc_conf c = conf_with_dirs();
+	char text[PATH_MAX + 64], *out = NULL, want[2 * PATH_MAX + 256];
+
+	need_memlock(c.pinned);
+	snprintf(text, sizeof(text), "audit_log = %s/audit.log\n", dir);
+	cr_assert_eq(qsvc_conf_parse(text, strlen(text), &c, NULL, 0), 0);
+	cr_expect_eq(check(&c, &out), 0, "%s", out);
+	free(out);
+
+	snprintf(text, sizeof(text), "audit_log = %s/no-dir/audit.log\n", dir);
+	cr_assert_eq(qsvc_conf_parse(text, strlen(text), &c, NULL, 0), 0);
+	cr_expect_eq(check(&c, &out), -QUAI_EFORMAT);
+	snprintf(want, sizeof(want),
+		 "audit_log: %s/no-dir/audit.log: its directory %s/no-dir does not exist\n", dir,
+		 dir);
+	cr_expect_str_eq(out, want);
+	free(out);
+
+	snprintf(text, sizeof(text), "audit_log = %s/r1\n", dir);
+	cr_assert_eq(qsvc_conf_parse(text, strlen(text), &c, NULL, 0), 0);
+	cr_expect_eq(check(&c, &out), -QUAI_EFORMAT);
+	snprintf(want, sizeof(want), "audit_log: %s/r1: is a directory\n", dir);
+	cr_expect_str_eq(out, want);
+	free(out);
+	qsvc_conf_free(&c);
+}
+
+Test(svcconf, check_audit_log_not_writable)
+{
+	struct qsvc_conf c = conf_with_dirs();
+	char text[2 * PATH_MAX], path[PATH_MAX + 64], *out = NULL, want[2 * PATH_MAX + 256];
+
+	need_memlock(c.pinned);
+	make_dir("ro");
+	path_in(path, sizeof(path), "ro");
+	snprintf(text, sizeof(text), "audit_log = %s/audit.log\n", path);
+	cr_assert_eq(qsvc_conf_parse(text, strlen(text), &c, NULL, 0), 0);
+	cr_assert_eq(chmod(path, 0555), 0);
+	if (lose_dac_override(path) < 0)
+		cr_skip_test("cannot make %s read-only to this process", path);
+	cr_expect_eq(check(&c, &out), -QUAI_EFORMAT);
+	snprintf(want, sizeof(want),
+		 "audit_log: %s/audit.log: cannot create it in %s: Permission denied\n", path,
+		 path);
+	cr_expect_str_eq(out, want);
+	free(out);
+	chmod(path, 0755);
+	qsvc_conf_free(&c);
+}
+
+Test(svcconf, warn_without_rules)
+{
+	struct qsvc_conf c = conf_with_dirs();
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+
+	cr_assert_not_null(f);
+	cr_expect_eq(qsvc_conf_warn(&c, f), 1);
+	cr_assert_eq(fclose(f), 0);
+	cr_expect_str_eq(out, "warning: no rule_ lines: every authenticated request will be "
+			      "refused\n");
+	free(out);
+	/* Not a problem: quaid starts. */
+	need_memlock(c.pinned);
+	cr_expect_eq(qsvc_conf_check(&c, NULL), 0);
+
+	cr_assert_eq(qsvc_conf_set(&c, "unauthenticated", "public", NULL, 0), 0);
+	f = open_memstream(&out, &len);
+	cr_assert_not_null(f);
+	cr_expect_eq(qsvc_conf_warn(&c, f), 1);
+	cr_assert_eq(fclose(f), 0);
+	cr_expect_str_eq(out, "warning: no rule_ lines: every authenticated request will be "
+			      "refused (unauthenticated clients may read public datasets)\n");
+	free(out);
+	qsvc_conf_free(&c);
+
+	c = parse_ok("rule_a = allow list\n");
+	cr_expect_eq(qsvc_conf_warn(&c, NULL), 0);
+	f = open_memstream(&out, &len);
+	cr_assert_not_null(f);
+	cr_expect_eq(qsvc_conf_warn(&c, f), 0);
+	cr_assert_eq(fclose(f), 0);
+	cr_expect_str_eq(out, "");
+	free(out);
+	qsvc_conf_free(&c);
 }

@@ -7,6 +7,7 @@
  * end to end by tests/cli/test_xfer.py.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -23,7 +24,9 @@
 #include "testutil.h"
 
 struct env {
-	char dir[512], roots[600], push_root[600];
+	char dir[512], roots[600], push_root[600], sock[512];
+	int munged;
+	struct qsvc_conf conf;
 	struct qsrv *srv;
 	pthread_t run;
 	struct qconn *c;
@@ -41,13 +44,19 @@ static void quiet_log(int level, const char *msg, void *arg)
 }
 
 /* A quaid serving one small dataset "ds", with a push_root, and a client
- * connected to it. */
+ * connected to it, authenticated by a private munged and allowed all. */
 static void env_start(struct env *e)
 {
-	struct qsvc_conf conf;
-	char err[512], uri[600];
+	struct qsvc_conf *conf = &e->conf;
+	char err[512], uri[600], text[700];
 
 	tu_mkdtemp(e->dir, sizeof(e->dir));
+	e->munged = tu_munged_start(e->dir, e->sock, sizeof(e->sock));
+	if (e->munged < 0) {
+		tu_rmtree(e->dir);
+		cr_skip_test("no munged to authenticate with");
+	}
+	cr_assert(setenv("QUAI_MUNGE_SOCKET", e->sock, 1) == 0);
 	snprintf(e->roots, sizeof(e->roots), "%s/roots", e->dir);
 	snprintf(e->push_root, sizeof(e->push_root), "%s/pushed", e->dir);
 	cr_assert(mkdir(e->roots, 0755) == 0 && mkdir(e->push_root, 0755) == 0);
@@ -60,18 +69,25 @@ static void env_start(struct env *e)
 	    .size = sizeof(po), .kind = QUAI_RECORDS_LINES, .frame_size = 16 << 10, .zone = "none"};
 	tu_pack(srcs, 1, ds, &po);
 
-	qsvc_conf_init(&conf);
-	snprintf(conf.listen_node, sizeof(conf.listen_node), "127.0.0.1");
-	snprintf(conf.listen_service, sizeof(conf.listen_service), "0");
-	snprintf(conf.zone, sizeof(conf.zone), "none");
-	conf.roots[0] = e->roots;
-	conf.nroots = 1;
-	conf.push_root = e->push_root;
-	conf.pinned = 64 << 20;
-	conf.client_memory = 32 << 20;
-	int r = qsrv_new(&conf, quiet_log, NULL, &e->srv, err, sizeof(err));
-	if (r == -EPERM || r == -ENOMEM)
+	qsvc_conf_init(conf);
+	snprintf(text, sizeof(text), "zone = none\nmunge_socket = %s\nrule_all = allow all\n",
+		 e->sock);
+	int r = qsvc_conf_parse(text, strlen(text), conf, err, sizeof(err));
+	cr_assert(r == 0, "quaid's configuration: %s", err);
+	snprintf(conf->listen_node, sizeof(conf->listen_node), "127.0.0.1");
+	snprintf(conf->listen_service, sizeof(conf->listen_service), "0");
+	conf->roots[0] = e->roots;
+	conf->nroots = 1;
+	conf->push_root = e->push_root;
+	conf->pinned = 64 << 20;
+	conf->client_memory = 32 << 20;
+	r = qsrv_new(conf, quiet_log, NULL, &e->srv, err, sizeof(err));
+	if (r == -EPERM || r == -ENOMEM) {
+		qpol_free(conf->policy);
+		tu_munged_stop(e->munged);
+		tu_rmtree(e->dir);
 		cr_skip_test("quaid's pool cannot be locked here: %s", err);
+	}
 	cr_assert(r == 0, "qsrv_new: %s", err);
 	cr_assert(pthread_create(&e->run, NULL, run_main, e->srv) == 0);
 
@@ -88,6 +104,9 @@ static void env_stop(struct env *e)
 	qsrv_stop(e->srv);
 	pthread_join(e->run, NULL);
 	qsrv_free(e->srv);
+	/* roots and push_root are e's own: only the policy is to free. */
+	qpol_free(e->conf.policy);
+	tu_munged_stop(e->munged);
 	tu_rmtree(e->dir);
 }
 
@@ -439,4 +458,191 @@ Test(xfer, push_commit_publishes_then_takes_nothing_more)
 	qf_mr_close(mr);
 	free(buf);
 	env_stop(&e);
+}
+
+/* ---- sensitive pulls land on sovereign storage only ----------------------- */
+
+/* A quaid of zone z1 serving the sensitive dataset "sens" of zone z1 to
+ * anyone authenticated, with a private munged; this host is in zone z1 and
+ * declares <dir>/sov its sovereign storage, <dir>/scratch not. */
+struct sov_env {
+	char dir[512], sock[512], hostconf[600], sov[600], scratch[600], audit[600];
+	char uri[700];
+	int munged;
+	struct qsvc_conf conf;
+	struct qsrv *srv;
+	pthread_t run;
+};
+
+static void sov_env_start(struct sov_env *e)
+{
+	char err[512], path[700], text[4096];
+
+	tu_mkdtemp(e->dir, sizeof(e->dir));
+	e->munged = tu_munged_start(e->dir, e->sock, sizeof(e->sock));
+	if (e->munged < 0) {
+		tu_rmtree(e->dir);
+		cr_skip_test("no munged to authenticate with");
+	}
+	snprintf(e->sov, sizeof(e->sov), "%s/sov", e->dir);
+	snprintf(e->scratch, sizeof(e->scratch), "%s/scratch", e->dir);
+	snprintf(e->audit, sizeof(e->audit), "%s/audit.log", e->dir);
+	snprintf(path, sizeof(path), "%s/roots", e->dir);
+	cr_assert(mkdir(e->sov, 0755) == 0 && mkdir(e->scratch, 0755) == 0 &&
+		  mkdir(path, 0755) == 0);
+
+	snprintf(e->hostconf, sizeof(e->hostconf), "%s/host.conf", e->dir);
+	snprintf(text, sizeof(text), "zone = z1\nsovereign_paths = %s\n", e->sov);
+	tu_write(e->hostconf, text, strlen(text));
+	cr_assert(setenv("QUAI_CONF", e->hostconf, 1) == 0);
+	cr_assert(setenv("QUAI_MUNGE_SOCKET", e->sock, 1) == 0);
+
+	char src[700], ds[700];
+	snprintf(src, sizeof(src), "%s/lines.txt", e->dir);
+	snprintf(ds, sizeof(ds), "%s/roots/sens", e->dir);
+	tu_write_lines(src, 100000, 2, 16, 10, 7, 90);
+	const char *srcs[] = {src};
+	struct quai_pack_opts po = {.size = sizeof(po),
+				    .kind = QUAI_RECORDS_LINES,
+				    .frame_size = 16 << 10,
+				    .classification = QUAI_CLASS_SENSITIVE,
+				    .zone = "z1"};
+	tu_pack(srcs, 1, ds, &po);
+
+	qsvc_conf_init(&e->conf);
+	snprintf(text, sizeof(text),
+		 "listen = 127.0.0.1:0\nzone = z1\nzone_hosts = 127.0.0.0/8\nroots = %s/roots\n"
+		 "munge_socket = %s\naudit_log = %s\nrule_all = allow all\n",
+		 e->dir, e->sock, e->audit);
+	int r = qsvc_conf_parse(text, strlen(text), &e->conf, err, sizeof(err));
+	cr_assert(r == 0, "quaid's configuration: %s", err);
+	e->conf.pinned = 64 << 20;
+	e->conf.client_memory = 32 << 20;
+	r = qsrv_new(&e->conf, quiet_log, NULL, &e->srv, err, sizeof(err));
+	if (r == -EPERM || r == -ENOMEM) {
+		qsvc_conf_free(&e->conf);
+		tu_munged_stop(e->munged);
+		tu_rmtree(e->dir);
+		cr_skip_test("quaid's pool cannot be locked here: %s", err);
+	}
+	cr_assert(r == 0, "qsrv_new: %s", err);
+	cr_assert(pthread_create(&e->run, NULL, run_main, e->srv) == 0);
+	snprintf(e->uri, sizeof(e->uri), "quai://%s/sens", qsrv_address(e->srv));
+}
+
+static void sov_env_stop(struct sov_env *e)
+{
+	qsrv_stop(e->srv);
+	pthread_join(e->run, NULL);
+	qsrv_free(e->srv);
+	qsvc_conf_free(&e->conf);
+	tu_munged_stop(e->munged);
+	tu_rmtree(e->dir);
+}
+
+/* The number of entries in a directory. */
+static int entries(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	int n = 0;
+
+	cr_assert_not_null(d, "%s: %s", path, strerror(errno));
+	while ((de = readdir(d)))
+		n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+	closedir(d);
+	return n;
+}
+
+Test(xfer, sensitive_pull_outside_sovereign_paths_writes_nothing, .timeout = 120)
+{
+	struct sov_env e = {0};
+	char dest[700], want[2048], err[4096];
+	struct quai_xfer_opts unpack = {.size = sizeof(unpack), .unpack = 1};
+	sov_env_start(&e);
+
+	snprintf(dest, sizeof(dest), "%s/got", e.scratch);
+	int r = quai_pull(e.uri, dest, NULL, NULL, err, sizeof(err));
+	cr_expect_eq(r, -QUAI_EPOLICY, "%d: %s", r, err);
+	snprintf(want, sizeof(want),
+		 "dataset sens is sensitive (zone z1): destination %s is not a sovereign path on "
+		 "this host (see sovereign_paths in %s)",
+		 dest, e.hostconf);
+	cr_expect_str_eq(err, want);
+	cr_expect_eq(entries(e.scratch), 0, "something was written beside %s", dest);
+
+	/* Restoring the records is refused the same way. */
+	r = quai_pull(e.uri, dest, &unpack, NULL, err, sizeof(err));
+	cr_expect_eq(r, -QUAI_EPOLICY, "%d: %s", r, err);
+	cr_expect_eq(entries(e.scratch), 0);
+
+	/* A directory that would be made inside the sovereign one through a
+	 * link out of it is outside too. */
+	char link[700];
+	snprintf(link, sizeof(link), "%s/out", e.sov);
+	cr_assert(symlink(e.scratch, link) == 0);
+	snprintf(dest, sizeof(dest), "%s/out/got", e.sov);
+	r = quai_pull(e.uri, dest, NULL, NULL, err, sizeof(err));
+	cr_expect_eq(r, -QUAI_EPOLICY, "%d: %s", r, err);
+	cr_expect_eq(entries(e.scratch), 0);
+
+	/* A host that declares no sovereign path gets nothing, and is told. */
+	snprintf(want, sizeof(want), "zone = z1\n");
+	tu_write(e.hostconf, want, strlen(want));
+	snprintf(dest, sizeof(dest), "%s/got", e.sov);
+	r = quai_pull(e.uri, dest, NULL, NULL, err, sizeof(err));
+	cr_expect_eq(r, -QUAI_EPOLICY, "%d: %s", r, err);
+	cr_expect(strstr(err, "declares no sovereign paths"), "%s", err);
+	cr_expect_eq(entries(e.sov), 1, "only the link: nothing was written");
+
+	/* A malformed sovereign_paths refuses too, naming the file and line. */
+	snprintf(want, sizeof(want), "zone = z1\nsovereign_paths = sov\n");
+	tu_write(e.hostconf, want, strlen(want));
+	r = quai_pull(e.uri, dest, NULL, NULL, err, sizeof(err));
+	cr_expect_eq(r, -QUAI_EPOLICY, "%d: %s", r, err);
+	snprintf(want, sizeof(want), "%s:2: invalid value for key 'sovereign_paths'", e.hostconf);
+	cr_expect(strstr(err, want), "%s", err);
+	cr_expect_eq(entries(e.sov), 1);
+	sov_env_stop(&e);
+}
+
+Test(xfer, sensitive_pull_into_a_sovereign_path, .timeout = 120)
+{
+	struct sov_env e = {0};
+	char dest[700], src[700], err[4096];
+	struct quai_xfer_result res = {0};
+	sov_env_start(&e);
+
+	/* Through a link from elsewhere, and relative to the working
+	 * directory: what counts is where the bytes land. */
+	char link[700];
+	snprintf(link, sizeof(link), "%s/to-sov", e.scratch);
+	cr_assert(symlink(e.sov, link) == 0);
+	cr_assert(chdir(e.scratch) == 0);
+	int r = quai_pull(e.uri, "to-sov/got", NULL, &res, err, sizeof(err));
+	if (r == -QUAI_EPOLICY && strstr(err, "locked memory"))
+		cr_skip_test("%s", err);
+	cr_assert_eq(r, 0, "%s", err);
+	snprintf(dest, sizeof(dest), "%s/got", e.sov);
+	snprintf(src, sizeof(src), "%s/roots/sens", e.dir);
+	cr_expect_eq(quai_verify(dest, NULL, NULL), 0);
+	size_t a_len, b_len;
+	char path[800];
+	snprintf(path, sizeof(path), "%s/manifest.json", src);
+	uint8_t *a = tu_read(path, &a_len);
+	snprintf(path, sizeof(path), "%s/manifest.json", dest);
+	uint8_t *b = tu_read(path, &b_len);
+	cr_expect(a_len == b_len && memcmp(a, b, a_len) == 0);
+	free(a);
+	free(b);
+	cr_expect_eq(entries(e.sov), 1, "the copy, and no partial left");
+
+	/* quaid wrote its decision down before serving it. */
+	size_t len;
+	char *log = (char *)tu_read(e.audit, &len);
+	cr_expect(strstr(log, "\"op\":\"pull\",\"dataset\":\"sens\"") &&
+		      strstr(log, "\"result\":\"granted\""),
+		  "%s", log);
+	free(log);
+	sov_env_stop(&e);
 }

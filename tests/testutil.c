@@ -4,12 +4,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -41,6 +48,7 @@ uint8_t *tu_read(const char *path, size_t *ret_len)
 	fseek(f, 0, SEEK_SET);
 	uint8_t *buf = malloc((size_t)n + 1);
 	cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+	buf[n] = 0; /* text files read as strings */
 	fclose(f);
 	*ret_len = (size_t)n;
 	return buf;
@@ -128,4 +136,146 @@ int tu_forbid_mlock(void)
 		return -1;
 	}
 	return 0;
+}
+
+static const char *munged_path(void)
+{
+	static const char *const where[] = {"/usr/sbin/munged", "/usr/local/sbin/munged",
+					    "/sbin/munged"};
+
+	for (size_t i = 0; i < sizeof(where) / sizeof(where[0]); i++)
+		if (access(where[i], X_OK) == 0)
+			return where[i];
+	return NULL;
+}
+
+static int munged_accepts(const char *path)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int fd, ok;
+
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return 0;
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	ok = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+	close(fd);
+	return ok;
+}
+
+static void munged_show_output(const char *out)
+{
+	char buf[2048];
+	FILE *f = fopen(out, "r");
+	size_t n;
+
+	if (!f)
+		return;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	fprintf(stderr, "munged said:\n%s\n", buf);
+}
+
+int tu_munged_start(const char *dir, char *socket_out, size_t len)
+{
+	const char *munged = munged_path();
+	char key[512], out[512], sock[512], keyarg[600], logarg[600], pidarg[600], seedarg[600];
+	uint8_t secret[1024];
+	pid_t parent = getpid(), pid;
+	struct timespec nap = {0, 10 * 1000 * 1000};
+	int fd, status;
+
+	if (!munged) {
+		fprintf(stderr, "munged is not installed (Debian: apt-get install munge)\n");
+		return -1;
+	}
+	snprintf(key, sizeof(key), "%s/munge.key", dir);
+	snprintf(out, sizeof(out), "%s/munged.out", dir);
+	snprintf(sock, sizeof(sock), "%s/munge.socket", dir);
+	if (strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path) || strlen(sock) >= len) {
+		fprintf(stderr, "munged socket path too long: %s\n", sock);
+		return -1;
+	}
+	/* munged refuses a socket directory others cannot pass through. */
+	if (chmod(dir, 0755) < 0) {
+		fprintf(stderr, "chmod %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	unlink(sock);
+	if (getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret)) {
+		fprintf(stderr, "getrandom: %s\n", strerror(errno));
+		return -1;
+	}
+	unlink(key);
+	fd = open(key, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, secret, sizeof(secret)) != (ssize_t)sizeof(secret) || close(fd)) {
+		fprintf(stderr, "writing %s: %s\n", key, strerror(errno));
+		return -1;
+	}
+	snprintf(keyarg, sizeof(keyarg), "--key-file=%s", key);
+	snprintf(logarg, sizeof(logarg), "--log-file=%s/munged.log", dir);
+	snprintf(pidarg, sizeof(pidarg), "--pid-file=%s/munged.pid", dir);
+	snprintf(seedarg, sizeof(seedarg), "--seed-file=%s/munged.seed", dir);
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "fork: %s\n", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		char *argv[] = {
+		    (char *)munged,	  "-F", "-S", sock, keyarg, logarg, pidarg, seedarg,
+		    "--origin=127.0.0.1", NULL};
+		int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		int in = open("/dev/null", O_RDONLY);
+
+		/* Never outlive the test, whatever becomes of it. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent || o < 0 || in < 0)
+			_exit(127);
+		dup2(in, 0);
+		dup2(o, 1);
+		dup2(o, 2);
+		close_range(3, ~0u, 0);
+		execv(munged, argv);
+		dprintf(2, "exec %s: %s\n", munged, strerror(errno));
+		_exit(127);
+	}
+	for (int i = 0; i < 1000; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			fprintf(stderr, "munged exited (status 0x%x) before it was ready\n",
+				status);
+			munged_show_output(out);
+			return -1;
+		}
+		if (munged_accepts(sock)) {
+			snprintf(socket_out, len, "%s", sock);
+			return pid;
+		}
+		nanosleep(&nap, NULL);
+	}
+	fprintf(stderr, "munged did not accept on %s within 10 s\n", sock);
+	munged_show_output(out);
+	tu_munged_stop(pid);
+	return -1;
+}
+
+void tu_munged_stop(int pid)
+{
+	struct timespec nap = {0, 10 * 1000 * 1000};
+
+	if (pid <= 0)
+		return;
+	kill(pid, SIGTERM);
+	for (int i = 0; i < 500; i++) {
+		if (waitpid(pid, NULL, WNOHANG) != 0)
+			return;
+		nanosleep(&nap, NULL);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
 }

@@ -15,7 +15,7 @@ void tu_mkdtemp(char *buf, size_t len);
 /* Writes a whole file (creating parents is the caller's job). */
 void tu_write(const char *path, const void *data, size_t len);
 /* Reads a whole file; the caller frees. */
-uint8_t *tu_read(const char *path, size_t *ret_len);
+uint8_t *tu_read(const char *path, size_t *ret_len); /* NUL-terminated too */
 /* Deterministic pseudo-random bytes (xorshift), compressible when
  * `alphabet` is small (e.g. 16), random when 256. */
 void tu_fill(void *buf, size_t len, uint64_t seed, unsigned alphabet);
@@ -34,5 +34,16 @@ void tu_rmtree(const char *path);
  * and drops CAP_IPC_LOCK (root keeps its other capabilities, so files stay
  * readable). For a forked child. Returns 0 when mlock is now limited. */
 int tu_forbid_mlock(void);
+/* Starts a private munged in the foreground, in `dir` (made mode 0755;
+ * every parent must let others through too): a new random key (so two
+ * daemons never share one), origin 127.0.0.1, its output in
+ * dir/munged.out, its socket dir/munge.socket written to socket_out. The
+ * daemon gets SIGTERM when the calling process dies. Waits up to 10 s for
+ * the socket to accept. Returns munged's pid, or -1 after printing why
+ * (munged not installed, failed to start): skip the test then. */
+int tu_munged_start(const char *dir, char *socket_out, size_t len);
+/* Stops a munged from tu_munged_start (SIGTERM, then waits); pid <= 0 is
+ * a no-op. */
+void tu_munged_stop(int pid);
 
 #endif

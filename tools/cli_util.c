@@ -37,6 +37,8 @@ int cli_exit_code(int err)
 	case EUSERS:
 	case QUAI_EVERSION:
 		return CLI_EXIT_REMOTE;
+	case QUAI_EPOLICY:
+		return CLI_EXIT_REFUSED;
 	default:
 		return CLI_EXIT_FAILURE;
 	}

@@ -35,6 +35,8 @@ const char exit_status_help[] =
     "       disk full, permission, input that does not fit the record kind)\n"
     "  4    quaid could not be reached, stopped answering, shut down, or speaks\n"
     "       another protocol version\n"
+    "  5    refused by the data policy (a sensitive dataset outside its zone or\n"
+    "       its host's sovereign paths, or a rule of quaid's)\n"
     "  130  interrupted (SIGINT; nothing is left half-written)\n";
 
 /* ---- messages --------------------------------------------------------- */

@@ -28,6 +28,7 @@
 
 #include "quai/quai.h"
 #include "server.h"
+#include "policy.h"
 #include "svcconf.h"
 
 /* Exit statuses (docs/quaid.md). */
@@ -363,6 +364,22 @@ static void say_stderr(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+/* What is valid but likely not meant (qsvc_conf_warn), logged. */
+static void log_warnings(const struct qsvc_conf *conf)
+{
+	char *text = NULL, *line, *save = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (!f)
+		return;
+	qsvc_conf_warn(conf, f);
+	fclose(f);
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		logf_(QSVC_LOG_WARNING, "%s", line);
+	free(text);
+}
+
 static int serve(const struct qsvc_conf *conf)
 {
 	struct sigthread st = {.exiting = false};
@@ -410,6 +427,11 @@ static int serve(const struct qsvc_conf *conf)
 	}
 	logf_(QSVC_LOG_NOTICE, "listening on %s (provider %s, zone %s)", qsrv_address(st.srv),
 	      qsvc_conf_provider(conf), conf->zone);
+	logf_(QSVC_LOG_INFO, "policy: %u rules, unauthenticated clients %s; audit log %s",
+	      qpol_nrules(conf->policy),
+	      qpol_unauthenticated(conf->policy) ? "may read public datasets" : "refused",
+	      conf->audit_log ? conf->audit_log : "none (audit_log is not set)");
+	log_warnings(conf);
 
 	r = pthread_create(&st.thread, NULL, signal_main, &st);
 	if (r != 0) {
@@ -541,6 +563,7 @@ int main(int argc, char **argv)
 			printf("# %s\n", path);
 		qsvc_conf_print(&conf, stdout);
 		fflush(stdout);
+		qsvc_conf_warn(&conf, stderr);
 		r = check_conf(&conf, say_stderr);
 		if (r < 0)
 			say_stderr("cannot check the configuration: %s", strerror(-r));

@@ -19,6 +19,7 @@
 
 #include "cli_util.h"
 #include "conn.h"
+#include "hostconf.h"
 #include "pack_opts.h"
 #include "quai/quai.h"
 #include "verbs.h"
@@ -33,7 +34,8 @@ static const char push_help[] =
     "not at all, and never replaces a dataset. A SRC that is a dataset directory\n"
     "(one holding a manifest.json) is sent as it is, and its name must be NAME;\n"
     "any other input is packed first, as 'quai pack' packs it, into a temporary\n"
-    "directory under $TMPDIR that is removed afterwards. Run again after an\n"
+    "directory under $TMPDIR that is removed afterwards (for --class sensitive,\n"
+    "$TMPDIR must be one of this host's sovereign_paths). Run again after an\n"
     "interruption, a push sends only what quaid does not have yet.\n"
     "\n"
     "Packing raw input (as quai pack):\n" PACK_OPTS_HELP "Other options:\n"
@@ -51,7 +53,9 @@ static const char pull_help[] =
     "Copy the dataset NAME from a quaid to the new directory DEST. Every checksum\n"
     "of the copy is checked before DEST appears, whole or not at all. An\n"
     "interrupted pull leaves a hidden partial copy beside DEST; run again, it\n"
-    "keeps those bytes and fetches only the rest.\n"
+    "keeps those bytes and fetches only the rest. A sensitive dataset is only\n"
+    "pulled to a host of its zone, and into one of the host's sovereign_paths\n"
+    "($QUAI_CONF, else /etc/quai/quai.conf).\n"
     "\n"
     "  --unpack            restore the records at DEST instead (as quai unpack):\n"
     "                      a directory of files, or one file of lines or records\n"
@@ -168,6 +172,20 @@ static int pack_to_temp(int nsrcs, char **srcs, const char *name, struct pack_cl
 
 	if (!base || !base[0])
 		base = "/tmp";
+	/* The packed copy is sensitive data on this host's disk: only on
+	 * sovereign storage, like a pull's. */
+	if (pc->o.classification == QUAI_CLASS_SENSITIVE) {
+		r = qhc_sovereign_check(base, err, sizeof(err));
+		if (r < 0) {
+			cli_errorf("push",
+				   "dataset %s is sensitive, and raw input is packed into a "
+				   "temporary copy under $TMPDIR first: %s; set TMPDIR to a "
+				   "sovereign path, or pack the dataset there with 'quai pack' and "
+				   "push that",
+				   name, cli_printable(err, shown, sizeof(shown)));
+			return cli_exit_code(-QUAI_EPOLICY);
+		}
+	}
 	if ((size_t)snprintf(tmp, tmp_len, "%s/quai-push-XXXXXX", base) >= tmp_len ||
 	    !mkdtemp(tmp)) {
 		r = errno ? -errno : -ENAMETOOLONG;

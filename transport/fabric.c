@@ -483,6 +483,16 @@ int qf_name(struct qf_ep *ep, void *buf, size_t *len)
 	return r ? neg_errno(r) : 0;
 }
 
+int qf_peer_addr(struct qf_ep *ep, uint64_t peer, void *buf, size_t *len)
+{
+	size_t want = *len;
+	int r = fi_av_lookup(ep->av, (fi_addr_t)peer, buf, len);
+
+	if (r)
+		return r == -FI_ETOOSMALL ? -ENOSPC : -ENOENT;
+	return *len > want ? -ENOSPC : 0;
+}
+
 /* Whether src is a live peer of ours. Providers differ on senders that are
  * not (or no longer) in the AV: tcp;ofi_rxm keeps reporting a removed
  * peer's old id while its connection lives, and shm reports an id for

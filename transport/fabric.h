@@ -85,6 +85,11 @@ const char *qf_provider(const struct qf_ep *ep);
  * buffer size, out: address length. Returns 0 or -ENOSPC. */
 int qf_name(struct qf_ep *ep, void *buf, size_t *len);
 
+/* A peer's raw address, as the address vector holds it; *len in: buffer
+ * size, out: address length. Returns 0, -ENOENT for an unknown peer, or
+ * -ENOSPC. */
+int qf_peer_addr(struct qf_ep *ep, uint64_t peer, void *buf, size_t *len);
+
 /* Resolves node:service with this endpoint's provider and inserts it into
  * the address vector. Returns 0 and *ret_peer; -EHOSTUNREACH/-ENODATA
  * when it does not resolve. */

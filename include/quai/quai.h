@@ -465,7 +465,8 @@ struct quai_stream_opts {
  * those of quai_dataset_open(), -EINVAL (rank, world, partitions; err lists
  * the world sizes that divide the partitions), -QUAI_EVERSION or -EINVAL
  * for a resume state from another dataset or version, -QUAI_EPOLICY for a
- * sensitive dataset on a context whose pool is not locked in memory. err as in
+ * sensitive dataset on a context whose pool is not locked in memory, or a
+ * remote one refused by quaid's policy or outside this host's zone. err as in
  * quai_pack(). Reading starts at once, in the background. */
 QUAI_API int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *opts,
 			      quai_stream **ret_stream, char *err, size_t err_len);
@@ -541,6 +542,13 @@ QUAI_API void quai_stream_close(quai_stream *s);
  * tcp;ofi_rxm. A server that stops answering for $QUAI_REMOTE_TIMEOUT
  * seconds (default 15) ends the call with -ETIMEDOUT. Streams take remote
  * URIs in quai_stream_open().
+ *
+ * Every call authenticates with a MUNGE credential from the local munged
+ * ($QUAI_MUNGE_SOCKET, else `munge_socket` in the host configuration, else
+ * munged's default socket), and quaid decides each request by its site
+ * policy (docs/SECURITY.md). A refusal, of the credential or of the
+ * request, is -QUAI_EPOLICY, with err saying which rule refused and what
+ * would satisfy it.
  * ------------------------------------------------------------------------ */
 
 /* One dataset a server offers. Strings valid during the callback only. */
@@ -617,16 +625,21 @@ struct quai_xfer_result {
  * whole or not at all. An interrupted pull leaves its hidden partial
  * directory beside dest; a re-run of the same pull keeps the bytes already
  * there and fetches only the rest. With opts->unpack, the records are
- * restored at dest instead (quai_unpack) and nothing else stays. Returns 0,
- * -QUAI_EEXISTS, -ENOENT, -QUAI_ECORRUPT (nothing published), a network
- * error, -ENOSPC... err as in quai_pack(). */
+ * restored at dest instead (quai_unpack) and nothing else stays. A
+ * sensitive dataset is pulled only by a host of its zone, into one of the
+ * host's sovereign_paths (docs/SECURITY.md), else -QUAI_EPOLICY with
+ * nothing written. Returns 0, -QUAI_EEXISTS, -ENOENT, -QUAI_ECORRUPT
+ * (nothing published), -QUAI_EPOLICY, a network error, -ENOSPC... err as
+ * in quai_pack(). */
 QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer_opts *opts,
 		       struct quai_xfer_result *ret_result, char *err, size_t err_len);
 
 /* Sends the dataset directory `src` to quai://HOST[:PORT]/NAME. The server
  * writes it under a temporary name, verifies every checksum, fsyncs and
  * renames it: it appears whole or not at all. A re-run after an interruption
- * sends only what the server does not have yet. Returns 0, -QUAI_EEXISTS,
+ * sends only what the server does not have yet. A sensitive dataset is
+ * pushed only to a quaid of its zone (both sides refuse otherwise).
+ * Returns 0, -QUAI_EEXISTS,
  * -QUAI_ECORRUPT (refused by the server's verification: nothing published),
  * -QUAI_EPOLICY, a network error... err as in quai_pack(). */
 QUAI_API int quai_push(const char *src, const char *uri, const struct quai_xfer_opts *opts,

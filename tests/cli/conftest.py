@@ -9,8 +9,12 @@ does not exist, so the host's default zone is "none" whatever the machine's
 """
 import os
 import subprocess
+import sys
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from munged import private_munged, skip_reason  # noqa: E402 (tests/munged.py)
 
 
 class Quai:
@@ -56,3 +60,15 @@ class Quai:
 @pytest.fixture
 def quai(tmp_path):
     return Quai(os.environ["QUAI_BIN"], str(tmp_path))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def munged():
+    """One private munged (its own key and socket) for the whole run: every
+    quaid the tests start authenticates its clients with it, and every quai
+    they run finds it through $QUAI_MUNGE_SOCKET."""
+    why = skip_reason()
+    if why:
+        pytest.skip(why)
+    with private_munged() as m:
+        yield m

@@ -92,7 +92,7 @@ def problems(stderr):
     """stderr without the locked-memory complaint an unprivileged run adds
     to configurations with a default pinned pool."""
     return "".join(line for line in stderr.splitlines(keepends=True)
-                   if "RLIMIT_MEMLOCK" not in line)
+                   if "RLIMIT_MEMLOCK" not in line and not line.startswith("warning: "))
 
 
 def good_conf(q, extra=""):
@@ -102,7 +102,7 @@ def good_conf(q, extra=""):
         pytest.skip("RLIMIT_MEMLOCK is below 16 MiB and CAP_IPC_LOCK is missing")
     r1, r2, inbox = q.mkdir("r1"), q.mkdir("r2"), q.mkdir("in")
     return q.conf(f"listen = 127.0.0.1:0\nroots = {r1}:{r2}\npush_root = {inbox}\n"
-                  f"client_memory = 16M\npinned = 16M\n{extra}")
+                  f"client_memory = 16M\npinned = 16M\nrule_all = allow all\n{extra}")
 
 
 def settings(stdout):
@@ -174,6 +174,7 @@ def test_check_config_good(quaid):
     assert s["push_root"] == f"{quaid.dir}/in"
     assert "listen = 127.0.0.1:0" in lines
     assert "client_memory = 16MiB" in lines
+    assert "rule_all = allow all" in lines
 
 
 def test_check_config_prints_the_defaults(quaid):
@@ -196,7 +197,11 @@ def test_check_config_prints_the_defaults(quaid):
                  "# log_file = (default: standard error)"):
         assert line in lines, (line, p.stdout)
     assert f"roots = {quaid.dir}/r" in lines
-    assert len(settings(p.stdout)) == 13
+    assert len(settings(p.stdout)) == 17
+    for key in ("zone_hosts", "unauthenticated", "audit_log", "munge_socket"):
+        assert any(line.startswith(f"# {key} = ") for line in lines), (key, p.stdout)
+    # Valid, but surely not meant: said, without refusing to start.
+    assert "warning: no rule_ lines: every authenticated request will be refused" in p.stderr
 
 
 def test_check_config_defaults_follow_the_environment(quaid):

@@ -29,7 +29,7 @@ QUAID_BIN = os.path.join(os.path.dirname(QUAI_BIN), "quaid")
 if not os.access(QUAID_BIN, os.X_OK):
     pytest.skip(f"{QUAID_BIN} is not an executable file", allow_module_level=True)
 
-EXIT_OK, EXIT_BAD_DATA, EXIT_USAGE, EXIT_FAILURE, EXIT_REMOTE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_BAD_DATA, EXIT_USAGE, EXIT_FAILURE, EXIT_REMOTE, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
 PARTIAL_SUFFIX = ".quai-partial"
 BIG = 64 << 20          # bytes of the datasets that interruptions catch mid-way
@@ -114,6 +114,14 @@ def wait_for(pred, timeout, what, step=0.002):
     pytest.fail(f"timed out waiting for {what}")
 
 
+def auth_conf():
+    """quaid configuration lines for the tests' own munged (conftest.py), and
+    a policy letting every authenticated user do anything from loopback."""
+    return (f"munge_socket = {os.environ['QUAI_MUNGE_SOCKET']}\n"
+            "zone_hosts = 127.0.0.0/8\n"
+            "rule_tests = allow all\n")
+
+
 class Quaid:
     """One quaid process on loopback, with its own roots and push_root."""
 
@@ -131,7 +139,8 @@ class Quaid:
                     f"push_root = {self.push_root}\n"
                     "pinned = 256M\n"
                     "client_memory = 128M\n"
-                    "idle_timeout = 10\n")
+                    "idle_timeout = 10\n"
+                    + auth_conf())
         self.log_path = os.path.join(self.base, "quaid.log")
         self.proc = None
         self.logs = []
@@ -376,7 +385,7 @@ def test_push_refused_without_push_root(client, tmp_path, files_ds):
     q = Quaid(tmp_path / "ro")
     with open(q.conf, "w") as f:
         f.write(f"listen = 127.0.0.1:{q.port}\nroots = {q.roots}\n"
-                "pinned = 64M\nclient_memory = 32M\n")
+                "pinned = 64M\nclient_memory = 32M\n" + auth_conf())
     q.start()
     try:
         p = client.run("push", files_ds[1], q.uri("files1"))
@@ -417,23 +426,33 @@ def test_sensitive_data_stays_in_its_zone(client, server, tmp_path, files_ds):
     foreign = pack(client, tmp_path / "s1" / "secret", src,
                    opts=("--class", "sensitive", "--zone", "eu-hpc-1"))
     p = client.run("push", foreign, server.uri("secret"))
-    assert p.returncode == EXIT_FAILURE, stderr_text(p)
+    assert p.returncode == EXIT_REFUSED, stderr_text(p)
     assert "sensitive" in stderr_text(p) and "eu-hpc-1" in stderr_text(p)
     assert os.listdir(server.push_root) == []
 
     local = pack(client, tmp_path / "s2" / "secret", src, opts=("--class", "sensitive"))
     client.ok("push", "-q", local, server.uri("secret"), env={"QUAI_XFER_CHUNK": "64K"})
-    # A host of another zone may not pull it; a host of its zone may.
+    # A host of another zone may not pull it; a host of its zone may, into
+    # its sovereign storage only.
+    sov = tmp_path / "sov"
+    os.mkdir(sov)
     conf = tmp_path / "elsewhere.conf"
-    write(conf, b"zone = elsewhere\n")
+    write(conf, f"zone = elsewhere\nsovereign_paths = {sov}\n".encode())
+    p = client.run("pull", server.uri("secret"), str(sov / "got"),
+                   env={"QUAI_CONF": str(conf)})
+    assert p.returncode == EXIT_REFUSED, stderr_text(p)
+    assert "sensitive" in stderr_text(p) and "elsewhere" in stderr_text(p)
+    assert os.listdir(sov) == []
+    conf = tmp_path / "here.conf"
+    write(conf, f"zone = none\nsovereign_paths = {sov}\n".encode())
     p = client.run("pull", server.uri("secret"), str(tmp_path / "got"),
                    env={"QUAI_CONF": str(conf)})
-    assert p.returncode == EXIT_FAILURE, stderr_text(p)
-    assert "sensitive" in stderr_text(p) and "elsewhere" in stderr_text(p)
+    assert p.returncode == EXIT_REFUSED, stderr_text(p)
+    assert "not a sovereign path" in stderr_text(p) and str(conf) in stderr_text(p)
     assert not os.path.lexists(tmp_path / "got") and not partials(tmp_path)
-    client.ok("pull", "-q", server.uri("secret"), str(tmp_path / "got"),
-              env={"QUAI_XFER_CHUNK": "64K"})
-    assert tree(tmp_path / "got") == tree(local)
+    client.ok("pull", "-q", server.uri("secret"), str(sov / "got"),
+              env={"QUAI_XFER_CHUNK": "64K", "QUAI_CONF": str(conf)})
+    assert tree(sov / "got") == tree(local)
 
 
 # ---- interruptions -------------------------------------------------------------

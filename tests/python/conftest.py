@@ -25,7 +25,7 @@ if not os.environ.get("QUAI_LIB"):
     lib = os.path.join(REPO, "build", "release", "libquai.so")
     if os.path.exists(lib):
         os.environ["QUAI_LIB"] = lib
-for p in (HERE, os.path.join(REPO, "python")):
+for p in (HERE, os.path.dirname(HERE), os.path.join(REPO, "python")):
     if p not in sys.path:
         sys.path.insert(0, p)
 
@@ -141,3 +141,16 @@ def pinned_mapping(addr):
             elif cur and line.startswith("VmFlags:"):
                 return cur[0], cur[1], line.split()[1:]
     return None
+
+
+@pytest.fixture(scope="session")
+def munged():
+    """A private munged (own key and socket) for the remote tests; the
+    library finds it through $QUAI_MUNGE_SOCKET."""
+    from munged import private_munged, skip_reason
+
+    why = skip_reason()
+    if why:
+        pytest.skip(why)
+    with private_munged() as m:
+        yield m

@@ -24,13 +24,14 @@ def free_port():
 
 
 @pytest.fixture(scope="module")
-def server(datadir, fixed_ds, lines_ds, files_ds):
+def server(datadir, fixed_ds, lines_ds, files_ds, munged):
     if not os.access(QUAID_BIN, os.X_OK):
         pytest.skip("no quaid binary at %s (set QUAID_BIN)" % QUAID_BIN)
     port = free_port()
     conf = datadir / "quaid.conf"
     conf.write_text("listen = 127.0.0.1:%d\nroots = %s\npinned = 256M\n"
-                    "client_memory = 64M\nidle_timeout = 20\n" % (port, datadir))
+                    "client_memory = 64M\nidle_timeout = 20\nmunge_socket = %s\n"
+                    "rule_tests = allow all\n" % (port, datadir, munged.socket))
     log = datadir / "quaid.log"
     env = dict(os.environ, LC_ALL="C", QUAI_CONF=str(datadir / "no-such.conf"))
     with open(log, "ab") as f:

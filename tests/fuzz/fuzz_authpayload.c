@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Fuzz harness for the check of a MUNGE credential's payload
+ * (stager/auth.h, qauth_payload_check). The input is the payload. Checks
+ * the verdict against a second, plain reading of the layout: a payload in
+ * the layout passes when given its own addresses, and one that is not
+ * fails as malformed whatever the addresses.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <netinet/in.h>
+
+#include "auth.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			abort();                                                                   \
+	} while (0)
+
+/* The layout, read as docs/PROTOCOL.md states it. */
+static bool layout(const uint8_t *p, size_t n, const uint8_t **c, size_t *cl, const uint8_t **s,
+		   size_t *sl)
+{
+	size_t pos = 12;
+
+	if (n < 12 + 2 || memcmp(p, "QUAI-MUNGE-1", 12) != 0)
+		return false;
+	*cl = (size_t)p[pos] | (size_t)p[pos + 1] << 8;
+	pos += 2;
+	if (n - pos < *cl + 2)
+		return false;
+	*c = p + pos;
+	pos += *cl;
+	*sl = (size_t)p[pos] | (size_t)p[pos + 1] << 8;
+	pos += 2;
+	if (n - pos < *sl)
+		return false;
+	*s = p + pos;
+	pos += *sl;
+	return n - pos == 16;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const uint8_t other[4] = {1, 2, 3, 4};
+	struct sockaddr_in any = {.sin_family = AF_INET};
+	const uint8_t *c = NULL, *s = NULL;
+	size_t cl = 0, sl = 0;
+	bool ok = layout(data, size, &c, &cl, &s, &sl);
+	char err[128];
+	int r;
+
+	memset(err, 'x', sizeof(err));
+	r = qauth_payload_check(data, size, other, sizeof(other), other, sizeof(other), err,
+				sizeof(err));
+	CHECK(r == 0 || r == -EACCES);
+	if (r)
+		CHECK(memchr(err, '\0', sizeof(err)) && err[0]);
+	if (!ok) {
+		CHECK(r == -EACCES && strncmp(err, "credential malformed", 20) == 0);
+		return 0;
+	}
+
+	/* Its own addresses always pass. */
+	r = qauth_payload_check(data, size, c, cl, s, sl, err, sizeof(err));
+	CHECK(r == 0);
+	/* Another client never does. */
+	if (cl != sizeof(other) || memcmp(c, other, cl) != 0) {
+		r = qauth_payload_check(data, size, other, sizeof(other), s, sl, err, sizeof(err));
+		CHECK(r == -EACCES && strcmp(err, "credential made for another connection") == 0);
+	}
+	/* A wildcard server on the named port passes when the name is an
+	 * IPv4 endpoint. */
+	if (sl == sizeof(any)) {
+		struct sockaddr_in named;
+
+		memcpy(&named, s, sizeof(named));
+		if (named.sin_family == AF_INET) {
+			any.sin_port = named.sin_port;
+			r = qauth_payload_check(data, size, c, cl, &any, sizeof(any), err,
+						sizeof(err));
+			CHECK(r == 0);
+		}
+	}
+	return 0;
+}
