@@ -215,6 +215,17 @@ static int audit(struct session *se, const char *what, const char *dataset, int 
 	return r;
 }
 
+/* The policy in force: qsrv_set_policy() may replace it at any time. */
+static const struct qpol *srv_policy(const struct qsrv *srv)
+{
+	return __atomic_load_n(&srv->policy, __ATOMIC_ACQUIRE);
+}
+
+void qsrv_set_policy(struct qsrv *srv, const struct qpol *policy)
+{
+	__atomic_store_n(&srv->policy, policy, __ATOMIC_RELEASE);
+}
+
 /* The subject of a session's requests, for the policy. */
 static void subject(const struct session *se, struct qpol_subject *s)
 {
@@ -237,13 +248,14 @@ static int decide(struct session *se, int op, const char *dataset, int cls, cons
 	subject(se, &s);
 	struct qpol_request rq = {
 	    .op = op, .dataset = dataset ? dataset : "", .classification = cls, .zone = zone};
-	if (!se->srv->policy) {
+	const struct qpol *policy = srv_policy(se->srv);
+	if (!policy) {
 		*d = (struct qpol_decision){.allow = 0};
 		snprintf(d->rule, sizeof(d->rule), "default");
 		snprintf(d->why, sizeof(d->why), "quaid has no policy: it refuses everything");
 		return 0;
 	}
-	return qpol_decide(se->srv->policy, &s, &rq, d);
+	return qpol_decide(policy, &s, &rq, d);
 }
 
 int srv_authorize(struct session *se, uint64_t req, int op, const char *what, const char *dataset,
@@ -1173,7 +1185,7 @@ static int authenticate(struct qsrv *srv, struct session *se, const struct qp_ms
 		} else {
 			snprintf(why, sizeof(why), "authentication failed: %s", aerr);
 		}
-	} else if (!srv->policy || !qpol_unauthenticated(srv->policy)) {
+	} else if (!srv_policy(srv) || !qpol_unauthenticated(srv_policy(srv))) {
 		snprintf(rule, sizeof(rule), "auth:required");
 		snprintf(why, sizeof(why),
 			 "authentication required: this quaid accepts MUNGE credentials only");

@@ -37,6 +37,14 @@ void qsrv_stop(struct qsrv *s);
  * and reopens the audit log (rotation). Thread-safe. */
 void qsrv_reload(struct qsrv *s);
 
+/* Puts `policy` in force for every request decided from now on (SIGHUP's
+ * reload of the rules). Borrowed, like conf->policy at qsrv_new(): the
+ * caller keeps every policy it ever gave alive until qsrv_free(), as a
+ * decision already under way may still read the one it replaced. Its zone
+ * must be the service's. Thread-safe. */
+struct qpol;
+void qsrv_set_policy(struct qsrv *s, const struct qpol *policy);
+
 /* The address actually listened on ("127.0.0.1:7470"), after qsrv_new. */
 const char *qsrv_address(const struct qsrv *s);
 

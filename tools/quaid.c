@@ -58,8 +58,9 @@ static const char help[] =
     "  -h, --help            show this help\n"
     "  -V, --version         show the version\n"
     "\n"
-    "Signals: SIGTERM or SIGINT stop cleanly; SIGHUP reopens the log file and\n"
-    "re-reads the datasets under the roots.\n"
+    "Signals: SIGTERM or SIGINT stop cleanly; SIGHUP reopens the log and audit\n"
+    "files, re-reads the datasets under the roots and reloads the policy (rule_,\n"
+    "zone_hosts, unauthenticated) from the configuration file.\n"
     "\n"
     "Environment:\n"
     "  QUAID_CONF      the configuration file, when --config is not given\n"
@@ -288,13 +289,60 @@ static void notify(const char *state)
 /* Signals are blocked in every thread and taken here, one at a time, with
  * sigwait(): what they trigger then runs as ordinary code, not in a
  * handler. */
+/* A configuration SIGHUP read again, kept until the service is gone: its
+ * policy may still be read by a decision under way. */
+struct reloaded {
+	struct qsvc_conf conf;
+	struct reloaded *next;
+};
+
 struct sigthread {
 	pthread_t thread;
 	sigset_t set;
 	struct qsrv *srv;
+	const struct qsvc_conf *conf; /* what the service was started with */
+	const char *path;	      /* the configuration file */
+	bool named;		      /* given by --config or $QUAID_CONF */
+	struct reloaded *reloaded;
 	atomic_bool exiting; /* main is done: the next signal ends the thread */
 	bool stopping;
 };
+
+/* SIGHUP: the policy (rule_ lines, zone_hosts, unauthenticated) is read
+ * again from the configuration file and put in force; the other keys take
+ * a restart. A file that no longer parses, or that moves quaid to another
+ * zone, changes nothing. */
+static void reload_policy(struct sigthread *t)
+{
+	struct reloaded *n = calloc(1, sizeof(*n));
+	char err[1024];
+	int r;
+
+	if (!n)
+		return;
+	qsvc_conf_init(&n->conf);
+	r = qsvc_conf_load(t->path, &n->conf, err, sizeof(err));
+	if (r < 0 && !(r == -ENOENT && !t->named)) {
+		logf_(QSVC_LOG_ERROR, "SIGHUP: %s: the policy in force stays", err);
+	} else if (strcmp(n->conf.zone, t->conf->zone) != 0) {
+		logf_(QSVC_LOG_ERROR,
+		      "SIGHUP: %s now says zone %s, and quaid serves zone %s: a zone changes "
+		      "with a restart only; the policy in force stays",
+		      t->path, n->conf.zone, t->conf->zone);
+	} else {
+		qsrv_set_policy(t->srv, n->conf.policy);
+		logf_(QSVC_LOG_NOTICE,
+		      "SIGHUP: policy reloaded from %s: %u rules, unauthenticated clients %s",
+		      t->path, qpol_nrules(n->conf.policy),
+		      qpol_unauthenticated(n->conf.policy) ? "may read public datasets"
+							   : "refused");
+		n->next = t->reloaded;
+		t->reloaded = n;
+		return;
+	}
+	qsvc_conf_free(&n->conf);
+	free(n);
+}
 
 static const char *sig_name(int sig)
 {
@@ -314,6 +362,7 @@ static void *signal_main(void *arg)
 		if (sig == SIGHUP) {
 			reopen_log();
 			qsrv_reload(t->srv);
+			reload_policy(t);
 			logf_(QSVC_LOG_NOTICE, "SIGHUP: %sservice reloaded",
 			      logger.path ? "log file reopened, " : "");
 		} else if (!t->stopping) {
@@ -380,9 +429,9 @@ static void log_warnings(const struct qsvc_conf *conf)
 	free(text);
 }
 
-static int serve(const struct qsvc_conf *conf)
+static int serve(const struct qsvc_conf *conf, const char *path, bool named)
 {
-	struct sigthread st = {.exiting = false};
+	struct sigthread st = {.exiting = false, .conf = conf, .path = path, .named = named};
 	char err[1024] = "";
 	int r, n, log_fd = -1, log_errno = 0, status = EXIT_STOPPED;
 
@@ -461,6 +510,13 @@ static int serve(const struct qsvc_conf *conf)
 	if (!st.stopping)
 		notify("STOPPING=1");
 	qsrv_free(st.srv);
+	while (st.reloaded) {
+		struct reloaded *old = st.reloaded;
+
+		st.reloaded = old->next;
+		qsvc_conf_free(&old->conf);
+		free(old);
+	}
 	if (status == EXIT_STOPPED)
 		logf_(QSVC_LOG_NOTICE, "stopped");
 	return status;
@@ -572,7 +628,7 @@ int main(int argc, char **argv)
 		return finish_stdout(status);
 	}
 
-	status = serve(&conf);
+	status = serve(&conf, path, named);
 	qsvc_conf_free(&conf);
 	return status;
 }

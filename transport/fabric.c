@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -35,12 +36,26 @@
 #include <time.h>
 #include <unistd.h>
 
+/* libfabric is loaded when the first endpoint opens, not when the program
+ * starts: Debian's libfabric pulls in provider libraries whose constructors
+ * take about 0.2 s (libinfinipath calibrates a clock with sleeps), which
+ * every quai command and every training job would pay otherwise, remote or
+ * not. The six entry points called here go through qf_dl_* (below); the
+ * rest of libfabric is reached through the objects they return. */
+#define fi_getinfo qf_dl_getinfo
+#define fi_freeinfo qf_dl_freeinfo
+#define fi_dupinfo qf_dl_dupinfo
+#define fi_fabric qf_dl_fabric
+#define fi_strerror qf_dl_strerror
+#define fi_tostr qf_dl_tostr
 #include <rdma/fabric.h>
 #include <rdma/fi_cm.h>
 #include <rdma/fi_domain.h>
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
+
+#include <dlfcn.h>
 
 /* The oldest libfabric meson accepts; newer ones serve it unchanged. */
 #define API_VERSION FI_VERSION(1, 14)
@@ -56,6 +71,113 @@
 /* Without a wait fd: sleeps from 10 us, doubling, up to 1 ms. */
 #define BACKOFF_MIN_NS 10000L
 #define BACKOFF_MAX_NS 1000000L
+
+/* ---- loading libfabric ------------------------------------------------- */
+
+/* The library and the symbol versions a program linked against libfabric
+ * 1.x headers binds to (what the dynamic linker would pick for it). */
+#define LIBFABRIC_SONAME "libfabric.so.1"
+
+static struct {
+	pthread_once_t once;
+	bool ok;
+	char err[320];
+	int (*getinfo)(uint32_t, const char *, const char *, uint64_t, const struct fi_info *,
+		       struct fi_info **);
+	void (*freeinfo)(struct fi_info *);
+	struct fi_info *(*dupinfo)(const struct fi_info *);
+	int (*fabric)(struct fi_fabric_attr *, struct fid_fabric **, void *);
+	const char *(*strerror)(int);
+	char *(*tostr)(const void *, enum fi_type);
+} lib = {.once = PTHREAD_ONCE_INIT};
+
+/* Sets the function pointer at fnp to name@version (the POSIX way: a
+ * data pointer's bytes copied into a function pointer of the same size). */
+static bool lib_sym(void *h, const char *name, const char *version, void *fnp)
+{
+	void *p = dlvsym(h, name, version);
+
+	_Static_assert(sizeof(p) == sizeof(lib.getinfo), "function pointers are data-sized");
+	if (p == NULL && lib.err[0] == '\0')
+		snprintf(lib.err, sizeof(lib.err), "%s has no %s@%s: %s", LIBFABRIC_SONAME, name,
+			 version, dlerror());
+	memcpy(fnp, &p, sizeof(p));
+	return p != NULL;
+}
+
+static void lib_load(void)
+{
+	/* Some providers' libraries take signals over when they load
+	 * (libinfinipath: SIGINT, SIGTERM, SIGSEGV... to print a backtrace
+	 * and exit): the program's own handlers (quai's interruption, Python's
+	 * KeyboardInterrupt) are put back. */
+	static struct sigaction saved[NSIG];
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, NULL, &saved[sig]);
+	void *h = dlopen(LIBFABRIC_SONAME, RTLD_NOW | RTLD_LOCAL);
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			sigaction(sig, &saved[sig], NULL);
+
+	if (h == NULL) {
+		snprintf(lib.err, sizeof(lib.err),
+			 "cannot load libfabric (%s; Debian: apt-get install libfabric1)",
+			 dlerror());
+		return;
+	}
+	lib.ok = lib_sym(h, "fi_getinfo", "FABRIC_1.3", &lib.getinfo) &
+		 lib_sym(h, "fi_freeinfo", "FABRIC_1.3", &lib.freeinfo) &
+		 lib_sym(h, "fi_dupinfo", "FABRIC_1.3", &lib.dupinfo) &
+		 lib_sym(h, "fi_fabric", "FABRIC_1.1", &lib.fabric) &
+		 lib_sym(h, "fi_strerror", "FABRIC_1.0", &lib.strerror) &
+		 lib_sym(h, "fi_tostr", "FABRIC_1.0", &lib.tostr);
+	/* Never closed: providers keep threads and handlers of their own. */
+}
+
+/* Loads libfabric once. Returns 0, or -ELIBACC with err saying why. */
+static int lib_ready(char *err, size_t err_len)
+{
+	pthread_once(&lib.once, lib_load);
+	if (lib.ok)
+		return 0;
+	if (err && err_len)
+		snprintf(err, err_len, "%s", lib.err);
+	return -ELIBACC;
+}
+
+/* Only reached once lib_ready() said yes: every caller holds an endpoint,
+ * or is qf_open() after its check. */
+int qf_dl_getinfo(uint32_t version, const char *node, const char *service, uint64_t flags,
+		  const struct fi_info *hints, struct fi_info **info)
+{
+	return lib.getinfo(version, node, service, flags, hints, info);
+}
+
+void qf_dl_freeinfo(struct fi_info *info)
+{
+	if (info)
+		lib.freeinfo(info);
+}
+
+struct fi_info *qf_dl_dupinfo(const struct fi_info *info)
+{
+	return lib.dupinfo(info);
+}
+
+int qf_dl_fabric(struct fi_fabric_attr *attr, struct fid_fabric **fabric, void *context)
+{
+	return lib.fabric(attr, fabric, context);
+}
+
+const char *qf_dl_strerror(int errnum)
+{
+	return lib.ok ? lib.strerror(errnum) : "libfabric is not loaded";
+}
+
+char *qf_dl_tostr(const void *data, enum fi_type datatype)
+{
+	return lib.tostr(data, datatype);
+}
 
 enum op_kind { OP_RECV, OP_SEND, OP_WRITE, OP_READ };
 
@@ -1092,6 +1214,9 @@ int qf_open(const struct qf_opts *o, struct qf_ep **ret_ep, char *err, size_t er
 	}
 	env = getenv("FI_PROVIDER");
 	prov = o->provider ? o->provider : env && *env ? env : QF_DEFAULT_PROVIDER;
+	r = lib_ready(err, err_len);
+	if (r < 0)
+		return r;
 
 	ep = calloc(1, sizeof(*ep));
 	if (ep == NULL)

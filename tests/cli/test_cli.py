@@ -166,6 +166,26 @@ def test_version(quai):
     assert re.fullmatch(rb"quai \d+\.\d+\.\d+\n", p.stdout), p.stdout
 
 
+def test_local_commands_do_not_load_libfabric(quai, tmp_path):
+    """libfabric (and the provider libraries Debian links it with, whose
+    start-up takes a fifth of a second) is loaded when a command first
+    talks to quaid, never for local work."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(b"line %d\n" % i for i in range(1000)))
+    ds = str(tmp_path / "ds")
+    quai.ok("pack", "-q", "--records", "lines", str(src), ds)
+    for args in (("--version",), ("info", ds), ("verify", "-q", ds),
+                 ("stage", "-q", "--pinned", "16M", "--unlocked-ok", ds)):
+        p = quai.run(*args, env={"LD_DEBUG": "libs"})
+        assert p.returncode == 0, p.stderr
+        assert b"libfabric" not in p.stderr, args
+    # A remote command loads it (and then fails to reach anyone).
+    p = quai.run("ls", "quai://127.0.0.1:1/",
+                 env={"LD_DEBUG": "libs", "QUAI_REMOTE_TIMEOUT": "1"})
+    assert p.returncode != 0
+    assert b"libfabric.so" in p.stderr
+
+
 def test_no_command_and_unknown_command(quai):
     p = quai.run()
     assert p.returncode == EXIT_USAGE and b"Try 'quai --help'." in p.stderr

@@ -471,3 +471,37 @@ def test_local_accesses_are_audited_on_the_host(site):
     p = site.run("trainee", "stage", "-q", "--pinned", "4M", os.path.join(site.roots, "int"),
                  env=env)
     assert p.returncode != 0 and "audit log" in p.stderr, p.stderr
+
+
+def test_policy_reloaded_on_sighup(munged):
+    """SIGHUP puts the configuration file's rules in force; a file that no
+    longer parses leaves the rules as they were."""
+    s = Site(munged.socket)
+    try:
+        s.pack(os.path.join(s.roots, "int"), "internal", ZONE, seed=3)
+        s.start_quaid()
+
+        def hup_and_wait(marker):
+            before = read(s.log_path).count(marker.encode())
+            s.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while read(s.log_path).count(marker.encode()) == before:
+                assert time.monotonic() < deadline, read(s.log_path).decode()
+                time.sleep(0.05)
+
+        p = s.run("outsider", "info", s.uri("int"))
+        assert p.returncode == EXIT_REFUSED, p.stderr
+        with open(s.conf, "a") as f:
+            f.write("rule_outsiders = allow list users=uid:2005\n")
+        hup_and_wait("policy reloaded")
+        p = s.run("outsider", "info", s.uri("int"))
+        assert p.returncode == 0, p.stderr
+        assert s.audit_lines()[-1]["rule"] == "outsiders"
+
+        with open(s.conf, "a") as f:
+            f.write("rule_broken = allow nothing\n")
+        hup_and_wait("the policy in force stays")
+        p = s.run("outsider", "info", s.uri("int"))
+        assert p.returncode == 0, p.stderr
+    finally:
+        s.close()

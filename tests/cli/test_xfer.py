@@ -326,6 +326,24 @@ def test_pull_from_a_root(client, server, files_ds, tmp_path):
     assert tree(dest) == tree(os.path.join(server.roots, "rooted"))
 
 
+@pytest.mark.parametrize("victim", ["shard-00000.zst", "shard-00000.idx"])
+def test_pull_of_a_corrupt_copy_publishes_nothing(client, server, files_ds, tmp_path, victim):
+    """A file that differs from the manifest's checksum (one bit flipped on
+    the server's disk, same size) fails the pull's check: nothing appears
+    at DEST, no partial is kept, and the error names the file."""
+    client.ok("pack", "-q", files_ds[0], os.path.join(server.roots, "rotten"))
+    path = os.path.join(server.roots, "rotten", victim)
+    data = bytearray(read(path))
+    data[len(data) // 2] ^= 0x08
+    write(path, bytes(data))
+    dest = tmp_path / "rotten"
+    p = client.run("pull", server.uri("rotten"), str(dest))
+    assert p.returncode == EXIT_BAD_DATA, stderr_text(p)
+    err = stderr_text(p)
+    assert "fails verification" in err and victim in err, err
+    assert not os.path.lexists(dest) and not partials(tmp_path)
+
+
 def test_quiet_prints_nothing(client, server, files_ds, tmp_path):
     p = client.ok("push", "-q", files_ds[1], server.uri("files1"))
     assert p.stdout == b"" and p.stderr == b""
