@@ -88,6 +88,8 @@ static int wait_msg(int ms, struct qp_msg *m)
 }
 
 static struct qf_ep *ep;
+static void *ring; /* bad-credit, hoard: the slots the server writes into */
+static struct qf_mr *mr;
 static uint64_t server;
 static uint64_t req = 1;
 static uint32_t session;
@@ -280,8 +282,7 @@ int main(int argc, char **argv)
 		}
 		uint64_t id = m.u.stream_ready.stream, sb = m.u.stream_ready.slot_bytes;
 		uint32_t ns = m.u.stream_ready.slots;
-		void *ring = aligned_alloc(4096, (sb * ns + 4095) / 4096 * 4096);
-		struct qf_mr *mr;
+		ring = aligned_alloc(4096, (sb * ns + 4095) / 4096 * 4096);
 		if (!ring || qf_mr_reg(ep, ring, sb * ns, QF_REMOTE_WRITE, &mr) < 0)
 			return 1;
 		memset(&m, 0, sizeof(m));
@@ -324,6 +325,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	puts(probe(&m));
+	qf_mr_close(mr);
 	qf_close(ep);
+	free(ring);
 	return 0;
 }

@@ -125,11 +125,11 @@ static void lib_load(void)
 			 dlerror());
 		return;
 	}
-	lib.ok = lib_sym(h, "fi_getinfo", "FABRIC_1.3", &lib.getinfo) &
-		 lib_sym(h, "fi_freeinfo", "FABRIC_1.3", &lib.freeinfo) &
-		 lib_sym(h, "fi_dupinfo", "FABRIC_1.3", &lib.dupinfo) &
-		 lib_sym(h, "fi_fabric", "FABRIC_1.1", &lib.fabric) &
-		 lib_sym(h, "fi_strerror", "FABRIC_1.0", &lib.strerror) &
+	lib.ok = lib_sym(h, "fi_getinfo", "FABRIC_1.3", &lib.getinfo) &&
+		 lib_sym(h, "fi_freeinfo", "FABRIC_1.3", &lib.freeinfo) &&
+		 lib_sym(h, "fi_dupinfo", "FABRIC_1.3", &lib.dupinfo) &&
+		 lib_sym(h, "fi_fabric", "FABRIC_1.1", &lib.fabric) &&
+		 lib_sym(h, "fi_strerror", "FABRIC_1.0", &lib.strerror) &&
 		 lib_sym(h, "fi_tostr", "FABRIC_1.0", &lib.tostr);
 	/* Never closed: providers keep threads and handlers of their own. */
 }
