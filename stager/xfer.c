@@ -45,6 +45,7 @@
 #include "quai/quai.h"
 
 #define XF_SLOTS_MAX 8u
+#define XF_CHUNK_MIN (64u << 10) /* the smallest chunk a locked ring shrinks to */
 #define XF_TICK_MS 100
 #define XF_MANIFEST "manifest.json"
 /* The manifest of an unfinished copy (see srv_xfer.c): it names the
@@ -337,25 +338,42 @@ static int make_ring(struct xfer *x, const struct qp_xfer_ready *rd, unsigned ac
 	}
 	x->chunk = (uint32_t)env_chunk(max);
 	x->nslots = rd->max_inflight < XF_SLOTS_MAX ? rd->max_inflight : XF_SLOTS_MAX;
-	size_t bytes = (size_t)x->nslots * x->chunk;
-	struct qpool_opts po = {.bytes = bytes,
-				.huge = QPOOL_HUGE_AUTO,
-				.lock = QPOOL_LOCK_TRY,
-				.gpu = QPOOL_GPU_NONE,
-				.wipe = x->sensitive};
-	int r = qpool_new(&po, &x->pool, perr, sizeof(perr));
-	if (r < 0) {
-		qerr_set(err, err_len, "cannot make %zu MiB of buffers: %s", bytes >> 20, perr);
-		return r;
-	}
-	struct qpool_info pi;
-	qpool_info(x->pool, &pi);
-	if (x->sensitive && !pi.locked) {
-		qerr_set(err, err_len,
-			 "dataset %s is sensitive: its bytes may only pass through locked memory, "
-			 "and %zu MiB could not be locked (raise RLIMIT_MEMLOCK, e.g. ulimit -l)",
-			 x->u.name, bytes >> 20);
-		return -QUAI_EPOLICY;
+	size_t bytes;
+	int r;
+	for (;;) {
+		bytes = (size_t)x->nslots * x->chunk;
+		struct qpool_opts po = {.bytes = bytes,
+					.huge = QPOOL_HUGE_AUTO,
+					.lock = QPOOL_LOCK_TRY,
+					.gpu = QPOOL_GPU_NONE,
+					.wipe = x->sensitive};
+		r = qpool_new(&po, &x->pool, perr, sizeof(perr));
+		if (r < 0) {
+			qerr_set(err, err_len, "cannot make %zu MiB of buffers: %s", bytes >> 20,
+				 perr);
+			return r;
+		}
+		struct qpool_info pi;
+		qpool_info(x->pool, &pi);
+		if (!x->sensitive || pi.locked)
+			break;
+		/* Sensitive bytes pass only through locked memory: a smaller
+		 * ring, until it fits what this user may lock (RLIMIT_MEMLOCK:
+		 * 8 MiB by default), with fewer chunks in flight first. */
+		qpool_free(x->pool);
+		x->pool = NULL;
+		if (x->nslots > 2) {
+			x->nslots /= 2;
+		} else if (x->chunk >= 2 * XF_CHUNK_MIN) {
+			x->chunk = x->chunk / 2 / QPOOL_ALIGN * QPOOL_ALIGN;
+		} else {
+			qerr_set(err, err_len,
+				 "dataset %s is sensitive: its bytes may only pass through locked "
+				 "memory, and not even %zu KiB could be locked (raise "
+				 "RLIMIT_MEMLOCK, e.g. ulimit -l)",
+				 x->u.name, bytes >> 10);
+			return -QUAI_EPOLICY;
+		}
 	}
 	r = qpool_alloc(x->pool, bytes, (void **)&x->ring);
 	if (r < 0) {

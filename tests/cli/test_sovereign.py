@@ -88,12 +88,11 @@ class Site:
         return path
 
     def env(self, **extra):
-        # Small transfer chunks: the users' locked memory is bounded by
-        # RLIMIT_MEMLOCK (8 MiB here), and sensitive bytes go only through
-        # locked memory.
+        # The users' locked memory is bounded by RLIMIT_MEMLOCK (8 MiB
+        # here, root's own limit, which the children keep): a sensitive
+        # pull's ring shrinks to fit it.
         env = dict(os.environ, LC_ALL="C", QUAI_CONF=self.client_conf,
-                   QUAI_MUNGE_SOCKET=self.munge_socket, QUAI_REMOTE_TIMEOUT="10",
-                   QUAI_XFER_CHUNK="256K")
+                   QUAI_MUNGE_SOCKET=self.munge_socket, QUAI_REMOTE_TIMEOUT="10")
         env.update(extra)
         return env
 
