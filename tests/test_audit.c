@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The audit log (stager/audit.h): the line's fields and escaping, read
+ * The audit log (stager/site/audit.h): the line's fields and escaping, read
  * back with the project's JSON reader; whole lines under many threads;
  * rotation; lines that survive the writer's SIGKILL; open errors.
  */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* MUNGE authentication (stager/auth.h) against a private munged: round
+/* MUNGE authentication (stager/site/auth.h) against a private munged: round
  * trips, other users, every verdict on a bad credential, the binding to a
  * connection, and which munged a client talks to. */
 #ifndef _GNU_SOURCE

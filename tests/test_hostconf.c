@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The host configuration file: its parser (stager/hostconf.h) and
+/* The host configuration file: its parser (stager/site/hostconf.h) and
  * quai_host_zone(). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* the build defines it; standalone builds may not */

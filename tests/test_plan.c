@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The epoch planner (stager/plan.h): coverage, independence from the world
+/* The epoch planner (stager/engine/plan.h): coverage, independence from the world
  * size, determinism, elastic resumption, frame use, errors, speed. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* the build defines it; standalone builds may not */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* quaid's data policy (stager/policy.h): every parse error with its
+/* quaid's data policy (stager/site/policy.h): every parse error with its
  * message, the normalised form, and the decisions: users, groups, classes,
  * datasets, hosts, zones and operations, the fixed checks before the
  * rules, and the order of the rules. Names are those every Debian host

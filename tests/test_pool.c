@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The pinned pool (stager/pool.h): its allocator, what the kernel says
+/* The pinned pool (stager/engine/pool.h): its allocator, what the kernel says
  * about its mapping (/proc/self/smaps), wiping, mlock failure and GPU
  * registration on a machine without a GPU runtime. */
 #ifndef _GNU_SOURCE

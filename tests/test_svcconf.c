@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* quaid's configuration (stager/svcconf.h): every key, good and bad, the
+/* quaid's configuration (stager/site/svcconf.h): every key, good and bad, the
  * defaults, the checks on this host and the printed configuration. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* the build defines it; standalone builds may not */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Pulls and pushes at the protocol level (stager/srv_xfer.c): a quaid
+ * Pulls and pushes at the protocol level (stager/service/srv_xfer.c): a quaid
  * service in this process, a client session over loopback, and requests
  * that a well-behaved client (quai_pull, quai_push) never sends, which
  * quaid must refuse with the right code. The well-behaved paths are tested

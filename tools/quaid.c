@@ -2,8 +2,8 @@
 /*
  * quaid — the quai data-mover daemon (docs/quaid.md).
  *
- * A thin main over the service (stager/server.h) and its configuration
- * (stager/svcconf.h): it reads the options and the file, writes the log,
+ * A thin main over the service (stager/service/server.h) and its configuration
+ * (stager/site/svcconf.h): it reads the options and the file, writes the log,
  * turns signals into stop and reload, and tells systemd when it is ready.
  * What the service does lives in the library.
  */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Fuzz harness for the audit line (stager/audit.h). The input gives the
+ * Fuzz harness for the audit line (stager/site/audit.h). The input gives the
  * numbers of an event (its first 32 bytes) and its strings (the rest, split
  * at NUL bytes). Checks that the line is one line of valid JSON with the
  * fields in order, that every string reads back as written (each byte that

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Fuzz harness for the check of a MUNGE credential's payload
- * (stager/auth.h, qauth_payload_check). The input is the payload. Checks
+ * (stager/site/auth.h, qauth_payload_check). The input is the payload. Checks
  * the verdict against a second, plain reading of the layout: a payload in
  * the layout passes when given its own addresses, and one that is not
  * fails as malformed whatever the addresses.

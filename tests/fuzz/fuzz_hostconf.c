@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Fuzz harness for the host configuration parser (stager/hostconf.h).
+ * Fuzz harness for the host configuration parser (stager/site/hostconf.h).
  * Checks what the callback is promised: well-formed keys, trimmed values,
  * increasing lines; and that a failure names a line of the text.
  */

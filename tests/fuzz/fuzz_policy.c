@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Fuzz harness for quaid's data policy (stager/policy.h). Builds a policy
+ * Fuzz harness for quaid's data policy (stager/site/policy.h). Builds a policy
  * from the input twice: as configuration lines ("rule_NAME = VALUE",
  * "zone_hosts = ...", "unauthenticated = ..."), and whole, as one rule's
  * value and as zone_hosts. Each policy then decides a few fixed requests

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Fuzz harness for quaid's configuration (stager/svcconf.h). Parses any
+ * Fuzz harness for quaid's configuration (stager/site/svcconf.h). Parses any
  * text, checks that what is accepted keeps every bound the header promises
  * and that a refusal says where, then prints what was accepted and parses
  * it back to the same configuration: what `quaid --check-config` writes

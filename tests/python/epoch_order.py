@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The epoch order of docs/STAGING.md ("Epoch order"), written again from the
 specification alone, in plain Python: an oracle that shares no code with
-stager/plan.c. Slow (pure Python), for test datasets of a few thousand frames.
+stager/engine/plan.c. Slow (pure Python), for test datasets of a few thousand frames.
 """
 import bisect
 

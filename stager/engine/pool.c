@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The pinned pool (stager/pool.h): the mapping, its locking and GPU
+ * The pinned pool (stager/engine/pool.h): the mapping, its locking and GPU
  * registration, and the block allocator.
  *
  * The allocator keeps its state outside the pool, in three bitmaps of one

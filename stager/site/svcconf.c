@@ -558,13 +558,14 @@ static int parse_size(const char *v, uint64_t min, uint64_t *ret, char *msg, siz
 	    {"", 0},	 {"b", 0},  {"k", 10},	 {"kib", 10}, {"m", 20},
 	    {"mib", 20}, {"g", 30}, {"gib", 30}, {"t", 40},   {"tib", 40},
 	};
-	const char *end;
+	const char *end = NULL;
 	uint64_t n;
 	char smin[32];
 	struct shown sh;
 	int r = parse_u64(v, &end, &n);
 
-	end += r == 0 ? strspn(end, " \t") : 0;
+	if (r == 0) /* else end may be NULL: not even +0 on it */
+		end += strspn(end, " \t");
 	for (size_t i = 0; r == 0 && i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
 		if (strcasecmp(end, suffixes[i].name) != 0)
 			continue;
