@@ -179,6 +179,35 @@ static void munged_show_output(const char *out)
 	fprintf(stderr, "munged said:\n%s\n", buf);
 }
 
+/* The socket directories of the munged daemons this process started. */
+static struct {
+	int pid;
+	char dir[32];
+} socket_dirs[8];
+
+static void remember_socket_dir(int pid, const char *dir)
+{
+	for (size_t i = 0; i < sizeof(socket_dirs) / sizeof(socket_dirs[0]); i++) {
+		if (socket_dirs[i].pid == 0) {
+			socket_dirs[i].pid = pid;
+			snprintf(socket_dirs[i].dir, sizeof(socket_dirs[i].dir), "%s", dir);
+			return;
+		}
+	}
+}
+
+/* Removes the socket munged leaves behind (and its lock file), then the
+ * directory. */
+static void forget_socket_dir(int pid)
+{
+	for (size_t i = 0; i < sizeof(socket_dirs) / sizeof(socket_dirs[0]); i++) {
+		if (socket_dirs[i].pid != pid)
+			continue;
+		tu_rmtree(socket_dirs[i].dir);
+		socket_dirs[i].pid = 0;
+	}
+}
+
 int tu_munged_start(const char *dir, char *socket_out, size_t len)
 {
 	const char *munged = munged_path();
@@ -190,21 +219,25 @@ int tu_munged_start(const char *dir, char *socket_out, size_t len)
 
 	if (!munged) {
 		fprintf(stderr, "munged is not installed (Debian: apt-get install munge)\n");
-		return -1;
+		return TU_NO_MUNGED;
 	}
 	snprintf(key, sizeof(key), "%s/munge.key", dir);
 	snprintf(out, sizeof(out), "%s/munged.out", dir);
-	snprintf(sock, sizeof(sock), "%s/munge.socket", dir);
-	if (strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path) || strlen(sock) >= len) {
+	/* munged refuses a socket whose directory, or any directory above it,
+	 * others cannot pass through: the test's scratch directory may be
+	 * below a private one (a clone in mktemp -d), so the socket gets a
+	 * directory of its own under /tmp, removed by tu_munged_stop(). */
+	char sdir[] = "/tmp/quai-munged-XXXXXX";
+	if (!mkdtemp(sdir) || chmod(sdir, 0755) < 0) {
+		fprintf(stderr, "a socket directory under /tmp: %s\n", strerror(errno));
+		return -1;
+	}
+	snprintf(sock, sizeof(sock), "%s/munge.socket", sdir);
+	if (strlen(sock) >= len) {
 		fprintf(stderr, "munged socket path too long: %s\n", sock);
+		rmdir(sdir);
 		return -1;
 	}
-	/* munged refuses a socket directory others cannot pass through. */
-	if (chmod(dir, 0755) < 0) {
-		fprintf(stderr, "chmod %s: %s\n", dir, strerror(errno));
-		return -1;
-	}
-	unlink(sock);
 	if (getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret)) {
 		fprintf(stderr, "getrandom: %s\n", strerror(errno));
 		return -1;
@@ -254,12 +287,14 @@ int tu_munged_start(const char *dir, char *socket_out, size_t len)
 		}
 		if (munged_accepts(sock)) {
 			snprintf(socket_out, len, "%s", sock);
+			remember_socket_dir(pid, sdir);
 			return pid;
 		}
 		nanosleep(&nap, NULL);
 	}
 	fprintf(stderr, "munged did not accept on %s within 10 s\n", sock);
 	munged_show_output(out);
+	remember_socket_dir(pid, sdir);
 	tu_munged_stop(pid);
 	return -1;
 }
@@ -271,11 +306,15 @@ void tu_munged_stop(int pid)
 	if (pid <= 0)
 		return;
 	kill(pid, SIGTERM);
-	for (int i = 0; i < 500; i++) {
-		if (waitpid(pid, NULL, WNOHANG) != 0)
-			return;
-		nanosleep(&nap, NULL);
+	int gone = 0;
+	for (int i = 0; i < 500 && !gone; i++) {
+		gone = waitpid(pid, NULL, WNOHANG) != 0;
+		if (!gone)
+			nanosleep(&nap, NULL);
 	}
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	if (!gone) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	forget_socket_dir(pid);
 }

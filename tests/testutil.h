@@ -34,14 +34,26 @@ void tu_rmtree(const char *path);
  * and drops CAP_IPC_LOCK (root keeps its other capabilities, so files stay
  * readable). For a forked child. Returns 0 when mlock is now limited. */
 int tu_forbid_mlock(void);
-/* Starts a private munged in the foreground, in `dir` (made mode 0755;
- * every parent must let others through too): a new random key (so two
- * daemons never share one), origin 127.0.0.1, its output in
- * dir/munged.out, its socket dir/munge.socket written to socket_out. The
+/* Starts a private munged in the foreground: its key (new and random, so
+ * two daemons never share one), output (dir/munged.out), log, pid and seed
+ * files in `dir`; origin 127.0.0.1; its socket in a directory of its own
+ * under /tmp (munged wants every directory above its socket passable by
+ * all, which a scratch directory in a private clone is not), written to
+ * socket_out and removed by tu_munged_stop(). The
  * daemon gets SIGTERM when the calling process dies. Waits up to 10 s for
- * the socket to accept. Returns munged's pid, or -1 after printing why
- * (munged not installed, failed to start): skip the test then. */
+ * the socket to accept. Returns munged's pid; TU_NO_MUNGED when munged is
+ * not installed (skip the test then, saying so); -1 after printing why it
+ * failed to start (a failure: it is installed). */
+#define TU_NO_MUNGED (-2)
 int tu_munged_start(const char *dir, char *socket_out, size_t len);
+/* Skips the test when munged is not installed, fails it when it would not
+ * start: for the result of tu_munged_start(). */
+#define TU_NEED_MUNGED(pid)                                                                        \
+	do {                                                                                       \
+		if ((pid) == TU_NO_MUNGED)                                                         \
+			cr_skip_test("munged is not installed (Debian: apt-get install munge)");   \
+		cr_assert((pid) > 0, "munged would not start (see the test's output)");            \
+	} while (0)
 /* Stops a munged from tu_munged_start (SIGTERM, then waits); pid <= 0 is
  * a no-op. */
 void tu_munged_stop(int pid);
