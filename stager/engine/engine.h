@@ -57,4 +57,10 @@ struct qstream_geometry {
  * remote stream. */
 int qstream_geometry(quai_stream *s, struct qstream_geometry *g);
 
+/* quai_next() for quaid's pumps: the same, but a wait for the next batch
+ * ends with -ECANCELED once *cancel is nonzero (read atomically, every
+ * 20 ms at the most), so that a pump whose client stopped taking batches
+ * never blocks a shutdown. */
+int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel);
+
 #endif

@@ -1193,6 +1193,11 @@ int qstream_geometry(quai_stream *s, struct qstream_geometry *g)
 
 int quai_next(quai_stream *s, struct quai_batch *batch)
 {
+	return qstream_next(s, batch, NULL);
+}
+
+int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel)
+{
 	if (!s || !batch)
 		return -EINVAL;
 	if (s->remote)
@@ -1216,6 +1221,10 @@ int quai_next(quai_stream *s, struct quai_batch *batch)
 	uint64_t t0 = 0;
 	while (!s->err && s->next_deliver < s->nbatches &&
 	       !(slot->state == B_READY && slot->index == s->next_deliver)) {
+		if (cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)) {
+			pthread_mutex_unlock(&s->mu);
+			return -ECANCELED;
+		}
 		if (!t0)
 			t0 = now_ns();
 		wait_ms(&s->cv, &s->mu, 20);

@@ -80,7 +80,9 @@ struct sstream {
 	pthread_t pump;
 	int pump_started;
 	int closing;
-	int done; /* the pump has ended */
+	int cancel; /* atomic: the pump's wait for a batch ends (closing, the
+		       session dead, quaid stopping) */
+	int done;   /* the pump has ended */
 	unsigned inflight;
 	uint64_t written;
 	struct sstream *next;
@@ -161,6 +163,8 @@ void srv_kill_locked(struct session *se, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(se->why, sizeof(se->why), fmt, ap);
 	va_end(ap);
+	for (struct sstream *st = se->streams; st; st = st->next)
+		__atomic_store_n(&st->cancel, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&se->srv->cv);
 }
 
@@ -406,7 +410,9 @@ static void *pump_main(void *arg)
 
 	for (;;) {
 		struct quai_batch b;
-		int r = quai_next(st->es, &b);
+		int r = qstream_next(st->es, &b, &st->cancel);
+		if (r == -ECANCELED)
+			break;
 		if (r == -EBUSY) {
 			/* Every batch the engine lets us hold is still on the wire. */
 			pthread_mutex_lock(&srv->mu);
@@ -465,9 +471,7 @@ static void *pump_main(void *arg)
 		for (;;) {
 			r = qf_write(srv->ep, se->peer, iov, b.bytes ? 2 : 1, raddr, st->rkey, data,
 				     &w->op);
-			if (r != -EAGAIN)
-				break;
-			if (se->dead || st->closing)
+			if (r != -EAGAIN || __atomic_load_n(&st->cancel, __ATOMIC_ACQUIRE))
 				break;
 			qf_wait_progress(srv->ep, 100);
 		}
@@ -511,6 +515,7 @@ static void stream_free(struct qsrv *srv, struct sstream *st)
 {
 	pthread_mutex_lock(&srv->mu);
 	st->closing = 1;
+	__atomic_store_n(&st->cancel, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&srv->cv);
 	pthread_mutex_unlock(&srv->mu);
 	if (st->pump_started)
@@ -1764,6 +1769,9 @@ int qsrv_run(struct qsrv *srv)
 	srv_log(srv, QSVC_LOG_NOTICE, "stopping: ending every stream and transfer");
 	pthread_mutex_lock(&srv->mu);
 	srv->stopping = 1;
+	for (struct session *se = srv->sessions; se; se = se->next)
+		for (struct sstream *st = se->streams; st; st = st->next)
+			__atomic_store_n(&st->cancel, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&srv->cv);
 	pthread_cond_broadcast(&srv->wq_cv);
 	for (struct session *se = srv->sessions; se; se = se->next)
