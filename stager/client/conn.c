@@ -351,6 +351,34 @@ static int decode_reply(struct qconn *c, struct qconn_reply *reply, char *err, s
 	return 0;
 }
 
+int qconn_call_for(struct qconn *c, struct qp_msg *req, unsigned want, struct qconn_reply *reply,
+		   char *err, size_t err_len)
+{
+	unsigned asked = req->h.type;
+	int r = qconn_call(c, req, reply, err, err_len);
+
+	if (r == 0 && reply->m.h.type != want) {
+		qerr_set(err, err_len, "answered %s with %s", qp_type_name(asked),
+			 qp_type_name(reply->m.h.type));
+		r = -EPROTO;
+	}
+	return r;
+}
+
+int qconn_connect(const char *uri, int need_name, struct qconn_uri *ret_uri, struct qconn **ret,
+		  char *err, size_t err_len)
+{
+	int r = qconn_parse_uri(uri, ret_uri, err, err_len);
+
+	if (r < 0)
+		return r;
+	if (need_name && !ret_uri->name[0]) {
+		qerr_set(err, err_len, "%s: no dataset name (quai://HOST[:PORT]/NAME)", uri);
+		return -EINVAL;
+	}
+	return qconn_open(ret_uri, ret, err, err_len);
+}
+
 int qconn_call(struct qconn *c, struct qp_msg *req, struct qconn_reply *reply, char *err,
 	       size_t err_len)
 {
@@ -560,13 +588,9 @@ int qconn_open(const struct qconn_uri *u, struct qconn **ret, char *err, size_t 
 
 	struct qconn_reply rep = {0};
 	char cerr[QP_TEXT_MAX + 1];
-	r = qconn_call(c, m, &rep, cerr, sizeof(cerr));
+	r = qconn_call_for(c, m, QP_WELCOME, &rep, cerr, sizeof(cerr));
 	free(m);
 	free(cred);
-	if (r == 0 && rep.m.h.type != QP_WELCOME) {
-		snprintf(cerr, sizeof(cerr), "answered HELLO with %s", qp_type_name(rep.m.h.type));
-		r = -EPROTO;
-	}
 	if (r < 0) {
 		qconn_reply_free(&rep);
 		if (r == -ETIMEDOUT)

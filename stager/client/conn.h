@@ -78,6 +78,16 @@ struct qconn_reply {
 int qconn_call(struct qconn *c, struct qp_msg *req, struct qconn_reply *reply, char *err,
 	       size_t err_len);
 void qconn_reply_free(struct qconn_reply *r);
+/* qconn_call() for a request whose answer must be of type `want` (or an
+ * ERROR): any other type gives -EPROTO, with err "answered REQ with TYPE". */
+int qconn_call_for(struct qconn *c, struct qp_msg *req, unsigned want, struct qconn_reply *reply,
+		   char *err, size_t err_len);
+
+/* Parses uri and connects to its server (qconn_parse_uri, qconn_open);
+ * with need_name, a URI that names no dataset is refused (-EINVAL, err
+ * saying so). Returns 0 with *ret_uri and *ret, or what those return. */
+int qconn_connect(const char *uri, int need_name, struct qconn_uri *ret_uri, struct qconn **ret,
+		  char *err, size_t err_len);
 
 /* Sends a message that has no reply (CREDIT, BYE), retrying back-pressure
  * for up to the timeout. Returns 0 or -errno. */

@@ -171,10 +171,7 @@ int qrs_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 	so->tail = (uint8_t)o->tail;
 	so->flags = o->flags;
 	so->state = (struct qp_blob){o->resume, o->resume ? o->resume_len : 0};
-	r = qconn_call(s->c, m, &rep, cerr, sizeof(cerr));
-	if (r == 0 && rep.m.h.type != QP_STREAM_READY)
-		r = -EPROTO,
-		snprintf(cerr, sizeof(cerr), "unexpected %s", qp_type_name(rep.m.h.type));
+	r = qconn_call_for(s->c, m, QP_STREAM_READY, &rep, cerr, sizeof(cerr));
 	if (r < 0) {
 		qerr_set(err, err_len, "%s: %s", uri, cerr);
 		goto fail;
@@ -445,12 +442,9 @@ int quai_remote_list(const char *uri, quai_remote_list_fn fn, void *arg, char *e
 	struct qconn_reply rep = {0};
 	struct qp_msg *m = NULL;
 	char cerr[QP_TEXT_MAX + 1];
-	int r = qconn_parse_uri(uri, &u, err, err_len);
-	if (r < 0)
-		return r;
 	if (!fn)
 		return -EINVAL;
-	r = qconn_open(&u, &c, err, err_len);
+	int r = qconn_connect(uri, 0, &u, &c, err, err_len);
 	if (r < 0)
 		return r;
 	m = calloc(1, sizeof(*m));
@@ -462,10 +456,7 @@ int quai_remote_list(const char *uri, quai_remote_list_fn fn, void *arg, char *e
 		memset(m, 0, sizeof(*m));
 		m->h.type = QP_LIST;
 		m->u.list.start = start;
-		r = qconn_call(c, m, &rep, cerr, sizeof(cerr));
-		if (r == 0 && rep.m.h.type != QP_LIST_REPLY)
-			r = -EPROTO, snprintf(cerr, sizeof(cerr), "answered LIST with %s",
-					      qp_type_name(rep.m.h.type));
+		r = qconn_call_for(c, m, QP_LIST_REPLY, &rep, cerr, sizeof(cerr));
 		if (r < 0) {
 			qerr_set(err, err_len, "%s: %s", qconn_name(c), cerr);
 			goto out;
@@ -509,14 +500,7 @@ int quai_remote_manifest(const char *uri, char **ret_text, size_t *ret_len, char
 	char *text = NULL;
 	uint64_t total = 0, have = 0;
 	char cerr[QP_TEXT_MAX + 1];
-	int r = qconn_parse_uri(uri, &u, err, err_len);
-	if (r < 0)
-		return r;
-	if (!u.name[0]) {
-		qerr_set(err, err_len, "%s: no dataset name (quai://HOST[:PORT]/NAME)", uri);
-		return -EINVAL;
-	}
-	r = qconn_open(&u, &c, err, err_len);
+	int r = qconn_connect(uri, 1, &u, &c, err, err_len);
 	if (r < 0)
 		return r;
 	m = calloc(1, sizeof(*m));
@@ -529,10 +513,7 @@ int quai_remote_manifest(const char *uri, char **ret_text, size_t *ret_len, char
 		m->h.type = QP_MANIFEST;
 		snprintf(m->u.manifest.name, sizeof(m->u.manifest.name), "%s", u.name);
 		m->u.manifest.offset = have;
-		r = qconn_call(c, m, &rep, cerr, sizeof(cerr));
-		if (r == 0 && rep.m.h.type != QP_MANIFEST_REPLY)
-			r = -EPROTO, snprintf(cerr, sizeof(cerr), "answered MANIFEST with %s",
-					      qp_type_name(rep.m.h.type));
+		r = qconn_call_for(c, m, QP_MANIFEST_REPLY, &rep, cerr, sizeof(cerr));
 		if (r < 0) {
 			qerr_set(err, err_len, "%s: %s", uri, cerr);
 			goto out;
@@ -683,10 +664,7 @@ int quai_remote_stat(const char *uri, int format, char **ret_text, size_t *ret_l
 	struct qconn_reply rep = {0};
 	struct qp_msg *m = NULL;
 	char cerr[QP_TEXT_MAX + 1];
-	int r = qconn_parse_uri(uri, &u, err, err_len);
-	if (r < 0)
-		return r;
-	r = qconn_open(&u, &c, err, err_len);
+	int r = qconn_connect(uri, 0, &u, &c, err, err_len);
 	if (r < 0)
 		return r;
 	m = calloc(1, sizeof(*m));
@@ -695,10 +673,7 @@ int quai_remote_stat(const char *uri, int format, char **ret_text, size_t *ret_l
 		goto out;
 	}
 	m->h.type = QP_STAT;
-	r = qconn_call(c, m, &rep, cerr, sizeof(cerr));
-	if (r == 0 && rep.m.h.type != QP_STAT_REPLY)
-		r = -EPROTO,
-		snprintf(cerr, sizeof(cerr), "answered STAT with %s", qp_type_name(rep.m.h.type));
+	r = qconn_call_for(c, m, QP_STAT_REPLY, &rep, cerr, sizeof(cerr));
 	if (r < 0) {
 		qerr_set(err, err_len, "%s: %s", qconn_name(c), cerr);
 		goto out;

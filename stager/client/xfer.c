@@ -442,12 +442,7 @@ static int open_xfer(struct xfer *x, struct qp_msg *m, struct qp_xfer_ready *ret
 {
 	struct qconn_reply rep = {0};
 	char cerr[QP_TEXT_MAX + 1];
-	int r = qconn_call(x->c, m, &rep, cerr, sizeof(cerr));
-	if (r == 0 && rep.m.h.type != QP_XFER_READY) {
-		snprintf(cerr, sizeof(cerr), "answered %s with %s", qp_type_name(m->h.type),
-			 qp_type_name(rep.m.h.type));
-		r = -EPROTO;
-	}
+	int r = qconn_call_for(x->c, m, QP_XFER_READY, &rep, cerr, sizeof(cerr));
 	if (r == 0)
 		*ret = rep.m.u.xfer_ready;
 	qconn_reply_free(&rep);
