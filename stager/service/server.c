@@ -1393,6 +1393,12 @@ static void *service_main(void *arg)
 static void enqueue_locked(struct qsrv *srv, struct session *se, uint64_t peer, const void *msg,
 			   size_t len)
 {
+	/* Stopping: the service threads end once the queue is empty, and a
+	 * message queued after that (a client's BYE or CREDIT answering the
+	 * shutdown) would hold its session's reference for ever, and
+	 * session_free() with it. Nothing more is served: drop it. */
+	if (srv->stopping)
+		return;
 	struct work *w = malloc(sizeof(*w) + len);
 	if (!w)
 		return;
