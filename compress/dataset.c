@@ -326,6 +326,125 @@ int qds_open_shard(const struct quai_dataset *ds, uint32_t shard, int flags)
 	return fd < 0 ? -errno : fd;
 }
 
+/* ---- frames ----------------------------------------------------------- */
+
+static int decode_checked(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src,
+			  void *dst);
+
+#define ZFRAME_MAGIC 0xFD2FB528u
+#define ZBLOCK_MAX (128u * 1024) /* Zstandard's Block_Maximum_Size (RFC 8878) */
+
+uint32_t qds_stored_segments(const void *frame, uint64_t c, uint64_t r, struct qds_seg *segs,
+			     uint32_t cap, uint64_t *ret_checksum_at)
+{
+	const uint8_t *src = frame;
+	if (c < 6 || c > UINT32_MAX || qle32(src) != ZFRAME_MAGIC)
+		return 0;
+	/* Frame_Header_Descriptor: FCS size flag (7-6), single segment (5),
+	 * unused (4), reserved (3), content checksum (2), dictionary id size
+	 * flag (1-0). */
+	uint8_t fhd = src[4];
+	unsigned fcs_flag = fhd >> 6, single = (fhd >> 5) & 1, did_flag = fhd & 3;
+	if (fhd & 0x08)
+		return 0;
+	static const unsigned did_size[4] = {0, 1, 2, 4};
+	static const unsigned fcs_size[4] = {0, 2, 4, 8};
+	uint64_t block_max = ZBLOCK_MAX;
+	if (!single) {
+		/* Window_Descriptor: exponent (7-3), mantissa (2-0); libzstd
+		 * refuses window logs over 31. */
+		if (10 + (src[5] >> 3) > 31)
+			return 0;
+		uint64_t base = 1ull << (10 + (src[5] >> 3));
+		uint64_t window = base + base / 8 * (src[5] & 7);
+		if (window < block_max)
+			block_max = window;
+	}
+	uint64_t pos = 5 + (single ? 0 : 1);
+	uint64_t did = 0;
+	for (unsigned i = 0; i < did_size[did_flag]; i++) {
+		if (pos + i >= c)
+			return 0;
+		did |= (uint64_t)src[pos + i] << (8 * i);
+	}
+	if (did)
+		return 0;
+	pos += did_size[did_flag];
+	unsigned fsz = fcs_flag == 0 ? (single ? 1 : 0) : fcs_size[fcs_flag];
+	if (pos + fsz > c)
+		return 0;
+	if (fsz) {
+		uint64_t fcs = 0;
+		for (unsigned i = 0; i < fsz; i++)
+			fcs |= (uint64_t)src[pos + i] << (8 * i);
+		if (fsz == 2)
+			fcs += 256;
+		if (fcs != r)
+			return 0;
+		if (single && fcs < block_max)
+			block_max = fcs; /* the window is the content */
+	}
+	pos += fsz;
+	uint32_t n = 0;
+	uint64_t raw = 0;
+	for (;;) {
+		if (pos + 3 > c)
+			return 0;
+		uint32_t bh = (uint32_t)src[pos] | (uint32_t)src[pos + 1] << 8 |
+			      (uint32_t)src[pos + 2] << 16;
+		uint32_t last = bh & 1, type = (bh >> 1) & 3, size = bh >> 3;
+		pos += 3;
+		if (type != 0 || size > block_max || pos + size > c || n >= cap)
+			return 0;
+		if (size) {
+			segs[n++] = (struct qds_seg){(uint32_t)raw, (uint32_t)pos, size};
+			raw += size;
+		}
+		pos += size;
+		if (last)
+			break;
+	}
+	int checksum = (fhd >> 2) & 1;
+	if (raw != r || pos + (checksum ? 4 : 0) != c || n == 0)
+		return 0;
+	*ret_checksum_at = checksum ? pos : 0;
+	return n;
+}
+
+uint32_t qds_stored_blocks_hint(const struct qix_frame *f)
+{
+	return (uint32_t)(f->r_size / ZBLOCK_MAX) + 2;
+}
+
+int qds_decode_frame_map(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src, void *dst,
+			 struct qds_seg *segs, uint32_t cap, uint32_t *ret_nsegs)
+{
+	*ret_nsegs = 0;
+	if (XXH3_64bits(src, f->c_size) != f->c_xxh3)
+		return -QUAI_ECORRUPT;
+	uint64_t checksum_at = 0;
+	uint32_t n = cap ? qds_stored_segments(src, f->c_size, f->r_size, segs, cap, &checksum_at)
+			 : 0;
+	if (n == 0)
+		return decode_checked(dctx, f, src, dst);
+	/* The state is heap-allocated: its layout is libxxhash's own. */
+	XXH64_state_t *st = XXH64_createState();
+	if (!st)
+		return decode_checked(dctx, f, src, dst);
+	XXH64_reset(st, 0);
+	for (uint32_t i = 0; i < n; i++)
+		XXH64_update(st, (const uint8_t *)src + segs[i].src_off, segs[i].len);
+	uint64_t h = XXH64_digest(st);
+	XXH64_freeState(st);
+	/* The frame's own content checksum, when it has one, is what libzstd
+	 * would have checked: the low 32 bits of the same XXH64. */
+	if (h != f->xxh64 ||
+	    (checksum_at && qle32((const uint8_t *)src + checksum_at) != (uint32_t)h))
+		return -QUAI_ECORRUPT;
+	*ret_nsegs = n;
+	return 0;
+}
+
 int qds_decode_frame(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src, void *dst)
 {
 	/* The compressed bytes are what was written; then the frame must be
@@ -333,6 +452,12 @@ int qds_decode_frame(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src
 	 * exactly r_size bytes of the recorded hash. */
 	if (XXH3_64bits(src, f->c_size) != f->c_xxh3)
 		return -QUAI_ECORRUPT;
+	return decode_checked(dctx, f, src, dst);
+}
+
+/* The rest of qds_decode_frame, once the compressed bytes are known good. */
+static int decode_checked(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src, void *dst)
+{
 	size_t fsz = ZSTD_findFrameCompressedSize(src, f->c_size);
 	if (ZSTD_isError(fsz) || fsz != f->c_size)
 		return -QUAI_ECORRUPT;

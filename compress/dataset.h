@@ -60,4 +60,38 @@ int qds_open_shard(const struct quai_dataset *ds, uint32_t shard, int flags);
  * to exactly what the index promises. */
 int qds_decode_frame(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src, void *dst);
 
+/* One piece of a stored frame's raw bytes: raw bytes [raw_off, raw_off +
+ * len) of the frame are the frame's bytes [src_off, src_off + len). */
+struct qds_seg {
+	uint32_t raw_off;
+	uint32_t src_off;
+	uint32_t len;
+};
+
+/* As qds_decode_frame, with one shortcut: when every block of the frame is
+ * stored raw (Zstandard's choice for incompressible data), the raw bytes
+ * already lie in src, block after block, and are not copied. Then
+ * segs[0..*ret_nsegs) say where they are, *ret_nsegs > 0, and dst is not
+ * touched. Otherwise (or when the frame has more than `cap` blocks, or cap
+ * is 0) the frame is decoded into dst and *ret_nsegs is 0. Both checksums
+ * are checked either way: XXH3 of the compressed bytes, XXH64 of the raw
+ * bytes, in place. Returns 0 or -QUAI_ECORRUPT. */
+int qds_decode_frame_map(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src, void *dst,
+			 struct qds_seg *segs, uint32_t cap, uint32_t *ret_nsegs);
+
+/* When every block of the Zstandard frame at `frame` (c bytes) is raw,
+ * fills segs with where its r raw bytes lie and returns how many pieces
+ * there are, and sets *ret_checksum_at to where the frame's 4-byte content
+ * checksum is (0: it has none; the caller checks it). Returns 0 when the
+ * frame has another kind of block, a dictionary, more than cap blocks, a
+ * block over its size limit, or is not exactly c bytes holding r raw bytes,
+ * or is malformed in any way: such frames are libzstd's to decode or
+ * reject. Reads nothing outside frame[0..c). */
+uint32_t qds_stored_segments(const void *frame, uint64_t c, uint64_t r, struct qds_seg *segs,
+			     uint32_t cap, uint64_t *ret_checksum_at);
+
+/* The number of blocks a stored frame of f->r_size raw bytes has when its
+ * blocks are full (Zstandard's largest, 128 KiB), plus one: a good `cap`. */
+uint32_t qds_stored_blocks_hint(const struct qix_frame *f);
+
 #endif

@@ -12,6 +12,9 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <xxhash.h>
+
+#include "dataset.h"
 #include "testutil.h"
 
 static char dir[512];
@@ -447,4 +450,159 @@ Test(dataset, runs_of_records_match_single_reads)
 	quai_reader_free(run);
 	quai_reader_free(one);
 	quai_dataset_close(ds);
+}
+
+/* ---- frames stored raw (qds_decode_frame_map) ------------------------- */
+
+/* A frame of `len` bytes made by libzstd at level 1, with or without its
+ * content checksum, and the index entry describing it. */
+static uint8_t *zframe(const uint8_t *raw, size_t len, int checksum, struct qix_frame *f)
+{
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, 1);
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, checksum);
+	size_t cap = ZSTD_compressBound(len);
+	uint8_t *c = malloc(cap);
+	size_t n = ZSTD_compress2(cc, c, cap, raw, len);
+	cr_assert(!ZSTD_isError(n));
+	ZSTD_freeCCtx(cc);
+	*f = (struct qix_frame){.c_size = (uint32_t)n,
+				.r_size = (uint32_t)len,
+				.c_xxh3 = XXH3_64bits(c, n),
+				.xxh64 = XXH64(raw, len, 0)};
+	return c;
+}
+
+static void gather_segs(const uint8_t *c, const struct qds_seg *s, uint32_t n, uint8_t *out)
+{
+	for (uint32_t i = 0; i < n; i++)
+		memcpy(out + s[i].raw_off, c + s[i].src_off, s[i].len);
+}
+
+Test(dataset, incompressible_frame_is_mapped_not_copied)
+{
+	size_t len = 600000; /* five blocks, the last one short */
+	uint8_t *raw = malloc(len), *dst = malloc(len), *got = malloc(len);
+	tu_fill(raw, len, 77, 256);
+	ZSTD_DCtx *dc = ZSTD_createDCtx();
+	for (int ck = 0; ck < 2; ck++) {
+		struct qix_frame f;
+		uint8_t *c = zframe(raw, len, ck, &f);
+		struct qds_seg segs[16];
+		uint32_t n = 99;
+		memset(dst, 0xAA, len);
+		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 16, &n), 0);
+		cr_assert_eq(n, 5, "%u pieces", n);
+		cr_assert_eq(dst[0], 0xAA, "dst untouched");
+		memset(got, 0, len);
+		gather_segs(c, segs, n, got);
+		cr_assert(memcmp(got, raw, len) == 0);
+		for (uint32_t i = 1; i < n; i++)
+			cr_assert_eq(segs[i].raw_off, segs[i - 1].raw_off + segs[i - 1].len);
+
+		/* Too few pieces allowed, or none: decoded into dst instead. */
+		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 4, &n), 0);
+		cr_assert_eq(n, 0);
+		cr_assert(memcmp(dst, raw, len) == 0);
+		memset(dst, 0, len);
+		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 0, &n), 0);
+		cr_assert_eq(n, 0);
+		cr_assert(memcmp(dst, raw, len) == 0);
+
+		/* A raw byte changed, with the compressed hash made to match:
+		 * the raw bytes' XXH64 still refuses it. */
+		c[f.c_size / 2] ^= 1;
+		f.c_xxh3 = XXH3_64bits(c, f.c_size);
+		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 16, &n), -QUAI_ECORRUPT);
+		cr_assert_eq(n, 0);
+		/* Without the new compressed hash, XXH3 refuses it first. */
+		c[f.c_size / 2] ^= 1;
+		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 16, &n), -QUAI_ECORRUPT);
+		free(c);
+	}
+	ZSTD_freeDCtx(dc);
+	free(raw);
+	free(dst);
+	free(got);
+}
+
+Test(dataset, stored_frame_content_checksum_is_checked)
+{
+	size_t len = 5000;
+	uint8_t *raw = malloc(len), *dst = malloc(len);
+	tu_fill(raw, len, 5, 256);
+	struct qix_frame f;
+	uint8_t *c = zframe(raw, len, 1, &f);
+	struct qds_seg segs[4];
+	uint64_t at = 0;
+	cr_assert_eq(qds_stored_segments(c, f.c_size, f.r_size, segs, 4, &at), 1);
+	cr_assert_eq(at, f.c_size - 4);
+	/* The frame's own checksum wrong, everything the index says right. */
+	c[at] ^= 0x10;
+	f.c_xxh3 = XXH3_64bits(c, f.c_size);
+	uint32_t n;
+	ZSTD_DCtx *dc = ZSTD_createDCtx();
+	cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 4, &n), -QUAI_ECORRUPT);
+	cr_assert_eq(qds_decode_frame(dc, &f, c, dst), -QUAI_ECORRUPT, "libzstd agrees");
+	ZSTD_freeDCtx(dc);
+	free(c);
+	free(raw);
+	free(dst);
+}
+
+Test(dataset, only_all_raw_well_formed_frames_are_mapped)
+{
+	size_t len = 300000;
+	uint8_t *raw = malloc(len);
+	struct qds_seg segs[16];
+	uint64_t at;
+	struct qix_frame f;
+
+	/* Compressible: libzstd's to decode. */
+	tu_fill(raw, len, 3, 4);
+	uint8_t *c = zframe(raw, len, 0, &f);
+	cr_assert_eq(qds_stored_segments(c, f.c_size, f.r_size, segs, 16, &at), 0);
+	free(c);
+
+	/* Incompressible, then damaged in each way a walker could trip on. */
+	tu_fill(raw, len, 4, 256);
+	c = zframe(raw, len, 0, &f);
+	uint32_t n = qds_stored_segments(c, f.c_size, f.r_size, segs, 16, &at);
+	cr_assert_eq(n, 3);
+	cr_assert_eq(qds_stored_segments(c, f.c_size, f.r_size - 1, segs, 16, &at), 0,
+		     "another raw size");
+	cr_assert_eq(qds_stored_segments(c, f.c_size - 1, f.r_size, segs, 16, &at), 0,
+		     "cut short");
+	cr_assert_eq(qds_stored_segments(c, 5, f.r_size, segs, 16, &at), 0, "header only");
+	uint8_t *big = malloc(f.c_size + 1);
+	memcpy(big, c, f.c_size);
+	big[f.c_size] = 0;
+	cr_assert_eq(qds_stored_segments(big, f.c_size + 1, f.r_size, segs, 16, &at), 0,
+		     "a byte after the last block");
+	free(big);
+	/* The first block's header: made an RLE block, then a reserved
+	 * type, then larger than a block may be. It follows the frame header,
+	 * which is segs[0].src_off - 3 bytes long. */
+	uint32_t bh = segs[0].src_off - 3;
+	uint8_t save[3] = {c[bh], c[bh + 1], c[bh + 2]};
+	c[bh] = (uint8_t)((save[0] & ~6u) | 2u);
+	cr_assert_eq(qds_stored_segments(c, f.c_size, f.r_size, segs, 16, &at), 0, "RLE");
+	c[bh] = (uint8_t)(save[0] | 6u);
+	cr_assert_eq(qds_stored_segments(c, f.c_size, f.r_size, segs, 16, &at), 0, "reserved");
+	uint32_t hdr = (uint32_t)save[0] | (uint32_t)save[1] << 8 | (uint32_t)save[2] << 16;
+	hdr = (hdr & 7u) | ((128u * 1024 + 1) << 3);
+	c[bh] = (uint8_t)hdr;
+	c[bh + 1] = (uint8_t)(hdr >> 8);
+	c[bh + 2] = (uint8_t)(hdr >> 16);
+	cr_assert_eq(qds_stored_segments(c, f.c_size, f.r_size, segs, 16, &at), 0, "oversized");
+	memcpy(c + bh, save, 3);
+	c[0] ^= 1;
+	cr_assert_eq(qds_stored_segments(c, f.c_size, f.r_size, segs, 16, &at), 0, "magic");
+	c[0] ^= 1;
+	c[4] |= 0x08;
+	cr_assert_eq(qds_stored_segments(c, f.c_size, f.r_size, segs, 16, &at), 0, "reserved bit");
+	c[4] &= (uint8_t)~0x08;
+	cr_assert_eq(qds_stored_segments(c, f.c_size, f.r_size, segs, 16, &at), 3, "restored");
+	free(c);
+	free(raw);
 }

@@ -703,3 +703,97 @@ Test(stream, bad_resume_states_are_refused)
 	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "damaged"), "%s", err);
 }
+
+/* Incompressible records in frames of several blocks: libzstd stores them
+ * raw, and the engine assembles batches straight from the frames it read
+ * (no decompression copy), records straddling blocks included. */
+static void pack_incompressible(char *out, size_t len, uint64_t seed)
+{
+	char in[600];
+	snprintf(in, sizeof(in), "%s/noise-%llu.bin", dir, (unsigned long long)seed);
+	size_t n = 3000 * 1000;
+	uint8_t *buf = malloc(n);
+	tu_fill(buf, n, seed, 256);
+	tu_write(in, buf, n);
+	free(buf);
+	snprintf(out, len, "%s/noise-%llu", dir, (unsigned long long)seed);
+	const char *srcs[] = {in};
+	struct quai_pack_opts o = {.size = sizeof(o),
+				   .kind = QUAI_RECORDS_FIXED,
+				   .fixed_size = 1000,
+				   .frame_size = 512 << 10,
+				   .shard_size = 1 << 20};
+	cr_assert_eq(tu_pack(srcs, 1, out, &o).records, 3000);
+}
+
+Test(stream, incompressible_frames_are_assembled_in_place)
+{
+	char p[700];
+	pack_incompressible(p, sizeof(p), 31);
+	for (int shuffle = 0; shuffle < 2; shuffle++) {
+		struct quai_stream_opts o = {.size = sizeof(o),
+					     .seed = 5,
+					     .window = 3,
+					     .partitions = 2,
+					     .flags = shuffle ? 0 : QUAI_STREAM_NO_SHUFFLE,
+					     .batch_records = 37,
+					     .tail = QUAI_TAIL_KEEP};
+		quai_stream *s = open_stream(p, &o);
+		uint8_t *seen = calloc(3000, 1);
+		cr_assert_eq(drain(s, p, seen, UINT64_MAX, NULL, NULL), 3000);
+		struct quai_stream_stats st = {.size = sizeof(st)};
+		quai_stream_stats(s, &st);
+		cr_assert_gt(st.frames_read, 0);
+		cr_assert_eq(st.frames_in_place, st.frames_read, "%llu of %llu frames in place",
+			     (unsigned long long)st.frames_in_place,
+			     (unsigned long long)st.frames_read);
+		quai_stream_close(s);
+		free(seen);
+	}
+	/* A compressible dataset: no frame is stored raw. */
+	struct quai_stream_opts o = {.size = sizeof(o), .tail = QUAI_TAIL_KEEP};
+	quai_stream *s = open_stream(ds_path, &o);
+	drain(s, ds_path, NULL, UINT64_MAX, NULL, NULL);
+	struct quai_stream_stats st = {.size = sizeof(st)};
+	quai_stream_stats(s, &st);
+	cr_assert_eq(st.frames_in_place, 0);
+	quai_stream_close(s);
+}
+
+Test(stream, corrupt_stored_frame_is_never_delivered)
+{
+	char p[700];
+	pack_incompressible(p, sizeof(p), 32);
+	quai_dataset *ds;
+	cr_assert_eq(quai_dataset_open(p, &ds, NULL, 0), 0);
+	struct quai_record_loc loc;
+	quai_dataset_locate(ds, 1500, &loc);
+	quai_dataset_close(ds);
+	/* Fixed records of 1000 bytes: whole ones in each frame. */
+	uint64_t first = 1500 - loc.offset / 1000, count = loc.frame_rsize / 1000;
+	char shard[64];
+	snprintf(shard, sizeof(shard), "shard-%05u.zst", loc.shard);
+	/* Well inside the frame: a raw byte of some record. */
+	flip(p, shard, loc.frame_offset + loc.frame_csize / 3);
+	struct quai_stream_opts o = {.size = sizeof(o),
+				     .flags = QUAI_STREAM_NO_SHUFFLE,
+				     .partitions = 1,
+				     .batch_records = 10,
+				     .tail = QUAI_TAIL_KEEP};
+	quai_stream *s = open_stream(p, &o);
+	struct quai_batch b;
+	int r;
+	uint64_t n = 0;
+	while ((r = quai_next(s, &b)) > 0) {
+		for (uint32_t i = 0; i < b.count; i++)
+			cr_assert(b.ids[i] < first || b.ids[i] >= first + count,
+				  "record %llu of the damaged frame was delivered",
+				  (unsigned long long)b.ids[i]);
+		n += b.count;
+		quai_release(s, &b);
+	}
+	cr_assert_eq(r, -QUAI_ECORRUPT);
+	cr_assert(strstr(quai_stream_error(s), shard), "%s", quai_stream_error(s));
+	cr_assert_leq(n, first);
+	quai_stream_close(s);
+}

@@ -325,6 +325,7 @@ static int parse(int argc, char **argv, struct stage_opts *o)
 
 struct totals {
 	uint64_t records, bytes, batches, read, skipped, wait_ns, expected;
+	uint64_t frames, in_place;
 	double first_batch;
 	struct quai_stream_stats last;
 };
@@ -404,6 +405,8 @@ static int run_epoch(quai_ctx *ctx, const char *uri, struct stage_opts *o, struc
 	t->skipped += st.skipped_records;
 	t->wait_ns += st.wait_ns;
 	t->expected += st.records_total;
+	t->frames += st.frames_read;
+	t->in_place += st.frames_in_place;
 	t->last = st;
 	free(ids);
 	quai_stream_close(s);
@@ -486,14 +489,15 @@ int cmd_stage(int argc, char **argv)
 			    ", \"records_per_s\": %.1f, \"first_batch_s\": %.6f, \"user_s\": %.3f"
 			    ", \"sys_s\": %.3f, \"wait_s\": %.6f, \"skipped_records\": %" PRIu64
 			    ", \"partitions\": %u, \"direct_io_shards\": %u, "
-			    "\"registered_buffers\": %d"
-			    ", \"pinned_bytes\": %" PRIu64 ", \"pinned_peak\": %" PRIu64
+			    "\"registered_buffers\": %d, \"frames_read\": %" PRIu64
+			    ", \"frames_in_place\": %" PRIu64 ", \"pinned_bytes\": %" PRIu64 ", \"pinned_peak\": %" PRIu64
 			    ", \"working_set\": %" PRIu64 ", \"workers\": %u, \"hugepages\": %d"
 			    ", \"locked\": %d, \"verified\": %s}\n",
 			    t.records, t.expected, t.bytes, t.batches, t.read, wall, mbs,
 			    wall > 0 ? (double)t.records / wall : 0.0, t.first_batch, user, sys,
 			    (double)t.wait_ns / 1e9, t.skipped, t.last.partitions, t.last.direct_io,
-			    t.last.registered_buffers, ci.pinned_bytes, ci.pinned_peak,
+			    t.last.registered_buffers, t.frames, t.in_place, ci.pinned_bytes,
+			    ci.pinned_peak,
 			    t.last.working_set_bytes, ci.workers, ci.hugepages, ci.locked,
 			    o.verify ? "true" : "false");
 		} else {
@@ -536,6 +540,11 @@ int cmd_stage(int argc, char **argv)
 				       t.last.registered_buffers ? "registered buffers"
 								 : "unregistered buffers",
 				       ci.workers);
+			if (t.in_place)
+				printf("  in place     %" PRIu64 " of %" PRIu64
+				       " frames stored raw: checked and copied from where "
+				       "they were read\n",
+				       t.in_place, t.frames);
 			printf("  gpu          %s\n", ci.gpu == QUAI_GPU_HIP ? "registered with HIP"
 						      : ci.gpu == QUAI_GPU_CUDA
 							  ? "registered with CUDA"

@@ -528,6 +528,10 @@ struct quai_stream_stats {
 	uint32_t partitions;
 	uint64_t budget_bytes;
 	uint64_t working_set_bytes; /* the least budget this stream needs */
+	uint64_t frames_in_place;   /* frames stored raw (incompressible data):
+				       checked where they were read, and their
+				       records copied from there, with no
+				       decompression copy */
 };
 QUAI_API int quai_stream_stats(quai_stream *s, struct quai_stream_stats *stats);
 

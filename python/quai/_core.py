@@ -570,7 +570,7 @@ class Stream(_Closing):
         """quai_stream_stats() as a dict: batches, records, bytes delivered;
         records_total (this rank's records in the epoch); frames_read,
         bytes_read; skipped_records; wait_ns; direct_io; registered_buffers;
-        partitions; budget_bytes; working_set_bytes."""
+        partitions; budget_bytes; working_set_bytes; frames_in_place."""
         st = _lib.struct_quai_stream_stats()
         check(_lib.quai_stream_stats(self._handle(), st))
         return {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}

@@ -120,7 +120,8 @@ class struct_quai_stream_stats(_Sized):
                 ("records_total", c_u64), ("frames_read", c_u64), ("bytes_read", c_u64),
                 ("skipped_records", c_u64), ("wait_ns", c_u64), ("direct_io", c_u32),
                 ("registered_buffers", c_int), ("partitions", c_u32),
-                ("budget_bytes", c_u64), ("working_set_bytes", c_u64)]
+                ("budget_bytes", c_u64), ("working_set_bytes", c_u64),
+                ("frames_in_place", c_u64)]
 
 
 class struct_quai_dataset_info(_Sized):

@@ -66,14 +66,21 @@ struct qs_frame {
 	uint32_t cdelta;
 	uint8_t *raw;
 	size_t raw_len;
+	/* A frame stored raw (incompressible data) is not copied out: its
+	 * records are read from cblock, through these pieces, and raw is
+	 * given back once it is checked. */
+	struct qds_seg *segs;
+	uint32_t nsegs;
 };
 
 /* One record of a batch being assembled, found once when the batch is
  * sized and copied from there. */
 struct qs_rec {
-	const uint8_t *src;
+	const uint8_t *src; /* NULL: gathered from a stored frame's pieces */
 	uint64_t id;
 	uint32_t len;
+	uint32_t off; /* where it starts in its frame's raw bytes */
+	const struct qs_frame *f;
 };
 
 struct qs_batch {
@@ -319,6 +326,46 @@ static uint64_t frames_needed(const struct quai_stream *s, uint64_t l)
 
 static void assemble_run(struct qjob *job, ZSTD_DCtx *dctx);
 
+/* The first piece of a stored frame holding raw byte `off`. */
+static uint32_t seg_of(const struct qs_frame *f, uint32_t off)
+{
+	uint32_t lo = 0, hi = f->nsegs;
+	while (hi - lo > 1) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (f->segs[mid].raw_off <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Where raw bytes [off, off + len) of a decoded frame lie in one piece, or
+ * NULL when they straddle pieces of a stored frame. */
+static const uint8_t *frame_bytes_at(const struct qs_frame *f, uint32_t off, uint32_t len)
+{
+	if (!f->nsegs)
+		return f->raw + off;
+	const struct qds_seg *g = &f->segs[seg_of(f, off)];
+	if (off - g->raw_off + (uint64_t)len > g->len)
+		return NULL;
+	return f->cblock + f->cdelta + g->src_off + (off - g->raw_off);
+}
+
+/* Copies raw bytes [off, off + len) of a stored frame, piece by piece. */
+static void gather(const struct qs_frame *f, uint32_t off, uint32_t len, uint8_t *dst)
+{
+	const uint8_t *base = f->cblock + f->cdelta;
+	for (uint32_t i = seg_of(f, off); len; i++) {
+		const struct qds_seg *g = &f->segs[i];
+		uint32_t in = off - g->raw_off, n = g->len - in < len ? g->len - in : len;
+		memcpy(dst, base + g->src_off + in, n);
+		dst += n;
+		off += n;
+		len -= n;
+	}
+}
+
 /* Starts assembling the next batch if it can be: it is planned, its slot
  * is free, its frames are all decoded, and its memory can be had. Only one
  * batch of a stream is assembled at a time, in order. Under s->mu. */
@@ -363,7 +410,8 @@ static void pump(struct quai_stream *s)
 			slot->skipped++;
 			continue;
 		}
-		slot->recs[slot->nrecs++] = (struct qs_rec){f->raw + off, it.record, len};
+		slot->recs[slot->nrecs++] =
+		    (struct qs_rec){frame_bytes_at(f, off, len), it.record, len, off, f};
 		bytes += len;
 	}
 	size_t size =
@@ -400,6 +448,14 @@ static void free_frames(struct quai_stream *s)
 			s->frame_bytes -= f->raw_len;
 			f->raw = NULL;
 		}
+		if (f->cblock) { /* a stored frame's */
+			give_back(s, f->cblock, f->cblock_len);
+			s->frame_bytes -= f->cblock_len;
+			f->cblock = NULL;
+		}
+		free(f->segs);
+		f->segs = NULL;
+		f->nsegs = 0;
 		f->state = F_FREED;
 		freed = 1;
 	}
@@ -425,7 +481,10 @@ static void assemble_run(struct qjob *job, ZSTD_DCtx *dctx)
 		const struct qs_rec *r = &slot->recs[k];
 		slot->offsets[k] = bytes;
 		slot->ids[k] = r->id;
-		memcpy(slot->block + bytes, r->src, r->len);
+		if (r->src)
+			memcpy(slot->block + bytes, r->src, r->len);
+		else
+			gather(r->f, r->off, r->len, slot->block + bytes);
 		bytes += r->len;
 	}
 	slot->offsets[slot->nrecs] = bytes;
@@ -451,12 +510,36 @@ static void decode_run(struct qjob *job, ZSTD_DCtx *dctx)
 {
 	struct qs_frame *f = (struct qs_frame *)job;
 	struct quai_stream *s = f->s;
-	int r = qds_decode_frame(dctx, f->fx, f->cblock + f->cdelta, f->raw);
+	const uint8_t *src = f->cblock + f->cdelta;
+	/* A frame larger than its raw bytes is most likely stored raw: then
+	 * its records are assembled straight from the read, saving a copy. */
+	struct qds_seg *segs = NULL;
+	uint32_t nsegs = 0, cap = 0;
+	if (f->fx->c_size > f->fx->r_size) {
+		cap = qds_stored_blocks_hint(f->fx);
+		segs = malloc(cap * sizeof(*segs));
+	}
+	int r = segs ? qds_decode_frame_map(dctx, f->fx, src, f->raw, segs, cap, &nsegs)
+		     : qds_decode_frame(dctx, f->fx, src, f->raw);
+	if (r < 0 || !nsegs) {
+		free(segs);
+		segs = NULL;
+		nsegs = 0;
+	}
 
 	pthread_mutex_lock(&s->mu);
-	give_back(s, f->cblock, f->cblock_len);
-	s->frame_bytes -= f->cblock_len;
-	f->cblock = NULL;
+	if (nsegs) {
+		give_back(s, f->raw, f->raw_len);
+		s->frame_bytes -= f->raw_len;
+		f->raw = NULL;
+		f->segs = segs;
+		f->nsegs = nsegs;
+		s->st.frames_in_place++;
+	} else {
+		give_back(s, f->cblock, f->cblock_len);
+		s->frame_bytes -= f->cblock_len;
+		f->cblock = NULL;
+	}
 	if (r < 0) {
 		const struct qmf_shard *sh = &s->ds->m.shards[f->shard];
 		uint64_t first = sh->first_record + f->fx->first_record;
@@ -1374,6 +1457,7 @@ void quai_stream_close(quai_stream *s)
 			give_back(s, f->cblock, f->cblock_len);
 		if (f->raw)
 			give_back(s, f->raw, f->raw_len);
+		free(f->segs);
 	}
 	for (uint32_t i = 0; s->slots && i < s->nslots; i++) {
 		if (s->slots[i].block)
