@@ -13,6 +13,7 @@
 #include "dataset.h"
 #include "errmsg.h"
 #include "fsutil.h"
+#include "secmem.h"
 
 /* The index must describe exactly the shard the manifest names. */
 static int check_index(const struct qmf *m, const struct qmf_shard *s, const struct qix *ix)
@@ -478,6 +479,7 @@ struct quai_reader {
 	int fd;
 	uint32_t fd_shard;
 	int64_t cur_shard; /* the frame held in rbuf, or -1 */
+	int sensitive;	   /* cbuf and rbuf are locked (secmem.h) */
 	uint32_t cur_frame;
 };
 
@@ -494,12 +496,17 @@ int quai_reader_new(quai_dataset *ds, quai_reader **ret_reader)
 	r->fd = -1;
 	r->cur_shard = -1;
 	r->dctx = ZSTD_createDCtx();
-	/* One byte more than needed so that empty frames still allocate. */
-	r->cbuf = malloc((size_t)ds->max_frame_csize + 1);
-	r->rbuf = malloc((size_t)ds->max_frame_rsize + 1);
+	/* One byte more than needed so that empty frames still allocate. A
+	 * sensitive dataset's frames go into locked memory, or nowhere. */
+	int e1, e2 = 0;
+	r->sensitive = ds->m.classification == QUAI_CLASS_SENSITIVE;
+	r->cbuf = qsm_alloc((size_t)ds->max_frame_csize + 1, r->sensitive, &e1);
+	if (r->cbuf)
+		r->rbuf = qsm_alloc((size_t)ds->max_frame_rsize + 1, r->sensitive, &e2);
 	if (!r->dctx || !r->cbuf || !r->rbuf) {
+		int e = e1 ? e1 : e2;
 		quai_reader_free(r);
-		return -ENOMEM;
+		return e == -EAGAIN ? -QUAI_EPOLICY : -ENOMEM;
 	}
 	*ret_reader = r;
 	return 0;
@@ -510,8 +517,8 @@ void quai_reader_free(quai_reader *r)
 	if (!r)
 		return;
 	ZSTD_freeDCtx(r->dctx);
-	free(r->cbuf);
-	free(r->rbuf);
+	qsm_free(r->cbuf, (size_t)r->ds->max_frame_csize + 1, r->sensitive);
+	qsm_free(r->rbuf, (size_t)r->ds->max_frame_rsize + 1, r->sensitive);
 	if (r->fd >= 0)
 		close(r->fd);
 	free(r);

@@ -94,4 +94,12 @@ uint32_t qds_stored_segments(const void *frame, uint64_t c, uint64_t r, struct q
  * blocks are full (Zstandard's largest, 128 KiB), plus one: a good `cap`. */
 uint32_t qds_stored_blocks_hint(const struct qix_frame *f);
 
+/* quai_pack() and quai_unpack() without the host's decision on sensitive
+ * data (stager/site/local.c makes it, then calls these; compress/ cannot
+ * read the host's configuration). Same contracts. */
+int qpk_pack(const char *const *srcs, size_t nsrcs, const char *dest,
+	     const struct quai_pack_opts *opts, struct quai_pack_result *ret_result, char *err,
+	     size_t err_len);
+int qds_unpack(const char *path, const char *dest, char *err, size_t err_len);
+
 #endif

@@ -32,6 +32,7 @@
 #include <zstd.h>
 
 #include "fsutil.h"
+#include "dataset.h"
 #include "manifest.h"
 #include "quai/quai.h"
 #include "quai_config.h"
@@ -1081,7 +1082,7 @@ static void free_packer(struct packer *pk)
 	pthread_cond_destroy(&pk->cv_done);
 }
 
-int quai_pack(const char *const *srcs, size_t nsrcs, const char *dest,
+int qpk_pack(const char *const *srcs, size_t nsrcs, const char *dest,
 	      const struct quai_pack_opts *opts, struct quai_pack_result *ret_result, char *err,
 	      size_t err_len)
 {

@@ -111,7 +111,7 @@ static int unpack_stream(quai_dataset *ds, quai_reader *rd, int fd, const char *
 	return 0;
 }
 
-int quai_unpack(const char *path, const char *dest, char *err, size_t err_len)
+int qds_unpack(const char *path, const char *dest, char *err, size_t err_len)
 {
 	char tmp[PATH_MAX];
 	char oerr[512];

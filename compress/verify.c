@@ -31,9 +31,12 @@
 
 #include "dataset.h"
 #include "fsutil.h"
+#include "secmem.h"
 #include "seektable.h"
 
 #define VF_GROUP_BYTES (8u << 20)
+/* A sensitive dataset's groups: smaller, as they must be locked in memory. */
+#define VF_SENSITIVE_GROUP_BYTES (1u << 20)
 
 struct vf_problem {
 	int error;
@@ -176,16 +179,20 @@ out:
 static void check_file_hash(struct verifier *v, uint32_t i)
 {
 	const struct qmf_shard *s = &v->m.shards[i];
-	enum { CHUNK = 8u << 20 };
-	uint8_t *buf = malloc(CHUNK);
+	enum { CHUNK = 8u << 20, SENSITIVE_CHUNK = 1u << 20 };
+	/* A stored frame's bytes are its raw bytes: a sensitive shard is
+	 * hashed through a smaller, locked buffer. */
+	int sens = v->m.classification == QUAI_CLASS_SENSITIVE, e;
+	size_t chunk = sens ? SENSITIVE_CHUNK : CHUNK;
+	uint8_t *buf = qsm_alloc(chunk, sens, &e);
 	XXH3_state_t *h = XXH3_createState();
 	if (!buf || !h || XXH3_64bits_reset(h) == XXH_ERROR) {
-		v->fatal = -ENOMEM;
+		v->fatal = e == -EAGAIN ? -QUAI_EPOLICY : -ENOMEM;
 		goto out;
 	}
 	for (uint64_t off = 0; off < s->compressed_bytes;) {
 		size_t want =
-		    s->compressed_bytes - off < CHUNK ? (size_t)(s->compressed_bytes - off) : CHUNK;
+		    s->compressed_bytes - off < chunk ? (size_t)(s->compressed_bytes - off) : chunk;
 		ssize_t n = qfs_pread_full(v->fds[i], buf, want, off);
 		if (n != (ssize_t)want) {
 			add_problem(v, n < 0 ? (int)n : -QUAI_ECORRUPT, i, -1, s->first_record,
@@ -207,7 +214,13 @@ static void check_file_hash(struct verifier *v, uint32_t i)
 	pthread_mutex_unlock(&v->mu);
 out:
 	XXH3_freeState(h);
-	free(buf);
+	qsm_free(buf, chunk, sens);
+}
+
+static size_t group_bytes(const struct verifier *v)
+{
+	return v->m.classification == QUAI_CLASS_SENSITIVE ? VF_SENSITIVE_GROUP_BYTES
+							    : VF_GROUP_BYTES;
 }
 
 static void make_groups(struct verifier *v, uint32_t i)
@@ -217,7 +230,7 @@ static void make_groups(struct verifier *v, uint32_t i)
 	while (f < ix->nframes) {
 		struct vf_group g = {.shard = i, .first = f, .c_offset = ix->frames[f].c_offset};
 		while (f < ix->nframes &&
-		       (g.count == 0 || g.c_len + ix->frames[f].c_size <= VF_GROUP_BYTES)) {
+		       (g.count == 0 || g.c_len + ix->frames[f].c_size <= group_bytes(v))) {
 			g.c_len += ix->frames[f].c_size;
 			g.count++;
 			f++;
@@ -290,11 +303,15 @@ static void *worker_main(void *arg)
 {
 	struct verifier *v = arg;
 	ZSTD_DCtx *dctx = ZSTD_createDCtx();
-	size_t clen = v->max_c > VF_GROUP_BYTES ? v->max_c : VF_GROUP_BYTES;
-	uint8_t *cbuf = malloc(clen + 1), *rbuf = malloc((size_t)v->max_r + 1);
+	size_t clen = v->max_c > group_bytes(v) ? v->max_c : group_bytes(v);
+	/* A sensitive dataset's bytes only in locked memory (secmem.h). */
+	int sens = v->m.classification == QUAI_CLASS_SENSITIVE, e1, e2 = 0;
+	uint8_t *cbuf = qsm_alloc(clen + 1, sens, &e1);
+	uint8_t *rbuf = cbuf ? qsm_alloc((size_t)v->max_r + 1, sens, &e2) : NULL;
 	if (!dctx || !cbuf || !rbuf) {
+		int e = e1 ? e1 : e2;
 		pthread_mutex_lock(&v->mu);
-		v->fatal = -ENOMEM;
+		v->fatal = e == -EAGAIN ? -QUAI_EPOLICY : -ENOMEM;
 		pthread_mutex_unlock(&v->mu);
 	}
 	for (;;) {
@@ -307,8 +324,8 @@ static void *worker_main(void *arg)
 		check_group(v, &v->groups[gi], dctx, cbuf, rbuf);
 	}
 	ZSTD_freeDCtx(dctx);
-	free(cbuf);
-	free(rbuf);
+	qsm_free(cbuf, clen + 1, sens);
+	qsm_free(rbuf, (size_t)v->max_r + 1, sens);
 	pthread_mutex_lock(&v->mu);
 	v->running--;
 	pthread_cond_signal(&v->cv_done);

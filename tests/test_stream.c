@@ -568,16 +568,17 @@ static void pack_sensitive(char *out, size_t len)
 				   .frame_size = 8192,
 				   .classification = QUAI_CLASS_SENSITIVE,
 				   .zone = "fr-1"};
+	/* Packed on a host of its zone, into a sovereign path. */
+	host_zone("fr-1");
 	tu_pack(srcs, 1, out, &o);
-	host_zone("fr-1"); /* this host is in the dataset's zone */
 }
 
 /* Makes this test process's host configuration say `zone = Z`. */
 static void host_zone(const char *zone)
 {
-	char conf[700], text[128];
+	char conf[700], text[1024];
 	snprintf(conf, sizeof(conf), "%s/host.conf", dir);
-	snprintf(text, sizeof(text), "zone = %s\n", zone);
+	snprintf(text, sizeof(text), "zone = %s\nsovereign_paths = %s\n", zone, dir);
 	tu_write(conf, text, strlen(text));
 	cr_assert_eq(setenv("QUAI_CONF", conf, 1), 0);
 }
@@ -796,4 +797,54 @@ Test(stream, corrupt_stored_frame_is_never_delivered)
 	cr_assert(strstr(quai_stream_error(s), shard), "%s", quai_stream_error(s));
 	cr_assert_leq(n, first);
 	quai_stream_close(s);
+}
+
+Test(stream, sensitive_readers_and_verify_need_locked_memory)
+{
+	/* Outside the pool, a sensitive dataset's bytes are read only into
+	 * locked buffers (compress/secmem.h): where memory cannot be locked,
+	 * readers and quai_verify() refuse; other datasets are unaffected. */
+	char p[700];
+	pack_sensitive(p, sizeof(p));
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct rlimit none = {0, 0};
+		if (tu_forbid_mlock() < 0 || setrlimit(RLIMIT_MEMLOCK, &none) < 0)
+			_exit(3);
+		quai_dataset *ds, *plain;
+		quai_reader *rd;
+		if (quai_dataset_open(p, &ds, NULL, 0) < 0 ||
+		    quai_dataset_open(fixed_path, &plain, NULL, 0) < 0)
+			_exit(4);
+		int bad = 0;
+		bad |= quai_reader_new(ds, &rd) != -QUAI_EPOLICY;
+		if (quai_reader_new(plain, &rd) == 0)
+			quai_reader_free(rd);
+		else
+			bad |= 2;
+		struct quai_verify_opts vo = {.size = sizeof(vo), .threads = 1};
+		bad |= (quai_verify(p, &vo, NULL) != -QUAI_EPOLICY) << 2;
+		bad |= (quai_verify(fixed_path, &vo, NULL) != 0) << 3;
+		quai_dataset_close(ds);
+		quai_dataset_close(plain);
+		_exit(bad ? 10 + bad : 0);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	cr_assert(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 3)
+		cr_skip_test("cannot make a process that may not lock memory here");
+	cr_assert_eq(WEXITSTATUS(st), 0, "child status %d", WEXITSTATUS(st));
+	/* Where it can, the same reads work. */
+	quai_dataset *ds;
+	quai_reader *rd;
+	cr_assert_eq(quai_dataset_open(p, &ds, NULL, 0), 0);
+	cr_assert_eq(quai_reader_new(ds, &rd), 0);
+	const void *d;
+	size_t len;
+	cr_assert_eq(quai_reader_record(rd, 3, &d, &len), 0);
+	cr_assert_eq(len, 100);
+	quai_reader_free(rd);
+	quai_dataset_close(ds);
 }

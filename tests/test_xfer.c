@@ -490,7 +490,9 @@ static void sov_env_start(struct sov_env *e)
 		  mkdir(path, 0755) == 0);
 
 	snprintf(e->hostconf, sizeof(e->hostconf), "%s/host.conf", e->dir);
-	snprintf(text, sizeof(text), "zone = z1\nsovereign_paths = %s\n", e->sov);
+	/* Its sovereign paths: where pulls land, and the roots its
+	 * sensitive dataset is packed into (as on a storage host). */
+	snprintf(text, sizeof(text), "zone = z1\nsovereign_paths = %s:%s/roots\n", e->sov, e->dir);
 	tu_write(e->hostconf, text, strlen(text));
 	cr_assert(setenv("QUAI_CONF", e->hostconf, 1) == 0);
 	cr_assert(setenv("QUAI_MUNGE_SOCKET", e->sock, 1) == 0);

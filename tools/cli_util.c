@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <sys/ioctl.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "quai/quai.h"
@@ -403,8 +404,8 @@ int cli_out_init(struct cli_out *o, int fd, size_t cap)
 	o->fd = fd;
 	o->len = 0;
 	o->cap = cap;
-	o->buf = malloc(cap);
-	return o->buf ? 0 : -ENOMEM;
+	o->buf = cap ? malloc(cap) : NULL; /* 0: every write goes straight out */
+	return o->buf || !cap ? 0 : -ENOMEM;
 }
 
 static int write_all(int fd, const char *data, size_t len)
@@ -609,4 +610,24 @@ void cli_json_null(struct cli_json *j, const char *key)
 void cli_json_finish(struct cli_json *j)
 {
 	fputc('\n', j->f);
+}
+
+const char *cli_stdout_file(char *buf, size_t len, int *err)
+{
+	struct stat st, st2;
+	*err = 0;
+	if (fstat(STDOUT_FILENO, &st) < 0 || !S_ISREG(st.st_mode))
+		return NULL;
+	ssize_t n = readlink("/proc/self/fd/1", buf, len - 1);
+	if (n <= 0 || (size_t)n >= len - 1 || buf[0] != '/') {
+		*err = -1;
+		return NULL;
+	}
+	buf[n] = '\0';
+	/* An unlinked file reads "/path (deleted)": there is no path to it. */
+	if (stat(buf, &st2) < 0 || st2.st_ino != st.st_ino || st2.st_dev != st.st_dev) {
+		*err = -1;
+		return NULL;
+	}
+	return buf;
 }

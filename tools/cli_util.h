@@ -160,4 +160,10 @@ void cli_json_null(struct cli_json *j, const char *key);
 /* Writes the final newline after the root value. */
 void cli_json_finish(struct cli_json *j);
 
+/* The file standard output goes to when it is a regular file (its path,
+ * into buf), for commands that must hold records to sovereign paths; NULL
+ * when it is a pipe, a terminal or a socket. *err is -1 when it is a file
+ * whose path cannot be told (deleted, say), else 0. */
+const char *cli_stdout_file(char *buf, size_t len, int *err);
+
 #endif /* QUAI_TOOLS_CLI_UTIL_H */

@@ -145,6 +145,12 @@ static void report(const char *verb, int err, const char *msg, const char *conte
 		cli_errorf(verb, "%s: %s", context, quai_strerror(err));
 }
 
+/* What a reader or quai verify of a sensitive dataset says when its
+ * buffers cannot be locked (compress/secmem.h). */
+#define MEMLOCK_REFUSAL                                                                    \
+	"the dataset is sensitive: its bytes are read only into locked memory, and "     \
+	"RLIMIT_MEMLOCK does not allow enough of it (raise it, e.g. ulimit -l)"
+
 static int cmd_pack(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -201,6 +207,7 @@ static int cmd_pack(int argc, char **argv)
 
 	nsrcs = (size_t)(argc - optind - 1);
 	dest = argv[argc - 1];
+
 	cli_progress_init(&ctx.prog, !quiet && cli_stderr_is_tty());
 	opts->progress = pack_progress;
 	opts->progress_arg = &ctx;
@@ -382,6 +389,18 @@ static int cmd_verify(int argc, char **argv)
 		return r;
 
 	ctx.path = argv[optind];
+	/* A dataset whose manifest opens is decided on like any read; one
+	 * that does not is left to quai_verify() to report. */
+	quai_dataset *ds;
+	if (quai_dataset_open(ctx.path, &ds, NULL, 0) == 0) {
+		char err[PATH_BUF] = "";
+		r = quai_dataset_allow(ds, "verify", NULL, err, sizeof(err));
+		quai_dataset_close(ds);
+		if (r < 0) {
+			cli_errorf("verify", "%s", err[0] ? err : quai_strerror(r));
+			return cli_exit_code(r);
+		}
+	}
 	pthread_mutex_init(&ctx.lock, NULL);
 	cli_progress_init(&ctx.prog, !quiet && cli_stderr_is_tty());
 	opts.problem = verify_problem;
@@ -416,6 +435,10 @@ static int cmd_verify(int argc, char **argv)
 		return CLI_EXIT_BAD_DATA;
 	}
 	if (r < 0) {
+		if (r == -QUAI_EPOLICY) {
+			cli_errorf("verify", "'%s': %s", show(&sh, ctx.path), MEMLOCK_REFUSAL);
+			return cli_exit_code(r);
+		}
 		cli_errorf("verify", "cannot verify '%s': %s", show(&sh, ctx.path),
 			   quai_strerror(r));
 		return cli_exit_code(r);
@@ -740,6 +763,29 @@ static int cmd_cat(int argc, char **argv)
 	}
 	if (!has_b)
 		b = in.records;
+	{
+		/* Where the bytes go: a file there must be sovereign for
+		 * sensitive data; a pipe or a terminal is the user's. */
+		char where[PATH_BUF];
+		int werr;
+		const char *file = cli_stdout_file(where, sizeof(where), &werr);
+		if (werr && in.classification == QUAI_CLASS_SENSITIVE) {
+			cli_errorf("cat",
+				   "dataset %s is sensitive: standard output is a file whose path "
+				   "cannot be told, so it cannot be checked against this host's "
+				   "sovereign paths",
+				   in.name);
+			ret = CLI_EXIT_REFUSED;
+			goto out;
+		}
+		char err[PATH_BUF];
+		r = quai_dataset_allow(ds, "cat", file, err, sizeof(err));
+		if (r < 0) {
+			cli_errorf("cat", "%s", err);
+			ret = cli_exit_code(r);
+			goto out;
+		}
+	}
 	if (a > in.records || b > in.records) {
 		cli_errorf("cat", "--range %s is outside '%s', which has %" PRIu64 " records",
 			   range ? range : ":", show(&sh, path), in.records);
@@ -748,8 +794,16 @@ static int cmd_cat(int argc, char **argv)
 	}
 
 	r = quai_reader_new(ds, &reader);
+	if (r == -QUAI_EPOLICY) {
+		cli_errorf("cat", "%s", MEMLOCK_REFUSAL);
+		ret = cli_exit_code(r);
+		goto out;
+	}
+	/* A sensitive dataset's records go straight from the reader's locked
+	 * buffer to the output, never through an unlocked one of ours. */
 	if (r == 0)
-		r = cli_out_init(&out, STDOUT_FILENO, CAT_BUFFER);
+		r = cli_out_init(&out, STDOUT_FILENO,
+				 in.classification == QUAI_CLASS_SENSITIVE ? 0 : CAT_BUFFER);
 	if (r < 0) {
 		cli_errorf("cat", "%s", quai_strerror(r));
 		ret = cli_exit_code(r);

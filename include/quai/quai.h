@@ -164,11 +164,17 @@ struct quai_pack_result {
  * record size 512"), NUL-terminated and truncated to err_len; without a
  * known detail it holds quai_strerror() of the code.
  *
+ * A sensitive dataset (classification QUAI_CLASS_SENSITIVE) is packed only
+ * on a host of its zone, with `dest` under one of the host's sovereign
+ * paths (docs/SECURITY.md); the decision, granted or refused, goes to the
+ * host's audit log (op "pack").
+ *
  * Returns 0, or: -QUAI_EEXISTS (dest exists), -ENOENT/-EACCES/... (a source),
  * -QUAI_EINPUT (empty input, fixed input not a multiple of the record size,
  * a record over QUAI_RECORD_SIZE_MAX, duplicate record names, a name that
  * does not fit), -EINVAL (options), -ENOSPC and other write errors,
- * -ECANCELED (the progress callback cancelled).
+ * -ECANCELED (the progress callback cancelled), -QUAI_EPOLICY (sensitive
+ * data outside its zone or its sovereign paths; err says which and why).
  */
 QUAI_API int quai_pack(const char *const *srcs, size_t nsrcs, const char *dest,
 		       const struct quai_pack_opts *opts, struct quai_pack_result *ret_result,
@@ -259,8 +265,28 @@ QUAI_API int quai_dataset_record_name(const quai_dataset *ds, uint64_t record,
 /* A reader decodes frames, one at a time, into a buffer it owns. */
 typedef struct quai_reader quai_reader;
 
-/* Returns 0 or -ENOMEM. The dataset must outlive the reader. */
+/* Returns 0 or -ENOMEM. The dataset must outlive the reader. A sensitive
+ * dataset's reader keeps its frames in locked memory, out of core dumps,
+ * zeroed when freed: -QUAI_EPOLICY when RLIMIT_MEMLOCK does not allow it
+ * (about twice the dataset's largest frame). */
 QUAI_API int quai_reader_new(quai_dataset *ds, quai_reader **ret_reader);
+
+/* The host's decision before a program holds a local dataset's records
+ * itself (what quaid's policy is to remote access): for a sensitive
+ * dataset, this host must be of the dataset's zone (`zone` in the host
+ * configuration, $QUAI_CONF or /etc/quai/quai.conf), and `dest`, where the
+ * program will write the records (NULL: nowhere on disk), must lie under
+ * one of the host's sovereign_paths. The decision, granted or refused, is
+ * one line in the host's audit log (its `audit_log`; event "local",
+ * operation `op`, e.g. "read", "cat"), for every classification; a granted
+ * access whose line cannot be written is refused (nothing is read
+ * unaudited). Readers (quai_reader_new) hand out records without asking:
+ * a program asks here first, as `quai cat` and the Python Dataset do;
+ * quai_unpack(), quai_pack() and streams ask on their own. Returns 0, or
+ * -QUAI_EPOLICY (err names the rule, sovereign:zone or sovereign:paths, and
+ * what would satisfy it), or the audit log's error. */
+QUAI_API int quai_dataset_allow(const quai_dataset *ds, const char *op, const char *dest,
+				char *err, size_t err_len);
 QUAI_API void quai_reader_free(quai_reader *r);
 
 /* Reads record `record`: decodes its frame (unless it is the frame decoded
@@ -340,7 +366,10 @@ struct quai_verify_result {
  * compared). Reports each problem through opts->problem.
  * Returns 0 when everything is sound; -QUAI_ECORRUPT or -QUAI_EFORMAT when
  * a problem was found (ret_result, if given, is filled in either case);
- * other negative codes when the check itself could not run. */
+ * other negative codes when the check itself could not run: -QUAI_EPOLICY
+ * when the dataset is sensitive and its bytes cannot be read into locked
+ * memory (RLIMIT_MEMLOCK: a few MiB per thread). It does not ask
+ * quai_dataset_allow() (`quai verify` does, op "verify"). */
 QUAI_API int quai_verify(const char *path, const struct quai_verify_opts *opts,
 			 struct quai_verify_result *ret_result);
 
@@ -353,8 +382,10 @@ QUAI_API int quai_verify(const char *path, const struct quai_verify_opts *opts,
  * holding the records concatenated (the sources as `cat` would join them).
  * Every frame is verified before its bytes are written. Like pack, the
  * result appears whole or not at all (temporary name, fsync, rename).
- * Returns 0, -QUAI_EEXISTS, -QUAI_ECORRUPT, or a write error. err as in
- * quai_pack(). */
+ * The host decides first, as quai_dataset_allow() with op "unpack": a
+ * sensitive dataset is restored only on a host of its zone, under one of
+ * its sovereign paths. Returns 0, -QUAI_EEXISTS, -QUAI_ECORRUPT,
+ * -QUAI_EPOLICY, or a write error. err as in quai_pack(). */
 QUAI_API int quai_unpack(const char *path, const char *dest, char *err, size_t err_len);
 
 /* ------------------------------------------------------------------------

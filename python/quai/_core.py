@@ -617,7 +617,9 @@ class Dataset(_Closing):
     its bytes (a copy: the reader's buffer is reused); ``info()`` describes
     the dataset; ``locate(i)`` says where record i lives; ``record_name(i)``
     is a ``files`` record's relative name; ``shard(k)`` describes shard k.
-    Reads are serialised by a lock (a quai_reader is per thread).
+    Reads are serialised by a lock (a quai_reader is per thread). Opening
+    asks the host first (quai_dataset_allow, op "read"): a sensitive
+    dataset opens only on a host of its zone (quai.PolicyError otherwise).
     """
 
     def __reduce__(self):
@@ -634,6 +636,12 @@ class Dataset(_Closing):
         check(_lib.quai_dataset_open(os.fsencode(self.path), ctypes.byref(h), err, _lib.ERR_LEN),
               err)
         self._h = h.value
+        # The host decides before any record is read (quai_dataset_allow:
+        # a sensitive dataset only on a host of its zone; audited).
+        rc = _lib.quai_dataset_allow(self._h, b"read", None, err, _lib.ERR_LEN)
+        if rc < 0:
+            self.close()
+            check(rc, err)
         r = ctypes.c_void_p()
         rc = _lib.quai_reader_new(self._h, ctypes.byref(r))
         if rc < 0:

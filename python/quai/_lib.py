@@ -171,6 +171,7 @@ quai_class_name = _fn("quai_class_name", _cp, c_int)
 quai_dataset_open = _fn("quai_dataset_open", c_int, _cp, _P(_vp), ctypes.c_char_p, c_size_t)
 quai_dataset_close = _fn("quai_dataset_close", None, _vp)
 quai_dataset_info = _fn("quai_dataset_info", c_int, _vp, _P(struct_quai_dataset_info))
+quai_dataset_allow = _fn("quai_dataset_allow", c_int, _vp, _cp, _cp, ctypes.c_char_p, c_size_t)
 quai_dataset_shard = _fn("quai_dataset_shard", c_int, _vp, c_u32, _P(struct_quai_shard_info))
 quai_dataset_locate = _fn("quai_dataset_locate", c_int, _vp, c_u64, _P(struct_quai_record_loc))
 quai_dataset_record_name = _fn("quai_dataset_record_name", c_int, _vp, c_u64,

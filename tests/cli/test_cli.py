@@ -428,9 +428,13 @@ def test_cat_closed_pipe_is_quiet(quai, fixed_ds):
 
 def test_info_json(quai, tmp_path, files_src):
     ds = tmp_path / "ds"
+    # A sensitive dataset is packed on a host of its zone, under a
+    # sovereign path (docs/SECURITY.md).
+    conf = tmp_path / "host.conf"
+    write(str(conf), f"zone = eu-west.hpc_1\nsovereign_paths = {tmp_path}\n".encode())
     quai.ok("pack", "--class", "sensitive", "--zone", "eu-west.hpc_1", "--name", "my set",
             "--level", "5", "--frame-size", "8KiB", "--shard-size", "128K", "-q",
-            files_src, ds)
+            files_src, ds, env={"QUAI_CONF": str(conf)})
     expected = tree(files_src)
     info = info_json(quai, ds)
     keys = ["format_version", "name", "kind", "fixed_size", "records", "raw_bytes",

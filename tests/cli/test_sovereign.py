@@ -97,11 +97,15 @@ class Site:
         return env
 
     def pack(self, dest, cls, zone, seed):
+        """Packs on a storage host of the dataset's zone, whose sovereign
+        paths hold quaid's roots."""
         src = os.path.join(self.src, f"in-{seed}.txt")
         write(src, text_lines(seed, 3000))
+        conf = os.path.join(self.base, f"storage-{zone}.conf")
+        write(conf, f"zone = {zone}\nsovereign_paths = {self.roots}:{self.src}\n".encode())
         subprocess.run([self.quai, "pack", "-q", "--records", "lines", "--frame-size", "16K",
                         "--class", cls, "--zone", zone, src, dest],
-                       check=True, env=self.env(), stdin=subprocess.DEVNULL)
+                       check=True, env=self.env(QUAI_CONF=conf), stdin=subprocess.DEVNULL)
         for dirpath, dirs, files in os.walk(dest):
             os.chmod(dirpath, 0o755)
             for f in files:
@@ -161,9 +165,9 @@ class Site:
         assert data == b"" or data.endswith(b"\n"), "a partial audit line"
         return [json.loads(line) for line in data.decode().splitlines()]
 
-    def run(self, user, *args, env=None, timeout=60):
+    def run(self, user, *args, env=None, timeout=60, stdout=subprocess.PIPE):
         """Runs quai as `user` (a USERS key, or "root"); returns the
-        CompletedProcess with text output."""
+        CompletedProcess with text output (standard output: `stdout`)."""
         uid, gid = USERS[user] if user != "root" else (0, 0)
 
         def become():
@@ -172,7 +176,7 @@ class Site:
             os.setuid(uid)
 
         return subprocess.run([self.quai, *args], env=env or self.env(), cwd=self.base,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, stdout=stdout,
                               stderr=subprocess.PIPE, timeout=timeout, text=True,
                               preexec_fn=become if uid else None)
 
@@ -470,6 +474,88 @@ def test_local_accesses_are_audited_on_the_host(site):
     p = site.run("trainee", "stage", "-q", "--pinned", "4M", os.path.join(site.roots, "int"),
                  env=env)
     assert p.returncode != 0 and "audit log" in p.stderr, p.stderr
+
+
+def test_local_commands_keep_sensitive_data_in_its_zone_and_paths(site):
+    """cat, unpack, verify and pack hold a sensitive dataset's bytes on
+    this host: only on a host of its zone, and (unpack, pack, cat into a
+    file) only under sovereign paths, each decision in the host's audit
+    log; other classifications are only audited."""
+    log = os.path.join(site.base, "local-audit.log")
+    conf = os.path.join(site.base, "local.conf")
+    write(conf, f"zone = {ZONE}\nsovereign_paths = {site.sov}\naudit_log = {log}\n".encode())
+    os.chmod(conf, 0o644)
+    write(log, b"")
+    os.chmod(log, 0o666)
+    env = site.env(QUAI_CONF=conf)
+    elsewhere = os.path.join(site.base, "local-de.conf")
+    write(elsewhere, f"zone = de-1\nsovereign_paths = {site.sov}\naudit_log = {log}\n".encode())
+    os.chmod(elsewhere, 0o644)
+    sens, intl = os.path.join(site.roots, "sens"), os.path.join(site.roots, "int")
+    scratch, sov = os.path.join(site.scratch, "local"), os.path.join(site.sov, "local")
+    for d in (scratch, sov):
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o777)
+
+    def refused(p, rule_text):
+        assert p.returncode == EXIT_REFUSED, p.stderr
+        assert rule_text in p.stderr, p.stderr
+
+    # unpack: to a sovereign path only; nothing at all elsewhere.
+    refused(site.run("analyst", "unpack", "-q", sens, os.path.join(scratch, "u"), env=env),
+            "is not a sovereign path")
+    p = site.run("analyst", "unpack", "-q", sens, os.path.join(sov, "u"), env=env)
+    assert p.returncode == 0, p.stderr
+    p = site.run("trainee", "unpack", "-q", intl, os.path.join(scratch, "i"), env=env)
+    assert p.returncode == 0, p.stderr
+
+    # cat: into a file only under a sovereign path; a pipe is the user's.
+    with open(os.path.join(scratch, "c"), "w") as out:
+        refused(site.run("analyst", "cat", sens, env=env, stdout=out), "is not a sovereign path")
+    assert os.path.getsize(os.path.join(scratch, "c")) == 0
+    with open(os.path.join(sov, "c"), "w") as out:
+        p = site.run("analyst", "cat", sens, env=env, stdout=out)
+    assert p.returncode == 0, p.stderr
+    assert read(os.path.join(sov, "c")) == read(os.path.join(sov, "u"))
+    p = site.run("analyst", "cat", sens, env=env)
+    assert p.returncode == 0 and p.stdout.encode() == read(os.path.join(sov, "u")), p.stderr
+
+    # verify and cat on a host of another zone: refused, even to a pipe.
+    refused(site.run("analyst", "verify", "-q", sens, env=site.env(QUAI_CONF=elsewhere)),
+            "this host is in zone de-1")
+    refused(site.run("analyst", "cat", sens, env=site.env(QUAI_CONF=elsewhere)),
+            "this host is in zone de-1")
+
+    # pack: a sensitive dataset is made only in its zone, under a
+    # sovereign path; a refused pack leaves nothing, not even its work.
+    src = os.path.join(site.src, "in-4.txt")
+    refused(site.run("analyst", "pack", "-q", "--class", "sensitive", "--zone", ZONE, src,
+                     os.path.join(scratch, "p"), env=env), "is not a sovereign path")
+    refused(site.run("analyst", "pack", "-q", "--class", "sensitive", "--zone", "de-1", src,
+                     os.path.join(sov, "q"), env=env), "this host is in zone fr-1")
+    p = site.run("analyst", "pack", "-q", "--class", "sensitive", "--zone", ZONE, src,
+                 os.path.join(sov, "p"), env=env)
+    assert p.returncode == 0, p.stderr
+    assert sorted(os.listdir(scratch)) == ["c", "i"]
+    assert sorted(os.listdir(sov)) == ["c", "p", "u"]
+
+    lines = [json.loads(x) for x in read(log).decode().splitlines()]
+    assert [(ln["op"], ln["dataset"], ln["classification"], ln["result"], ln["rule"])
+            for ln in lines] == [
+        ("unpack", "sens", "sensitive", "refused", "sovereign:paths"),
+        ("unpack", "sens", "sensitive", "granted", "local"),
+        ("unpack", "int", "internal", "granted", "local"),
+        ("cat", "sens", "sensitive", "refused", "sovereign:paths"),
+        ("cat", "sens", "sensitive", "granted", "local"),
+        ("cat", "sens", "sensitive", "granted", "local"),
+        ("verify", "sens", "sensitive", "refused", "sovereign:zone"),
+        ("cat", "sens", "sensitive", "refused", "sovereign:zone"),
+        ("pack", "p", "sensitive", "refused", "sovereign:paths"),
+        ("pack", "q", "sensitive", "refused", "sovereign:zone"),
+        ("pack", "p", "sensitive", "granted", "local"),
+    ], lines
+    assert all(ln["event"] == "local" and ln["uid"] in (USERS["analyst"][0], USERS["trainee"][0])
+               for ln in lines)
 
 
 def test_policy_reloaded_on_sighup(munged):

@@ -211,9 +211,9 @@ def client(quai):
     return quai
 
 
-def pack(quai, dest, *srcs, opts=()):
+def pack(quai, dest, *srcs, opts=(), env=None):
     os.makedirs(os.path.dirname(str(dest)), exist_ok=True)
-    quai.ok("pack", "-q", *opts, *srcs, dest)
+    quai.ok("pack", "-q", *opts, *srcs, dest, env=env)
     return str(dest)
 
 
@@ -440,15 +440,22 @@ def test_corrupt_push_is_refused_and_nothing_kept(client, server, files_ds, tmp_
 
 def test_sensitive_data_stays_in_its_zone(client, server, tmp_path, files_ds):
     src, _ds = files_ds
-    # quaid's zone is "none" (its QUAI_CONF does not exist).
+    # quaid's zone is "none" (its QUAI_CONF does not exist). A sensitive
+    # dataset is packed on a host of its zone, under a sovereign path.
+    packer = tmp_path / "packer-eu.conf"
+    write(packer, f"zone = eu-hpc-1\nsovereign_paths = {tmp_path}\n".encode())
     foreign = pack(client, tmp_path / "s1" / "secret", src,
-                   opts=("--class", "sensitive", "--zone", "eu-hpc-1"))
+                   opts=("--class", "sensitive", "--zone", "eu-hpc-1"),
+                   env={"QUAI_CONF": str(packer)})
     p = client.run("push", foreign, server.uri("secret"))
     assert p.returncode == EXIT_REFUSED, stderr_text(p)
     assert "sensitive" in stderr_text(p) and "eu-hpc-1" in stderr_text(p)
     assert os.listdir(server.push_root) == []
 
-    local = pack(client, tmp_path / "s2" / "secret", src, opts=("--class", "sensitive"))
+    packer = tmp_path / "packer-none.conf"
+    write(packer, f"zone = none\nsovereign_paths = {tmp_path}\n".encode())
+    local = pack(client, tmp_path / "s2" / "secret", src, opts=("--class", "sensitive"),
+                 env={"QUAI_CONF": str(packer)})
     client.ok("push", "-q", local, server.uri("secret"), env={"QUAI_XFER_CHUNK": "64K"})
     # A host of another zone may not pull it; a host of its zone may, into
     # its sovereign storage only.

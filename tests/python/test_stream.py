@@ -3,6 +3,7 @@
 import ctypes
 import errno
 import gc
+import json
 import os
 import pickle
 import shutil
@@ -602,3 +603,29 @@ def test_dataset_errors(tmp_path):
     with pytest.raises(quai.FormatError) as ei:
         quai.Dataset(str(tmp_path / "x"))
     assert "manifest.json" in str(ei.value)
+
+
+def test_sensitive_dataset_opens_only_on_a_host_of_its_zone(tmp_path, monkeypatch):
+    """quai.Dataset asks the host first (quai_dataset_allow): a sensitive
+    dataset opens only in its zone, and each decision is audited."""
+    conf = tmp_path / "no-such-quai.conf"  # the file run_cli's QUAI_CONF names
+    log = tmp_path / "audit.log"
+    conf.write_text(f"zone = fr-1\nsovereign_paths = {tmp_path}\naudit_log = {log}\n")
+    src = tmp_path / "in.bin"
+    src.write_bytes(os.urandom(64 * 100))
+    run_cli("pack", "-q", "--records", "fixed:64", "--class", "sensitive", "--zone", "fr-1",
+            src, tmp_path / "ds", tmp=tmp_path)
+    monkeypatch.setenv("QUAI_CONF", str(conf))
+    ds = quai.Dataset(tmp_path / "ds")
+    assert len(ds) == 100 and ds[7] == src.read_bytes()[7 * 64:8 * 64]
+    ds.close()
+    other = tmp_path / "de.conf"
+    other.write_text(f"zone = de-1\naudit_log = {log}\n")
+    monkeypatch.setenv("QUAI_CONF", str(other))
+    with pytest.raises(quai.PolicyError) as ei:
+        quai.Dataset(tmp_path / "ds")
+    assert "this host is in zone de-1" in str(ei.value)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(x["op"], x["result"], x["rule"]) for x in lines] == [
+        ("pack", "granted", "local"), ("read", "granted", "local"),
+        ("read", "refused", "sovereign:zone")]
