@@ -45,6 +45,9 @@ void qctx_submit(struct quai_ctx *ctx, struct qjob *job);
 void qctx_submit_front(struct quai_ctx *ctx, struct qjob *job);
 
 /* A stream's batches, for quaid to size the slots it writes them into. */
+/* prefetch_batches when a stream's options leave it 0 (quai.h). */
+#define QS_DEFAULT_PREFETCH 4u
+
 struct qstream_geometry {
 	uint64_t max_count; /* records in the largest batch */
 	uint64_t max_bytes; /* record bytes in the largest batch */

@@ -626,13 +626,15 @@ static void stream_open(struct session *se, const struct qp_msg *m)
 	st->se = se;
 	st->tag = so->tag;
 	st->open_req = m->h.req;
-	if (so->prefetch_batches > QP_SLOTS_MAX) {
+	if (so->prefetch_batches > QP_SLOTS_MAX / 2) {
 		free(st);
 		srv_error(se, m->h.req, -EINVAL,
-			  "prefetch_batches %" PRIu32 " is over %u, the most slots a ring can have",
-			  so->prefetch_batches, QP_SLOTS_MAX);
+			  "prefetch_batches %" PRIu32 " is over %u: a ring has twice as many slots, "
+			  "and at most %u",
+			  so->prefetch_batches, QP_SLOTS_MAX / 2, QP_SLOTS_MAX);
 		return;
 	}
+	uint32_t client_prefetch = so->prefetch_batches ? so->prefetch_batches : QS_DEFAULT_PREFETCH;
 
 	pthread_mutex_lock(&srv->mu);
 	/* Without a budget a stream may use what is left of the client's
@@ -678,13 +680,21 @@ static void stream_open(struct session *se, const struct qp_msg *m)
 	    .batch_records = so->batch_records,
 	    .batch_bytes = so->batch_bytes,
 	    .memory_budget = want,
-	    .prefetch_batches = so->prefetch_batches,
+	    /* The client holds up to its prefetch_batches, and as many more
+	     * are on the wire: the engine here assembles that far ahead, so
+	     * that a write's round trip never leaves it idle (below, with
+	     * the client's own depth when the budget cannot hold that). */
+	    .prefetch_batches = 2 * client_prefetch,
 	    .tail = so->tail,
 	    .flags = so->flags,
 	    .resume = so->state.len ? so->state.p : NULL,
 	    .resume_len = so->state.len,
 	};
 	r = quai_stream_open(srv->ctx, path, &o, &st->es, err, sizeof(err));
+	if (r == -ENOBUFS) {
+		o.prefetch_batches = client_prefetch;
+		r = quai_stream_open(srv->ctx, path, &o, &st->es, err, sizeof(err));
+	}
 	if (r == 0)
 		r = qstream_geometry(st->es, &st->g);
 	uint64_t meta_stride = 0;
@@ -692,7 +702,7 @@ static void stream_open(struct session *se, const struct qp_msg *m)
 		/* Twice the batches the client may hold: while it works on
 		 * those, the others are on the wire or waiting for it, so a
 		 * credit's round trip does not stall the stream. */
-		st->nslots = 2 * st->g.prefetch < QP_SLOTS_MAX ? 2 * st->g.prefetch : QP_SLOTS_MAX;
+		st->nslots = 2 * client_prefetch;
 		st->meta_stride = meta_stride =
 		    (qp_slot_data_off(st->g.max_count) + QPOOL_ALIGN - 1) / QPOOL_ALIGN *
 		    QPOOL_ALIGN;
