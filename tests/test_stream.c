@@ -5,6 +5,7 @@
  * handed out; memory within the budget; clean errors.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -846,5 +847,49 @@ Test(stream, sensitive_readers_and_verify_need_locked_memory)
 	cr_assert_eq(quai_reader_record(rd, 3, &d, &len), 0);
 	cr_assert_eq(len, 100);
 	quai_reader_free(rd);
+	quai_dataset_close(ds);
+}
+
+Test(stream, local_access_to_sensitive_data_asks_the_host)
+{
+	/* quai_dataset_allow(), and quai_unpack() and quai_pack(), which ask
+	 * it themselves: in the zone, under the sovereign paths, or not at
+	 * all (host_zone() declares `dir` sovereign). */
+	char p[700], out[800], err[1024];
+	pack_sensitive(p, sizeof(p)); /* on a host of zone fr-1 */
+	quai_dataset *ds;
+	cr_assert_eq(quai_dataset_open(p, &ds, NULL, 0), 0);
+	cr_assert_eq(quai_dataset_allow(ds, "read", NULL, err, sizeof(err)), 0, "%s", err);
+	snprintf(out, sizeof(out), "%s/restored.bin", dir);
+	cr_assert_eq(quai_unpack(p, out, err, sizeof(err)), 0, "%s", err);
+
+	char elsewhere[] = "/tmp/quai-not-sovereign-XXXXXX";
+	cr_assert_not_null(mkdtemp(elsewhere));
+	snprintf(out, sizeof(out), "%s/restored.bin", elsewhere);
+	err[0] = '\0';
+	cr_assert_eq(quai_unpack(p, out, err, sizeof(err)), -QUAI_EPOLICY);
+	cr_assert(strstr(err, "not a sovereign path"), "%s", err);
+	cr_assert_eq(quai_dataset_allow(ds, "cat", out, err, sizeof(err)), -QUAI_EPOLICY);
+	DIR *d = opendir(elsewhere);
+	int entries = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		entries += e->d_name[0] != '.';
+	closedir(d);
+	cr_assert_eq(entries, 0, "a refused unpack writes nothing");
+	rmdir(elsewhere);
+
+	host_zone("de-1");
+	cr_assert_eq(quai_dataset_allow(ds, "read", NULL, err, sizeof(err)), -QUAI_EPOLICY);
+	cr_assert(strstr(err, "this host is in zone de-1"), "%s", err);
+	const char *srcs[] = {out};
+	struct quai_pack_opts o = {.size = sizeof(o),
+				   .kind = QUAI_RECORDS_FIXED,
+				   .fixed_size = 100,
+				   .classification = QUAI_CLASS_SENSITIVE,
+				   .zone = "fr-1"};
+	snprintf(out, sizeof(out), "%s/repacked", dir);
+	struct quai_pack_result res;
+	cr_assert_eq(quai_pack(srcs, 1, out, &o, &res, err, sizeof(err)), -QUAI_EPOLICY);
+	cr_assert(access(out, F_OK) != 0);
 	quai_dataset_close(ds);
 }
