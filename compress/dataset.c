@@ -329,8 +329,7 @@ int qds_open_shard(const struct quai_dataset *ds, uint32_t shard, int flags)
 
 /* ---- frames ----------------------------------------------------------- */
 
-static int decode_checked(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src,
-			  void *dst);
+static int decode_checked(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src, void *dst);
 
 #define ZFRAME_MAGIC 0xFD2FB528u
 #define ZBLOCK_MAX (128u * 1024) /* Zstandard's Block_Maximum_Size (RFC 8878) */
@@ -391,8 +390,8 @@ uint32_t qds_stored_segments(const void *frame, uint64_t c, uint64_t r, struct q
 	for (;;) {
 		if (pos + 3 > c)
 			return 0;
-		uint32_t bh = (uint32_t)src[pos] | (uint32_t)src[pos + 1] << 8 |
-			      (uint32_t)src[pos + 2] << 16;
+		uint32_t bh =
+		    (uint32_t)src[pos] | (uint32_t)src[pos + 1] << 8 | (uint32_t)src[pos + 2] << 16;
 		uint32_t last = bh & 1, type = (bh >> 1) & 3, size = bh >> 3;
 		pos += 3;
 		if (type != 0 || size > block_max || pos + size > c || n >= cap)
@@ -424,8 +423,8 @@ int qds_decode_frame_map(ZSTD_DCtx *dctx, const struct qix_frame *f, const void 
 	if (XXH3_64bits(src, f->c_size) != f->c_xxh3)
 		return -QUAI_ECORRUPT;
 	uint64_t checksum_at = 0;
-	uint32_t n = cap ? qds_stored_segments(src, f->c_size, f->r_size, segs, cap, &checksum_at)
-			 : 0;
+	uint32_t n =
+	    cap ? qds_stored_segments(src, f->c_size, f->r_size, segs, cap, &checksum_at) : 0;
 	if (n == 0)
 		return decode_checked(dctx, f, src, dst);
 	/* The state is heap-allocated: its layout is libxxhash's own. */

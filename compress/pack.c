@@ -1083,8 +1083,8 @@ static void free_packer(struct packer *pk)
 }
 
 int qpk_pack(const char *const *srcs, size_t nsrcs, const char *dest,
-	      const struct quai_pack_opts *opts, struct quai_pack_result *ret_result, char *err,
-	      size_t err_len)
+	     const struct quai_pack_opts *opts, struct quai_pack_result *ret_result, char *err,
+	     size_t err_len)
 {
 	struct packer *pk = calloc(1, sizeof(*pk));
 	int r, made_tmp = 0;

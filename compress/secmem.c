@@ -18,8 +18,8 @@ void *qsm_alloc(size_t len, int sensitive, int *err)
 			*err = -ENOMEM;
 		return p;
 	}
-	void *p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
+	void *p =
+	    mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED) {
 		*err = -ENOMEM;
 		return NULL;

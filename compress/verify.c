@@ -220,7 +220,7 @@ out:
 static size_t group_bytes(const struct verifier *v)
 {
 	return v->m.classification == QUAI_CLASS_SENSITIVE ? VF_SENSITIVE_GROUP_BYTES
-							    : VF_GROUP_BYTES;
+							   : VF_GROUP_BYTES;
 }
 
 static void make_groups(struct verifier *v, uint32_t i)

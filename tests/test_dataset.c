@@ -571,8 +571,7 @@ Test(dataset, only_all_raw_well_formed_frames_are_mapped)
 	cr_assert_eq(n, 3);
 	cr_assert_eq(qds_stored_segments(c, f.c_size, f.r_size - 1, segs, 16, &at), 0,
 		     "another raw size");
-	cr_assert_eq(qds_stored_segments(c, f.c_size - 1, f.r_size, segs, 16, &at), 0,
-		     "cut short");
+	cr_assert_eq(qds_stored_segments(c, f.c_size - 1, f.r_size, segs, 16, &at), 0, "cut short");
 	cr_assert_eq(qds_stored_segments(c, 5, f.r_size, segs, 16, &at), 0, "header only");
 	uint8_t *big = malloc(f.c_size + 1);
 	memcpy(big, c, f.c_size);

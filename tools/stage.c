@@ -490,16 +490,16 @@ int cmd_stage(int argc, char **argv)
 			    ", \"sys_s\": %.3f, \"wait_s\": %.6f, \"skipped_records\": %" PRIu64
 			    ", \"partitions\": %u, \"direct_io_shards\": %u, "
 			    "\"registered_buffers\": %d, \"frames_read\": %" PRIu64
-			    ", \"frames_in_place\": %" PRIu64 ", \"pinned_bytes\": %" PRIu64 ", \"pinned_peak\": %" PRIu64
-			    ", \"working_set\": %" PRIu64 ", \"workers\": %u, \"hugepages\": %d"
+			    ", \"frames_in_place\": %" PRIu64 ", \"pinned_bytes\": %" PRIu64
+			    ", \"pinned_peak\": %" PRIu64 ", \"working_set\": %" PRIu64
+			    ", \"workers\": %u, \"hugepages\": %d"
 			    ", \"locked\": %d, \"verified\": %s}\n",
 			    t.records, t.expected, t.bytes, t.batches, t.read, wall, mbs,
 			    wall > 0 ? (double)t.records / wall : 0.0, t.first_batch, user, sys,
 			    (double)t.wait_ns / 1e9, t.skipped, t.last.partitions, t.last.direct_io,
 			    t.last.registered_buffers, t.frames, t.in_place, ci.pinned_bytes,
-			    ci.pinned_peak,
-			    t.last.working_set_bytes, ci.workers, ci.hugepages, ci.locked,
-			    o.verify ? "true" : "false");
+			    ci.pinned_peak, t.last.working_set_bytes, ci.workers, ci.hugepages,
+			    ci.locked, o.verify ? "true" : "false");
 		} else {
 			char b1[32], b2[32], b3[32], b4[32], b5[32];
 			cli_format_bytes(t.bytes, b1, sizeof(b1));

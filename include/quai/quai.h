@@ -285,8 +285,8 @@ QUAI_API int quai_reader_new(quai_dataset *ds, quai_reader **ret_reader);
  * quai_unpack(), quai_pack() and streams ask on their own. Returns 0, or
  * -QUAI_EPOLICY (err names the rule, sovereign:zone or sovereign:paths, and
  * what would satisfy it), or the audit log's error. */
-QUAI_API int quai_dataset_allow(const quai_dataset *ds, const char *op, const char *dest,
-				char *err, size_t err_len);
+QUAI_API int quai_dataset_allow(const quai_dataset *ds, const char *op, const char *dest, char *err,
+				size_t err_len);
 QUAI_API void quai_reader_free(quai_reader *r);
 
 /* Reads record `record`: decodes its frame (unless it is the frame decoded

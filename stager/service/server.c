@@ -629,12 +629,14 @@ static void stream_open(struct session *se, const struct qp_msg *m)
 	if (so->prefetch_batches > QP_SLOTS_MAX / 2) {
 		free(st);
 		srv_error(se, m->h.req, -EINVAL,
-			  "prefetch_batches %" PRIu32 " is over %u: a ring has twice as many slots, "
+			  "prefetch_batches %" PRIu32
+			  " is over %u: a ring has twice as many slots, "
 			  "and at most %u",
 			  so->prefetch_batches, QP_SLOTS_MAX / 2, QP_SLOTS_MAX);
 		return;
 	}
-	uint32_t client_prefetch = so->prefetch_batches ? so->prefetch_batches : QS_DEFAULT_PREFETCH;
+	uint32_t client_prefetch =
+	    so->prefetch_batches ? so->prefetch_batches : QS_DEFAULT_PREFETCH;
 
 	pthread_mutex_lock(&srv->mu);
 	/* Without a budget a stream may use what is left of the client's

@@ -53,7 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* The same frame through the engine's entry point: mapped, checked,
 	 * and refused once its recorded hash is off by one. */
-	struct qix_frame f = {.c_size = c, .r_size = r, .c_xxh3 = XXH3_64bits(frame, c), .xxh64 = h};
+	struct qix_frame f = {
+	    .c_size = c, .r_size = r, .c_xxh3 = XXH3_64bits(frame, c), .xxh64 = h};
 	ZSTD_DCtx *dctx = ZSTD_createDCtx();
 	uint32_t m = 0;
 	int e = qds_decode_frame_map(dctx, &f, frame, out, segs, MAX_SEGS, &m);
