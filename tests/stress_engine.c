@@ -23,7 +23,7 @@
 #define RSIZE 200u
 
 static quai_ctx *ctx;
-static char ds_path[4096], bad_path[4096];
+static char ds_path[4096], noise_path[4096], bad_path[4096];
 static int failures;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -35,13 +35,20 @@ static void fail(const char *what)
 	pthread_mutex_unlock(&mu);
 }
 
-/* Record i holds bytes derived from i, so a batch checks itself. */
-static uint8_t byte_of(uint64_t rec, uint32_t k)
+/* Record i holds bytes derived from i, so a batch checks itself: a
+ * pattern zstd compresses, or (noise) bytes it cannot, which it stores raw
+ * and the engine reads in place. */
+static uint8_t byte_of(uint64_t rec, uint32_t k, int noise)
 {
-	return (uint8_t)(rec * 31 + k * 7 + (rec >> 8));
+	if (!noise)
+		return (uint8_t)(rec * 31 + k * 7 + (rec >> 8));
+	uint64_t x = rec * RSIZE + k + 0x9E3779B97F4A7C15ull;
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+	return (uint8_t)(x ^ (x >> 31));
 }
 
-static int make_dataset(const char *dir, const char *name, char *out, size_t len)
+static int make_dataset(const char *dir, const char *name, int noise, char *out, size_t len)
 {
 	char src[4096];
 	snprintf(src, sizeof(src), "%s/%s.bin", dir, name);
@@ -50,15 +57,17 @@ static int make_dataset(const char *dir, const char *name, char *out, size_t len
 		return -errno;
 	for (uint64_t i = 0; i < RECORDS; i++)
 		for (uint32_t k = 0; k < RSIZE; k++)
-			fputc(byte_of(i, k), f);
+			fputc(byte_of(i, k, noise), f);
 	fclose(f);
 	snprintf(out, len, "%s/%s", dir, name);
 	const char *srcs[] = {src};
 	struct quai_pack_opts o = {.size = sizeof(o),
 				   .kind = QUAI_RECORDS_FIXED,
 				   .fixed_size = RSIZE,
-				   .frame_size = 16384,
-				   .shard_size = 64 << 10,
+				   /* noise: frames of several blocks, so
+				    * that records straddle them */
+				   .frame_size = noise ? 140 << 10 : 16384,
+				   .shard_size = noise ? 1 << 20 : 64 << 10,
 				   .threads = 2};
 	char err[256];
 	int r = quai_pack(srcs, 1, out, &o, NULL, err, sizeof(err));
@@ -68,6 +77,8 @@ static int make_dataset(const char *dir, const char *name, char *out, size_t len
 }
 
 struct rank_arg {
+	const char *path;
+	int noise;
 	uint32_t rank, world;
 	uint8_t *seen;
 	int hold_and_close; /* close early, batches held */
@@ -86,7 +97,7 @@ static void *rank_main(void *p)
 				     .tail = QUAI_TAIL_KEEP};
 	quai_stream *s;
 	char err[256];
-	if (quai_stream_open(ctx, ds_path, &o, &s, err, sizeof(err)) < 0) {
+	if (quai_stream_open(ctx, a->path, &o, &s, err, sizeof(err)) < 0) {
 		fail(err);
 		return NULL;
 	}
@@ -97,7 +108,7 @@ static void *rank_main(void *p)
 		for (uint32_t i = 0; i < b.count; i++) {
 			const uint8_t *d = b.data + b.offsets[i];
 			for (uint32_t k = 0; k < RSIZE; k++)
-				if (d[k] != byte_of(b.ids[i], k)) {
+				if (d[k] != byte_of(b.ids[i], k, a->noise)) {
 					fail("a record's bytes are wrong");
 					break;
 				}
@@ -136,7 +147,7 @@ static void *corrupt_main(void *p)
 	while ((r = quai_next(s, &b)) > 0) {
 		for (uint32_t i = 0; i < b.count; i++)
 			for (uint32_t k = 0; k < RSIZE; k++)
-				if (b.data[b.offsets[i] + k] != byte_of(b.ids[i], k)) {
+				if (b.data[b.offsets[i] + k] != byte_of(b.ids[i], k, 0)) {
 					fail("corrupt bytes were handed out");
 					k = RSIZE;
 				}
@@ -157,8 +168,9 @@ int main(int argc, char **argv)
 	char dir[4096];
 	snprintf(dir, sizeof(dir), "%s/stress-XXXXXX", argv[1]);
 	mkdir(argv[1], 0755);
-	if (!mkdtemp(dir) || make_dataset(dir, "ok", ds_path, sizeof(ds_path)) < 0 ||
-	    make_dataset(dir, "bad", bad_path, sizeof(bad_path)) < 0)
+	if (!mkdtemp(dir) || make_dataset(dir, "ok", 0, ds_path, sizeof(ds_path)) < 0 ||
+	    make_dataset(dir, "noise", 1, noise_path, sizeof(noise_path)) < 0 ||
+	    make_dataset(dir, "bad", 0, bad_path, sizeof(bad_path)) < 0)
 		return 1;
 	/* One flipped byte in the bad dataset's first frame. */
 	char shard[4200];
@@ -182,15 +194,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ctx: %s\n", err);
 		return 1;
 	}
-	for (int round = 0; round < 3; round++) {
+	for (int round = 0; round < 4; round++) {
+		/* Odd rounds: the incompressible dataset. */
+		int noise = round % 2;
+		const char *path = noise ? noise_path : ds_path;
 		uint8_t *seen = calloc(RECORDS, 1);
 		struct rank_arg ra[4];
 		pthread_t th[6];
 		for (uint32_t r = 0; r < 4; r++) {
-			ra[r] = (struct rank_arg){.rank = r, .world = 4, .seen = seen};
+			ra[r] = (struct rank_arg){
+			    .path = path, .noise = noise, .rank = r, .world = 4, .seen = seen};
 			pthread_create(&th[r], NULL, rank_main, &ra[r]);
 		}
-		struct rank_arg early = {.rank = 0, .world = 1, .hold_and_close = 1};
+		struct rank_arg early = {
+		    .path = path, .noise = noise, .rank = 0, .world = 1, .hold_and_close = 1};
 		pthread_create(&th[4], NULL, rank_main, &early);
 		pthread_create(&th[5], NULL, corrupt_main, NULL);
 		for (int i = 0; i < 6; i++)
