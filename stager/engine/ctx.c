@@ -35,6 +35,26 @@ void qctx_submit_front(struct quai_ctx *ctx, struct qjob *job)
 	pthread_mutex_unlock(&ctx->mu);
 }
 
+int qctx_steal(struct quai_ctx *ctx, struct qjob *job)
+{
+	pthread_mutex_lock(&ctx->mu);
+	struct qjob *prev = NULL, *j = ctx->head;
+	while (j && j != job) {
+		prev = j;
+		j = j->next;
+	}
+	if (j) {
+		if (prev)
+			prev->next = j->next;
+		else
+			ctx->head = j->next;
+		if (ctx->tail == j)
+			ctx->tail = prev;
+	}
+	pthread_mutex_unlock(&ctx->mu);
+	return j != NULL;
+}
+
 static void *worker_main(void *arg)
 {
 	struct quai_ctx *ctx = arg;

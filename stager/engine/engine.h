@@ -43,6 +43,9 @@ struct quai_ctx {
 void qctx_submit(struct quai_ctx *ctx, struct qjob *job);
 /* Queues a job ahead of all others. Thread-safe. */
 void qctx_submit_front(struct quai_ctx *ctx, struct qjob *job);
+/* Takes a queued job back, for the caller to run itself: 1 when it was
+ * still queued (no worker will run it), 0 when a worker has it. */
+int qctx_steal(struct quai_ctx *ctx, struct qjob *job);
 
 /* A stream's batches, for quaid to size the slots it writes them into. */
 /* prefetch_batches when a stream's options leave it 0 (quai.h). */

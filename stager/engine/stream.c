@@ -1309,6 +1309,16 @@ int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel)
 		}
 		if (!t0)
 			t0 = now_ns();
+		/* The batch is ready to be assembled but no worker has begun:
+		 * rather than wait for one to finish the frame it decodes,
+		 * this thread, idle anyway, assembles it. */
+		if (slot->state == B_ASSEMBLING && slot->index == s->next_deliver &&
+		    qctx_steal(s->ctx, &slot->job)) {
+			pthread_mutex_unlock(&s->mu);
+			slot->job.run(&slot->job, NULL);
+			pthread_mutex_lock(&s->mu);
+			continue;
+		}
 		wait_ms(&s->cv, &s->mu, 20);
 		pump(s);
 	}
