@@ -494,16 +494,17 @@ int quai_reader_new(quai_dataset *ds, quai_reader **ret_reader)
 	r->ds = ds;
 	r->fd = -1;
 	r->cur_shard = -1;
-	r->dctx = ZSTD_createDCtx();
 	/* One byte more than needed so that empty frames still allocate. A
-	 * sensitive dataset's frames go into locked memory, or nowhere. */
-	int e1, e2 = 0;
+	 * sensitive dataset's frames go into locked memory, or nowhere; its
+	 * decompression context too. */
+	int e0, e1 = 0, e2 = 0;
 	r->sensitive = ds->m.classification == QUAI_CLASS_SENSITIVE;
-	r->cbuf = qsm_alloc((size_t)ds->max_frame_csize + 1, r->sensitive, &e1);
+	r->dctx = qsm_dctx_new(r->sensitive, &e0);
+	r->cbuf = r->dctx ? qsm_alloc((size_t)ds->max_frame_csize + 1, r->sensitive, &e1) : NULL;
 	if (r->cbuf)
 		r->rbuf = qsm_alloc((size_t)ds->max_frame_rsize + 1, r->sensitive, &e2);
 	if (!r->dctx || !r->cbuf || !r->rbuf) {
-		int e = e1 ? e1 : e2;
+		int e = e0 ? e0 : e1 ? e1 : e2;
 		quai_reader_free(r);
 		return e == -EAGAIN ? -QUAI_EPOLICY : -ENOMEM;
 	}
@@ -515,7 +516,7 @@ void quai_reader_free(quai_reader *r)
 {
 	if (!r)
 		return;
-	ZSTD_freeDCtx(r->dctx);
+	qsm_dctx_free(r->dctx, r->sensitive);
 	qsm_free(r->cbuf, (size_t)r->ds->max_frame_csize + 1, r->sensitive);
 	qsm_free(r->rbuf, (size_t)r->ds->max_frame_rsize + 1, r->sensitive);
 	if (r->fd >= 0)

@@ -302,14 +302,15 @@ static void check_group(struct verifier *v, const struct vf_group *g, ZSTD_DCtx 
 static void *worker_main(void *arg)
 {
 	struct verifier *v = arg;
-	ZSTD_DCtx *dctx = ZSTD_createDCtx();
 	size_t clen = v->max_c > group_bytes(v) ? v->max_c : group_bytes(v);
-	/* A sensitive dataset's bytes only in locked memory (secmem.h). */
-	int sens = v->m.classification == QUAI_CLASS_SENSITIVE, e1, e2 = 0;
-	uint8_t *cbuf = qsm_alloc(clen + 1, sens, &e1);
+	/* A sensitive dataset's bytes only in locked memory (secmem.h), the
+	 * decompression context's included. */
+	int sens = v->m.classification == QUAI_CLASS_SENSITIVE, e0, e1 = 0, e2 = 0;
+	ZSTD_DCtx *dctx = qsm_dctx_new(sens, &e0);
+	uint8_t *cbuf = dctx ? qsm_alloc(clen + 1, sens, &e1) : NULL;
 	uint8_t *rbuf = cbuf ? qsm_alloc((size_t)v->max_r + 1, sens, &e2) : NULL;
 	if (!dctx || !cbuf || !rbuf) {
-		int e = e1 ? e1 : e2;
+		int e = e0 ? e0 : e1 ? e1 : e2;
 		pthread_mutex_lock(&v->mu);
 		v->fatal = e == -EAGAIN ? -QUAI_EPOLICY : -ENOMEM;
 		pthread_mutex_unlock(&v->mu);
@@ -323,7 +324,7 @@ static void *worker_main(void *arg)
 			break;
 		check_group(v, &v->groups[gi], dctx, cbuf, rbuf);
 	}
-	ZSTD_freeDCtx(dctx);
+	qsm_dctx_free(dctx, sens);
 	qsm_free(cbuf, clen + 1, sens);
 	qsm_free(rbuf, (size_t)v->max_r + 1, sens);
 	pthread_mutex_lock(&v->mu);

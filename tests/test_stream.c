@@ -893,3 +893,54 @@ Test(stream, local_access_to_sensitive_data_asks_the_host)
 	cr_assert(access(out, F_OK) != 0);
 	quai_dataset_close(ds);
 }
+
+Test(stream, sensitive_data_needs_locked_decompression_contexts)
+{
+	/* Room in RLIMIT_MEMLOCK for the pool and not for the workers'
+	 * decompression contexts: the pool is locked, the contexts are not,
+	 * and a sensitive stream is refused saying so; others still run. */
+	char p[700];
+	pack_sensitive(p, sizeof(p));
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		if (tu_limit_mlock((4 << 20) + (32 << 10)) < 0)
+			_exit(3);
+		quai_ctx *c;
+		struct quai_ctx_opts co = {.size = sizeof(co),
+					   .pinned_bytes = 4 << 20,
+					   .workers = 2,
+					   .flags = QUAI_CTX_UNLOCKED_OK | QUAI_CTX_NO_HUGEPAGES,
+					   .gpu = QUAI_GPU_NONE};
+		char err[512];
+		if (quai_ctx_new(&co, &c, err, sizeof(err)) < 0)
+			_exit(4);
+		struct quai_ctx_info ci = {.size = sizeof(ci)};
+		quai_ctx_info(c, &ci);
+		if (!ci.locked)
+			_exit(5); /* the pool itself did not fit: nothing to test */
+		quai_stream *s;
+		int r = quai_stream_open(c, p, NULL, &s, err, sizeof(err));
+		int bad = !(r == -QUAI_EPOLICY && strstr(err, "decompression contexts"));
+		if (r == 0)
+			quai_stream_close(s);
+		struct quai_stream_opts o = {.size = sizeof(o), .tail = QUAI_TAIL_KEEP};
+		r = quai_stream_open(c, fixed_path, &o, &s, err, sizeof(err));
+		if (r == 0) {
+			struct quai_batch b;
+			while ((r = quai_next(s, &b)) > 0)
+				quai_release(s, &b);
+			quai_stream_close(s);
+		}
+		bad |= (r != 0) << 1;
+		quai_ctx_free(c);
+		_exit(bad ? 10 + bad : 0);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	cr_assert(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 3 || WEXITSTATUS(st) == 5)
+		cr_skip_test("cannot make a process whose memory lock fits the pool only (%d)",
+			     WEXITSTATUS(st));
+	cr_assert_eq(WEXITSTATUS(st), 0, "child status %d", WEXITSTATUS(st));
+}

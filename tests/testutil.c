@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -115,10 +116,14 @@ void tu_rmtree(const char *path)
 
 int tu_forbid_mlock(void)
 {
-	struct rlimit rl = {64 << 10, 64 << 10};
+	return tu_limit_mlock(64 << 10);
+}
+
+int tu_limit_mlock(size_t bytes)
+{
+	struct rlimit rl = {bytes, bytes};
 	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
 	struct __user_cap_data_struct data[2];
-	static char probe[128 << 10];
 
 	if (setrlimit(RLIMIT_MEMLOCK, &rl) || syscall(SYS_capget, &hdr, data))
 		return -1;
@@ -130,12 +135,17 @@ int tu_forbid_mlock(void)
 	}
 	if (syscall(SYS_capset, &hdr, data))
 		return -1;
-	/* The system call itself: ASan's mlock() is a no-op. */
-	if (syscall(SYS_mlock, probe, sizeof(probe)) == 0) {
-		syscall(SYS_munlock, probe, sizeof(probe));
+	/* More than the limit must not lock; the system call itself, as
+	 * ASan's mlock() is a no-op. */
+	size_t plen = bytes + (64 << 10);
+	void *probe = mmap(NULL, plen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (probe == MAP_FAILED)
 		return -1;
-	}
-	return 0;
+	int locked = syscall(SYS_mlock, probe, plen) == 0;
+	if (locked)
+		syscall(SYS_munlock, probe, plen);
+	munmap(probe, plen);
+	return locked ? -1 : 0;
 }
 
 static const char *munged_path(void)

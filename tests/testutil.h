@@ -34,6 +34,8 @@ void tu_rmtree(const char *path);
  * and drops CAP_IPC_LOCK (root keeps its other capabilities, so files stay
  * readable). For a forked child. Returns 0 when mlock is now limited. */
 int tu_forbid_mlock(void);
+/* The same with a limit of `bytes`. */
+int tu_limit_mlock(size_t bytes);
 /* Starts a private munged in the foreground: its key (new and random, so
  * two daemons never share one), output (dir/munged.out), log, pid and seed
  * files in `dir`; origin 127.0.0.1; its socket in a directory of its own

@@ -266,9 +266,10 @@ QUAI_API int quai_dataset_record_name(const quai_dataset *ds, uint64_t record,
 typedef struct quai_reader quai_reader;
 
 /* Returns 0 or -ENOMEM. The dataset must outlive the reader. A sensitive
- * dataset's reader keeps its frames in locked memory, out of core dumps,
- * zeroed when freed: -QUAI_EPOLICY when RLIMIT_MEMLOCK does not allow it
- * (about twice the dataset's largest frame). */
+ * dataset's reader keeps its frames, and its decompression context, in
+ * locked memory, out of core dumps, zeroed when freed: -QUAI_EPOLICY when
+ * RLIMIT_MEMLOCK does not allow it (about twice the dataset's largest
+ * frame, and 96 KiB). */
 QUAI_API int quai_reader_new(quai_dataset *ds, quai_reader **ret_reader);
 
 /* The host's decision before a program holds a local dataset's records

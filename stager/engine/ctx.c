@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "secmem.h"
 
 #define CTX_DEFAULT_POOL (512ull << 20)
 #define CTX_MAX_WORKERS 256u
@@ -59,11 +60,23 @@ static void *worker_main(void *arg)
 {
 	struct quai_ctx *ctx = arg;
 	/* Created here and not at context creation, so a worker's memory
-	 * comes from the node it runs on. */
-	ZSTD_DCtx *dctx = ZSTD_createDCtx();
+	 * comes from the node it runs on. With a locked pool, locked too:
+	 * its literals buffer holds bytes of the frame being decoded, and a
+	 * sensitive dataset's bytes live only in locked memory. */
+	int locked = ctx->pool_info.locked, e;
+	ZSTD_DCtx *dctx = qsm_dctx_new(locked, &e);
+	int unlocked = 0;
+	if (!dctx && locked) {
+		dctx = ZSTD_createDCtx();
+		unlocked = 1;
+	}
 	if (!dctx)
 		abort(); /* a few hundred KiB at start-up: nothing to recover */
 	pthread_mutex_lock(&ctx->mu);
+	ctx->dctx_ready++;
+	if (unlocked)
+		ctx->dctx_unlocked = 1;
+	pthread_cond_broadcast(&ctx->cv);
 	for (;;) {
 		while (!ctx->head && !ctx->stop)
 			pthread_cond_wait(&ctx->cv, &ctx->mu);
@@ -78,7 +91,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&ctx->mu);
 	}
 	pthread_mutex_unlock(&ctx->mu);
-	ZSTD_freeDCtx(dctx);
+	qsm_dctx_free(dctx, locked && !unlocked);
 	return NULL;
 }
 
@@ -149,6 +162,12 @@ int quai_ctx_new(const struct quai_ctx_opts *opts, quai_ctx **ret_ctx, char *err
 		}
 		ctx->nworkers++;
 	}
+	/* Every worker has its decompression context (and whether it is
+	 * locked is known) before any stream asks. */
+	pthread_mutex_lock(&ctx->mu);
+	while (ctx->dctx_ready < ctx->nworkers)
+		pthread_cond_wait(&ctx->cv, &ctx->mu);
+	pthread_mutex_unlock(&ctx->mu);
 	*ret_ctx = ctx;
 	return 0;
 fail:

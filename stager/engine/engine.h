@@ -33,10 +33,13 @@ struct quai_ctx {
 	int stop;
 	pthread_t *workers;
 	unsigned nworkers;
-	unsigned streams; /* open streams (atomic): quai_ctx_free's check, and
-			     read-ahead leaves room when several share the pool */
-	int served;	  /* quaid's: its streams are decided and audited by
-			     quaid, not as local accesses of the host */
+	unsigned streams;    /* open streams (atomic): quai_ctx_free's check, and
+				read-ahead leaves room when several share the pool */
+	int served;	     /* quaid's: its streams are decided and audited by
+				quaid, not as local accesses of the host */
+	unsigned dctx_ready; /* workers that have made their context */
+	int dctx_unlocked;   /* a locked pool's worker could not lock its
+				decompression context: no sensitive stream */
 };
 
 /* Queues a job; a worker runs it. Thread-safe. */

@@ -215,6 +215,15 @@ static int local_decision(const quai_ctx *ctx, const quai_dataset *ds, char *err
 			 m->name);
 		rule = "sovereign:memory";
 		r = -QUAI_EPOLICY;
+	} else if (m->classification == QUAI_CLASS_SENSITIVE && ctx->dctx_unlocked) {
+		qerr_set(err, err_len,
+			 "dataset %s is sensitive: its frames must be decoded in locked memory, "
+			 "but RLIMIT_MEMLOCK left no room for the workers' decompression "
+			 "contexts (about 96 KiB each) beside the pinned pool: raise it (e.g. "
+			 "ulimit -l) or make the pool that much smaller",
+			 m->name);
+		rule = "sovereign:memory";
+		r = -QUAI_EPOLICY;
 	} else if (m->classification == QUAI_CLASS_SENSITIVE && !ctx->served) {
 		r = qhc_zone_allows(m->name, m->zone, "read", err, err_len);
 		if (r < 0)
