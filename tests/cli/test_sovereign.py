@@ -519,6 +519,14 @@ def test_local_commands_keep_sensitive_data_in_its_zone_and_paths(site):
     assert read(os.path.join(sov, "c")) == read(os.path.join(sov, "u"))
     p = site.run("analyst", "cat", sens, env=env)
     assert p.returncode == 0 and p.stdout.encode() == read(os.path.join(sov, "u")), p.stderr
+    # A file whose path cannot be told (unlinked while open) is no
+    # sovereign path either.
+    gone = os.path.join(sov, "gone")
+    with open(gone, "w") as out:
+        os.unlink(gone)
+        refused(site.run("analyst", "cat", sens, env=env, stdout=out),
+                "whose path cannot be told")
+        assert os.fstat(out.fileno()).st_size == 0
 
     # verify and cat on a host of another zone: refused, even to a pipe.
     refused(site.run("analyst", "verify", "-q", sens, env=site.env(QUAI_CONF=elsewhere)),
@@ -548,6 +556,7 @@ def test_local_commands_keep_sensitive_data_in_its_zone_and_paths(site):
         ("cat", "sens", "sensitive", "refused", "sovereign:paths"),
         ("cat", "sens", "sensitive", "granted", "local"),
         ("cat", "sens", "sensitive", "granted", "local"),
+        ("cat", "sens", "sensitive", "refused", "sovereign:paths"),
         ("verify", "sens", "sensitive", "refused", "sovereign:zone"),
         ("cat", "sens", "sensitive", "refused", "sovereign:zone"),
         ("pack", "p", "sensitive", "refused", "sovereign:paths"),
