@@ -413,6 +413,10 @@ uint32_t qds_stored_segments(const void *frame, uint64_t c, uint64_t r, struct q
 
 uint32_t qds_stored_blocks_hint(const struct qix_frame *f)
 {
+	/* Raw blocks add their headers: a stored frame is larger than its
+	 * raw bytes. */
+	if (f->c_size <= f->r_size)
+		return 0;
 	return (uint32_t)(f->r_size / ZBLOCK_MAX) + 2;
 }
 
@@ -423,8 +427,9 @@ int qds_decode_frame_map(ZSTD_DCtx *dctx, const struct qix_frame *f, const void 
 	if (XXH3_64bits(src, f->c_size) != f->c_xxh3)
 		return -QUAI_ECORRUPT;
 	uint64_t checksum_at = 0;
-	uint32_t n =
-	    cap ? qds_stored_segments(src, f->c_size, f->r_size, segs, cap, &checksum_at) : 0;
+	uint32_t n = cap && qds_stored_blocks_hint(f)
+			 ? qds_stored_segments(src, f->c_size, f->r_size, segs, cap, &checksum_at)
+			 : 0;
 	if (n == 0)
 		return decode_checked(dctx, f, src, dst);
 	/* The state is heap-allocated: its layout is libxxhash's own. */

@@ -91,7 +91,9 @@ uint32_t qds_stored_segments(const void *frame, uint64_t c, uint64_t r, struct q
 			     uint32_t cap, uint64_t *ret_checksum_at);
 
 /* The number of blocks a stored frame of f->r_size raw bytes has when its
- * blocks are full (Zstandard's largest, 128 KiB), plus one: a good `cap`. */
+ * blocks are full (Zstandard's largest, 128 KiB), plus one: a good `cap`;
+ * 0 when the frame cannot be stored raw (it is no larger than its raw
+ * bytes), which qds_decode_frame_map() then decodes without looking. */
 uint32_t qds_stored_blocks_hint(const struct qix_frame *f);
 
 /* quai_pack() and quai_unpack() without the host's decision on sensitive

@@ -67,9 +67,10 @@ struct qs_frame {
 	size_t raw_len;
 	/* A frame stored raw (incompressible data) is not copied out: its
 	 * records are read from cblock, through these pieces, and raw is
-	 * given back once it is checked. */
+	 * given back once it is checked. The table of pieces lives in cblock
+	 * too, at seg_off, after the bytes read (frame_layout()). */
 	struct qds_seg *segs;
-	uint32_t nsegs;
+	uint32_t nsegs, seg_off;
 };
 
 /* One record of a batch being assembled, found once when the batch is
@@ -461,7 +462,6 @@ static void free_frames(struct quai_stream *s)
 			s->frame_bytes -= f->cblock_len;
 			f->cblock = NULL;
 		}
-		free(f->segs);
 		f->segs = NULL;
 		f->nsegs = 0;
 		f->state = F_FREED;
@@ -521,19 +521,12 @@ static void decode_run(struct qjob *job, ZSTD_DCtx *dctx)
 	const uint8_t *src = f->cblock + f->cdelta;
 	/* A frame larger than its raw bytes is most likely stored raw: then
 	 * its records are assembled straight from the read, saving a copy. */
-	struct qds_seg *segs = NULL;
-	uint32_t nsegs = 0, cap = 0;
-	if (f->fx->c_size > f->fx->r_size) {
-		cap = qds_stored_blocks_hint(f->fx);
-		segs = malloc(cap * sizeof(*segs));
-	}
-	int r = segs ? qds_decode_frame_map(dctx, f->fx, src, f->raw, segs, cap, &nsegs)
-		     : qds_decode_frame(dctx, f->fx, src, f->raw);
-	if (r < 0 || !nsegs) {
-		free(segs);
-		segs = NULL;
+	struct qds_seg *segs = (struct qds_seg *)(void *)(f->cblock + f->seg_off);
+	uint32_t nsegs = 0;
+	int r = qds_decode_frame_map(dctx, f->fx, src, f->raw, segs, qds_stored_blocks_hint(f->fx),
+				     &nsegs);
+	if (r < 0)
 		nsegs = 0;
-	}
 
 	pthread_mutex_lock(&s->mu);
 	if (nsegs) {
@@ -586,17 +579,31 @@ static int reg_index(const struct quai_stream *s, const void *p, size_t len)
 	return (int)(off / QS_REG_CHUNK);
 }
 
+/* Where frame f is read from (start, end: aligned for O_DIRECT shards) and
+ * the pool blocks it takes: clen for the read, and after it, for a frame
+ * that may be stored raw, the table of its pieces; rlen for its raw bytes.
+ * The one place both reading and the working-set estimate take it from. */
+static void frame_layout(const struct quai_stream *s, const struct qs_frame *f, uint64_t *start,
+			 uint64_t *end, size_t *clen, size_t *rlen)
+{
+	*start = f->fx->c_offset;
+	*end = *start + f->fx->c_size;
+	if (s->direct[f->shard]) {
+		*start = *start / QS_ALIGN * QS_ALIGN;
+		*end = align_up(*end, QS_ALIGN);
+	}
+	uint64_t segs = (uint64_t)qds_stored_blocks_hint(f->fx) * sizeof(struct qds_seg);
+	*clen = (size_t)align_up(align_up(*end - *start, 8) + segs, QPOOL_ALIGN);
+	*rlen = (size_t)align_up(f->fx->r_size ? f->fx->r_size : 1, QPOOL_ALIGN);
+}
+
 /* Claims memory for frame i and queues its read. Under s->mu; returns 0
  * when queued, 1 when it must wait (memory), <0 on error. */
 static int start_read(struct quai_stream *s, struct qs_frame *f)
 {
-	uint64_t start = f->fx->c_offset, end = start + f->fx->c_size;
-	if (s->direct[f->shard]) {
-		start = start / QS_ALIGN * QS_ALIGN;
-		end = align_up(end, QS_ALIGN);
-	}
-	size_t clen = (size_t)align_up(end - start, QPOOL_ALIGN);
-	size_t rlen = (size_t)align_up(f->fx->r_size ? f->fx->r_size : 1, QPOOL_ALIGN);
+	uint64_t start, end;
+	size_t clen, rlen;
+	frame_layout(s, f, &start, &end, &clen, &rlen);
 	if (s->frame_bytes + clen + rlen > s->budget - s->reserve && s->frame_bytes > 0)
 		return 1;
 	/* Reading beyond what the stream strictly needs is opportunistic: it
@@ -619,6 +626,7 @@ static int start_read(struct quai_stream *s, struct qs_frame *f)
 	f->cblock = c;
 	f->cblock_len = clen;
 	f->cdelta = (uint32_t)(f->fx->c_offset - start);
+	f->seg_off = (uint32_t)align_up(end - start, 8);
 	f->raw = r;
 	f->raw_len = rlen;
 	s->frame_bytes += clen + rlen;
@@ -885,13 +893,10 @@ static uint64_t frames_working_set(const struct quai_stream *s, uint64_t span, u
 		return UINT64_MAX;
 	for (uint64_t i = 0; i < nf; i++) {
 		const struct qs_frame *f = &s->frames[i];
-		int direct = s->direct[f->shard];
-		uint64_t start = direct ? f->fx->c_offset / QS_ALIGN * QS_ALIGN : f->fx->c_offset;
-		uint64_t end = f->fx->c_offset + f->fx->c_size;
-		if (direct)
-			end = align_up(end, QS_ALIGN);
-		int64_t mem = (int64_t)(align_up(end - start, QPOOL_ALIGN) +
-					align_up(f->fx->r_size ? f->fx->r_size : 1, QPOOL_ALIGN));
+		uint64_t start, end;
+		size_t clen, rlen;
+		frame_layout(s, f, &start, &end, &clen, &rlen);
+		int64_t mem = (int64_t)(clen + rlen);
 		uint64_t from = f->first_use > span ? f->first_use - span : 0;
 		ev[2 * i] = (struct ws_event){from, mem};
 		ev[2 * i + 1] = (struct ws_event){f->last_use + 1, -mem};
@@ -1475,7 +1480,6 @@ void quai_stream_close(quai_stream *s)
 			give_back(s, f->cblock, f->cblock_len);
 		if (f->raw)
 			give_back(s, f->raw, f->raw_len);
-		free(f->segs);
 	}
 	for (uint32_t i = 0; s->slots && i < s->nslots; i++) {
 		if (s->slots[i].block)
