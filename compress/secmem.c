@@ -15,24 +15,25 @@
 void *qsm_alloc(size_t len, int sensitive, int *err)
 {
 	*err = 0;
+	if (!len)
+		len = 1; /* a buffer for an empty frame still exists */
 	if (!sensitive) {
-		void *p = malloc(len ? len : 1);
+		void *p = malloc(len);
 		if (!p)
 			*err = -ENOMEM;
 		return p;
 	}
-	void *p =
-	    mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED) {
 		*err = -ENOMEM;
 		return NULL;
 	}
-	madvise(p, len ? len : 1, MADV_DONTDUMP);
-	madvise(p, len ? len : 1, MADV_DONTFORK);
+	madvise(p, len, MADV_DONTDUMP);
+	madvise(p, len, MADV_DONTFORK);
 	/* The system call itself: AddressSanitizer's mlock() does nothing. */
-	if (syscall(SYS_mlock, p, len ? len : 1) < 0) {
+	if (syscall(SYS_mlock, p, len) < 0) {
 		*err = -EAGAIN; /* whatever mlock said: RLIMIT_MEMLOCK, mostly */
-		munmap(p, len ? len : 1);
+		munmap(p, len);
 		return NULL;
 	}
 	return p;
@@ -46,9 +47,11 @@ void qsm_free(void *p, size_t len, int sensitive)
 		free(p);
 		return;
 	}
-	explicit_bzero(p, len ? len : 1);
-	syscall(SYS_munlock, p, len ? len : 1);
-	munmap(p, len ? len : 1);
+	if (!len)
+		len = 1; /* as qsm_alloc() */
+	explicit_bzero(p, len);
+	syscall(SYS_munlock, p, len);
+	munmap(p, len);
 }
 
 ZSTD_DCtx *qsm_dctx_new(int sensitive, int *err)

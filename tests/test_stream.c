@@ -631,44 +631,59 @@ Test(stream, sensitive_batches_are_wiped_on_release)
 	quai_stream_close(s);
 }
 
+/* Runs fn(dataset) in a forked child and checks what it returned: 0 passes;
+ * TU_CHILD_SKIP skips with `skip` (the machine cannot set the test up);
+ * anything else fails. For tests that change the process's limits. */
+#define TU_CHILD_SKIP 3
+static void in_child(int (*fn)(const char *), const char *p, const char *skip)
+{
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(fn(p));
+	int st;
+	waitpid(pid, &st, 0);
+	cr_assert(WIFEXITED(st));
+	if (WEXITSTATUS(st) == TU_CHILD_SKIP)
+		cr_skip_test("%s", skip);
+	cr_assert_eq(WEXITSTATUS(st), 0, "child status %d", WEXITSTATUS(st));
+}
+
+/* A process that may not lock memory (but still reads the dataset,
+ * whoever owns the scratch directory). */
+static int unlocked_pool_child(const char *p)
+{
+	if (tu_forbid_mlock() < 0)
+		return TU_CHILD_SKIP;
+	quai_ctx *c;
+	struct quai_ctx_opts co = {.size = sizeof(co),
+				   .pinned_bytes = 16 << 20,
+				   .workers = 1,
+				   .flags = QUAI_CTX_UNLOCKED_OK,
+				   .gpu = QUAI_GPU_NONE};
+	char err[512];
+	if (quai_ctx_new(&co, &c, err, sizeof(err)) < 0)
+		return 4;
+	struct quai_ctx_info ci = {.size = sizeof(ci)};
+	quai_ctx_info(c, &ci);
+	if (ci.locked) {
+		quai_ctx_free(c);
+		return TU_CHILD_SKIP; /* could lock after all: nothing to test */
+	}
+	quai_stream *s;
+	int r = quai_stream_open(c, p, NULL, &s, err, sizeof(err));
+	int ok = r == -QUAI_EPOLICY && strstr(err, "sensitive") && strstr(err, "locked");
+	if (r == 0)
+		quai_stream_close(s);
+	quai_ctx_free(c);
+	return ok ? 0 : 1;
+}
+
 Test(stream, sensitive_data_refuses_an_unlocked_pool)
 {
 	char p[700];
 	pack_sensitive(p, sizeof(p));
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		/* A process that may not lock memory (but still reads the
-		 * dataset, whoever owns the scratch directory). */
-		if (tu_forbid_mlock() < 0)
-			_exit(3);
-		quai_ctx *c;
-		struct quai_ctx_opts co = {.size = sizeof(co),
-					   .pinned_bytes = 16 << 20,
-					   .workers = 1,
-					   .flags = QUAI_CTX_UNLOCKED_OK,
-					   .gpu = QUAI_GPU_NONE};
-		char err[512];
-		if (quai_ctx_new(&co, &c, err, sizeof(err)) < 0)
-			_exit(4);
-		struct quai_ctx_info ci = {.size = sizeof(ci)};
-		quai_ctx_info(c, &ci);
-		if (ci.locked)
-			_exit(5); /* could lock after all: nothing to test */
-		quai_stream *s;
-		int r = quai_stream_open(c, p, NULL, &s, err, sizeof(err));
-		int ok = r == -QUAI_EPOLICY && strstr(err, "sensitive") && strstr(err, "locked");
-		if (r == 0)
-			quai_stream_close(s);
-		quai_ctx_free(c);
-		_exit(ok ? 0 : 1);
-	}
-	int st;
-	waitpid(pid, &st, 0);
-	cr_assert(WIFEXITED(st));
-	if (WEXITSTATUS(st) == 3 || WEXITSTATUS(st) == 5)
-		cr_skip_test("cannot make a process that may not lock memory here");
-	cr_assert_eq(WEXITSTATUS(st), 0, "child status %d", WEXITSTATUS(st));
+	in_child(unlocked_pool_child, p, "cannot make a process that may not lock memory here");
 }
 
 Test(stream, bad_resume_states_are_refused)
@@ -800,43 +815,38 @@ Test(stream, corrupt_stored_frame_is_never_delivered)
 	quai_stream_close(s);
 }
 
+/* Outside the pool, a sensitive dataset's bytes are read only into locked
+ * buffers (compress/secmem.h): where memory cannot be locked, readers and
+ * quai_verify() refuse; other datasets are unaffected. */
+static int locked_readers_child(const char *p)
+{
+	struct rlimit none = {0, 0};
+	if (tu_forbid_mlock() < 0 || setrlimit(RLIMIT_MEMLOCK, &none) < 0)
+		return TU_CHILD_SKIP;
+	quai_dataset *ds, *plain;
+	quai_reader *rd;
+	if (quai_dataset_open(p, &ds, NULL, 0) < 0 ||
+	    quai_dataset_open(fixed_path, &plain, NULL, 0) < 0)
+		return 4;
+	int bad = 0;
+	bad |= quai_reader_new(ds, &rd) != -QUAI_EPOLICY;
+	if (quai_reader_new(plain, &rd) == 0)
+		quai_reader_free(rd);
+	else
+		bad |= 2;
+	struct quai_verify_opts vo = {.size = sizeof(vo), .threads = 1};
+	bad |= (quai_verify(p, &vo, NULL) != -QUAI_EPOLICY) << 2;
+	bad |= (quai_verify(fixed_path, &vo, NULL) != 0) << 3;
+	quai_dataset_close(ds);
+	quai_dataset_close(plain);
+	return bad ? 10 + bad : 0;
+}
+
 Test(stream, sensitive_readers_and_verify_need_locked_memory)
 {
-	/* Outside the pool, a sensitive dataset's bytes are read only into
-	 * locked buffers (compress/secmem.h): where memory cannot be locked,
-	 * readers and quai_verify() refuse; other datasets are unaffected. */
 	char p[700];
 	pack_sensitive(p, sizeof(p));
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		struct rlimit none = {0, 0};
-		if (tu_forbid_mlock() < 0 || setrlimit(RLIMIT_MEMLOCK, &none) < 0)
-			_exit(3);
-		quai_dataset *ds, *plain;
-		quai_reader *rd;
-		if (quai_dataset_open(p, &ds, NULL, 0) < 0 ||
-		    quai_dataset_open(fixed_path, &plain, NULL, 0) < 0)
-			_exit(4);
-		int bad = 0;
-		bad |= quai_reader_new(ds, &rd) != -QUAI_EPOLICY;
-		if (quai_reader_new(plain, &rd) == 0)
-			quai_reader_free(rd);
-		else
-			bad |= 2;
-		struct quai_verify_opts vo = {.size = sizeof(vo), .threads = 1};
-		bad |= (quai_verify(p, &vo, NULL) != -QUAI_EPOLICY) << 2;
-		bad |= (quai_verify(fixed_path, &vo, NULL) != 0) << 3;
-		quai_dataset_close(ds);
-		quai_dataset_close(plain);
-		_exit(bad ? 10 + bad : 0);
-	}
-	int st;
-	waitpid(pid, &st, 0);
-	cr_assert(WIFEXITED(st));
-	if (WEXITSTATUS(st) == 3)
-		cr_skip_test("cannot make a process that may not lock memory here");
-	cr_assert_eq(WEXITSTATUS(st), 0, "child status %d", WEXITSTATUS(st));
+	in_child(locked_readers_child, p, "cannot make a process that may not lock memory here");
 	/* Where it can, the same reads work. */
 	quai_dataset *ds;
 	quai_reader *rd;
@@ -894,53 +904,50 @@ Test(stream, local_access_to_sensitive_data_asks_the_host)
 	quai_dataset_close(ds);
 }
 
+/* Room in RLIMIT_MEMLOCK for the pool and not for the workers'
+ * decompression contexts: the pool is locked, the contexts are not, and a
+ * sensitive stream is refused saying so; others still run. */
+static int locked_contexts_child(const char *p)
+{
+	if (tu_limit_mlock((4 << 20) + (32 << 10)) < 0)
+		return TU_CHILD_SKIP;
+	quai_ctx *c;
+	struct quai_ctx_opts co = {.size = sizeof(co),
+				   .pinned_bytes = 4 << 20,
+				   .workers = 2,
+				   .flags = QUAI_CTX_UNLOCKED_OK | QUAI_CTX_NO_HUGEPAGES,
+				   .gpu = QUAI_GPU_NONE};
+	char err[512];
+	if (quai_ctx_new(&co, &c, err, sizeof(err)) < 0)
+		return 4;
+	struct quai_ctx_info ci = {.size = sizeof(ci)};
+	quai_ctx_info(c, &ci);
+	if (!ci.locked) {
+		quai_ctx_free(c);
+		return TU_CHILD_SKIP; /* the pool itself did not fit */
+	}
+	quai_stream *s;
+	int r = quai_stream_open(c, p, NULL, &s, err, sizeof(err));
+	int bad = !(r == -QUAI_EPOLICY && strstr(err, "decompression contexts"));
+	if (r == 0)
+		quai_stream_close(s);
+	struct quai_stream_opts o = {.size = sizeof(o), .tail = QUAI_TAIL_KEEP};
+	r = quai_stream_open(c, fixed_path, &o, &s, err, sizeof(err));
+	if (r == 0) {
+		struct quai_batch b;
+		while ((r = quai_next(s, &b)) > 0)
+			quai_release(s, &b);
+		quai_stream_close(s);
+	}
+	bad |= (r != 0) << 1;
+	quai_ctx_free(c);
+	return bad ? 10 + bad : 0;
+}
+
 Test(stream, sensitive_data_needs_locked_decompression_contexts)
 {
-	/* Room in RLIMIT_MEMLOCK for the pool and not for the workers'
-	 * decompression contexts: the pool is locked, the contexts are not,
-	 * and a sensitive stream is refused saying so; others still run. */
 	char p[700];
 	pack_sensitive(p, sizeof(p));
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		if (tu_limit_mlock((4 << 20) + (32 << 10)) < 0)
-			_exit(3);
-		quai_ctx *c;
-		struct quai_ctx_opts co = {.size = sizeof(co),
-					   .pinned_bytes = 4 << 20,
-					   .workers = 2,
-					   .flags = QUAI_CTX_UNLOCKED_OK | QUAI_CTX_NO_HUGEPAGES,
-					   .gpu = QUAI_GPU_NONE};
-		char err[512];
-		if (quai_ctx_new(&co, &c, err, sizeof(err)) < 0)
-			_exit(4);
-		struct quai_ctx_info ci = {.size = sizeof(ci)};
-		quai_ctx_info(c, &ci);
-		if (!ci.locked)
-			_exit(5); /* the pool itself did not fit: nothing to test */
-		quai_stream *s;
-		int r = quai_stream_open(c, p, NULL, &s, err, sizeof(err));
-		int bad = !(r == -QUAI_EPOLICY && strstr(err, "decompression contexts"));
-		if (r == 0)
-			quai_stream_close(s);
-		struct quai_stream_opts o = {.size = sizeof(o), .tail = QUAI_TAIL_KEEP};
-		r = quai_stream_open(c, fixed_path, &o, &s, err, sizeof(err));
-		if (r == 0) {
-			struct quai_batch b;
-			while ((r = quai_next(s, &b)) > 0)
-				quai_release(s, &b);
-			quai_stream_close(s);
-		}
-		bad |= (r != 0) << 1;
-		quai_ctx_free(c);
-		_exit(bad ? 10 + bad : 0);
-	}
-	int st;
-	waitpid(pid, &st, 0);
-	cr_assert(WIFEXITED(st));
-	if (WEXITSTATUS(st) == 3 || WEXITSTATUS(st) == 5)
-		cr_skip_test("cannot make a process whose memory lock fits the pool only (%d)",
-			     WEXITSTATUS(st));
-	cr_assert_eq(WEXITSTATUS(st), 0, "child status %d", WEXITSTATUS(st));
+	in_child(locked_contexts_child, p,
+		 "cannot make a process whose memory lock fits the pool only");
 }
