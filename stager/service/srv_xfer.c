@@ -182,6 +182,19 @@ static int stopping_locked(struct sxfer *x)
 	return x->closing || x->se->dead || x->se->srv->stopping;
 }
 
+/* The provider refused an RMA for now (-EAGAIN: its queue is full): waits
+ * a little for the fabric to make progress, so that the caller tries
+ * again; 1 instead, at once, when the transfer is stopping. */
+static int busy_wait(struct qsrv *srv, struct sxfer *x)
+{
+	pthread_mutex_lock(&srv->mu);
+	int stop = stopping_locked(x);
+	pthread_mutex_unlock(&srv->mu);
+	if (!stop)
+		qf_wait_progress(srv->ep, 100);
+	return stop;
+}
+
 /* A pool block for a chunk: at most max_inflight per transfer, and, when
  * the pool is full, waiting a while for other streams and transfers to
  * give blocks back. Returns 0, -ENOBUFS or -ECANCELED. */
@@ -624,17 +637,10 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 	pthread_mutex_lock(&srv->mu);
 	x->rma++;
 	pthread_mutex_unlock(&srv->mu);
-	for (;;) {
-		r = qf_write(srv->ep, se->peer, &iov, 1, raddr, x->rkey, data, &c->op);
-		if (r != -EAGAIN)
-			break;
-		pthread_mutex_lock(&srv->mu);
-		int stop = stopping_locked(x);
-		pthread_mutex_unlock(&srv->mu);
-		if (stop)
-			break;
-		qf_wait_progress(srv->ep, 100);
-	}
+	while ((r = qf_write(srv->ep, se->peer, &iov, 1, raddr, x->rkey, data, &c->op)) ==
+		   -EAGAIN &&
+	       !busy_wait(srv, x))
+		;
 	if (r < 0) {
 		pthread_mutex_lock(&srv->mu);
 		x->rma--;
@@ -1143,18 +1149,10 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 				  pt->file, x->name);
 		goto out;
 	}
-	for (;;) {
-		r = qf_read(srv->ep, se->peer, buf, pt->len, srv->pool_mr, pt->addr, pt->key,
-			    &c->op);
-		if (r != -EAGAIN)
-			break;
-		pthread_mutex_lock(&srv->mu);
-		int stop = stopping_locked(x);
-		pthread_mutex_unlock(&srv->mu);
-		if (stop)
-			break;
-		qf_wait_progress(srv->ep, 100);
-	}
+	while ((r = qf_read(srv->ep, se->peer, buf, pt->len, srv->pool_mr, pt->addr, pt->key,
+			    &c->op)) == -EAGAIN &&
+	       !busy_wait(srv, x))
+		;
 	if (r < 0) {
 		pthread_mutex_lock(&srv->mu);
 		x->rma--;
