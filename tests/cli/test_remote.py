@@ -99,6 +99,21 @@ def test_stage_remote_verified(client, served, name, args):
     assert b"order and bytes verified" in p.stdout
 
 
+def test_stream_budget_that_holds_only_the_clients_depth(client, served):
+    """quaid assembles a remote stream twice as far ahead as the client
+    holds, but falls back to the client's own depth when the stream's budget
+    cannot hold twice: a budget that fits prefetch 4 and not 8 still
+    streams."""
+    local = os.path.join(served.roots, "lines")
+    p = client.ok("stage", "--json", "--pinned", "64M", "--prefetch", "4", local)
+    ws = json.loads(p.stdout)["working_set"]
+    budget = str(ws)
+    p = client.run("stage", "--pinned", "64M", "--prefetch", "8", "--budget", budget, local)
+    assert p.returncode != 0 and b"budget" in p.stderr, p.stderr  # 8 ahead do not fit
+    p = client.ok("stage", "--verify-order", "--reference", local, "--pinned", "64M",
+                  "--prefetch", "4", "--budget", budget, served.uri("lines"))
+    assert b"order and bytes verified" in p.stdout
+
 def test_verify_order_of_remote_needs_reference(client, served):
     p = client.run("stage", "--verify-order", served.uri("lines"))
     assert p.returncode == 2 and b"--reference" in p.stderr
