@@ -48,6 +48,13 @@
 #define QS_STATE_LEN 64u
 #define QS_DEFAULT_BATCH 256u
 #define QS_DEFAULT_WINDOW 2u
+/* Reads queued per submission. A buffered read of cached data completes
+ * inside the submitting call, copying as it goes: queueing the whole depth
+ * at once would copy that many frames before the first of them reached a
+ * worker. In small groups, each group's frames go to the workers while the
+ * next group is copied; reads that go to the device (O_DIRECT, a cold
+ * cache) return at once, and the queue still fills to its depth. */
+#define QS_SUBMIT_GROUP 4u
 
 enum { F_IDLE, F_READING, F_DECODING, F_READY, F_BAD, F_FREED };
 enum { B_FREE, B_ASSEMBLING, B_READY, B_HELD };
@@ -688,9 +695,13 @@ static void *reader_main(void *arg)
 
 	pthread_mutex_lock(&s->mu);
 	while (!s->closing) {
-		int queued = 0;
+		int queued = 0, more = 0;
 		while (!s->err && s->inflight < qd && s->next_read < s->nframes) {
 			struct qs_frame *f = &s->frames[s->next_read];
+			if (queued == (int)QS_SUBMIT_GROUP) {
+				more = 1;
+				break;
+			}
 			if (f->first_use >= lookahead(s))
 				break;
 			int r = start_read(s, f);
@@ -711,10 +722,17 @@ static void *reader_main(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&s->mu);
-		int r = queued ? io_uring_submit_and_wait(&s->ring, 1) : 0;
 		struct io_uring_cqe *cqe;
-		if (r >= 0 || r == -EINTR)
-			r = io_uring_wait_cqe(&s->ring, &cqe);
+		int r;
+		if (more) {
+			/* More to queue: hand these over, take what has
+			 * finished, and come back for the next group. */
+			r = io_uring_submit(&s->ring);
+		} else {
+			r = queued ? io_uring_submit_and_wait(&s->ring, 1) : 0;
+			if (r >= 0 || r == -EINTR)
+				r = io_uring_wait_cqe(&s->ring, &cqe);
+		}
 		if (r < 0 && r != -EINTR) {
 			pthread_mutex_lock(&s->mu);
 			fail_locked(s, r, "io_uring: %s", strerror(-r));
