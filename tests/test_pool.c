@@ -660,6 +660,44 @@ Test(pool, smaps_locked_when_allowed)
 	qpool_free(p);
 }
 
+/* A lazy pool is locked, but no page is touched until it is written: then
+ * exactly those pages come in, locked. */
+Test(pool, lazy_pool_is_locked_as_it_is_touched)
+{
+	struct rlimit rl;
+	struct qpool_opts o = {
+	    .bytes = 16 * MiB, .huge = QPOOL_HUGE_OFF, .lock = QPOOL_LOCK_REQUIRED, .lazy = 1};
+	struct qpool *p = NULL;
+	char err[1024] = "";
+	int r;
+
+	cr_assert_eq(getrlimit(RLIMIT_MEMLOCK, &rl), 0);
+	r = qpool_new(&o, &p, err, sizeof(err));
+	if (r == -EPERM || r == -ENOMEM)
+		cr_skip_test("RLIMIT_MEMLOCK %llu is too small for a 16 MiB pool here: %s",
+			     (unsigned long long)rl.rlim_cur, err);
+	cr_assert_eq(r, 0, "%d %s", r, err);
+	struct qpool_info in = info_of(p);
+	cr_expect_eq(in.locked, 1);
+	struct vma v = smaps_find(in.base);
+	cr_assert(v.found);
+	cr_expect(has_flag(&v, "lo"), "locked: VmFlags:%s", v.flags);
+	cr_expect(has_flag(&v, "dd") && has_flag(&v, "dc"), "VmFlags:%s", v.flags);
+	cr_expect_lt(v.rss_kib * 1024, 1 * MiB, "untouched, yet Rss %" PRIu64 " kB", v.rss_kib);
+
+	unsigned char *b = alloc_ok(p, 4 * MiB);
+	memset(b, 0x5a, 4 * MiB);
+	v = smaps_find(in.base);
+	cr_expect_geq(v.rss_kib * 1024, 4 * MiB, "Rss %" PRIu64 " kB", v.rss_kib);
+	cr_expect_lt(v.rss_kib * 1024, 6 * MiB, "only what was touched: Rss %" PRIu64 " kB",
+		     v.rss_kib);
+	cr_expect_eq(v.locked_kib, v.rss_kib,
+		     "every page touched is locked: Locked %" PRIu64 " kB, Rss %" PRIu64 " kB",
+		     v.locked_kib, v.rss_kib);
+	qpool_release(p, b);
+	qpool_free(p);
+}
+
 /* ------------------------------------------------------------------------
  * Wiping
  * ------------------------------------------------------------------------ */

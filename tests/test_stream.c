@@ -147,6 +147,32 @@ Test(stream, dataset_order_without_shuffle)
 	free(order);
 }
 
+/* QUAI_CTX_LAZY_POOL: the pool's pages come in as the stream first uses
+ * them, and the stream delivers the same as on a pool touched up front. */
+Test(stream, lazy_pool_context_streams_the_same)
+{
+	quai_ctx *eager = ctx;
+	make_ctx(64 << 20, QUAI_CTX_LAZY_POOL);
+	quai_ctx *lazy = ctx;
+	struct quai_stream_opts o = {
+	    .size = sizeof(o), .seed = 11, .batch_records = 9, .tail = QUAI_TAIL_KEEP};
+	uint64_t *got[2], n[2] = {0, 0};
+	quai_ctx *on[2] = {eager, lazy};
+	for (int k = 0; k < 2; k++) {
+		ctx = on[k];
+		got[k] = malloc(nrec * sizeof(uint64_t));
+		quai_stream *s = open_stream(ds_path, &o);
+		cr_assert_eq(drain(s, ds_path, NULL, UINT64_MAX, got[k], &n[k]), nrec);
+		quai_stream_close(s);
+	}
+	cr_assert_eq(n[0], n[1]);
+	cr_assert(memcmp(got[0], got[1], nrec * sizeof(uint64_t)) == 0, "same order");
+	free(got[0]);
+	free(got[1]);
+	quai_ctx_free(lazy);
+	ctx = eager;
+}
+
 Test(stream, shuffled_epoch_covers_every_record_once)
 {
 	struct quai_stream_opts o = {

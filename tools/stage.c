@@ -431,6 +431,10 @@ int cmd_stage(int argc, char **argv)
 	char err[512];
 	quai_ctx *ctx;
 	cli_catch_signals();
+	/* A remote stream's batches land in a small ring of the pool: the
+	 * rest need not be touched. */
+	if (strncmp(uri, "quai://", 7) == 0)
+		o.ctx.flags |= QUAI_CTX_LAZY_POOL;
 	r = quai_ctx_new(&o.ctx, &ctx, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "quai stage: %s\n", err[0] ? err : quai_strerror(r));

@@ -412,6 +412,17 @@ enum quai_gpu {
 #define QUAI_CTX_NO_DIRECT 0x2u	   /* buffered reads even where O_DIRECT works */
 #define QUAI_CTX_SQPOLL 0x4u	   /* io_uring kernel submission polling */
 #define QUAI_CTX_UNLOCKED_OK 0x8u  /* go on if the pool cannot be mlocked */
+/* Lock the pool's pages as they are first touched, and touch none when the
+ * context is made (mlock2 MLOCK_ONFAULT). By default every page is
+ * faulted in up front, so that no batch pays for it: the kernel zeroes the
+ * whole pool, and on a VM the host may have to back each page again. For
+ * remote streams, whose batches land in a ring of a few MiB of the pool,
+ * that is spent on pages never used: `quai stage` sets this for quai://
+ * URIs. The
+ * pool is as locked either way (never swapped; RLIMIT_MEMLOCK counts all
+ * of it at creation). An embedded stream registers the whole pool with
+ * io_uring when it opens, which touches every page then. */
+#define QUAI_CTX_LAZY_POOL 0x10u
 
 struct quai_ctx_opts {
 	size_t size;	       /* sizeof(struct quai_ctx_opts) */

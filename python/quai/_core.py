@@ -84,8 +84,11 @@ class Context(_Closing):
 
     ``Context(pinned_bytes=None, workers=None, queue_depth=None, *, flags=0,
     no_hugepages=False, no_direct=False, sqpoll=False, unlocked_ok=False,
-    gpu="auto")`` calls ``quai_ctx_new()``; None means the library's default
-    (a 512 MiB pool, one worker per online core, 32 reads in flight).
+    lazy_pool=False, gpu="auto")`` calls ``quai_ctx_new()``; None means the
+    library's default (a 512 MiB pool, one worker per online core, 32 reads
+    in flight). ``lazy_pool=True`` locks the pool's pages as they are first
+    touched instead of all of them up front (QUAI_CTX_LAZY_POOL): for a
+    context whose streams are remote (quai://), which use a few MiB of it.
     ``gpu`` is "auto", "none", "hip" or "cuda". The pool is locked in memory:
     RLIMIT_MEMLOCK must allow ``pinned_bytes`` (the error says how to raise
     it) unless ``unlocked_ok=True``.
@@ -102,7 +105,7 @@ class Context(_Closing):
 
     def __init__(self, pinned_bytes=None, workers=None, queue_depth=None, *, flags=0,
                  no_hugepages=False, no_direct=False, sqpoll=False, unlocked_ok=False,
-                 gpu="auto"):
+                 lazy_pool=False, gpu="auto"):
         self._h = None
         self._gen = _gen
         self._streams = weakref.WeakSet()
@@ -112,6 +115,7 @@ class Context(_Closing):
         f |= _lib.QUAI_CTX_NO_DIRECT if no_direct else 0
         f |= _lib.QUAI_CTX_SQPOLL if sqpoll else 0
         f |= _lib.QUAI_CTX_UNLOCKED_OK if unlocked_ok else 0
+        f |= _lib.QUAI_CTX_LAZY_POOL if lazy_pool else 0
         if isinstance(gpu, str):
             if gpu.lower() not in _GPU:
                 raise ValueError("gpu must be one of %s, not %r" % (", ".join(_GPU), gpu))

@@ -131,6 +131,7 @@ int quai_ctx_new(const struct quai_ctx_opts *opts, quai_ctx **ret_ctx, char *err
 	    .huge = (o->flags & QUAI_CTX_NO_HUGEPAGES) ? QPOOL_HUGE_OFF : QPOOL_HUGE_AUTO,
 	    .lock = (o->flags & QUAI_CTX_UNLOCKED_OK) ? QPOOL_LOCK_TRY : QPOOL_LOCK_REQUIRED,
 	    .gpu = gpu_map[o->gpu],
+	    .lazy = (o->flags & QUAI_CTX_LAZY_POOL) != 0,
 	    /* Streams of sensitive datasets wipe what they release; the
 	     * pool wipes everything when it is destroyed. */
 	    .wipe = 0,

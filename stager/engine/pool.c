@@ -266,14 +266,28 @@ static int sys_munlock(void *addr, size_t len)
 	return (int)syscall(SYS_munlock, addr, len);
 }
 
-static int lock_pool(struct qpool *p, int mode, char *err, size_t err_len)
+/* Lazy: locks the range without faulting it in; each page is locked when
+ * it is first touched. RLIMIT_MEMLOCK counts the whole range all the same.
+ * A kernel without MLOCK_ONFAULT (before 4.4) locks it all now. */
+static int sys_mlock_lazy(void *addr, size_t len)
+{
+#ifdef SYS_mlock2
+	if (!syscall(SYS_mlock2, addr, len, MLOCK_ONFAULT))
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+#endif
+	return sys_mlock(addr, len);
+}
+
+static int lock_pool(struct qpool *p, int mode, int lazy, char *err, size_t err_len)
 {
 	struct rlimit rl = {0, 0};
 	char soft[32], hard[32];
 	uint64_t already, need_kib;
 	int e;
 
-	if (!sys_mlock(p->base, p->bytes)) {
+	if (!(lazy ? sys_mlock_lazy(p->base, p->bytes) : sys_mlock(p->base, p->bytes))) {
 		p->locked = true;
 		return 0;
 	}
@@ -532,10 +546,10 @@ int qpool_new(const struct qpool_opts *o, struct qpool **ret_pool, char *err, si
 		r = -ENOMEM;
 		goto fail;
 	}
-	r = lock_pool(p, o->lock, err, err_len);
+	r = lock_pool(p, o->lock, o->lazy, err, err_len);
 	if (r < 0)
 		goto fail;
-	if (!p->locked)
+	if (!p->locked && !o->lazy)
 		prefault(p);
 	r = register_gpu(p, o->gpu, err, err_len);
 	if (r < 0)

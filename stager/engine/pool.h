@@ -40,6 +40,8 @@ struct qpool_opts {
 	int lock;	/* QPOOL_LOCK_* */
 	int gpu;	/* QPOOL_GPU_* */
 	int wipe;	/* zero blocks on release, and the pool on destroy */
+	int lazy;	/* lock the pages as they are first touched, and touch
+			   none now (mlock2 MLOCK_ONFAULT) */
 };
 
 struct qpool_info {

@@ -108,6 +108,23 @@ def test_context_info_and_close(fixed_ds):
     c.close()  # idempotent
 
 
+def test_context_flags_match_the_header():
+    with open(os.path.join(REPO, "include", "quai", "quai.h")) as f:
+        defs = dict(ln.split()[1:3] for ln in f if ln.startswith("#define QUAI_CTX_"))
+    assert defs, "no QUAI_CTX_ flags in quai.h"
+    for name, value in defs.items():
+        assert getattr(_lib, name) == int(value.rstrip("u"), 0), name
+
+
+def test_lazy_pool_context_streams_the_same(fixed_ds):
+    with quai.Context(pinned_bytes=32 << 20, workers=1, unlocked_ok=True) as eager, \
+            quai.Context(pinned_bytes=32 << 20, workers=1, unlocked_ok=True,
+                         lazy_pool=True) as lazy:
+        a = ids_of(quai.Stream(fixed_ds, context=eager, batch=50, seed=3))
+        b = ids_of(quai.Stream(fixed_ds, context=lazy, batch=50, seed=3))
+    assert a and a == b
+
+
 def test_default_context_is_shared(fixed_ds):
     a = quai.Stream(fixed_ds, batch=10)
     b = quai.Stream(fixed_ds, batch=10)
