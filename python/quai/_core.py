@@ -23,9 +23,9 @@ _gen = 0
 
 
 def _after_fork_in_child():
-    global _gen, _default
+    global _gen
     _gen += 1
-    _default = None
+    _defaults.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -89,6 +89,7 @@ class Context(_Closing):
     in flight). ``lazy_pool=True`` locks the pool's pages as they are first
     touched instead of all of them up front (QUAI_CTX_LAZY_POOL): for a
     context whose streams are remote (quai://), which use a few MiB of it.
+    ``flags`` holds the QUAI_CTX_* flags it was made with.
     ``gpu`` is "auto", "none", "hip" or "cuda". The pool is locked in memory:
     RLIMIT_MEMLOCK must allow ``pinned_bytes`` (the error says how to raise
     it) unless ``unlocked_ok=True``.
@@ -129,6 +130,7 @@ class Context(_Closing):
         err = _lib.err_buffer()
         check(_lib.quai_ctx_new(o, ctypes.byref(h), err, _lib.ERR_LEN), err)
         self._h = h.value
+        self.flags = f
 
     def _handle(self):
         if self._gen != _gen:
@@ -172,19 +174,27 @@ class Context(_Closing):
         return "<quai.Context %d MiB pinned, %d workers>" % (i["pinned_bytes"] >> 20, i["workers"])
 
 
-_default = None
+_defaults = {}
 _default_lock = threading.Lock()
 
 
-def default_context():
+def default_context(remote=False):
     """The context shared by the streams opened without one, created on first
-    use with the library's defaults (a 512 MiB pinned pool). A process that
-    wants other settings creates its own Context and passes it to Stream."""
-    global _default
+    use with the library's defaults (a 512 MiB pinned pool). Streams of
+    quai:// URIs share another, ``default_context(remote=True)``, whose pool
+    is locked as its pages are first touched (``lazy_pool=True``): their
+    batches land in a ring of a few MiB of it. A process that wants other
+    settings creates its own Context and passes it to Stream."""
+    remote = bool(remote)
     with _default_lock:
-        if _default is None or _default.closed:
-            _default = Context()
-        return _default
+        c = _defaults.get(remote)
+        if c is None or c.closed:
+            c = _defaults[remote] = Context(lazy_pool=remote)
+        return c
+
+
+def _is_remote(uri):
+    return uri.startswith("quai://")
 
 
 # ---- streams and batches --------------------------------------------------------
@@ -440,7 +450,8 @@ class Stream(_Closing):
       fixes seed, epoch, partitions, window, shuffle and tail, and the stream
       delivers exactly what that epoch had left, at any world size that
       divides the partitions;
-    - ``context``: a quai.Context (default: quai.default_context());
+    - ``context``: a quai.Context (default: quai.default_context(), or for a
+      quai:// URI quai.default_context(remote=True));
     - ``hold``: how many batches, besides the newest, may stay unreleased
       when the next one is taken (see Batch for the lifetime rule); e.g. 1
       to copy batch k+1 to a GPU while batch k is still in use. At most
@@ -492,7 +503,7 @@ class Stream(_Closing):
             self.uri = os.fsdecode(uri)
         else:
             self.uri = os.fspath(uri)
-        ctx = default_context() if context is None else context
+        ctx = default_context(_is_remote(self.uri)) if context is None else context
         if not isinstance(ctx, Context):
             raise TypeError("context must be a quai.Context, not %s" % type(ctx).__name__)
         self.context = ctx

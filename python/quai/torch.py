@@ -177,7 +177,7 @@ class QuaiDataset(torch.utils.data.IterableDataset):
                     "(with num_workers > 0, pass context as a dict of Context options)")
             return arg
         if arg is None:
-            return _core.default_context()
+            return _core.default_context(_core._is_remote(self.uri))
         if self._ctx is None or self._ctx.closed:
             self._ctx = Context(**arg)
         return self._ctx

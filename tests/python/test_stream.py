@@ -125,6 +125,14 @@ def test_lazy_pool_context_streams_the_same(fixed_ds):
     assert a and a == b
 
 
+def test_remote_streams_share_a_lazy_default_context():
+    r = quai.default_context(remote=True)
+    assert r is quai.default_context(remote=True)
+    assert r is not quai.default_context()
+    assert r.flags & _lib.QUAI_CTX_LAZY_POOL
+    assert not quai.default_context().flags & _lib.QUAI_CTX_LAZY_POOL
+
+
 def test_default_context_is_shared(fixed_ds):
     a = quai.Stream(fixed_ds, batch=10)
     b = quai.Stream(fixed_ds, batch=10)
