@@ -641,20 +641,29 @@ Test(pool, smaps_huge_off)
 	qpool_free(p);
 }
 
-Test(pool, smaps_locked_when_allowed)
+/* A pool made with QPOOL_LOCK_REQUIRED, or the test skipped when
+ * RLIMIT_MEMLOCK does not allow it here. */
+static struct qpool *make_locked(struct qpool_opts o)
 {
 	struct rlimit rl;
-	struct qpool_opts o = {.bytes = 4 * MiB, .lock = QPOOL_LOCK_REQUIRED};
 	struct qpool *p = NULL;
 	char err[1024] = "";
 	int r;
 
+	o.lock = QPOOL_LOCK_REQUIRED;
 	cr_assert_eq(getrlimit(RLIMIT_MEMLOCK, &rl), 0);
 	r = qpool_new(&o, &p, err, sizeof(err));
 	if (r == -EPERM || r == -ENOMEM)
-		cr_skip_test("RLIMIT_MEMLOCK %llu is too small for a 4 MiB pool here: %s",
-			     (unsigned long long)rl.rlim_cur, err);
+		cr_skip_test("RLIMIT_MEMLOCK %llu is too small for a %" PRIu64 " MiB pool here: %s",
+			     (unsigned long long)rl.rlim_cur, o.bytes / MiB, err);
 	cr_assert_eq(r, 0, "%d %s", r, err);
+	return p;
+}
+
+Test(pool, smaps_locked_when_allowed)
+{
+	struct qpool *p = make_locked((struct qpool_opts){.bytes = 4 * MiB});
+
 	cr_expect_eq(info_of(p).locked, 1);
 	check_mapping(p, QPOOL_HUGE_AUTO);
 	qpool_free(p);
@@ -664,19 +673,8 @@ Test(pool, smaps_locked_when_allowed)
  * exactly those pages come in, locked. */
 Test(pool, lazy_pool_is_locked_as_it_is_touched)
 {
-	struct rlimit rl;
-	struct qpool_opts o = {
-	    .bytes = 16 * MiB, .huge = QPOOL_HUGE_OFF, .lock = QPOOL_LOCK_REQUIRED, .lazy = 1};
-	struct qpool *p = NULL;
-	char err[1024] = "";
-	int r;
-
-	cr_assert_eq(getrlimit(RLIMIT_MEMLOCK, &rl), 0);
-	r = qpool_new(&o, &p, err, sizeof(err));
-	if (r == -EPERM || r == -ENOMEM)
-		cr_skip_test("RLIMIT_MEMLOCK %llu is too small for a 16 MiB pool here: %s",
-			     (unsigned long long)rl.rlim_cur, err);
-	cr_assert_eq(r, 0, "%d %s", r, err);
+	struct qpool *p =
+	    make_locked((struct qpool_opts){.bytes = 16 * MiB, .huge = QPOOL_HUGE_OFF, .lazy = 1});
 	struct qpool_info in = info_of(p);
 	cr_expect_eq(in.locked, 1);
 	struct vma v = smaps_find(in.base);

@@ -430,10 +430,11 @@ int cmd_stage(int argc, char **argv)
 	const char *uri = argv[optind];
 	char err[512];
 	quai_ctx *ctx;
+	const int remote = strncmp(uri, "quai://", 7) == 0;
 	cli_catch_signals();
 	/* A remote stream's batches land in a small ring of the pool: the
 	 * rest need not be touched. */
-	if (strncmp(uri, "quai://", 7) == 0)
+	if (remote)
 		o.ctx.flags |= QUAI_CTX_LAZY_POOL;
 	r = quai_ctx_new(&o.ctx, &ctx, err, sizeof(err));
 	if (r < 0) {
@@ -536,7 +537,7 @@ int cmd_stage(int argc, char **argv)
 					 t.last.direct_io);
 			else
 				snprintf(dio, sizeof(dio), "buffered (page cache)");
-			if (strncmp(uri, "quai://", 7) == 0)
+			if (remote)
 				printf("  io           remote: quaid stages the batches and writes "
 				       "them into this pool (RMA)\n");
 			else

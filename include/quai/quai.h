@@ -418,9 +418,8 @@ enum quai_gpu {
  * whole pool, and on a VM the host may have to back each page again. For
  * remote streams, whose batches land in a ring of a few MiB of the pool,
  * that is spent on pages never used: `quai stage` sets this for quai://
- * URIs. The
- * pool is as locked either way (never swapped; RLIMIT_MEMLOCK counts all
- * of it at creation). An embedded stream registers the whole pool with
+ * URIs. The pool is as locked either way (never swapped; RLIMIT_MEMLOCK
+ * counts all of it at creation). An embedded stream registers the whole pool with
  * io_uring when it opens, which touches every page then. */
 #define QUAI_CTX_LAZY_POOL 0x10u
 

@@ -135,7 +135,7 @@ class QuaiDataset(torch.utils.data.IterableDataset):
             raise TypeError("context must be a quai.Context, a dict of Context options, or None")
         self._context_arg = context
         self.stream_kwargs = stream_kwargs
-        if record_size is None and not self.uri.startswith("quai://"):
+        if record_size is None and not _core._is_remote(self.uri):
             # The stream does not say what kind of records it carries:
             # ask the dataset once.
             with Dataset(self.uri) as d:
