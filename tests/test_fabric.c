@@ -748,6 +748,82 @@ Test(fabric, null_is_a_noop)
 	qf_mr_close(NULL);
 }
 
+/* Resident memory of this process, bytes (VmRSS). */
+static long rss_bytes(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb * 1024;
+}
+
+static void open_with(struct side *s, bool server)
+{
+	struct qf_handlers h = handlers(s);
+	struct qf_opts o = {.node = server ? "127.0.0.1" : NULL,
+			    .service = server ? "0" : NULL,
+			    .h = &h,
+			    .server = server};
+	char err[256];
+
+	side_init(s);
+	int r = qf_open(&o, &s->ep, err, sizeof(err));
+	cr_assert_eq(r, 0, "qf_open: %s (%s)", strerror(-r), err);
+}
+
+/* Each test runs in a process of its own: libfabric loads in it with the
+ * first qf_open(), which sizes the provider's buffers. A client's are
+ * QF_CLIENT_RX_BUFS; ofi_rxm over tcp would otherwise post 4096 buffers of
+ * 16 KiB and fault in 64 MiB before the first message. */
+Test(fabric, client_rxm_buffers_sized_as_libfabric_loads)
+{
+	struct side s;
+
+	unsetenv("FI_OFI_RXM_MSG_RX_SIZE");
+	long before = rss_bytes();
+	open_with(&s, false);
+	long grew = rss_bytes() - before;
+	const char *v = getenv("FI_OFI_RXM_MSG_RX_SIZE");
+	cr_assert(v && strcmp(v, QF_CLIENT_RX_BUFS) == 0, "FI_OFI_RXM_MSG_RX_SIZE=%s",
+		  v ? v : "(unset)");
+	/* libfabric and its providers' libraries, plus the endpoint; with
+	 * the provider's default the endpoint alone is over 64 MiB. */
+	cr_assert_lt(grew, 40L << 20, "a client endpoint made the process grow by %ld MiB",
+		     grew >> 20);
+	side_fini(&s);
+}
+
+Test(fabric, environment_keeps_its_rxm_buffers)
+{
+	struct side s;
+
+	setenv("FI_OFI_RXM_MSG_RX_SIZE", "64", 1);
+	open_with(&s, false);
+	cr_assert_str_eq(getenv("FI_OFI_RXM_MSG_RX_SIZE"), "64");
+	side_fini(&s);
+}
+
+Test(fabric, server_keeps_provider_buffers)
+{
+	struct side srv, cli;
+
+	unsetenv("FI_OFI_RXM_MSG_RX_SIZE");
+	open_with(&srv, true);
+	cr_assert_null(getenv("FI_OFI_RXM_MSG_RX_SIZE"), "a server's buffers were resized");
+	/* A later client endpoint in the same process changes nothing: the
+	 * provider has read its parameters already. */
+	open_with(&cli, false);
+	cr_assert_null(getenv("FI_OFI_RXM_MSG_RX_SIZE"));
+	side_fini(&cli);
+	side_fini(&srv);
+}
+
 static double cpu_seconds(void)
 {
 	struct rusage ru;

@@ -89,6 +89,7 @@ static struct {
 	int (*fabric)(struct fi_fabric_attr *, struct fid_fabric **, void *);
 	const char *(*strerror)(int);
 	char *(*tostr)(const void *, enum fi_type);
+	atomic_int role; /* 0 until the first qf_open(): 1 client, 2 server */
 } lib = {.once = PTHREAD_ONCE_INIT};
 
 /* Sets the function pointer at fnp to name@version (the POSIX way: a
@@ -114,6 +115,11 @@ static void lib_load(void)
 	static struct sigaction saved[NSIG];
 	for (int sig = 1; sig < NSIG; sig++)
 		sigaction(sig, NULL, &saved[sig]);
+	/* Providers read their parameters from the environment once, as
+	 * they initialize: a client's rxm buffers are sized here, before. An
+	 * environment that names its own size keeps it (overwrite 0). */
+	if (atomic_load(&lib.role) != 2)
+		(void)setenv("FI_OFI_RXM_MSG_RX_SIZE", QF_CLIENT_RX_BUFS, 0);
 	void *h = dlopen(LIBFABRIC_SONAME, RTLD_NOW | RTLD_LOCAL);
 	for (int sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
@@ -134,9 +140,12 @@ static void lib_load(void)
 	/* Never closed: providers keep threads and handlers of their own. */
 }
 
-/* Loads libfabric once. Returns 0, or -ELIBACC with err saying why. */
-static int lib_ready(char *err, size_t err_len)
+/* Loads libfabric once; the first caller's `server` decides the provider
+ * buffers (lib_load). Returns 0, or -ELIBACC with err saying why. */
+static int lib_ready(bool server, char *err, size_t err_len)
 {
+	int none = 0;
+	atomic_compare_exchange_strong(&lib.role, &none, server ? 2 : 1);
 	pthread_once(&lib.once, lib_load);
 	if (lib.ok)
 		return 0;
@@ -1214,7 +1223,7 @@ int qf_open(const struct qf_opts *o, struct qf_ep **ret_ep, char *err, size_t er
 	}
 	env = getenv("FI_PROVIDER");
 	prov = o->provider ? o->provider : env && *env ? env : QF_DEFAULT_PROVIDER;
-	r = lib_ready(err, err_len);
+	r = lib_ready(o->server, err, err_len);
 	if (r < 0)
 		return r;
 

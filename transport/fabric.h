@@ -22,6 +22,7 @@
 #ifndef QUAI_TRANSPORT_FABRIC_H
 #define QUAI_TRANSPORT_FABRIC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,7 +62,19 @@ struct qf_opts {
 	unsigned rx_depth; /* receive buffers posted; 0 means 64 */
 	unsigned tx_depth; /* messages in flight before -EAGAIN; 0: 64 */
 	const struct qf_handlers *h;
+	/* A server of many peers (quaid). Only the first qf_open() of a
+	 * process reads it, as libfabric loads: a process that is not a
+	 * server gets the provider buffers of a client (QF_CLIENT_RX_BUFS). */
+	bool server;
 };
+
+/* Receive buffers ofi_rxm posts on each message endpoint (its shared
+ * receive context, over tcp) in a client process: FI_OFI_RXM_MSG_RX_SIZE,
+ * set when libfabric loads unless the environment already sets it.
+ * libfabric 1.17's default over tcp is 4096 of 16 KiB: 64 MiB zeroed and
+ * faulted in by fi_enable(), for a client that has a few messages and at
+ * most its ring's RMA writes in flight. */
+#define QF_CLIENT_RX_BUFS "256"
 
 /* Opens an endpoint and starts its progress thread. The provider's mode
  * and memory-registration bits are honoured (FI_CONTEXT/FI_CONTEXT2,

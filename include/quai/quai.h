@@ -13,6 +13,13 @@
  *
  * Thread-safety: unless a declaration says otherwise, an object may be used
  * by one thread at a time; distinct objects are independent.
+ *
+ * The process environment: the first quai:// stream or remote call of a
+ * process loads libfabric, and sets FI_OFI_RXM_MSG_RX_SIZE=256 (setenv)
+ * just before, unless the environment already sets it: libfabric's ofi_rxm
+ * over tcp would post 64 MiB of receive buffers otherwise. A program that
+ * changes its environment from other threads at that moment should set
+ * the variable itself, before.
  */
 #ifndef QUAI_QUAI_H
 #define QUAI_QUAI_H

@@ -1718,7 +1718,8 @@ int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struc
 			     .msg_max = QP_MSG_MAX,
 			     .rx_depth = 256,
 			     .tx_depth = 256,
-			     .h = &srv->h};
+			     .h = &srv->h,
+			     .server = true};
 	r = qf_open(&fo, &srv->ep, ferr, sizeof(ferr));
 	if (r < 0) {
 		qerr_set(err, err_len, "cannot listen on %s:%s: %s", conf->listen_node,
