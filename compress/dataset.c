@@ -421,7 +421,7 @@ uint32_t qds_stored_blocks_hint(const struct qix_frame *f)
 }
 
 int qds_decode_frame_map(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src, void *dst,
-			 struct qds_seg *segs, uint32_t cap, uint32_t *ret_nsegs)
+			 struct qds_seg *segs, uint32_t cap, unsigned flags, uint32_t *ret_nsegs)
 {
 	*ret_nsegs = 0;
 	if (XXH3_64bits(src, f->c_size) != f->c_xxh3)
@@ -432,6 +432,10 @@ int qds_decode_frame_map(ZSTD_DCtx *dctx, const struct qix_frame *f, const void 
 			 : 0;
 	if (n == 0)
 		return decode_checked(dctx, f, src, dst);
+	if (!(flags & QDS_MAP_CHECK_RAW)) {
+		*ret_nsegs = n;
+		return 0;
+	}
 	/* The state is heap-allocated: its layout is libxxhash's own. */
 	XXH64_state_t *st = XXH64_createState();
 	if (!st)

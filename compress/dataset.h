@@ -73,11 +73,16 @@ struct qds_seg {
  * already lie in src, block after block, and are not copied. Then
  * segs[0..*ret_nsegs) say where they are, *ret_nsegs > 0, and dst is not
  * touched. Otherwise (or when the frame has more than `cap` blocks, or cap
- * is 0) the frame is decoded into dst and *ret_nsegs is 0. Both checksums
- * are checked either way: XXH3 of the compressed bytes, XXH64 of the raw
- * bytes, in place. Returns 0 or -QUAI_ECORRUPT. */
+ * is 0) the frame is decoded into dst and *ret_nsegs is 0. XXH3 of the
+ * compressed bytes is checked first, always. A decoded frame's raw bytes
+ * are checked against XXH64 too. A stored frame's raw bytes are part of
+ * the compressed bytes XXH3 has just covered: their XXH64 (and the frame's
+ * content checksum) is checked only with QDS_MAP_CHECK_RAW, which `quai
+ * verify` passes to catch a writer that stored other bytes than it hashed.
+ * Returns 0 or -QUAI_ECORRUPT. */
 int qds_decode_frame_map(ZSTD_DCtx *dctx, const struct qix_frame *f, const void *src, void *dst,
-			 struct qds_seg *segs, uint32_t cap, uint32_t *ret_nsegs);
+			 struct qds_seg *segs, uint32_t cap, unsigned flags, uint32_t *ret_nsegs);
+#define QDS_MAP_CHECK_RAW 0x1u /* a stored frame's XXH64 as well */
 
 /* When every block of the Zstandard frame at `frame` (c bytes) is raw,
  * fills segs with where its r raw bytes lie and returns how many pieces

@@ -279,8 +279,8 @@ static void check_group(struct verifier *v, const struct vf_group *g, ZSTD_DCtx 
 		/* A frame stored raw is checked where it lies, not copied. */
 		struct qds_seg segs[VF_STORED_BLOCKS];
 		uint32_t nsegs;
-		int r =
-		    qds_decode_frame_map(dctx, f, cbuf + rel, rbuf, segs, VF_STORED_BLOCKS, &nsegs);
+		int r = qds_decode_frame_map(dctx, f, cbuf + rel, rbuf, segs, VF_STORED_BLOCKS,
+					     QDS_MAP_CHECK_RAW, &nsegs);
 		if (r < 0) {
 			add_problem(v, r, g->shard, g->first + k, first, f->records, s->file,
 				    "frame at byte %" PRIu64

@@ -491,7 +491,8 @@ Test(dataset, incompressible_frame_is_mapped_not_copied)
 		struct qds_seg segs[16];
 		uint32_t n = 99;
 		memset(dst, 0xAA, len);
-		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 16, &n), 0);
+		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 16, QDS_MAP_CHECK_RAW, &n),
+			     0);
 		cr_assert_eq(n, 5, "%u pieces", n);
 		cr_assert_eq(dst[0], 0xAA, "dst untouched");
 		memset(got, 0, len);
@@ -499,25 +500,44 @@ Test(dataset, incompressible_frame_is_mapped_not_copied)
 		cr_assert(memcmp(got, raw, len) == 0);
 		for (uint32_t i = 1; i < n; i++)
 			cr_assert_eq(segs[i].raw_off, segs[i - 1].raw_off + segs[i - 1].len);
+		/* The engine's way, without QDS_MAP_CHECK_RAW: the same pieces. */
+		struct qds_seg segs2[16];
+		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs2, 16, 0, &n), 0);
+		cr_assert_eq(n, 5);
+		cr_assert(memcmp(segs, segs2, 5 * sizeof(segs[0])) == 0);
 
 		/* Too few pieces allowed, or none: decoded into dst instead. */
-		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 4, &n), 0);
+		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 4, QDS_MAP_CHECK_RAW, &n),
+			     0);
 		cr_assert_eq(n, 0);
 		cr_assert(memcmp(dst, raw, len) == 0);
 		memset(dst, 0, len);
-		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 0, &n), 0);
+		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 0, QDS_MAP_CHECK_RAW, &n),
+			     0);
 		cr_assert_eq(n, 0);
 		cr_assert(memcmp(dst, raw, len) == 0);
 
-		/* A raw byte changed, with the compressed hash made to match:
-		 * the raw bytes' XXH64 still refuses it. */
+		/* A raw byte changed, with the compressed hash made to match (a
+		 * writer that stored other bytes than it hashed): the raw
+		 * bytes' XXH64 refuses it, as `quai verify` asks. The engine
+		 * does not ask: XXH3 covers every byte the writer stored. */
 		c[f.c_size / 2] ^= 1;
+		uint64_t good = f.c_xxh3;
 		f.c_xxh3 = XXH3_64bits(c, f.c_size);
-		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 16, &n), -QUAI_ECORRUPT);
+		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 16, QDS_MAP_CHECK_RAW, &n),
+			     -QUAI_ECORRUPT);
 		cr_assert_eq(n, 0);
-		/* Without the new compressed hash, XXH3 refuses it first. */
+		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 16, 0, &n), 0);
+		/* A byte changed after writing (the index's hash is the
+		 * writer's): refused either way, by XXH3, before anything. */
+		f.c_xxh3 = good;
+		for (unsigned how = 0; how <= QDS_MAP_CHECK_RAW; how++) {
+			n = 99;
+			cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 16, how, &n),
+				     -QUAI_ECORRUPT);
+			cr_assert_eq(n, 0);
+		}
 		c[f.c_size / 2] ^= 1;
-		cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 16, &n), -QUAI_ECORRUPT);
 		free(c);
 	}
 	ZSTD_freeDCtx(dc);
@@ -542,7 +562,8 @@ Test(dataset, stored_frame_content_checksum_is_checked)
 	f.c_xxh3 = XXH3_64bits(c, f.c_size);
 	uint32_t n;
 	ZSTD_DCtx *dc = ZSTD_createDCtx();
-	cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 4, &n), -QUAI_ECORRUPT);
+	cr_assert_eq(qds_decode_frame_map(dc, &f, c, dst, segs, 4, QDS_MAP_CHECK_RAW, &n),
+		     -QUAI_ECORRUPT);
 	cr_assert_eq(qds_decode_frame(dc, &f, c, dst), -QUAI_ECORRUPT, "libzstd agrees");
 	ZSTD_freeDCtx(dc);
 	free(c);

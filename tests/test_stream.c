@@ -338,6 +338,33 @@ Test(stream, elastic_resume)
 	resume_case(4, 4, 0);
 }
 
+/* Options a context does not know are refused, not ignored: a program
+ * built against a newer quai.h learns that this library lacks the flag. */
+Test(stream, unknown_context_options_refused)
+{
+	struct quai_ctx_opts co = {
+	    .size = sizeof(co), .pinned_bytes = 1 << 20, .flags = QUAI_CTX_UNLOCKED_OK | 0x80u};
+	quai_ctx *c = NULL;
+	char err[256];
+
+	cr_assert_eq(quai_ctx_new(&co, &c, err, sizeof(err)), -EINVAL);
+	cr_assert_null(c);
+	cr_assert(strstr(err, "unknown context flags 0x80"), "%s", err);
+	co.flags = QUAI_CTX_UNLOCKED_OK;
+	co.gpu = 7;
+	cr_assert_eq(quai_ctx_new(&co, &c, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "unknown GPU runtime 7"), "%s", err);
+	co.gpu = QUAI_GPU_NONE;
+	co.size = sizeof(co) + 8;
+	cr_assert_eq(quai_ctx_new(&co, &c, err, sizeof(err)), -EINVAL);
+	/* Every known flag at once is accepted. */
+	co.size = sizeof(co);
+	co.flags =
+	    QUAI_CTX_NO_HUGEPAGES | QUAI_CTX_NO_DIRECT | QUAI_CTX_UNLOCKED_OK | QUAI_CTX_LAZY_POOL;
+	cr_assert_eq(quai_ctx_new(&co, &c, err, sizeof(err)), 0, "%s", err);
+	quai_ctx_free(c);
+}
+
 Test(stream, incompatible_world_is_explained)
 {
 	struct quai_stream_opts o = {.size = sizeof(o), .world = 3, .partitions = 8};

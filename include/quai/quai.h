@@ -439,7 +439,8 @@ struct quai_ctx_opts {
 	int gpu;	       /* enum quai_gpu */
 };
 
-/* Creates a context. Errors: -EINVAL (options), -ENOMEM, and from the pool:
+/* Creates a context. Errors: -EINVAL (options, a flag this library does
+ * not know among them), -ENOMEM, and from the pool:
  * -EPERM/-ENOMEM when it cannot be locked in memory (RLIMIT_MEMLOCK too
  * small; err says how much is needed and how to raise it), -ENODEV when a
  * GPU runtime was named and is absent. */

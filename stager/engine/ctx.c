@@ -105,6 +105,13 @@ int quai_ctx_new(const struct quai_ctx_opts *opts, quai_ctx **ret_ctx, char *err
 		err[0] = '\0';
 	if (!ret_ctx || o->size < sizeof(size_t) || o->size > sizeof(*o))
 		return -EINVAL;
+	const unsigned known = QUAI_CTX_NO_HUGEPAGES | QUAI_CTX_NO_DIRECT | QUAI_CTX_SQPOLL |
+			       QUAI_CTX_UNLOCKED_OK | QUAI_CTX_LAZY_POOL;
+	if (o->flags & ~known) {
+		if (err)
+			snprintf(err, err_len, "unknown context flags 0x%x", o->flags & ~known);
+		return -EINVAL;
+	}
 	if (o->gpu < QUAI_GPU_AUTO || o->gpu > QUAI_GPU_CUDA) {
 		if (err)
 			snprintf(err, err_len, "unknown GPU runtime %d", o->gpu);

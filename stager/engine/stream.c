@@ -531,7 +531,7 @@ static void decode_run(struct qjob *job, ZSTD_DCtx *dctx)
 	struct qds_seg *segs = (struct qds_seg *)(void *)(f->cblock + f->seg_off);
 	uint32_t nsegs = 0;
 	int r = qds_decode_frame_map(dctx, f->fx, src, f->raw, segs, qds_stored_blocks_hint(f->fx),
-				     &nsegs);
+				     0, &nsegs);
 	if (r < 0)
 		nsegs = 0;
 
