@@ -365,6 +365,18 @@ Test(stream, unknown_context_options_refused)
 	quai_ctx_free(c);
 }
 
+Test(stream, remote_uris_told_apart)
+{
+	cr_assert_eq(quai_uri_is_remote("quai://host/name"), 1);
+	cr_assert_eq(quai_uri_is_remote("quai://[::1]:7470/name"), 1);
+	cr_assert_eq(quai_uri_is_remote("quai://"), 1, "the rest is for the calls to check");
+	cr_assert_eq(quai_uri_is_remote("quai:/host/name"), 0);
+	cr_assert_eq(quai_uri_is_remote("file:///data/ds"), 0);
+	cr_assert_eq(quai_uri_is_remote("/data/quai://x"), 0);
+	cr_assert_eq(quai_uri_is_remote(""), 0);
+	cr_assert_eq(quai_uri_is_remote(NULL), 0);
+}
+
 Test(stream, incompatible_world_is_explained)
 {
 	struct quai_stream_opts o = {.size = sizeof(o), .world = 3, .partitions = 8};

@@ -641,7 +641,7 @@ static int cmd_info(int argc, char **argv)
 	if (r)
 		return r;
 
-	if (strncmp(argv[optind], "quai://", 7) == 0) {
+	if (quai_uri_is_remote(argv[optind])) {
 		char err[PATH_BUF] = "";
 		r = quai_remote_open(argv[optind], &ds, err, sizeof(err));
 		if (r < 0) {

@@ -63,7 +63,7 @@ static int parse(const char *verb, const char *help, int argc, char **argv, bool
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if (argc - optind != 1 || strncmp(argv[optind], "quai://", 7) != 0) {
+	if (argc - optind != 1 || !quai_uri_is_remote(argv[optind])) {
 		fprintf(stderr,
 			"quai %s: expected one quai://HOST[:PORT]/ operand\n"
 			"Try 'quai %s --help'.\n",

@@ -430,7 +430,7 @@ int cmd_stage(int argc, char **argv)
 	const char *uri = argv[optind];
 	char err[512];
 	quai_ctx *ctx;
-	const int remote = strncmp(uri, "quai://", 7) == 0;
+	const int remote = quai_uri_is_remote(uri);
 	cli_catch_signals();
 	/* A remote stream's batches land in a small ring of the pool: the
 	 * rest need not be touched. */
@@ -443,7 +443,7 @@ int cmd_stage(int argc, char **argv)
 	}
 	struct verifier vf = {0}, *rd = NULL;
 	const char *ref = o.reference ? o.reference : uri;
-	if (o.verify && strncmp(ref, "quai://", 7) == 0) {
+	if (o.verify && quai_uri_is_remote(ref)) {
 		fprintf(stderr, "quai stage: --verify-order of a remote dataset needs --reference "
 				"DIR, a local copy to read its records from\n");
 		quai_ctx_free(ctx);

@@ -89,7 +89,7 @@ static int check_uri(const char *verb, const char *uri, struct qconn_uri *u)
 {
 	char err[512], shown[PATH_BUF];
 
-	if (strncmp(uri, "quai://", 7) != 0)
+	if (!quai_uri_is_remote(uri))
 		return cli_usage_error(verb, "'%s' is not a quai://HOST[:PORT]/NAME URI",
 				       cli_printable(uri, shown, sizeof(shown)));
 	if (qconn_parse_uri(uri, u, err, sizeof(err)) < 0)

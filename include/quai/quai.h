@@ -605,6 +605,11 @@ QUAI_API void quai_stream_close(quai_stream *s);
  * would satisfy it.
  * ------------------------------------------------------------------------ */
 
+/* 1 when `uri` is a remote URI, that is when it begins with quai:// (the
+ * calls that take it check the rest); 0 otherwise, NULL included.
+ * Thread-safe. */
+QUAI_API int quai_uri_is_remote(const char *uri);
+
 /* One dataset a server offers. Strings valid during the callback only. */
 struct quai_remote_dataset {
 	const char *name;

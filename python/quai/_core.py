@@ -194,7 +194,8 @@ def default_context(remote=False):
 
 
 def _is_remote(uri):
-    return uri.startswith("quai://")
+    """Whether libquai takes `uri` for a dataset quaid serves."""
+    return _lib.quai_uri_is_remote(os.fsencode(uri)) == 1
 
 
 # ---- streams and batches --------------------------------------------------------

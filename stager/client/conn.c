@@ -75,10 +75,15 @@ static void deadline_in(struct timespec *ts, int ms)
 	}
 }
 
+int quai_uri_is_remote(const char *uri)
+{
+	return uri && strncmp(uri, "quai://", 7) == 0;
+}
+
 int qconn_parse_uri(const char *uri, struct qconn_uri *u, char *err, size_t err_len)
 {
 	memset(u, 0, sizeof(*u));
-	if (strncmp(uri, "quai://", 7) != 0) {
+	if (!quai_uri_is_remote(uri)) {
 		qerr_set(err, err_len, "%s: not a quai:// URI", uri);
 		return -EINVAL;
 	}

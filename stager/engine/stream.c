@@ -1048,7 +1048,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	r = check_opts(o, err, err_len);
 	if (r < 0)
 		return r;
-	if (strncmp(uri, "quai://", 7) == 0) {
+	if (quai_uri_is_remote(uri)) {
 		struct quai_stream *s = calloc(1, sizeof(*s));
 		if (!s)
 			return -ENOMEM;

@@ -133,6 +133,14 @@ def test_remote_streams_share_a_lazy_default_context():
     assert not quai.default_context().flags & _lib.QUAI_CTX_LAZY_POOL
 
 
+def test_remote_uris_as_libquai_tells_them(tmp_path):
+    from quai import _core
+    assert _core._is_remote("quai://host/name")
+    assert not _core._is_remote("quai:/host/name")
+    assert not _core._is_remote(str(tmp_path / "quai://x"))
+    assert not _core._is_remote(tmp_path)  # a path object
+
+
 def test_default_context_is_shared(fixed_ds):
     a = quai.Stream(fixed_ds, batch=10)
     b = quai.Stream(fixed_ds, batch=10)
