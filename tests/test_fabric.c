@@ -173,8 +173,8 @@ static bool wait_count(struct side *s, const size_t *count, size_t n, int ms)
 	return ok;
 }
 
-static int open_ep(struct side *s, const char *prov, const char *node, const char *service,
-		   size_t msg_max, unsigned tx_depth, char *err, size_t err_len)
+static int open_ep_as(struct side *s, const char *prov, const char *node, const char *service,
+		      size_t msg_max, unsigned tx_depth, bool server, char *err, size_t err_len)
 {
 	struct qf_handlers h = handlers(s);
 	struct qf_opts o = {.provider = prov,
@@ -182,10 +182,17 @@ static int open_ep(struct side *s, const char *prov, const char *node, const cha
 			    .service = service,
 			    .msg_max = msg_max,
 			    .tx_depth = tx_depth,
-			    .h = &h};
+			    .h = &h,
+			    .server = server};
 
 	/* qf_open copies the handlers. */
 	return qf_open(&o, &s->ep, err, err_len);
+}
+
+static int open_ep(struct side *s, const char *prov, const char *node, const char *service,
+		   size_t msg_max, unsigned tx_depth, char *err, size_t err_len)
+{
+	return open_ep_as(s, prov, node, service, msg_max, tx_depth, false, err, err_len);
 }
 
 static void open_server(struct side *s, const char *prov, size_t msg_max)
@@ -765,15 +772,11 @@ static long rss_bytes(void)
 
 static void open_with(struct side *s, bool server)
 {
-	struct qf_handlers h = handlers(s);
-	struct qf_opts o = {.node = server ? "127.0.0.1" : NULL,
-			    .service = server ? "0" : NULL,
-			    .h = &h,
-			    .server = server};
 	char err[256];
 
 	side_init(s);
-	int r = qf_open(&o, &s->ep, err, sizeof(err));
+	int r = open_ep_as(s, NULL, server ? "127.0.0.1" : NULL, server ? "0" : NULL, 0, 0, server,
+			   err, sizeof(err));
 	cr_assert_eq(r, 0, "qf_open: %s (%s)", strerror(-r), err);
 }
 
