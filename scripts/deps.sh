@@ -7,7 +7,7 @@
 #                          for the torch layer of the Python binding)
 set -euo pipefail
 run_pkgs=(build-essential meson ninja-build pkg-config liburing-dev libfabric-dev
-          libzstd-dev libxxhash-dev zstd munge libmunge-dev python3 python3-numpy)
+          libzstd-dev libxxhash-dev zstd munge libmunge-dev libsodium-dev python3 python3-numpy)
 test_pkgs=(libcriterion-dev clang libclang-rt-14-dev clang-format python3-pytest python3-torch)
 case "${1:-run}" in
   run) pkgs=("${run_pkgs[@]}") ;;

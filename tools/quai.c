@@ -952,6 +952,8 @@ static const struct verb verbs[] = {
     {"pull", cmd_pull, "fetch a dataset from a quaid, verified and resumable"},
     {"ls", cmd_ls, "list the datasets a quaid serves"},
     {"stat", cmd_stat, "show a quaid's clients, streams, bytes served and rates"},
+    {"audit", cmd_audit, "check an audit log's hash chain (audit verify FILE...)"},
+    {"keygen", cmd_keygen, "make an Ed25519 key pair (audit signing, site keys)"},
 };
 
 static void main_help(FILE *f)

@@ -13,5 +13,8 @@ int cmd_pull(int argc, char **argv);
 /* tools/remote_cmd.c */
 int cmd_ls(int argc, char **argv);
 int cmd_stat(int argc, char **argv);
+/* tools/audit_cmd.c */
+int cmd_audit(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 #endif

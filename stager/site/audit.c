@@ -22,17 +22,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "auditchain.h"
 #include "hostconf.h"
 #include "quai/quai.h"
 
 struct qaudit {
 	pthread_mutex_t mu; /* orders write + fdatasync, guards fd */
 	int fd;
-	char path[]; /* as given to qaudit_open(), for qaudit_reopen() */
+	/* The chain's head after this handle's last line: where a file just
+	 * rotated (empty) goes on from (auditchain.h). */
+	bool have_head;
+	struct qach_head head;
+	bool has_key;
+	uint8_t sk[QACH_SK_BYTES]; /* qaudit_set_key(): every line signed */
+	char path[];		   /* as given to qaudit_open(), for qaudit_reopen() */
 };
 
 /* ------------------------------------------------------------------------
@@ -233,8 +241,25 @@ size_t qaudit_format(const struct qaudit_event *ev, int64_t now_ms, char *buf, s
 
 static int open_log(const char *path, char *err, size_t err_len)
 {
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+	/* Read and write: each line links to the last one, read back from the
+	 * file (chain_write). */
+	int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
 
+	if (fd < 0 && errno == EACCES) {
+		int wfd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+
+		if (wfd >= 0) {
+			close(wfd);
+			if (err && err_len)
+				snprintf(err, err_len,
+					 "%s: can be appended to but not read, and each line of a "
+					 "chained audit log links to the one before it: give its "
+					 "writers read access too (docs/SECURITY.md)",
+					 path);
+			return -EACCES;
+		}
+		errno = EACCES;
+	}
 	if (fd < 0) {
 		int e = errno;
 		char ebuf[128];
@@ -265,6 +290,8 @@ int qaudit_open(const char *path, struct qaudit **ret, char *err, size_t err_len
 	}
 	pthread_mutex_init(&a->mu, NULL);
 	a->fd = fd;
+	a->have_head = false;
+	a->has_key = false;
 	memcpy(a->path, path, plen + 1);
 	*ret = a;
 	return 0;
@@ -292,6 +319,57 @@ static int write_line(int fd, const char *line, size_t len)
 	return -EIO;
 }
 
+/* Chains body (a qaudit_format() line) after the file's last line and
+ * appends it, durable. The caller holds a->mu; flock(2) orders the
+ * processes that append to one file (the host's log has many), so that
+ * each reads the head it links to and appends before the next. */
+static int chain_write(struct qaudit *a, const char *body, size_t n)
+{
+	char stack[2560], *line = stack;
+	struct qach_head head;
+	bool needs_nl;
+	size_t len;
+	int r;
+
+	while (flock(a->fd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			return -errno;
+	r = qach_tail(a->fd, a->have_head ? &a->head : NULL, &head, &needs_nl);
+	if (r < 0)
+		goto unlock;
+	/* A torn last line is ended first, so that it is a line of its own
+	 * (hashed as it is) and the new one starts on its own. */
+	stack[0] = '\n';
+	len = qach_seal(body, n, &head, a->has_key ? a->sk : NULL, stack + 1, sizeof(stack) - 1);
+	if (len == 0) {
+		r = -EINVAL;
+		goto unlock;
+	}
+	if (len + 1 >= sizeof(stack)) {
+		line = malloc(len + 2);
+		if (!line) {
+			r = -ENOMEM;
+			goto unlock;
+		}
+		line[0] = '\n';
+		qach_seal(body, n, &head, a->has_key ? a->sk : NULL, line + 1, len + 1);
+	}
+	r = write_line(a->fd, needs_nl ? line : line + 1, len + needs_nl);
+	while (r == 0 && fdatasync(a->fd) < 0)
+		if (errno != EINTR)
+			r = -errno;
+	if (r == 0) {
+		qach_hash(line + 1, len - 1, a->head.hash);
+		a->head.seq = head.seq + 1;
+		a->have_head = true;
+	}
+unlock:
+	flock(a->fd, LOCK_UN);
+	if (line != stack)
+		free(line);
+	return r;
+}
+
 int qaudit_log(struct qaudit *a, const struct qaudit_event *ev)
 {
 	char stack[2048], *line = stack;
@@ -315,20 +393,23 @@ int qaudit_log(struct qaudit *a, const struct qaudit_event *ev)
 		}
 		qaudit_format(ev, now_ms, line, n + 1);
 	}
-	r = write_line(a->fd, line, n);
-	if (r == 0) {
-		while (fdatasync(a->fd) < 0) {
-			if (errno != EINTR) {
-				r = -errno;
-				break;
-			}
-		}
-	}
+	r = chain_write(a, line, n);
 out:
 	pthread_mutex_unlock(&a->mu);
 	if (line != stack)
 		free(line);
 	return r;
+}
+
+void qaudit_set_key(struct qaudit *a, const uint8_t *sk)
+{
+	pthread_mutex_lock(&a->mu);
+	a->has_key = sk != NULL;
+	if (sk)
+		memcpy(a->sk, sk, QACH_SK_BYTES);
+	else
+		explicit_bzero(a->sk, sizeof(a->sk));
+	pthread_mutex_unlock(&a->mu);
 }
 
 int qaudit_reopen(struct qaudit *a, char *err, size_t err_len)
@@ -356,6 +437,7 @@ void qaudit_close(struct qaudit *a)
 		return;
 	close(a->fd);
 	pthread_mutex_destroy(&a->mu);
+	explicit_bzero(a->sk, sizeof(a->sk));
 	free(a);
 }
 

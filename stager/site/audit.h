@@ -3,6 +3,13 @@
  * The audit log (docs/SECURITY.md "Audit log"): one JSON object per line
  * for every access decided, granted or refused. Private to the library.
  *
+ * Every line ends with its place in a hash chain (auditchain.h):
+ * ...,"seq":N,"prev":"<BLAKE2b-256 of the line before>"} and, with a key
+ * (qaudit_set_key), ,"sig":"<Ed25519>". The chain's head is read back from
+ * the file's end under flock(2), so that processes appending to one file
+ * keep one chain; a file just rotated (empty) goes on from the handle's
+ * last line.
+ *
  * Each line is written with a single write(2) on a descriptor opened with
  * O_APPEND, then made durable with fdatasync(2) before qaudit_log()
  * returns: a decision is on disk before the client hears it, so a crash
@@ -61,6 +68,10 @@ int qaudit_log(struct qaudit *a, const struct qaudit_event *ev);
 int qaudit_reopen(struct qaudit *a, char *err, size_t err_len);
 
 void qaudit_close(struct qaudit *a); /* NULL: no-op */
+
+/* Signs every line written from now on with sk (an Ed25519 secret key,
+ * 64 bytes as libsodium holds it; copied); NULL: unsigned. Thread-safe. */
+void qaudit_set_key(struct qaudit *a, const uint8_t *sk);
 
 /* The host's own audit log: the `audit_log` key of the host configuration
  * (quai.conf, hostconf.h; an absolute path). What a process decides on its
