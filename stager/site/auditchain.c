@@ -17,6 +17,7 @@
 #include <sodium.h>
 
 #include "quai/quai.h"
+#include "sitekey.h"
 
 static const char seq_key[] = ",\"seq\":";
 static const char prev_key[] = ",\"prev\":\"";
@@ -40,37 +41,6 @@ void qach_hash(const char *line, size_t len, uint8_t out[QACH_HASH_BYTES])
 	crypto_generichash(out, QACH_HASH_BYTES, (const unsigned char *)line, len, NULL, 0);
 }
 
-static void to_hex(const uint8_t *b, size_t n, char *out)
-{
-	static const char hex[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = hex[b[i] >> 4];
-		out[2 * i + 1] = hex[b[i] & 0xf];
-	}
-}
-
-/* Exactly 2n lowercase hex digits at s. */
-static int from_hex(const char *s, size_t n, uint8_t *out)
-{
-	for (size_t i = 0; i < 2 * n; i++) {
-		char c = s[i];
-		int v;
-
-		if (c >= '0' && c <= '9')
-			v = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			v = c - 'a' + 10;
-		else
-			return -QUAI_EFORMAT;
-		if (i % 2 == 0)
-			out[i / 2] = (uint8_t)(v << 4);
-		else
-			out[i / 2] |= (uint8_t)v;
-	}
-	return 0;
-}
-
 int qach_parse(const char *line, size_t len, struct qach_fields *ret)
 {
 	struct qach_fields f = {0};
@@ -82,7 +52,7 @@ int qach_parse(const char *line, size_t len, struct qach_fields *ret)
 	end = len - 1; /* the closing brace */
 	if (end >= SIG_FIELD && line[end - 1] == '"' &&
 	    memcmp(line + end - SIG_FIELD, sig_key, KEYLEN(sig_key)) == 0) {
-		if (from_hex(line + end - 1 - 2 * QACH_SIG_BYTES, QACH_SIG_BYTES, f.sig) < 0)
+		if (qkey_unhex(line + end - 1 - 2 * QACH_SIG_BYTES, QACH_SIG_BYTES, f.sig) < 0)
 			return -QUAI_EFORMAT;
 		f.has_sig = true;
 		end -= SIG_FIELD;
@@ -90,7 +60,7 @@ int qach_parse(const char *line, size_t len, struct qach_fields *ret)
 	}
 	if (end < PREV_FIELD || line[end - 1] != '"' ||
 	    memcmp(line + end - PREV_FIELD, prev_key, KEYLEN(prev_key)) != 0 ||
-	    from_hex(line + end - 1 - 2 * QACH_HASH_BYTES, QACH_HASH_BYTES, f.prev) < 0)
+	    qkey_unhex(line + end - 1 - 2 * QACH_HASH_BYTES, QACH_HASH_BYTES, f.prev) < 0)
 		return -QUAI_EFORMAT;
 	end -= PREV_FIELD;
 	/* The digits of seq, read backwards to the key before them. */
@@ -134,7 +104,7 @@ size_t qach_seal(const char *body, size_t body_len, const struct qach_head *prev
 	o += k;
 	memcpy(o, prev_key, KEYLEN(prev_key));
 	o += KEYLEN(prev_key);
-	to_hex(prev->hash, QACH_HASH_BYTES, o);
+	qkey_hex(prev->hash, QACH_HASH_BYTES, o);
 	o += 2 * QACH_HASH_BYTES;
 	*o++ = '"';
 	if (sk) {
@@ -144,7 +114,7 @@ size_t qach_seal(const char *body, size_t body_len, const struct qach_head *prev
 		crypto_sign_detached(sig, NULL, (const unsigned char *)buf, (size_t)(o - buf), sk);
 		memcpy(o, sig_key, KEYLEN(sig_key));
 		o += KEYLEN(sig_key);
-		to_hex(sig, QACH_SIG_BYTES, o);
+		qkey_hex(sig, QACH_SIG_BYTES, o); /* its NUL is overwritten next */
 		o += 2 * QACH_SIG_BYTES;
 		*o++ = '"';
 	}
@@ -255,6 +225,16 @@ static int fault(struct vstate *v, const char *fmt, unsigned long long a, unsign
 	return -QUAI_ECORRUPT;
 }
 
+/* A fault found at this line that lies in the line before it (changed,
+ * or inserted): that line is the one named, and not counted as checked. */
+static int fault_before(struct vstate *v, const char *fmt, unsigned long long a,
+			unsigned long long b, unsigned long long c)
+{
+	v->line--;
+	v->rep->lines--;
+	return fault(v, fmt, a, b, c);
+}
+
 static bool sig_ok(const struct vstate *v, const char *line, const struct qach_fields *f)
 {
 	for (size_t i = 0; i < v->npk; i++)
@@ -317,11 +297,12 @@ static int verify_line(struct vstate *v, const char *line, size_t len, bool has_
 				     "were deleted",
 				     l, f.seq, v->prev.seq);
 		if (f.seq < want) {
-			if (v->have_prev2 && memcmp(f.prev, v->prev2, QACH_HASH_BYTES) == 0)
-				return fault(v,
-					     "line %llu was inserted: line %llu (seq %llu) "
-					     "follows the line before it",
-					     l - 1, l, f.seq);
+			if (!boundary && v->have_prev2 &&
+			    memcmp(f.prev, v->prev2, QACH_HASH_BYTES) == 0)
+				return fault_before(v,
+						    "line %llu was inserted: line %llu (seq %llu) "
+						    "follows the line before it",
+						    l - 1, l, f.seq);
 			return fault(v,
 				     "line %llu (seq %llu) does not follow seq %llu: a line was "
 				     "inserted before it, or lines were reordered",
@@ -333,10 +314,11 @@ static int verify_line(struct vstate *v, const char *line, size_t len, bool has_
 				     "line does not have: that line was changed",
 				     l, f.seq, 0);
 		if (!linked)
-			return fault(v,
-				     "line %llu was changed: line %llu (seq %llu) names a hash it "
-				     "does not have",
-				     l - 1, l, f.seq);
+			return fault_before(
+			    v,
+			    "line %llu was changed: line %llu (seq %llu) names a hash it "
+			    "does not have",
+			    l - 1, l, f.seq);
 	}
 	memcpy(v->prev2, v->prev.hash, QACH_HASH_BYTES);
 	v->have_prev2 = v->have_prev;
