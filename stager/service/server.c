@@ -1692,6 +1692,8 @@ int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struc
 	srv->policy = conf->policy;
 	if (conf->audit_log) {
 		r = qaudit_open(conf->audit_log, &srv->audit, err, err_len);
+		if (r == 0 && conf->audit_key[0])
+			r = qaudit_load_key(srv->audit, conf->audit_key, err, err_len);
 		if (r < 0)
 			goto fail_quiet;
 	}

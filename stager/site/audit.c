@@ -30,6 +30,7 @@
 #include "auditchain.h"
 #include "hostconf.h"
 #include "quai/quai.h"
+#include "sitekey.h"
 
 struct qaudit {
 	pthread_mutex_t mu; /* orders write + fdatasync, guards fd */
@@ -439,6 +440,23 @@ void qaudit_close(struct qaudit *a)
 	pthread_mutex_destroy(&a->mu);
 	explicit_bzero(a->sk, sizeof(a->sk));
 	free(a);
+}
+
+int qaudit_load_key(struct qaudit *a, const char *path, char *err, size_t err_len)
+{
+	uint8_t sk[QKEY_SK_BYTES], pk[QKEY_PK_BYTES];
+	char why[1400] = "";
+	int r;
+
+	if (!a || !path)
+		return -EINVAL;
+	r = qkey_load_secret(path, sk, pk, why, sizeof(why));
+	if (r == 0)
+		qaudit_set_key(a, sk);
+	else if (err && err_len)
+		snprintf(err, err_len, "audit_key: %s", why);
+	explicit_bzero(sk, sizeof(sk));
+	return r;
 }
 
 /* ---- the host's own log ------------------------------------------------ */

@@ -73,6 +73,10 @@ void qaudit_close(struct qaudit *a); /* NULL: no-op */
  * 64 bytes as libsodium holds it; copied); NULL: unsigned. Thread-safe. */
 void qaudit_set_key(struct qaudit *a, const uint8_t *sk);
 
+/* qaudit_set_key() with the secret key file at path (sitekey.h). Returns
+ * 0, or -errno / -EPERM / -QUAI_EFORMAT with err "audit_key: PATH: why". */
+int qaudit_load_key(struct qaudit *a, const char *path, char *err, size_t err_len);
+
 /* The host's own audit log: the `audit_log` key of the host configuration
  * (quai.conf, hostconf.h; an absolute path). What a process decides on its
  * own goes there: embedded streams of local datasets, and the refusals a

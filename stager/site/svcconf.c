@@ -25,6 +25,7 @@
 
 #include "hostconf.h"
 #include "quai/quai.h"
+#include "sitekey.h"
 
 #define DEFAULT_NODE "0.0.0.0"
 #define DEFAULT_MAX_CLIENTS 64
@@ -461,6 +462,23 @@ static int set_audit_log(struct qsvc_conf *c, const char *v, char *msg, size_t l
 	return set_path(&c->audit_log, v, false, msg, len);
 }
 
+static int set_audit_key(struct qsvc_conf *c, const char *v, char *msg, size_t len)
+{
+	char *p = NULL;
+	int r = norm_path(v, strlen(v), false, &p, msg, len);
+
+	if (r < 0)
+		return r;
+	if (strlen(p) >= sizeof(c->audit_key)) {
+		free(p);
+		say(msg, len, "a path of at most %zu bytes", sizeof(c->audit_key) - 1);
+		return -QUAI_EFORMAT;
+	}
+	memcpy(c->audit_key, p, strlen(p) + 1);
+	free(p);
+	return 0;
+}
+
 /* A socket's path must fit sockaddr_un's sun_path, NUL included. */
 #define SOCKET_PATH_MAX 107
 
@@ -640,6 +658,7 @@ enum key_id {
 	K_LOG_LEVEL,
 	K_LOG_FILE,
 	K_AUDIT_LOG,
+	K_AUDIT_KEY,
 	K_MUNGE_SOCKET,
 	K_UNAUTHENTICATED,
 	K_ZONE_HOSTS,
@@ -665,6 +684,7 @@ static const struct key {
     [K_LOG_LEVEL] = {"log_level", set_log_level},
     [K_LOG_FILE] = {"log_file", set_log_file},
     [K_AUDIT_LOG] = {"audit_log", set_audit_log},
+    [K_AUDIT_KEY] = {"audit_key", set_audit_key},
     [K_MUNGE_SOCKET] = {"munge_socket", set_munge_socket},
     [K_UNAUTHENTICATED] = {"unauthenticated", set_unauthenticated},
     [K_ZONE_HOSTS] = {"zone_hosts", set_zone_hosts},
@@ -1038,6 +1058,22 @@ static void check_log_file(struct problems *p, const char *key, const char *path
 			show_path(&sh2, dir), strerror(errno));
 }
 
+/* The audit key signs the audit log's lines: it needs one, and must be a
+ * secret key only its owner can read (sitekey.h). */
+static void check_audit_key(struct problems *p, const struct qsvc_conf *c)
+{
+	uint8_t sk[QKEY_SK_BYTES], pk[QKEY_PK_BYTES];
+	char why[1400];
+
+	if (!c->audit_key[0])
+		return;
+	if (!c->audit_log)
+		problem(p, "audit_key: set, but no audit_log to sign");
+	if (qkey_load_secret(c->audit_key, sk, pk, why, sizeof(why)) < 0)
+		problem(p, "audit_key: %s", why);
+	explicit_bzero(sk, sizeof(sk));
+}
+
 int qsvc_conf_check(const struct qsvc_conf *c, FILE *out)
 {
 	struct problems p = {out, 0};
@@ -1058,6 +1094,7 @@ int qsvc_conf_check(const struct qsvc_conf *c, FILE *out)
 		check_log_file(&p, "log_file", c->log_file);
 	if (c->audit_log)
 		check_log_file(&p, "audit_log", c->audit_log);
+	check_audit_key(&p, c);
 	if (c->client_memory > c->pinned)
 		problem(&p, "client_memory: %s is more than pinned, the whole pool (%s)",
 			size_str(c->client_memory, a), size_str(c->pinned, b));
@@ -1172,6 +1209,8 @@ void qsvc_conf_print(const struct qsvc_conf *c, FILE *out)
 	    c->log_file ? NULL : "standard error");
 	put(out, !c->audit_log, "audit_log", c->audit_log ? c->audit_log : "",
 	    c->audit_log ? NULL : "none: requests are not audited");
+	put(out, !c->audit_key[0], "audit_key", c->audit_key,
+	    c->audit_key[0] ? NULL : "none: audit lines are chained, not signed");
 	put(out, !c->munge_socket[0], "munge_socket", c->munge_socket[0] ? c->munge_socket : "",
 	    c->munge_socket[0] ? NULL : "libmunge's, /run/munge/munge.socket.2");
 	print_policy(c->policy, out);

@@ -52,6 +52,9 @@ struct qsvc_conf {
 	char *audit_log;	     /* "audit_log = FILE"; NULL: no audit log */
 	char munge_socket[256];	     /* "munge_socket = PATH": munged's socket;
 					"": libmunge's default */
+	char audit_key[1024];	     /* "audit_key = FILE": the host's Ed25519
+					secret key (sitekey.h) that signs every
+					audit line; "": unsigned */
 };
 
 /* Fills c with the defaults. The zone is the host's (quai_host_zone(),
