@@ -393,3 +393,19 @@ Test(keys, secret_keys_others_can_read_are_refused)
 	cr_assert_eq(chmod(pubp, 0600), 0);
 	cr_expect_eq(qkey_load_secret(pubp, sk, pk, err, sizeof(err)), -QUAI_EFORMAT);
 }
+
+/* Regression: a seq of 20 digits was cut from the sealed line (its buffer
+ * held 17), found by the fuzz harness. */
+Test(chain, the_largest_seq_is_sealed_whole)
+{
+	struct qach_head head = {.seq = UINT64_MAX - 1};
+	const char body[] = "{\"event\":\"access\"}\n";
+	char line[512];
+	struct qach_fields f;
+
+	size_t n = qach_seal(body, sizeof(body) - 1, &head, NULL, line, sizeof(line));
+	cr_assert(n > 0 && n < sizeof(line));
+	cr_assert_eq(strlen(line), n);
+	cr_assert_eq(qach_parse(line, n - 1, &f), 0, "%s", line);
+	cr_expect_eq(f.seq, UINT64_MAX);
+}

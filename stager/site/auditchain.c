@@ -85,7 +85,7 @@ int qach_parse(const char *line, size_t len, struct qach_fields *ret)
 size_t qach_seal(const char *body, size_t body_len, const struct qach_head *prev, const uint8_t *sk,
 		 char *buf, size_t len)
 {
-	char seq[24];
+	char seq[32]; /* ,"seq": and up to 20 digits */
 	size_t head, need;
 	int k;
 
