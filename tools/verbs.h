@@ -3,6 +3,8 @@
 #ifndef QUAI_TOOLS_VERBS_H
 #define QUAI_TOOLS_VERBS_H
 
+#include <stdbool.h>
+
 /* The "Exit status" section every verb's --help ends with. */
 extern const char exit_status_help[];
 
@@ -16,5 +18,10 @@ int cmd_stat(int argc, char **argv);
 /* tools/audit_cmd.c */
 int cmd_audit(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+/* tools/label_cmd.c */
+int cmd_sign(int argc, char **argv);
+/* quai verify's signature report: 0 when it holds (or is absent and not
+ * required), else the exit status, with the reason on stderr. */
+int label_report(const char *path, const char *keys_spec, bool require, bool quiet);
 
 #endif

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * quai sign: a data steward signs a dataset's label (name, classification,
+ * zone) and content with a site key; and the signature report of quai
+ * verify. Thin over the library's label.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli_util.h"
+#include "fsutil.h"
+#include "label.h"
+#include "manifest.h"
+#include "quai/quai.h"
+#include "sitekey.h"
+#include "verbs.h"
+
+enum { OPT_KEY = 256, OPT_REPLACE };
+
+static const char sign_help[] =
+    "Usage: quai sign [OPTION]... DATASET --key SECRET\n"
+    "Sign a dataset's label and content with a site key (quai keygen), as a data\n"
+    "steward: its name, classification and zone, its manifest and every shard\n"
+    "and index file, into DATASET/manifest.sig (docs/FORMAT.md). A quaid given\n"
+    "the site's public keys serves only datasets whose signature holds.\n"
+    "\n"
+    "  --key FILE          the secret key to sign with (required)\n"
+    "  --replace           replace an existing signature\n"
+    "  -h, --help          show this help\n"
+    "\n";
+
+/* The dataset's manifest, parsed, and its bytes; dirfd of its directory. */
+static int load_manifest(const char *path, int *ret_dirfd, struct qmf *ret_m, uint8_t **ret_text,
+			 size_t *ret_len, char *err, size_t err_len)
+{
+	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r;
+
+	if (dfd < 0) {
+		r = -errno;
+		snprintf(err, err_len, "'%s': %s", path, strerror(-r));
+		return r;
+	}
+	r = qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, ret_text, ret_len);
+	if (r < 0) {
+		snprintf(err, err_len, "'%s/manifest.json': %s", path, quai_strerror(r));
+		close(dfd);
+		return r;
+	}
+	char merr[512] = "";
+	r = qmf_parse((const char *)*ret_text, *ret_len, ret_m, merr, sizeof(merr));
+	if (r < 0) {
+		snprintf(err, err_len, "'%s/manifest.json': %s", path,
+			 merr[0] ? merr : quai_strerror(r));
+		free(*ret_text);
+		close(dfd);
+		return r;
+	}
+	*ret_dirfd = dfd;
+	return 0;
+}
+
+int cmd_sign(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"key", required_argument, NULL, OPT_KEY},
+	    {"replace", no_argument, NULL, OPT_REPLACE},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	uint8_t sk[QKEY_SK_BYTES], pk[QKEY_PK_BYTES];
+	const char *key = NULL;
+	bool replace = false;
+	char err[4400] = "", id[QKEY_ID_LEN + 1];
+	struct qmf m;
+	uint8_t *text;
+	size_t len;
+	int c, r, dfd;
+
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_KEY:
+			key = optarg;
+			break;
+		case OPT_REPLACE:
+			replace = true;
+			break;
+		case 'h':
+			fputs(sign_help, stdout);
+			fputs(exit_status_help, stdout);
+			return cli_finish_stdout("sign");
+		default:
+			fputs("Try 'quai sign --help'.\n", stderr);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1)
+		return cli_usage_error("sign", "expected one DATASET operand");
+	if (!key)
+		return cli_usage_error("sign", "--key SECRET is required");
+	r = qkey_load_secret(key, sk, pk, err, sizeof(err));
+	if (r < 0) {
+		cli_errorf("sign", "%s", err);
+		return CLI_EXIT_FAILURE;
+	}
+	r = load_manifest(argv[optind], &dfd, &m, &text, &len, err, sizeof(err));
+	if (r < 0) {
+		explicit_bzero(sk, sizeof(sk));
+		cli_errorf("sign", "%s", err);
+		return cli_exit_code(r);
+	}
+	r = qlbl_sign(dfd, &m, (const char *)text, len, sk, replace, err, sizeof(err));
+	explicit_bzero(sk, sizeof(sk));
+	if (r == 0) {
+		qkey_id(pk, id);
+		printf("%s: signed as %s, zone %s, by key %s\n", argv[optind],
+		       quai_class_name(m.classification), m.zone, id);
+	} else {
+		cli_errorf("sign", "'%s': %s", argv[optind], err);
+	}
+	qmf_release(&m);
+	free(text);
+	close(dfd);
+	if (r < 0)
+		return r == -QUAI_EEXISTS ? CLI_EXIT_FAILURE : cli_exit_code(r);
+	return cli_finish_stdout("sign");
+}
+
+int label_report(const char *path, const char *keys_spec, bool require, bool quiet)
+{
+	uint8_t *keys = NULL;
+	size_t nkeys = 0;
+	char err[4400] = "", why[1024] = "";
+	struct qmf m;
+	uint8_t *text;
+	size_t len;
+	int r, dfd, st;
+
+	r = qlbl_host_keys(&keys, &nkeys, err, sizeof(err));
+	if (r == 0 && keys_spec)
+		r = qlbl_load_keys(keys_spec, &keys, &nkeys, err, sizeof(err));
+	if (r < 0) {
+		free(keys);
+		cli_errorf("verify", "%s", err);
+		return CLI_EXIT_FAILURE;
+	}
+	/* A dataset whose manifest does not open is left to the data check,
+	 * which says why. */
+	r = load_manifest(path, &dfd, &m, &text, &len, err, sizeof(err));
+	if (r < 0) {
+		free(keys);
+		return 0;
+	}
+	st = qlbl_check(dfd, &m, (const char *)text, len, keys, nkeys, true, why, sizeof(why));
+	qmf_release(&m);
+	free(text);
+	free(keys);
+	close(dfd);
+	if (st < 0) {
+		cli_errorf("verify", "'%s': cannot check its signature: %s", path, why);
+		return cli_exit_code(st);
+	}
+	if (st == QLBL_BAD) {
+		cli_errorf("verify", "'%s': signature: bad: %s", path, why);
+		return CLI_EXIT_BAD_DATA;
+	}
+	if (st != QLBL_SIGNED && require) {
+		cli_errorf("verify", "'%s': signature: %s: %s", path, qlbl_status_name(st), why);
+		return CLI_EXIT_BAD_DATA;
+	}
+	if (!quiet)
+		printf("%s: signature: %s: %s\n", path, qlbl_status_name(st), why);
+	return 0;
+}
