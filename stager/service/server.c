@@ -566,23 +566,31 @@ static struct sstream *find_stream_locked(struct session *se, uint64_t id)
 /* Reads and parses the manifest of the dataset in directory `path`; the
  * text too when ret_text is given (free() it). Returns 0 or -errno /
  * -QUAI_EFORMAT with err. */
-static int load_manifest(const char *path, const char *name, struct qmf *mf, uint8_t **ret_text,
-			 size_t *ret_len, char *err, size_t err_len)
+static int load_manifest(const struct qsrv *srv, const char *path, const char *name, struct qmf *mf,
+			 uint8_t **ret_text, size_t *ret_len, char *err, size_t err_len)
 {
 	uint8_t *text = NULL;
 	size_t len = 0;
 	char perr[256];
 	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int r = dfd < 0 ? -errno : qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
-	if (dfd >= 0)
-		close(dfd);
 	if (r < 0) {
+		if (dfd >= 0)
+			close(dfd);
 		snprintf(err, err_len, "%s/manifest.json: %s", name, strerror(-r));
 		return r;
 	}
 	r = qmf_parse((const char *)text, len, mf, perr, sizeof(perr));
 	if (r < 0) {
+		close(dfd);
 		snprintf(err, err_len, "%s/manifest.json: %s", name, perr);
+		free(text);
+		return r;
+	}
+	r = srv_label(srv, dfd, mf, (const char *)text, len, err, err_len);
+	close(dfd);
+	if (r < 0) {
+		qmf_release(mf);
 		free(text);
 		return r;
 	}
@@ -608,7 +616,7 @@ static void stream_open(struct session *se, const struct qp_msg *m)
 			  so->name);
 		return;
 	}
-	r = load_manifest(path, so->name, &mf, NULL, NULL, err, sizeof(err));
+	r = load_manifest(srv, path, so->name, &mf, NULL, NULL, err, sizeof(err));
 	if (r < 0) {
 		srv_error(se, m->h.req, r, "%s", err);
 		return;
@@ -914,10 +922,17 @@ static int catalog(struct qsrv *srv, struct entry **ret, uint32_t *ret_n)
 			size_t len;
 			struct qmf mf;
 			int r = qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
+			if (r == 0) {
+				r = qmf_parse((const char *)text, len, &mf, NULL, 0);
+				/* Not listed unless it could be served. */
+				char lerr[8];
+				if (r == 0 && srv_label(srv, dfd, &mf, (const char *)text, len,
+							lerr, sizeof(lerr)) < 0) {
+					qmf_release(&mf);
+					r = -QUAI_EPOLICY;
+				}
+			}
 			close(dfd);
-			if (r < 0)
-				continue;
-			r = qmf_parse((const char *)text, len, &mf, NULL, 0);
 			free(text);
 			if (r < 0)
 				continue;
@@ -1012,7 +1027,7 @@ static void manifest(struct session *se, const struct qp_msg *m)
 	size_t len = 0;
 	char err[512];
 	struct qmf mf;
-	r = load_manifest(path, m->u.manifest.name, &mf, &text, &len, err, sizeof(err));
+	r = load_manifest(se->srv, path, m->u.manifest.name, &mf, &text, &len, err, sizeof(err));
 	if (r < 0) {
 		srv_error(se, m->h.req, r, "%s", err);
 		return;

@@ -110,6 +110,15 @@ int srv_dataset_path(struct qsrv *srv, const char *name, char *buf, size_t len);
  * "stream", "pull", "push"). dataset "" or NULL: a request about no
  * dataset. bytes: what the access covers, -1 when not known. Returns 1
  * when granted, 0 when refused. Not under srv->mu. */
+/* srv_label.c: with site_keys, the dataset in dirfd (manifest mf, its
+ * bytes text) must be signed by a site key, its label and manifest as
+ * signed; an unsigned one is refused or, with `unsigned = sensitive`,
+ * made sensitive of quaid's zone in mf. Returns 0, -QUAI_EPOLICY with err
+ * saying why, or -errno / -ENOMEM. */
+struct qmf;
+int srv_label(const struct qsrv *srv, int dirfd, struct qmf *mf, const char *text, size_t len,
+	      char *err, size_t err_len);
+
 int srv_authorize(struct session *se, uint64_t req, int op, const char *what, const char *dataset,
 		  int classification, const char *zone, int64_t bytes);
 

@@ -430,9 +430,17 @@ void srvx_pull_open(struct session *se, const struct qp_msg *m)
 		goto fail;
 	}
 	r = qmf_parse((const char *)text, len, &mf, perr, sizeof(perr));
+	if (r < 0) {
+		free(text);
+		srv_error(se, m->h.req, r, "%s/%s: %s", po->name, SX_MANIFEST, perr);
+		goto fail;
+	}
+	char lerr[1200];
+	r = srv_label(srv, x->dfd, &mf, (const char *)text, len, lerr, sizeof(lerr));
 	free(text);
 	if (r < 0) {
-		srv_error(se, m->h.req, r, "%s/%s: %s", po->name, SX_MANIFEST, perr);
+		qmf_release(&mf);
+		srv_error(se, m->h.req, r, "%s", lerr);
 		goto fail;
 	}
 	if (!srv_authorize(se, m->h.req, QPOL_PULL, "pull", po->name, mf.classification, mf.zone,

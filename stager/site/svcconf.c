@@ -25,6 +25,7 @@
 
 #include "hostconf.h"
 #include "quai/quai.h"
+#include "label.h"
 #include "sitekey.h"
 
 #define DEFAULT_NODE "0.0.0.0"
@@ -479,6 +480,43 @@ static int set_audit_key(struct qsvc_conf *c, const char *v, char *msg, size_t l
 	return 0;
 }
 
+/* site_keys: each file must hold a public key (sitekey.h). */
+static int set_site_keys(struct qsvc_conf *c, const char *v, char *msg, size_t len)
+{
+	uint8_t *keys = NULL;
+	size_t n = 0;
+	char why[4400];
+	int r;
+
+	if (strlen(v) >= sizeof(c->site_keys)) {
+		say(msg, len, "at most %zu bytes", sizeof(c->site_keys) - 1);
+		return -QUAI_EFORMAT;
+	}
+	r = qlbl_load_keys(v, &keys, &n, why, sizeof(why));
+	free(keys);
+	if (r < 0) {
+		say(msg, len, "%s", why);
+		return -QUAI_EFORMAT;
+	}
+	memcpy(c->site_keys, v, strlen(v) + 1);
+	return 0;
+}
+
+static int set_unsigned(struct qsvc_conf *c, const char *v, char *msg, size_t len)
+{
+	struct shown sh;
+
+	if (strcmp(v, "refuse") == 0)
+		c->unsigned_policy = QSVC_UNSIGNED_REFUSE;
+	else if (strcmp(v, "sensitive") == 0)
+		c->unsigned_policy = QSVC_UNSIGNED_SENSITIVE;
+	else {
+		say(msg, len, "'%s': expected refuse or sensitive", show(&sh, v));
+		return -QUAI_EFORMAT;
+	}
+	return 0;
+}
+
 /* A socket's path must fit sockaddr_un's sun_path, NUL included. */
 #define SOCKET_PATH_MAX 107
 
@@ -659,6 +697,8 @@ enum key_id {
 	K_LOG_FILE,
 	K_AUDIT_LOG,
 	K_AUDIT_KEY,
+	K_SITE_KEYS,
+	K_UNSIGNED,
 	K_MUNGE_SOCKET,
 	K_UNAUTHENTICATED,
 	K_ZONE_HOSTS,
@@ -685,6 +725,8 @@ static const struct key {
     [K_LOG_FILE] = {"log_file", set_log_file},
     [K_AUDIT_LOG] = {"audit_log", set_audit_log},
     [K_AUDIT_KEY] = {"audit_key", set_audit_key},
+    [K_SITE_KEYS] = {"site_keys", set_site_keys},
+    [K_UNSIGNED] = {"unsigned", set_unsigned},
     [K_MUNGE_SOCKET] = {"munge_socket", set_munge_socket},
     [K_UNAUTHENTICATED] = {"unauthenticated", set_unauthenticated},
     [K_ZONE_HOSTS] = {"zone_hosts", set_zone_hosts},
@@ -1209,6 +1251,11 @@ void qsvc_conf_print(const struct qsvc_conf *c, FILE *out)
 	    c->log_file ? NULL : "standard error");
 	put(out, !c->audit_log, "audit_log", c->audit_log ? c->audit_log : "",
 	    c->audit_log ? NULL : "none: requests are not audited");
+	put(out, !c->site_keys[0], "site_keys", c->site_keys,
+	    c->site_keys[0] ? NULL : "none: datasets' signatures are not checked");
+	put(out, c->unsigned_policy == QSVC_UNSIGNED_REFUSE, "unsigned",
+	    c->unsigned_policy == QSVC_UNSIGNED_REFUSE ? "refuse" : "sensitive",
+	    c->unsigned_policy == QSVC_UNSIGNED_REFUSE ? "with site_keys" : NULL);
 	put(out, !c->audit_key[0], "audit_key", c->audit_key,
 	    c->audit_key[0] ? NULL : "none: audit lines are chained, not signed");
 	put(out, !c->munge_socket[0], "munge_socket", c->munge_socket[0] ? c->munge_socket : "",

@@ -27,6 +27,8 @@ enum qsvc_log_level {
 	QSVC_LOG_DEBUG = 7,
 };
 
+enum { QSVC_UNSIGNED_REFUSE = 0, QSVC_UNSIGNED_SENSITIVE = 1 };
+
 struct qsvc_conf {
 	char listen_node[256];	 /* "listen = NODE[:PORT]"; default 0.0.0.0 */
 	char listen_service[32]; /* default QSVC_DEFAULT_PORT */
@@ -52,6 +54,11 @@ struct qsvc_conf {
 	char *audit_log;	     /* "audit_log = FILE"; NULL: no audit log */
 	char munge_socket[256];	     /* "munge_socket = PATH": munged's socket;
 					"": libmunge's default */
+	char site_keys[4096];	     /* "site_keys = FILE[:FILE...]": the site's
+					public keys; "": labels are not checked */
+	int unsigned_policy;	     /* "unsigned = refuse|sensitive": what is
+					done with an unsigned dataset when
+					site_keys is set; QSVC_UNSIGNED_* */
 	char audit_key[1024];	     /* "audit_key = FILE": the host's Ed25519
 					secret key (sitekey.h) that signs every
 					audit line; "": unsigned */

@@ -124,3 +124,60 @@ def test_sign_usage(quai, tmp_path, steward):
     assert p.returncode == 3 and b"others can read" in p.stderr  # 0644
     p = quai.run("sign", str(tmp_path / "nope"), "--key", steward + ".key")
     assert p.returncode != 0 and b"nope" in p.stderr
+
+
+# ---- quaid -------------------------------------------------------------------
+
+def quaid_with_keys(tmp_path, steward, unsigned=None):
+    from test_xfer import Quaid
+    q = Quaid(tmp_path / "server")
+    with open(q.conf, "a") as f:
+        f.write(f"site_keys = {steward}.pub\nzone = fr-1\n")
+        if unsigned:
+            f.write(f"unsigned = {unsigned}\n")
+    return q
+
+
+def ls(quai, q):
+    import json
+    p = quai.ok("ls", "--json", q.uri())
+    return {d["name"]: (d["classification"], d["zone"]) for d in json.loads(p.stdout)}
+
+
+def test_quaid_serves_only_what_a_site_key_signed(quai, tmp_path, steward):
+    q = quaid_with_keys(tmp_path, steward)
+    good = packed(quai, tmp_path, "server/roots", "internal", 7, name="good")
+    quai.ok("sign", good, "--key", steward + ".key")
+    packed(quai, tmp_path, "server/roots", "internal", 8, name="plain")
+    # Relabelled: signed as sensitive, its manifest now public.
+    sens = packed(quai, tmp_path, "elsewhere", "sensitive", 9, name="relab")
+    quai.ok("sign", sens, "--key", steward + ".key")
+    relab = packed(quai, tmp_path, "server/roots", "public", 9, name="relab")
+    shutil.copy(os.path.join(sens, "manifest.sig"), os.path.join(relab, "manifest.sig"))
+    q.start()
+    try:
+        assert ls(quai, q) == {"good": ("internal", "fr-1")}
+        quai.ok("pull", "-q", q.uri("good"), str(tmp_path / "got"))
+        p = quai.run("pull", "-q", q.uri("plain"), str(tmp_path / "got2"))
+        assert p.returncode == 5, p.stderr
+        assert b"dataset plain is refused: its signature is unsigned" in p.stderr, p.stderr
+        p = quai.run("pull", "-q", q.uri("relab"), str(tmp_path / "got3"))
+        assert p.returncode == 5, p.stderr
+        assert b"its signature is bad: relabelled: signed (key " in p.stderr, p.stderr
+        p = quai.run("info", q.uri("relab"))
+        assert p.returncode == 5 and b"relabelled" in p.stderr, p.stderr
+        assert not os.path.exists(tmp_path / "got2") and not os.path.exists(tmp_path / "got3")
+    finally:
+        q.stop()
+    q.check_clean()
+
+
+def test_quaid_takes_unsigned_datasets_as_sensitive_of_its_zone(quai, tmp_path, steward):
+    q = quaid_with_keys(tmp_path, steward, unsigned="sensitive")
+    packed(quai, tmp_path, "server/roots", "public", 10, name="plain")
+    q.start()
+    try:
+        assert ls(quai, q) == {"plain": ("sensitive", "fr-1")}
+    finally:
+        q.stop()
+    q.check_clean()

@@ -197,7 +197,7 @@ def test_check_config_prints_the_defaults(quaid):
                  "# log_file = (default: standard error)"):
         assert line in lines, (line, p.stdout)
     assert f"roots = {quaid.dir}/r" in lines
-    assert len(settings(p.stdout)) == 18
+    assert len(settings(p.stdout)) == 20
     for key in ("zone_hosts", "unauthenticated", "audit_log", "munge_socket"):
         assert any(line.startswith(f"# {key} = ") for line in lines), (key, p.stdout)
     # Valid, but surely not meant: said, without refusing to start.
