@@ -132,7 +132,7 @@ int cmd_sign(int argc, char **argv)
 	return cli_finish_stdout("sign");
 }
 
-int label_report(const char *path, const char *keys_spec, bool require, bool quiet)
+int label_report(const char *path, const char *keys_spec, bool require, char *line, size_t len_)
 {
 	uint8_t *keys = NULL;
 	size_t nkeys = 0;
@@ -174,7 +174,6 @@ int label_report(const char *path, const char *keys_spec, bool require, bool qui
 		cli_errorf("verify", "'%s': signature: %s: %s", path, qlbl_status_name(st), why);
 		return CLI_EXIT_BAD_DATA;
 	}
-	if (!quiet)
-		printf("%s: signature: %s: %s\n", path, qlbl_status_name(st), why);
+	snprintf(line, len_, "%s: signature: %s: %s\n", path, qlbl_status_name(st), why);
 	return 0;
 }

@@ -424,7 +424,8 @@ static int cmd_verify(int argc, char **argv)
 	}
 	/* The signature first: a dataset that is not what was signed (other
 	 * shards, relabelled) is said so, rather than as damaged frames. */
-	r = label_report(ctx.path, site_keys, require_signed, quiet);
+	char sig_line[PATH_BUF + 1200] = "";
+	r = label_report(ctx.path, site_keys, require_signed, sig_line, sizeof(sig_line));
 	if (r)
 		return r;
 	pthread_mutex_init(&ctx.lock, NULL);
@@ -477,6 +478,7 @@ static int cmd_verify(int argc, char **argv)
 		printf("%s: OK, %" PRIu64 " frame%s, %s compressed, %s raw, %s, %.1f MB/s\n",
 		       show(&sh, ctx.path), res.frames, res.frames == 1 ? "" : "s", scomp, sraw,
 		       stime, cli_rate_mbs(res.compressed_bytes, elapsed));
+		fputs(sig_line, stdout);
 	}
 	return cli_finish_stdout("verify");
 }

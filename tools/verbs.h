@@ -4,6 +4,7 @@
 #define QUAI_TOOLS_VERBS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* The "Exit status" section every verb's --help ends with. */
 extern const char exit_status_help[];
@@ -20,8 +21,9 @@ int cmd_audit(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 /* tools/label_cmd.c */
 int cmd_sign(int argc, char **argv);
-/* quai verify's signature report: 0 when it holds (or is absent and not
- * required), else the exit status, with the reason on stderr. */
-int label_report(const char *path, const char *keys_spec, bool require, bool quiet);
+/* quai verify's signature check: 0 when it holds (or is absent and not
+ * required), with the status line to print into line; else the exit
+ * status, with the reason on stderr. */
+int label_report(const char *path, const char *keys_spec, bool require, char *line, size_t len);
 
 #endif
