@@ -66,6 +66,57 @@ static int load_manifest(const char *path, int *ret_dirfd, struct qmf *ret_m, ui
 	return 0;
 }
 
+int label_sign(const char *verb, const char *path, const char *key, bool replace, bool quiet)
+{
+	uint8_t sk[QKEY_SK_BYTES], pk[QKEY_PK_BYTES];
+	char err[4400] = "", id[QKEY_ID_LEN + 1];
+	struct qmf m;
+	uint8_t *text;
+	size_t len;
+	int r, dfd;
+
+	r = qkey_load_secret(key, sk, pk, err, sizeof(err));
+	if (r < 0) {
+		cli_errorf(verb, "%s", err);
+		return CLI_EXIT_FAILURE;
+	}
+	r = load_manifest(path, &dfd, &m, &text, &len, err, sizeof(err));
+	if (r < 0) {
+		explicit_bzero(sk, sizeof(sk));
+		cli_errorf(verb, "%s", err);
+		return cli_exit_code(r);
+	}
+	r = qlbl_sign(dfd, &m, (const char *)text, len, sk, replace, err, sizeof(err));
+	explicit_bzero(sk, sizeof(sk));
+	if (r == 0 && !quiet) {
+		qkey_id(pk, id);
+		printf("%s: signed as %s, zone %s, by key %s\n", path,
+		       quai_class_name(m.classification), m.zone, id);
+	} else if (r < 0) {
+		cli_errorf(verb, "'%s': %s", path, err);
+	}
+	qmf_release(&m);
+	free(text);
+	close(dfd);
+	if (r < 0)
+		return r == -QUAI_EEXISTS ? CLI_EXIT_FAILURE : cli_exit_code(r);
+	return 0;
+}
+
+int label_key_usable(const char *verb, const char *key)
+{
+	uint8_t sk[QKEY_SK_BYTES], pk[QKEY_PK_BYTES];
+	char err[4400] = "";
+	int r = qkey_load_secret(key, sk, pk, err, sizeof(err));
+
+	explicit_bzero(sk, sizeof(sk));
+	if (r < 0) {
+		cli_errorf(verb, "%s", err);
+		return CLI_EXIT_FAILURE;
+	}
+	return 0;
+}
+
 int cmd_sign(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -74,14 +125,9 @@ int cmd_sign(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	uint8_t sk[QKEY_SK_BYTES], pk[QKEY_PK_BYTES];
 	const char *key = NULL;
 	bool replace = false;
-	char err[4400] = "", id[QKEY_ID_LEN + 1];
-	struct qmf m;
-	uint8_t *text;
-	size_t len;
-	int c, r, dfd;
+	int c, r;
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -104,31 +150,9 @@ int cmd_sign(int argc, char **argv)
 		return cli_usage_error("sign", "expected one DATASET operand");
 	if (!key)
 		return cli_usage_error("sign", "--key SECRET is required");
-	r = qkey_load_secret(key, sk, pk, err, sizeof(err));
-	if (r < 0) {
-		cli_errorf("sign", "%s", err);
-		return CLI_EXIT_FAILURE;
-	}
-	r = load_manifest(argv[optind], &dfd, &m, &text, &len, err, sizeof(err));
-	if (r < 0) {
-		explicit_bzero(sk, sizeof(sk));
-		cli_errorf("sign", "%s", err);
-		return cli_exit_code(r);
-	}
-	r = qlbl_sign(dfd, &m, (const char *)text, len, sk, replace, err, sizeof(err));
-	explicit_bzero(sk, sizeof(sk));
-	if (r == 0) {
-		qkey_id(pk, id);
-		printf("%s: signed as %s, zone %s, by key %s\n", argv[optind],
-		       quai_class_name(m.classification), m.zone, id);
-	} else {
-		cli_errorf("sign", "'%s': %s", argv[optind], err);
-	}
-	qmf_release(&m);
-	free(text);
-	close(dfd);
-	if (r < 0)
-		return r == -QUAI_EEXISTS ? CLI_EXIT_FAILURE : cli_exit_code(r);
+	r = label_sign("sign", argv[optind], key, replace, false);
+	if (r)
+		return r;
 	return cli_finish_stdout("sign");
 }
 

@@ -91,6 +91,8 @@ static const char pack_help[] =
     "Pack the sources into a new dataset directory DEST (zstd seekable shards,\n"
     "record indexes and a manifest). DEST appears whole or not at all.\n"
     "\n" PACK_OPTS_HELP "  --name NAME         dataset name (default: DEST's last component)\n"
+    "  --sign-key SECRET   sign the dataset with this site key once packed (quai\n"
+    "                      sign); a key that cannot sign stops before packing\n"
     "  -q, --quiet         no progress and no summary\n"
     "  -h, --help          show this help\n"
     "\n"
@@ -107,6 +109,7 @@ enum {
 	OPT_RANGE,
 	OPT_SITE_KEYS,
 	OPT_REQUIRE_SIGNED,
+	OPT_SIGN_KEY,
 };
 
 static int parse_threads(const char *verb, const char *arg, unsigned *ret)
@@ -159,10 +162,12 @@ static int cmd_pack(int argc, char **argv)
 	static const struct option longopts[] = {
 	    PACK_LONGOPTS,
 	    {"name", required_argument, NULL, OPT_NAME},
+	    {"sign-key", required_argument, NULL, OPT_SIGN_KEY},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
+	const char *sign_key = NULL;
 	struct pack_cli pc;
 	struct quai_pack_opts *opts = &pc.o;
 	struct quai_pack_result res = {0};
@@ -188,6 +193,9 @@ static int cmd_pack(int argc, char **argv)
 		case OPT_NAME:
 			opts->name = optarg;
 			break;
+		case OPT_SIGN_KEY:
+			sign_key = optarg;
+			break;
 		case 'q':
 			quiet = true;
 			break;
@@ -210,6 +218,9 @@ static int cmd_pack(int argc, char **argv)
 
 	nsrcs = (size_t)(argc - optind - 1);
 	dest = argv[argc - 1];
+	/* A key that cannot sign is found before the packing, not after. */
+	if (sign_key && (r = label_key_usable("pack", sign_key)) != 0)
+		return r;
 
 	cli_progress_init(&ctx.prog, !quiet && cli_stderr_is_tty());
 	opts->progress = pack_progress;
@@ -248,6 +259,14 @@ static int cmd_pack(int argc, char **argv)
 		       " shard%s, %s, %.1f MB/s\n",
 		       show(&sh, dest), res.records, sraw, scomp, ratio, res.shards,
 		       res.shards == 1 ? "" : "s", stime, cli_rate_mbs(res.raw_bytes, elapsed));
+	}
+	if (sign_key) {
+		fflush(stdout);
+		r = label_sign("pack", dest, sign_key, false, quiet);
+		if (r) {
+			cli_errorf("pack", "'%s' was packed but is not signed", show(&sh, dest));
+			return r;
+		}
 	}
 	return cli_finish_stdout("pack");
 }

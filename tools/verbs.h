@@ -21,6 +21,12 @@ int cmd_audit(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 /* tools/label_cmd.c */
 int cmd_sign(int argc, char **argv);
+/* Signs the dataset at path with the secret key file key (quai sign,
+ * quai pack --sign-key); prints what was signed. 0, or the exit status
+ * with the reason on stderr, verb naming the command. */
+int label_sign(const char *verb, const char *path, const char *key, bool replace, bool quiet);
+/* 0 when key is a usable secret key file, else the exit status, said. */
+int label_key_usable(const char *verb, const char *key);
 /* quai verify's signature check: 0 when it holds (or is absent and not
  * required), with the status line to print into line; else the exit
  * status, with the reason on stderr. */

@@ -181,3 +181,19 @@ def test_quaid_takes_unsigned_datasets_as_sensitive_of_its_zone(quai, tmp_path, 
     finally:
         q.stop()
     q.check_clean()
+
+
+def test_pack_signs_when_given_a_key(quai, tmp_path, steward):
+    src = str(tmp_path / "in.txt")
+    write(src, text_lines(11, 500))
+    ds = str(tmp_path / "ds")
+    p = quai.ok("pack", "--records", "lines", "--sign-key", steward + ".key", src, ds)
+    assert b"signed as internal, zone none, by key " in p.stdout
+    p = quai.ok("verify", "--site-keys", steward + ".pub", "--require-signed", ds)
+    assert b"signature: signed" in p.stdout
+    # A key that cannot sign stops the pack before it starts.
+    os.chmod(steward + ".key", 0o640)
+    p = quai.run("pack", "--records", "lines", "--sign-key", steward + ".key", src,
+                 str(tmp_path / "ds2"))
+    assert p.returncode == 3 and b"others can read" in p.stderr
+    assert not os.path.exists(tmp_path / "ds2")
