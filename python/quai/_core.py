@@ -434,13 +434,13 @@ class Stream(_Closing):
     - ``uri``: a dataset directory (str or path-like), ``file:///path``, or
       ``quai://host[:port]/name`` (remote mode: staged by the quaid there,
       the same batches as embedded mode);
-    - ``rank``/``world``: this process's share; ``world`` must divide
-      ``partitions`` (the error lists the world sizes that do);
-    - ``seed``/``epoch``: the shuffle; ``partitions`` (default: 8 x world
-      rounded up to a power of two, fewer for small datasets; keep it fixed
-      for the life of a job), ``window`` (frames per record-shuffle window,
-      default 2), ``shuffle`` (False: dataset order), ``keep_tail`` (True:
-      deliver the uneven end of the epoch too; the last batches may be short);
+    - ``rank``/``world``: this process's share, any world from 1 to 65536;
+    - ``seed``/``epoch``: the shuffle; ``partitions`` must stay None (the
+      order has none since state version 2), ``window`` (the shuffle unit,
+      in frames' worth of records, default 40), ``shuffle`` (False: dataset
+      order), ``keep_tail`` (True: deliver the remainder of the epoch, fewer
+      than ``world`` records, too: the first ranks get one more; False: it is
+      left out). Each rank's last batch may be short, alike on every rank;
     - ``batch`` records per batch (default 256), or ``batch_bytes``: fill each
       batch to at least that many bytes;
     - ``prefetch``: batches assembled ahead (default 4, or ``hold + 4``);
@@ -448,9 +448,9 @@ class Stream(_Closing):
     - ``skip_corrupt``: skip (and count, see ``stats()``) the records of a
       frame that fails its checks instead of raising quai.CorruptError;
     - ``resume``: bytes from ``state()`` of a stream of the same dataset: it
-      fixes seed, epoch, partitions, window, shuffle and tail, and the stream
-      delivers exactly what that epoch had left, at any world size that
-      divides the partitions;
+      fixes seed, epoch, window, shuffle and tail (giving others is an
+      error), and the stream delivers exactly what that epoch had left, at
+      any world size;
     - ``context``: a quai.Context (default: quai.default_context(), or for a
       quai:// URI quai.default_context(remote=True));
     - ``hold``: how many batches, besides the newest, may stay unreleased

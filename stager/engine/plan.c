@@ -913,6 +913,12 @@ int qpl_state_encode(const struct qpl_params *p, uint64_t manifest, void *buf, s
 	return (int)need;
 }
 
+void qpl_state_seal(void *buf, size_t len)
+{
+	if (len >= QPL_STATE_HEAD)
+		put_le((uint8_t *)buf + 36, state_check(buf, len), 4);
+}
+
 int qpl_state_decode(const void *buf, size_t len, uint64_t manifest, struct qpl_params *ret,
 		     char *err, size_t err_len)
 {
