@@ -86,9 +86,9 @@ class QuaiDataset(torch.utils.data.IterableDataset):
     Workers: ``num_workers=0`` is the recommended setting; quai already
     reads and decompresses on its own threads, outside the GIL. With
     ``num_workers=N > 0`` each worker streams its own share, as rank
-    ``rank + world * worker_id`` of world ``world * N`` (any N: together the
-    workers of every rank deliver the epoch once, but for a remainder of
-    fewer than ``world * N`` records); each
+    ``rank + world * worker_id`` of world ``world * N`` (any N, the same on
+    every rank: together the workers of all ranks deliver the epoch once,
+    but for a remainder of fewer than ``world * N`` records); each
     worker process has its own context (pass ``context={"pinned_bytes": ...}``
     to size it), and its batches are copied once into shared memory to cross
     to the main process (no zero copy there). ``set_epoch()`` reaches the

@@ -777,7 +777,9 @@ def test_stage_bad_world_and_remote(quai, tmp_path):
     ds, _ = _tokens(quai, tmp_path)
     p = quai.run("stage", "--world", "3", "--partitions", "8", "--unlocked-ok", ds)
     assert p.returncode == EXIT_USAGE, p.stderr
-    assert b"world sizes that work: 1 2 4 8" in p.stderr, p.stderr
+    assert b"partitions are no longer an option" in p.stderr, p.stderr
+    p = quai.run("stage", "--world", "3", "--rank", "2", "--unlocked-ok", ds)
+    assert p.returncode == 0, p.stderr
     p = quai.run("stage", "quai://host/tok")
     assert p.returncode != 0 and b"quaid" in p.stderr, p.stderr
     p = quai.run("stage", "--batch", "1", "--batch-bytes", "1K", ds)

@@ -65,7 +65,7 @@ def batches(stream, limit=None):
 
 CASES = [
     dict(),
-    dict(world=3, rank=2, seed=11, partitions=6),
+    dict(world=3, rank=2, seed=11),
     dict(world=4, rank=1, seed=5, keep_tail=True, batch=100),
     dict(shuffle=False, batch=7, epoch=3),
     dict(world=2, rank=0, batch_bytes=20000, seed=9),
@@ -112,7 +112,7 @@ def test_many_remote_streams_at_once(server, ctx, fixed_ds, lines_ds, files_ds):
     """Several streams of different datasets and ranks, on one context, in
     threads: each gets exactly its embedded batches."""
     jobs = [("fixed", fixed_ds, dict(world=2, rank=0)), ("fixed", fixed_ds, dict(world=2, rank=1)),
-            ("lines", lines_ds, dict(world=3, rank=2, batch=64, partitions=3)),
+            ("lines", lines_ds, dict(world=3, rank=2, batch=64)),
             ("files", files_ds, dict(seed=4, batch=16))]
     results, errors = {}, []
 
