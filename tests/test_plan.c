@@ -719,3 +719,105 @@ Test(plan, large_dataset_lookups, .timeout = 120)
 	qpl_free(pl);
 	free(d.frames);
 }
+
+/* Global batches: global batch k (the union of every rank's k-th batch) is
+ * the same set at any world size dividing it, also after a resume at
+ * another world size; the frame use covers every record. */
+static void global_batches(const struct dataset *d, uint32_t g, uint32_t world,
+			   const struct qpl_params *from, uint64_t *out, uint64_t *count)
+{
+	uint64_t slice = g / world;
+
+	*count = 0;
+	for (uint32_t r = 0; r < world; r++) {
+		struct qpl_params par = *from;
+		qpl_plan *pl;
+
+		par.world = world;
+		par.rank = r;
+		par.global_batch = g;
+		pl = plan_ok(d, &par);
+		for (uint64_t l = 0; l < qpl_local_count(pl); l++) {
+			struct qpl_item it;
+			uint64_t full = d->records / g, lq = d->records % g / world;
+			uint64_t k = l / slice, at = k * g + r * slice + l % slice;
+
+			if (from->nlevels)
+				full = (d->records - 5 * g) / g; /* the resumed case below */
+			if (k >= full) /* the last, short global batch */
+				at = full * g + r * lq + (l - full * slice);
+			bool listed = false;
+
+			qpl_item(pl, l, &it);
+			out[at] = it.record;
+			(*count)++;
+			for (uint64_t i = 0; i < qpl_frame_count(pl) && !listed; i++) {
+				struct qpl_use u;
+
+				qpl_frame_use(pl, i, &u);
+				listed = u.frame == it.frame && u.first_use <= l && l <= u.last_use;
+			}
+			cr_assert(listed, "world %u rank %u local %llu: frame not in use", world, r,
+				  (unsigned long long)l);
+		}
+		qpl_free(pl);
+	}
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+Test(plan, global_batches_are_the_same_at_any_world)
+{
+	struct dataset d = make_dataset(40, size_uneven);
+	const uint32_t g = 12, worlds[] = {1, 2, 3, 4, 6, 12};
+	struct qpl_params from = params(50, 0, 0, 1, QPL_TAIL_DROP);
+	uint64_t *ref = calloc(d.records, sizeof(uint64_t)), *got = calloc(d.records, 8), n1, n;
+
+	global_batches(&d, g, 1, &from, ref, &n1);
+	cr_assert_eq(n1, d.records); /* world 1: the last, short global batch too */
+	for (size_t i = 1; i < sizeof(worlds) / sizeof(worlds[0]); i++) {
+		global_batches(&d, g, worlds[i], &from, got, &n);
+		/* DROP leaves the last batch's remainder over the world out. */
+		cr_assert_eq(n, n1 - n1 % g % worlds[i], "world %u", worlds[i]);
+		for (uint64_t k = 0; k < n1 / g; k++) {
+			qsort(got + k * g, g, 8, cmp_u64);
+			qsort(ref + k * g, g, 8, cmp_u64);
+			cr_assert_eq(memcmp(got + k * g, ref + k * g, g * 8), 0,
+				     "world %u: global batch %llu differs", worlds[i],
+				     (unsigned long long)k);
+		}
+	}
+	/* Resumed: 4 ranks take 5 batches of 3; 6 ranks go on with batch 5. */
+	struct qpl_params par = from, st;
+	qpl_plan *pl;
+	char err[256];
+
+	par.world = 4;
+	par.rank = 2;
+	par.global_batch = g;
+	pl = plan_ok(&d, &par);
+	cr_assert_eq(qpl_resume_point(pl, 5 * 3, &st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(qpl_resume_point(pl, 5 * 3 + 1, &par, err, sizeof(err)), -EINVAL);
+	qpl_free(pl);
+	global_batches(&d, g, 6, &st, got, &n);
+	cr_assert_eq(n, n1 - 5 * g - n1 % g % 6);
+	for (uint64_t k = 0; k < n / g; k++) {
+		qsort(got + k * g, g, 8, cmp_u64);
+		cr_assert_eq(memcmp(got + k * g, ref + (k + 5) * g, g * 8), 0,
+			     "resumed: global batch %llu differs", (unsigned long long)(k + 5));
+	}
+	par = from;
+	par.world = 5;
+	par.global_batch = g;
+	expect_error(&d, &par,
+		     "global batches of 12 records do not split evenly over world 5: give a global "
+		     "batch that is a multiple of the world size");
+	free(ref);
+	free(got);
+	free(d.frames);
+}

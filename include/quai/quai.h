@@ -479,6 +479,16 @@ enum quai_tail {
 	0x2u /* skip a frame that fails its checks                                                 \
 		instead of failing the stream; the                                                 \
 		skipped records are counted */
+/* Global batches: batch_records is the global batch G (the world must
+ * divide it); rank r's k-th batch is the r-th of the world's equal slices
+ * of the k-th batch of the world-1 order, so global batch k is the same
+ * set of records at any world size (a run at 24 ranks and its restart at 16
+ * train on the same sequence). Every rank reads the frames of every batch:
+ * meant for quaid (quai:// URIs), which decompresses for all the ranks. A
+ * state is taken between batches; resuming it with this flag and the same
+ * G continues the sequence at any world size that divides G. Tail DROP or
+ * KEEP. */
+#define QUAI_STREAM_GLOBAL_BATCHES 0x4u
 
 /* The position of a stream, to resume from: opaque bytes, at most this
  * many (docs/STAGING.md, "Resume state": 40 to 94 bytes, version 2). */

@@ -447,6 +447,10 @@ class Stream(_Closing):
       ``budget``: pool bytes this stream may hold (default: the whole pool);
     - ``skip_corrupt``: skip (and count, see ``stats()``) the records of a
       frame that fails its checks instead of raising quai.CorruptError;
+    - ``global_batches``: ``batch`` is the global batch (``world`` must
+      divide it): global batch k is the same set of records at any world
+      size (QUAI_STREAM_GLOBAL_BATCHES; every rank reads every frame, so
+      meant for quai:// streams);
     - ``resume``: bytes from ``state()`` of a stream of the same dataset: it
       fixes seed, epoch, window, shuffle and tail (giving others is an
       error), and the stream delivers exactly what that epoch had left, at
@@ -472,7 +476,8 @@ class Stream(_Closing):
 
     def __init__(self, uri, *, rank=0, world=1, seed=0, epoch=0, batch=None, batch_bytes=None,
                  partitions=None, window=None, shuffle=True, keep_tail=False, prefetch=None,
-                 budget=None, skip_corrupt=False, resume=None, context=None, hold=0):
+                 budget=None, skip_corrupt=False, resume=None, context=None, hold=0,
+                 global_batches=False):
         self._h = None
         self._gen = _gen
         self._mu = threading.RLock()  # re-entrant: a GC-run __del__ may release
@@ -495,7 +500,8 @@ class Stream(_Closing):
             prefetch_batches=_opt("prefetch", prefetch, 32),
             tail=_lib.QUAI_TAIL_KEEP if keep_tail else _lib.QUAI_TAIL_DROP,
             flags=(0 if shuffle else _lib.QUAI_STREAM_NO_SHUFFLE) |
-            (_lib.QUAI_STREAM_SKIP_CORRUPT if skip_corrupt else 0))
+            (_lib.QUAI_STREAM_SKIP_CORRUPT if skip_corrupt else 0) |
+            (_lib.QUAI_STREAM_GLOBAL_BATCHES if global_batches else 0))
         if resume is not None:
             resume = bytes(resume)
             o.resume = ctypes.cast(ctypes.c_char_p(resume), ctypes.c_void_p).value

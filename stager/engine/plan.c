@@ -152,7 +152,12 @@ struct qpl_plan {
 	struct qpl_unit padu;
 	uint64_t local_count, global_count, dropped;
 	uint64_t lockstep; /* the most records a rank delivers (rank 0's) */
-	uint64_t lead0;	   /* the lead of rank 0 */
+	/* Global batches: the plan of world 1, and this rank's slices of its
+	 * batches: `full` whole global batches of `slice` records each, then
+	 * the last, of `lq` records (the first `le` ranks one more). */
+	qpl_plan *inner;
+	uint64_t slice, full, lq, le;
+	uint64_t lead0; /* the lead of rank 0 */
 	struct qpl_use *use;
 	uint64_t nuse;
 };
@@ -590,6 +595,9 @@ static int build_units(qpl_plan *pl)
 	return 0;
 }
 
+static int build_global(qpl_plan *pl, const struct qpl_frame *frames, uint64_t nframes, char *err,
+			size_t err_len);
+
 int qpl_new(const struct qpl_frame *frames, uint64_t nframes, const struct qpl_params *par,
 	    qpl_plan **ret_plan, char *err, size_t err_len)
 {
@@ -611,6 +619,13 @@ int qpl_new(const struct qpl_frame *frames, uint64_t nframes, const struct qpl_p
 		return -ENOMEM;
 	pl->par = *par;
 	pl->par.shuffle = !!par->shuffle;
+	if (par->global_batch) {
+		r = build_global(pl, frames, nframes, err, err_len);
+		if (r < 0)
+			goto out;
+		*ret_plan = pl;
+		return 0;
+	}
 	pl->nframes = nframes;
 	pl->first_record = malloc(sizeof(*pl->first_record) * (nframes ? nframes : 1));
 	pl->cum = malloc(sizeof(*pl->cum) * (nframes + 1));
@@ -678,6 +693,7 @@ void qpl_free(qpl_plan *pl)
 {
 	if (!pl)
 		return;
+	qpl_free(pl->inner);
 	for (uint32_t i = 0; i < QPL_LEVELS; i++)
 		free(pl->lev[i].key);
 	free(pl->first_record);
@@ -703,12 +719,105 @@ uint64_t qpl_dropped(const qpl_plan *pl)
 	return pl->dropped;
 }
 
+/* Global batches: the world-1 index of this rank's local index l. */
+static uint64_t global_of(const qpl_plan *pl, uint64_t l)
+{
+	uint64_t r = pl->par.rank, g = pl->par.global_batch;
+
+	if (l < pl->full * pl->slice)
+		return l / pl->slice * g + r * pl->slice + l % pl->slice;
+	return pl->full * g + r * pl->lq + (r < pl->le ? r : pl->le) + (l - pl->full * pl->slice);
+}
+
+/* This rank's first local index whose world-1 index is >= x (or its
+ * count), and its last whose world-1 index is <= x (UINT64_MAX: none). */
+static uint64_t local_ge(const qpl_plan *pl, uint64_t x)
+{
+	uint64_t lo = 0, hi = pl->local_count;
+
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (global_of(pl, mid) >= x)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+static uint64_t local_le(const qpl_plan *pl, uint64_t x)
+{
+	uint64_t l = local_ge(pl, x + 1);
+
+	return l ? l - 1 : UINT64_MAX;
+}
+
+static int build_global(qpl_plan *pl, const struct qpl_frame *frames, uint64_t nframes, char *err,
+			size_t err_len)
+{
+	struct qpl_params in = pl->par;
+	uint64_t w = pl->par.world, r = pl->par.rank, g = pl->par.global_batch, n1, rest;
+	int ret;
+
+	if (g % w) {
+		qerr_set(err, err_len,
+			 "global batches of %u records do not split evenly over world %u: give a "
+			 "global batch that is a multiple of the world size",
+			 pl->par.global_batch, pl->par.world);
+		return -EINVAL;
+	}
+	if (pl->par.tail == QPL_TAIL_PAD) {
+		qerr_set(err, err_len, "global batches take tail DROP or KEEP, not PAD");
+		return -EINVAL;
+	}
+	in.global_batch = 0;
+	in.world = 1;
+	in.rank = 0;
+	ret = qpl_new(frames, nframes, &in, &pl->inner, err, err_len);
+	if (ret < 0)
+		return ret;
+	n1 = qpl_local_count(pl->inner);
+	pl->slice = g / w;
+	pl->full = n1 / g;
+	rest = n1 % g;
+	pl->lq = rest / w;
+	pl->le = pl->par.tail == QPL_TAIL_KEEP ? rest % w : 0;
+	pl->local_count = pl->full * pl->slice + pl->lq + (r < pl->le);
+	pl->lockstep = pl->full * pl->slice + pl->lq + (pl->le ? 1 : 0);
+	pl->global_count = pl->full * g + pl->lq * w + pl->le;
+	pl->dropped = qpl_dropped(pl->inner) + (n1 - pl->global_count);
+	/* Frames: those of the world-1 plan whose use range holds one of this
+	 * rank's records; the range is this rank's first record at or after
+	 * it starts to its last at or before it ends (a superset of the
+	 * frame's records here, which is what the prefetcher needs). */
+	pl->use = malloc(sizeof(*pl->use) * (qpl_frame_count(pl->inner) + 1));
+	if (!pl->use)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < qpl_frame_count(pl->inner); i++) {
+		struct qpl_use u;
+		uint64_t a, b;
+
+		qpl_frame_use(pl->inner, i, &u);
+		a = local_ge(pl, u.first_use);
+		b = local_le(pl, u.last_use);
+		if (a < pl->local_count && b != UINT64_MAX && a <= b)
+			pl->use[pl->nuse++] = (struct qpl_use){u.frame, a, b};
+	}
+	qsort(pl->use, pl->nuse, sizeof(*pl->use), cmp_use);
+	return 0;
+}
+
 void qpl_item(const qpl_plan *pl, uint64_t l, struct qpl_item *ret)
 {
 	const struct qpl_unit *u;
 	uint64_t t, z = pl->par.unit;
 
 	assert(l < pl->local_count);
+	if (pl->inner) {
+		qpl_item(pl->inner, global_of(pl, l), ret);
+		return;
+	}
 	ret->repeat = 0;
 	if (pl->has_lead && l < pl->lead.size - pl->lead.t0) {
 		u = &pl->lead;
@@ -777,6 +886,22 @@ int qpl_resume_point(const qpl_plan *pl, uint64_t c, struct qpl_params *ret, cha
 
 	p.world = p.rank = 0;
 	memset(p.level, 0, sizeof(p.level));
+	if (pl->inner && c < pl->lockstep) {
+		/* Global batches: after k whole batches on every rank, the
+		 * world-1 order's first k global batches are delivered. */
+		if (c % pl->slice || c > pl->full * pl->slice) {
+			qerr_set(err, err_len,
+				 "with global batches a position is only taken between batches "
+				 "(%llu records is inside one)",
+				 (unsigned long long)c);
+			return -EINVAL;
+		}
+		int e = qpl_resume_point(pl->inner, c / pl->slice * pl->par.global_batch, ret, err,
+					 err_len);
+
+		ret->global_batch = pl->par.global_batch;
+		return e;
+	}
 	if (pl->par.done || c >= pl->lockstep) {
 		p.done = 1;
 		p.nlevels = 0;

@@ -61,6 +61,12 @@ struct qpl_params {
 	uint32_t rank;	/* < world */
 	int shuffle;	/* 0: dataset order, no record shuffle */
 	int tail;	/* QPL_TAIL_* */
+	/* Global batches (0: off): the order of world 1, cut into batches of
+	 * global_batch records; rank r delivers the r-th of the world's
+	 * equal slices of each, so global batch k is the same set of records
+	 * at any world size. The world must divide global_batch; tail DROP or
+	 * KEEP. Each rank reads the frames of every batch. */
+	uint32_t global_batch;
 	/* Where the epoch resumes from (all zero: its start). */
 	int done; /* the epoch was delivered to its end */
 	uint32_t nlevels;

@@ -1025,7 +1025,12 @@ static int check_opts(const struct quai_stream_opts *o, char *err, size_t err_le
 			 QPL_WORLD_MAX);
 		return -EINVAL;
 	}
-	if (o->flags & ~(QUAI_STREAM_NO_SHUFFLE | QUAI_STREAM_SKIP_CORRUPT)) {
+	if ((o->flags & QUAI_STREAM_GLOBAL_BATCHES) && o->batch_bytes) {
+		qerr_set(err, err_len, "global batches are counted in records: give batch_records");
+		return -EINVAL;
+	}
+	if (o->flags &
+	    ~(QUAI_STREAM_NO_SHUFFLE | QUAI_STREAM_SKIP_CORRUPT | QUAI_STREAM_GLOBAL_BATCHES)) {
 		qerr_set(err, err_len, "unknown stream flags 0x%x", o->flags);
 		return -EINVAL;
 	}
@@ -1104,6 +1109,10 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 		s->pp.tail = o->tail;
 	}
 
+	uint32_t batch =
+	    o->batch_bytes ? 0 : (o->batch_records ? o->batch_records : QS_DEFAULT_BATCH);
+	if (o->flags & QUAI_STREAM_GLOBAL_BATCHES)
+		s->pp.global_batch = batch;
 	pf = malloc(ds->m.frames * sizeof(*pf));
 	if (!pf) {
 		r = -ENOMEM;
@@ -1129,8 +1138,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	s->l_start = 0; /* a resumed plan starts where the state left off */
 	s->nslots = o->prefetch_batches ? o->prefetch_batches : QS_DEFAULT_PREFETCH;
 	s->batch_bytes = o->batch_bytes;
-	s->batch_records =
-	    o->batch_bytes ? 0 : (o->batch_records ? o->batch_records : QS_DEFAULT_BATCH);
+	s->batch_records = s->pp.global_batch ? batch / s->pp.world : batch;
 	if (s->batch_records) {
 		uint64_t n = s->l_end - s->l_start;
 		s->nbatches = (n + s->batch_records - 1) / s->batch_records;
