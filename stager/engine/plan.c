@@ -1109,7 +1109,7 @@ int qpl_state_decode(const void *buf, size_t len, uint64_t manifest, struct qpl_
 		l->d = (uint32_t)get_le(q + 10, 4);
 		l->k = l->d ? (uint32_t)get_le(q + 14, 2) + 1 : 0;
 		l->e = (uint32_t)get_le(q + 16, 2);
-		if (!l->d && (get_le(q + 14, 2) || l->u || l->e)) {
+		if ((!l->d && (get_le(q + 14, 2) || l->u || l->e)) || (l->k && l->e >= l->k)) {
 			qerr_set(err, err_len, "the resume state is damaged (level %u)", i + 1);
 			return -EINVAL;
 		}
