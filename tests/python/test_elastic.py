@@ -101,3 +101,72 @@ def test_two_ranks_checkpoint_three_ranks_finish(fixed_ds, tmp_path):
     # lockstep: the 3 ranks got the same count, but one record (KEEP)
     counts = sorted(len(ids) for ids in b["ids"])
     assert counts[-1] - counts[0] <= 1
+
+
+# ---- any world, odd shapes: through the engine, not only the planner ---------------
+
+import random  # noqa: E402
+
+import quai  # noqa: E402
+from conftest import compressible, pack  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def odd_files_ds(tmp_path_factory):
+    """A files dataset with zero-byte records and a few very large ones
+    (4 MiB, over the frame size: a frame of its own), among small ones."""
+    rng = random.Random(18)
+    top = tmp_path_factory.mktemp("odd") / "src"
+    for i in range(240):
+        d = top / ("d%d" % (i % 5))
+        d.mkdir(parents=True, exist_ok=True)
+        size = 0 if i % 9 == 0 else (4 << 20 if i in (17, 150, 151) else rng.randrange(1, 3000))
+        (d / ("f%03d" % i)).write_bytes(compressible(rng, size) if size else b"")
+    return pack(top, top.parent / "ds", "files")
+
+
+@pytest.mark.parametrize("tail", [False, True])
+def test_odd_files_dataset_at_many_worlds(odd_files_ds, tail):
+    """Worlds 1 to 9 and 24: every record once (but fewer than world under
+    the default tail), every rank the same count (+1 with keep_tail), and
+    every record's bytes are the dataset's."""
+    ctx = quai.Context(pinned_bytes=128 << 20, unlocked_ok=True)
+    try:
+        with quai.Dataset(odd_files_ds) as d:
+            n = len(d)
+            for world in list(range(1, 10)) + [24]:
+                seen, counts = [], []
+                for r in range(world):
+                    got = 0
+                    with quai.Stream(odd_files_ds, context=ctx, rank=r, world=world, seed=world,
+                                     batch=4, prefetch=2, keep_tail=tail) as s:
+                        for b in s:
+                            for i, rid in enumerate(b.ids.tolist()):
+                                assert b[i].tobytes() == d[rid]
+                                seen.append(rid)
+                            got += b.count
+                    counts.append(got)
+                assert len(seen) == len(set(seen)), "world %d: a record twice" % world
+                assert len(seen) == (n if tail else n - n % world), world
+                assert max(counts) - min(counts) <= (1 if tail else 0), (world, counts)
+    finally:
+        ctx.close()
+
+
+def test_fewer_records_than_ranks_gives_empty_epochs(tmp_path):
+    """10 records over 64 ranks: with keep_tail ranks 0-9 get one each, the
+    others an empty epoch (end at once), and no rank fails."""
+    src = tmp_path / "few.bin"
+    src.write_bytes(bytes(range(10)) * 10)
+    ds = pack(src, tmp_path / "few", "fixed:10")
+    ctx = quai.Context(pinned_bytes=16 << 20, unlocked_ok=True)
+    try:
+        got = []
+        for r in range(64):
+            with quai.Stream(ds, context=ctx, rank=r, world=64, keep_tail=True) as s:
+                ids = [i for b in s for i in b.ids.tolist()]
+                assert len(ids) == (1 if r < 10 else 0)
+                got += ids
+        assert sorted(got) == list(range(10))
+    finally:
+        ctx.close()
