@@ -744,7 +744,7 @@ static void global_batches(const struct dataset *d, uint32_t g, uint32_t world,
 
 			if (from->nlevels)
 				full = (d->records - 5 * g) / g; /* the resumed case below */
-			if (k >= full) /* the last, short global batch */
+			if (k >= full)				 /* the last, short global batch */
 				at = full * g + r * lq + (l - full * slice);
 			bool listed = false;
 
@@ -819,5 +819,24 @@ Test(plan, global_batches_are_the_same_at_any_world)
 		     "batch that is a multiple of the world size");
 	free(ref);
 	free(got);
+	free(d.frames);
+}
+
+/* With global batches and KEEP, a rank whose last batch is one record
+ * shorter than rank 0's takes a position at its end: the epoch is done. */
+Test(plan, global_batches_end_under_keep)
+{
+	struct dataset d = make_dataset(40, size_uneven);
+	struct qpl_params par = params(50, 5, 4, 1, QPL_TAIL_KEEP), st;
+	char err[256];
+	qpl_plan *pl;
+
+	par.global_batch = 10;
+	cr_assert_neq(d.records % 10 % 5, 0, "the last global batch splits unevenly");
+	pl = plan_ok(&d, &par);
+	cr_assert_eq(qpl_resume_point(pl, qpl_local_count(pl), &st, err, sizeof(err)), 0, "%s",
+		     err);
+	cr_assert(st.done);
+	qpl_free(pl);
 	free(d.frames);
 }

@@ -886,7 +886,7 @@ int qpl_resume_point(const qpl_plan *pl, uint64_t c, struct qpl_params *ret, cha
 
 	p.world = p.rank = 0;
 	memset(p.level, 0, sizeof(p.level));
-	if (pl->inner && c < pl->lockstep) {
+	if (pl->inner && c < pl->local_count) {
 		/* Global batches: after k whole batches on every rank, the
 		 * world-1 order's first k global batches are delivered. */
 		if (c % pl->slice || c > pl->full * pl->slice) {
@@ -902,7 +902,7 @@ int qpl_resume_point(const qpl_plan *pl, uint64_t c, struct qpl_params *ret, cha
 		ret->global_batch = pl->par.global_batch;
 		return e;
 	}
-	if (pl->par.done || c >= pl->lockstep) {
+	if (pl->par.done || c >= pl->lockstep || (pl->inner && c >= pl->local_count)) {
 		p.done = 1;
 		p.nlevels = 0;
 		*ret = p;
