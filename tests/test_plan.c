@@ -840,3 +840,43 @@ Test(plan, global_batches_end_under_keep)
 	qpl_free(pl);
 	free(d.frames);
 }
+
+/* Four resumes in a row at new world sizes, each before the previous
+ * run's leftovers were delivered, need a fourth level: the position cannot
+ * be written, and the error says how many records later it can; that many
+ * records later it is written, and the epoch still completes exactly. */
+Test(plan, a_fourth_nested_level_is_refused_with_when_it_fits)
+{
+	struct dataset d = make_dataset(300, size_varied);
+	uint8_t *seen = calloc(d.records, 1);
+	struct qpl_params from = params(2000, 0, 0, 1, QPL_TAIL_DROP);
+	uint32_t worlds[] = {8, 6, 5};
+
+	from = run_job(&d, &from, 9, 100, seen, NULL);
+	cr_assert_eq(from.nlevels, 1);
+	for (int k = 0; k < 2; k++) {
+		from = run_job(&d, &from, worlds[k], 50, seen, NULL);
+		cr_assert_eq(from.nlevels, (uint32_t)k + 2, "after run %d", k);
+	}
+	struct qpl_params par = from, st;
+	qpl_plan *pl;
+	char err[512];
+	unsigned long long more;
+
+	par.world = worlds[2];
+	par.rank = 0;
+	pl = plan_ok(&d, &par);
+	cr_assert_eq(qpl_resume_point(pl, 50, &st, err, sizeof(err)), -EOVERFLOW);
+	cr_assert(strstr(err, "more than the 3 a state holds"), "%s", err);
+	const char *at = strstr(err, "after ");
+	cr_assert(at && sscanf(at, "after %llu more records", &more) == 1, "%s", err);
+	cr_assert_eq(qpl_resume_point(pl, 50 + more, &st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_leq(st.nlevels, 3);
+	qpl_free(pl);
+	from = run_job(&d, &from, worlds[2], 50 + more, seen, NULL);
+	from = run_job(&d, &from, 3, UINT64_MAX, seen, NULL);
+	cr_assert(from.done);
+	cr_assert_lt(missing(&d, seen), 3);
+	free(seen);
+	free(d.frames);
+}

@@ -933,12 +933,20 @@ int qpl_resume_point(const qpl_plan *pl, uint64_t c, struct qpl_params *ret, cha
 	}
 	normalize(lv, &n);
 	if (n > QPL_LEVELS) {
+		/* The run steps through S_base, whose first H records are the
+		 * holes of the level below: once a whole step lies past them,
+		 * the new level folds into that one. */
+		uint64_t h = pl->base ? pl->lev[pl->base - 1].holes : 0;
+		uint64_t fold = lead + (h + w * z - 1) / (w * z) * z,
+			 more = fold > c ? fold - c : 1;
+
 		qerr_set(err, err_len,
 			 "this position needs a resume state of %u levels, more than the %u a "
 			 "state holds: the epoch was resumed at a new world size %u times in a "
-			 "row, each time before the previous resume's leftover records were all "
-			 "delivered; checkpoint again after one more step of the shuffle unit",
-			 n, QPL_LEVELS, n - 1);
+			 "row, each time before the previous run's leftover records were all "
+			 "delivered; a position taken after %llu more records on each rank "
+			 "fits",
+			 n, QPL_LEVELS, n - 1, (unsigned long long)more);
 		return -EOVERFLOW;
 	}
 	for (uint32_t i = 0; i < n; i++) {
