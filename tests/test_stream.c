@@ -885,6 +885,18 @@ Test(stream, bad_resume_states_are_refused)
 	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "fixes the epoch"), "%s", err);
 	r.epoch = 0;
+	r.window = 3;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "fixes the window"), "%s", err);
+	r.window = 0;
+	r.tail = QUAI_TAIL_PAD;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "fixes the tail"), "%s", err);
+	r.tail = 0;
+	r.flags = QUAI_STREAM_NO_SHUFFLE;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "fixes the shuffle"), "%s", err);
+	r.flags = 0;
 	r.partitions = 8;
 	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "partitions"), "%s", err);
