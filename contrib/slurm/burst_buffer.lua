@@ -20,7 +20,8 @@
 -- slurm_bb_paths        gives the job QUAI_STAGE.
 -- slurm_bb_data_out     quai push, as the job's user, after the job.
 -- slurm_bb_job_teardown overwrites every file of the staging area with
---                       zeros, removes it and the job's record.
+--                       zeros, removes it and the job's record; for a
+--                       requeued job (pending again) it keeps them.
 --
 -- Site settings come from /etc/quai/slurm-bb.conf ($QUAI_BB_CONF in
 -- slurmctld's environment overrides the path): key = value lines.
@@ -36,6 +37,7 @@ local defaults = {
 	hosts = "",                      -- quaid hosts jobs may name (blank: any)
 	setpriv = "/usr/bin/setpriv",
 	shred = "/usr/bin/shred",
+	scontrol = "/usr/bin/scontrol",
 }
 
 local function trim(s)
@@ -231,8 +233,8 @@ local function sh(cmd)
 	local p = io.popen(cmd .. " 2>&1; echo \"quai-bb-status=$?\"", "r")
 	local out = p:read("*a")
 	p:close()
-	local status = tonumber(out:match("quai-bb-status=(%d+)%s*$")) or 255
-	out = out:gsub("quai-bb-status=%d+%s*$", "")
+	local status = tonumber(out:match("quai%-bb%-status=(%d+)%s*$")) or 255
+	out = out:gsub("quai%-bb%-status=%d+%s*$", "")
 	return status, out
 end
 
@@ -244,18 +246,30 @@ local function last_line(s)
 	return last
 end
 
--- The job's owner, as setup recorded it.
+-- The job's owner, and its restart count when it was staged, as setup
+-- recorded them.
 local function owner(conf, job_id)
 	local f = io.open(record_path(conf, job_id), "r")
 	if not f then
 		return nil
 	end
-	local uid, gid = f:read("*a"):match("^(%d+) (%d+)")
+	local uid, gid, restarts = f:read("*a"):match("^(%d+) (%d+) (%d+)")
 	f:close()
 	if not uid then
 		return nil
 	end
-	return uid, gid
+	return uid, gid, tonumber(restarts)
+end
+
+-- The job's restart count and state, from slurmctld (asynchronous hooks
+-- only: this is an RPC), or nil.
+local function job_restarts(conf, job_id)
+	local st, info = sh(q(conf.scontrol) .. " -o show job " .. job_id)
+	if st ~= 0 then
+		return nil
+	end
+	local restarts = tonumber(info:match(" Restarts=(%d+)"))
+	return restarts, info:match(" JobState=(%S+)")
 end
 
 -- quai ARGS as the job's user, in the site's quai environment.
@@ -348,9 +362,14 @@ function slurm_bb_setup(job_id, uid, gid, pool, bb_size, job_script)
 		return slurm.ERROR, "quai burst buffer: setup got no uid/gid for job " .. job_id
 	end
 	local dir = stage_dir(conf, job_id)
+	local restarts = job_restarts(conf, job_id)
+	if not restarts then
+		return slurm.ERROR, "quai burst buffer: cannot read job " .. job_id
+		    .. "'s restart count from scontrol"
+	end
 	local status, out = sh("umask 077 && mkdir -p " .. q(conf.state_dir) .. " "
 	    .. q(conf.stage_root) .. " && chmod 0755 " .. q(conf.stage_root)
-	    .. " && printf '%s %s\\n' " .. uid .. " " .. gid .. " > "
+	    .. " && printf '%s %s %s\\n' " .. uid .. " " .. gid .. " " .. restarts .. " > "
 	    .. q(record_path(conf, job_id) .. ".tmp") .. " && mv -f "
 	    .. q(record_path(conf, job_id) .. ".tmp") .. " " .. q(record_path(conf, job_id))
 	    .. " && { [ -d " .. q(dir) .. " ] || mkdir -m 0700 " .. q(dir) .. "; }"
@@ -459,10 +478,25 @@ function slurm_bb_job_teardown(job_id, job_script, hurry)
 		return slurm.ERROR, "quai burst buffer: " .. err
 	end
 	local dir = stage_dir(conf, job_id)
+	-- Slurm tears a requeued job's buffer down too, then stages it in again
+	-- (22.05: job_completion_logger), and to the hook the two teardowns
+	-- look alike but for the job's restart count: one above the count
+	-- setup recorded for this staging, on a job not ended for good, is a
+	-- requeue. Its staging area is kept for the next run (data_in finds
+	-- the data there, verified, and pulls nothing). Anything else, or no
+	-- answer from slurmctld, wipes.
+	local _, _, staged_restarts = owner(conf, job_id)
+	local restarts, state = job_restarts(conf, job_id)
+	if restarts and staged_restarts and restarts > staged_restarts
+	    and (state == "PENDING" or state == "COMPLETING" or state == "REQUEUED") then
+		slurm.log_info("quai burst buffer: job %s is requeued (restart %d): %s kept for its next run",
+		    job_id, restarts, dir)
+		return slurm.SUCCESS
+	end
 	-- Zeros over every byte staged (sensitive data included) before the
 	-- names go; then the directory and the job's record. Idempotent.
 	local status, out = sh("if [ -d " .. q(dir) .. " ]; then find " .. q(dir)
-	    .. " -type f -exec " .. q(conf.shred) .. " -n 0 -z -u {} + && rm -rf " .. q(dir)
+	    .. " -type f -exec " .. q(conf.shred) .. " -n 0 -z {} + && rm -rf " .. q(dir)
 	    .. "; fi && rm -f " .. q(record_path(conf, job_id)))
 	if status ~= 0 then
 		return slurm.ERROR, "quai burst buffer: teardown of " .. dir .. ": " .. last_line(out)

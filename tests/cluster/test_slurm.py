@@ -1,0 +1,192 @@
+# SPDX-License-Identifier: Apache-2.0
+"""quai's burst_buffer.lua (contrib/slurm) on a real Slurm 22.05, in the
+virtual cluster: slurmctld on head, slurmd on c1 and c2, quaid on io1 and
+io2, one munged per node with one key. Jobs are submitted with sbatch as
+unprivileged users (conftest.USERS); nothing is mocked.
+
+io1 lets quaibb-alice do anything and serves sensitive data to head, c1
+and c2 (head is where the burst-buffer hooks run: slurmctld's node); io2
+has the same policy but serves sensitive data to c1 and c2 only.
+quaibb-eve has no rule on either.
+"""
+import json
+import os
+import re
+import time
+
+import pytest
+
+EPOCH_PY = r'''
+import json, socket, sys
+import quai
+rank, world, local = quai.rank_from_env()
+ids = []
+ctx = quai.Context(pinned_bytes=6 << 20)  # within the default 8 MiB RLIMIT_MEMLOCK
+with quai.Stream(sys.argv[1], rank=rank, world=world, seed=11, keep_tail=True, batch=97,
+                 context=ctx) as s:
+    for b in s:
+        ids.extend(int(i) for i in b.ids)
+        b.release()
+with open("%s-%d.json" % (sys.argv[2], rank), "w") as f:
+    json.dump({"rank": rank, "world": world, "local": local, "host": socket.gethostname(),
+               "ids": ids}, f)
+'''
+
+
+def pulls_of(site, io, dataset, uid=None):
+    return [a for a in site.audit_lines(io) if a.get("op") == "pull"
+            and a.get("dataset") == dataset and (uid is None or a.get("uid") == uid)]
+
+
+@pytest.mark.parametrize("directive,reason", [
+    ("quai pull quai:/io1/tokens $QUAI_STAGE/tokens", "is not a quai:// URI"),
+    ("quai pull quai://IO1/ $QUAI_STAGE/tokens", "dataset name must be one path component"),
+    ("quai pull quai://IO1/tokens /tmp/tokens", "outside the job's staging area"),
+    ("quai pull quai://IO1/tokens $QUAI_STAGE/../tokens", "no '..'"),
+    ("quai pull quai://IO1/tokens $HOME/tokens", "outside the job's staging area"),
+    ("quai pull quai://198.51.100.7/tokens $QUAI_STAGE/t", "is not one of this site's quaid hosts"),
+    ("quai pull quai://IO1:99999/tokens $QUAI_STAGE/t", "port must be a number"),
+    ("quai pull quai://IO1/tokens", "operand(s) given"),
+    ("quai fetch quai://IO1/tokens $QUAI_STAGE/t", "expected 'quai pull URI"),
+    ("quai push quai://IO1/x $QUAI_STAGE/t", "outside the job's staging area"),
+])
+def test_bad_directive_rejects_sbatch(site, directive, reason):
+    rc, jid, err = site.sbatch(site.alice, "true\n", [directive.replace("IO1", site.io1)])
+    assert rc != 0 and jid is None, err
+    assert reason in err, err
+    assert "line 2" in err, err
+
+
+def test_two_directives_into_one_destination_rejected(site):
+    d = "quai pull quai://%s/tokens $QUAI_STAGE/t" % site.io1
+    rc, jid, err = site.sbatch(site.alice, "true\n", [d, d])
+    assert rc != 0 and "already pulled into on line 2" in err, err
+
+
+def test_stage_in_then_two_node_job_every_record_once(site):
+    """The job waits in stage-in (squeue's reason) while head pulls tokens as
+    alice; then 4 ranks on 2 nodes read the staged copy, each its share
+    (rank and world from srun, through quai.rank_from_env()), and every
+    record comes once."""
+    with open(os.path.join(site.jobs, "epoch.py"), "w") as f:
+        f.write(EPOCH_PY)
+    body = ('echo "uid=$(id -u) stage=$QUAI_STAGE host=$(hostname)"\n'
+            'quai verify -q "$QUAI_STAGE/tokens" || exit 1\n'
+            'srun -N2 -n4 --ntasks-per-node=2 /usr/bin/python3 %s/epoch.py '
+            '"$QUAI_STAGE/tokens" %s/ids-$SLURM_JOB_ID\n' % (site.jobs, site.jobs)
+            ).replace("quai verify", site.quai + " verify")
+    before = len(pulls_of(site, "io1", "tokens"))
+    rc, jid, err = site.sbatch(site.alice, body,
+                               ["quai pull quai://%s/tokens $QUAI_STAGE/tokens" % site.io1],
+                               args=["-N2", "-n4"])
+    assert rc == 0, err
+    j, seen = site.wait_job(jid, lambda j: j.get("JobState") in ("COMPLETED", "FAILED"),
+                            what="the job to end")
+    out = site.output(jid)
+    assert j["JobState"] == "COMPLETED", (seen, out, site.ctld_log()[-3000:])
+    # It waited in stage-in before it ran, as squeue shows it.
+    assert any(s[0] == "PENDING" and s[2] == "staging-in" for s in seen), seen
+    assert all(s[0] == "PENDING" for s in seen[:seen.index(next(s for s in seen if s[2] == "running"))]), seen
+    stage = os.path.join(site.stage_root, "job-" + jid)
+    assert "uid=%d stage=%s" % (site.alice.pw_uid, stage) in out, out
+    ranks = []
+    for r in range(4):
+        with open(os.path.join(site.jobs, "ids-%s-%d.json" % (jid, r))) as f:
+            ranks.append(json.load(f))
+    assert sorted(x["rank"] for x in ranks) == [0, 1, 2, 3]
+    assert {x["world"] for x in ranks} == {4}
+    assert {x["host"] for x in ranks} == {"c1", "c2"}
+    assert sorted(x["local"] for x in ranks) == [0, 0, 1, 1]
+    ids = sorted(i for x in ranks for i in x["ids"])
+    assert ids == list(range(site.records["tokens"])), "records lost or repeated"
+    # quaid saw alice pull it, from head (the node the hooks run on).
+    pulls = pulls_of(site, "io1", "tokens")[before:]
+    assert len(pulls) == 1, pulls
+    assert pulls[0]["uid"] == site.alice.pw_uid and pulls[0]["result"] == "granted", pulls
+    assert pulls[0]["host"] == site.c.nodes["head"].addr, pulls
+
+
+def test_stage_out_after_job_and_teardown_wipes(site):
+    """A sensitive dataset is staged in, the job writes a checkpoint; after
+    the job the checkpoint is pushed as alice, then teardown overwrites the
+    staged bytes with zeros (seen through a hard link the job kept) and
+    removes the staging area."""
+    witness = os.path.join(site.jobs, "witness-%d" % time.monotonic_ns())
+    body = ('mkdir -p "$QUAI_STAGE/ckpt" && echo "step 100 of $SLURM_JOB_ID" > '
+            '"$QUAI_STAGE/ckpt/state.txt"\n'
+            'ln "$QUAI_STAGE/patients/shard-00000.zst" %s\n' % witness)
+    rc, jid, err = site.sbatch(site.alice, body, [
+        "quai pull quai://%s/patients $QUAI_STAGE/patients" % site.io1,
+        "quai push $QUAI_STAGE/ckpt quai://%s/ckpt-$SLURM_JOB_ID" % site.io1])
+    assert rc == 0, err
+    stage = os.path.join(site.stage_root, "job-" + jid)
+    j, seen = site.wait_job(jid, lambda j: j.get("JobState") == "COMPLETED"
+                            and not os.path.exists(stage), what="stage-out and teardown")
+    pushed = os.path.join(site.pushed, "ckpt-" + jid)
+    assert os.path.isdir(pushed), (os.listdir(site.pushed), site.ctld_log()[-3000:])
+    pushes = [a for a in site.audit_lines("io1") if a.get("op") == "push"
+              and a.get("dataset") == "ckpt-" + jid]
+    assert pushes and pushes[-1]["uid"] == site.alice.pw_uid, pushes
+    with open(witness, "rb") as f:
+        data = f.read()
+    assert len(data) > 0 and data == bytes(len(data)), "staged bytes were not overwritten"
+    assert not os.path.exists(os.path.join(site.state_dir, "job-" + jid))
+    os.unlink(witness)
+
+
+@pytest.mark.parametrize("who,io,dataset,reason", [
+    ("eve", "io1", "tokens", "no rule allows user quaibb-eve"),
+    ("alice", "io2", "patients", "is not one of zone z1's hosts"),
+    ("alice", "io1", "no-such-dataset", "no-such-dataset"),
+])
+def test_failed_stage_in_holds_the_job(site, who, io, dataset, reason):
+    """A refused pull (policy: eve has no rule; zone: io2 does not send
+    sensitive data to head, which stages) holds the job with quai's reason;
+    it never starts."""
+    user = site.alice if who == "alice" else site.eve
+    addr = site.io1 if io == "io1" else site.io2
+    rc, jid, err = site.sbatch(user, "echo ran\n",
+                               ["quai pull quai://%s/%s $QUAI_STAGE/d" % (addr, dataset)])
+    assert rc == 0, err
+    j, seen = site.wait_job(jid, lambda j: j.get("Priority") == "0", what="the hold")
+    assert j["JobState"] == "PENDING", j
+    # Slurm writes the reason with '_' for ' '.
+    assert reason.replace(" ", "_") in j["Reason"], (j, seen)
+    assert "quai_pull" in j["Reason"], j
+    time.sleep(1.5)
+    assert site.job(jid)["JobState"] == "PENDING"
+    assert site.output(jid) is None, "the job ran without its data"
+    site.c.run("head", ["scancel", jid], check=True)
+
+
+def test_requeue_does_not_pull_again(site):
+    """A requeued job's stage-in finds its dataset present and verified, and
+    keeps it: quaid sees one pull."""
+    body = ('echo "run ${SLURM_RESTART_COUNT:-0}"\n'
+            'if [ -z "$SLURM_RESTART_COUNT" ]; then sleep 60; fi\n')
+    rc, jid, err = site.sbatch(site.alice, body, [
+        "quai pull quai://%s/patients $QUAI_STAGE/p2" % site.io1], args=["--requeue"])
+    assert rc == 0, err
+    dest = os.path.join(site.stage_root, "job-" + jid, "p2")
+    site.wait_job(jid, lambda j: j.get("JobState") == "RUNNING", what="the first run")
+    n = len(pulls_of(site, "io1", "patients"))
+    site.c.run("head", ["scontrol", "requeue", jid], check=True)
+    j, seen = site.wait_job(jid, lambda j: j.get("JobState") == "COMPLETED"
+                            and j.get("Restarts") == "1", timeout=120, what="the second run")
+    # Its staging area went at the end of the second run.
+    site.wait_job(jid, lambda j: not os.path.exists(os.path.dirname(dest)), what="teardown")
+    assert "run 1" in (site.output(jid) or ""), site.output(jid)
+    assert len(pulls_of(site, "io1", "patients")) == n, "the requeued job pulled again"
+    assert re.search(r"job %s: .* already in %s and verified: not pulled again"
+                     % (jid, re.escape(dest)), site.ctld_log()), site.ctld_log()[-3000:]
+
+
+def test_check_hooks_are_fast(site):
+    """slurm_bb_job_process runs inside slurmctld: the log's own timings of
+    it (DebugFlags=BurstBuffer). Reported, not asserted against a bound."""
+    times = [int(t) for t in re.findall(r"slurm_bb_job_process ran for usec=(\d+)",
+                                        site.ctld_log())]
+    assert times, site.ctld_log()[-2000:]
+    times.sort()
+    print("slurm_bb_job_process: %d calls, median %d us, max %d us"
+          % (len(times), times[len(times) // 2], times[-1]))
