@@ -34,6 +34,7 @@ import atexit
 import ctypes
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -42,7 +43,7 @@ import subprocess
 import tempfile
 import time
 
-__all__ = ["Cluster", "ClusterError", "skip_reason", "slurm_skip_reason"]
+__all__ = ["Cluster", "ClusterError", "skip_reason", "slurm_skip_reason", "sweep_stale"]
 
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 NETNS_DIR = "/run/netns"
@@ -116,6 +117,41 @@ def slurm_skip_reason():
     return "Slurm's burst_buffer/lua plugin is missing (Debian: slurm-wlm-basic-plugins)"
 
 
+_TAG = re.compile(r"^q([0-9a-f]+)r[0-9a-f]{4}-")
+
+
+def sweep_stale():
+    """Deletes the namespaces (and kills what runs in them) of clusters
+    whose test process is gone without cleaning up (SIGKILL). Returns their
+    names. Namespaces of live processes, or not named by this module, are
+    left alone."""
+    gone = []
+    try:
+        names = os.listdir(NETNS_DIR)
+    except OSError:
+        return gone
+    for ns in sorted(names):
+        m = _TAG.match(ns)
+        if not m:
+            continue
+        try:
+            os.kill(int(m.group(1), 16), 0)
+            continue  # its process lives
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        r = subprocess.run([_which("ip"), "netns", "pids", ns], capture_output=True, text=True)
+        for pid in r.stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        subprocess.run([_which("ip"), "netns", "del", ns], capture_output=True)
+        gone.append(ns)
+    return gone
+
+
 def _is_mountpoint(path):
     try:
         with open("/proc/self/mountinfo") as f:
@@ -165,7 +201,8 @@ class Cluster:
     slurm: start slurmctld and slurmd (see start_slurm)."""
 
     def __init__(self, base_dir=None, computes=2, ios=("io1",), shape=None):
-        self.tag = "q%s" % secrets.token_hex(3)
+        # q<pid in hex>r<random>: unique, and tells sweep_stale() whose it is.
+        self.tag = "q%xr%s" % (os.getpid(), secrets.token_hex(2))
         self.base_dir = base_dir
         self.ncomputes = computes
         self.io_names = list(ios)
@@ -249,6 +286,10 @@ class Cluster:
         why = skip_reason()
         if why:
             raise ClusterError(why)
+        swept = sweep_stale()
+        self.notes += ["removed a killed run's namespace %s" % n for n in swept]
+        if swept and not os.listdir(NETNS_DIR):
+            had_mount = False  # the killed run's mount: ours to undo now
         base = os.fspath(self.base_dir) if self.base_dir else "/tmp"
         self.dir = tempfile.mkdtemp(prefix="vcluster-%s-" % self.tag, dir=base)
         # munged and the job's users must pass through every parent.
