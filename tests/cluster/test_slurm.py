@@ -55,6 +55,7 @@ def test_bad_directive_rejects_sbatch(site, directive, reason):
     assert rc != 0 and jid is None, err
     assert reason in err, err
     assert "line 2" in err, err
+    print(err)
 
 
 def test_two_directives_into_one_destination_rejected(site):
@@ -72,6 +73,7 @@ def test_stage_in_then_two_node_job_every_record_once(site):
         f.write(EPOCH_PY)
     body = ('echo "uid=$(id -u) stage=$QUAI_STAGE host=$(hostname)"\n'
             'quai verify -q "$QUAI_STAGE/tokens" || exit 1\n'
+            '%s info quai://%s/tokens >/dev/null || exit 1\n' % (site.quai, site.io1) +
             'srun -N2 -n4 --ntasks-per-node=2 /usr/bin/python3 %s/epoch.py '
             '"$QUAI_STAGE/tokens" %s/ids-$SLURM_JOB_ID\n' % (site.jobs, site.jobs)
             ).replace("quai verify", site.quai + " verify")
@@ -85,8 +87,11 @@ def test_stage_in_then_two_node_job_every_record_once(site):
     out = site.output(jid)
     assert j["JobState"] == "COMPLETED", (seen, out, site.ctld_log()[-3000:])
     # It waited in stage-in before it ran, as squeue shows it.
-    assert any(s[0] == "PENDING" and s[2] == "staging-in" for s in seen), seen
-    assert all(s[0] == "PENDING" for s in seen[:seen.index(next(s for s in seen if s[2] == "running"))]), seen
+    first_in = next(i for i, s in enumerate(seen) if s[2] == "staging-in")
+    first_alloc = next(i for i, s in enumerate(seen) if s[0] != "PENDING")
+    assert first_in < first_alloc, seen
+    assert all(s[0] == "PENDING" for s in seen[:first_alloc]), seen
+    assert all(s[2] not in ("pending", "staging-in") for s in seen[first_alloc:]), seen
     stage = os.path.join(site.stage_root, "job-" + jid)
     assert "uid=%d stage=%s" % (site.alice.pw_uid, stage) in out, out
     ranks = []
@@ -104,6 +109,12 @@ def test_stage_in_then_two_node_job_every_record_once(site):
     assert len(pulls) == 1, pulls
     assert pulls[0]["uid"] == site.alice.pw_uid and pulls[0]["result"] == "granted", pulls
     assert pulls[0]["host"] == site.c.nodes["head"].addr, pulls
+    # And the job's own request (quai info, on the batch node) is alice's.
+    asks = [a for a in site.audit_lines("io1") if a.get("op") == "info"
+            and a.get("dataset") == "tokens" and a.get("uid") == site.alice.pw_uid
+            and a.get("host") in (site.c.nodes["c1"].addr, site.c.nodes["c2"].addr)]
+    assert asks, [(a.get("op"), a.get("dataset"), a.get("uid"), a.get("host"), a.get("client"))
+                  for a in site.audit_lines("io1")[-3:]]
 
 
 def test_stage_out_after_job_and_teardown_wipes(site):
@@ -157,6 +168,25 @@ def test_failed_stage_in_holds_the_job(site, who, io, dataset, reason):
     assert site.job(jid)["JobState"] == "PENDING"
     assert site.output(jid) is None, "the job ran without its data"
     site.c.run("head", ["scancel", jid], check=True)
+
+
+def test_held_job_runs_once_released_after_the_fix(site):
+    """A stage-in that failed (no such dataset yet) holds the job; once the
+    dataset is there and the job is released, it stages in and runs."""
+    name = "late-%d" % (time.monotonic_ns() % 10**9)
+    rc, jid, err = site.sbatch(site.alice, 'test -d "$QUAI_STAGE/d" && echo ran\n',
+                               ["quai pull quai://%s/%s $QUAI_STAGE/d" % (site.io1, name)])
+    assert rc == 0, err
+    site.wait_job(jid, lambda j: j.get("Priority") == "0", what="the hold")
+    site.pack(name, "internal", 500)
+    for node, what, p in site.c.procs:
+        if node == "io1" and what == "quaid":
+            p.send_signal(1)  # SIGHUP: quaid re-reads the datasets under its roots
+    time.sleep(0.5)
+    site.c.run("head", ["scontrol", "release", jid], check=True)
+    j, seen = site.wait_job(jid, lambda j: j.get("JobState") in ("COMPLETED", "FAILED"),
+                            what="the released job to end")
+    assert j["JobState"] == "COMPLETED" and "ran" in site.output(jid), (seen, site.output(jid))
 
 
 def test_requeue_does_not_pull_again(site):

@@ -423,7 +423,8 @@ class Cluster:
             lines.append("BurstBufferType=burst_buffer/lua")
             shutil.copy(bb_lua, os.path.join(etc, "burst_buffer.lua"))
             with open(os.path.join(etc, "burst_buffer.conf"), "w") as f:
-                f.write("Directive=BB_LUA\nStageInTimeout=600\nStageOutTimeout=600\n"
+                f.write("Directive=BB_LUA\nFlags=TeardownFailure\nStageInTimeout=600\n"
+                        "StageOutTimeout=600\n"
                         "OtherTimeout=60\n")
         for n in computes:
             os.makedirs(os.path.join(self.dir, "spool-%s" % n.name), exist_ok=True)
