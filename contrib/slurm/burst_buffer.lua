@@ -272,8 +272,8 @@ local function job_restarts(conf, job_id)
 	return restarts, info:match(" JobState=(%S+)")
 end
 
--- quai ARGS as the job's user, in the site's quai environment.
-local function as_user(conf, uid, gid, args)
+-- PROGRAM ARGS as the job's user, in the site's quai environment.
+local function run_as_user(conf, uid, gid, program, args)
 	local env = "env LC_ALL=C HOME=/"
 	if conf.quai_conf ~= "" then
 		env = env .. " QUAI_CONF=" .. q(conf.quai_conf)
@@ -282,11 +282,16 @@ local function as_user(conf, uid, gid, args)
 		env = env .. " QUAI_MUNGE_SOCKET=" .. q(conf.munge_socket)
 	end
 	local cmd = q(conf.setpriv) .. " --reuid=" .. uid .. " --regid=" .. gid
-	    .. " --init-groups " .. env .. " " .. q(conf.quai)
+	    .. " --init-groups " .. env .. " " .. q(program)
 	for _, a in ipairs(args) do
 		cmd = cmd .. " " .. q(a)
 	end
 	return sh("cd / && " .. cmd .. " </dev/null")
+end
+
+-- quai ARGS as the job's user.
+local function as_user(conf, uid, gid, args)
+	return run_as_user(conf, uid, gid, conf.quai, args)
 end
 
 local function expand_jobid(s, job_id)
@@ -313,6 +318,13 @@ local function pull_one(conf, job_id, uid, gid, dir, d)
 		slurm.log_info("quai burst buffer: job %s: %s in %s fails verify, pulled again: %s",
 		    job_id, d.uri, dest, last_line(out))
 		sh("rm -rf " .. q(dest))
+	end
+	local parent = dest:match("^(.*)/[^/]+$")
+	if parent ~= dir then
+		status, out = run_as_user(conf, uid, gid, "/bin/mkdir", { "-p", parent })
+		if status ~= 0 then
+			return false, "cannot make " .. parent .. ": " .. last_line(out)
+		end
 	end
 	local args = { "pull", "-q" }
 	if d.unpack then

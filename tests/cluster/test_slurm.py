@@ -170,6 +170,23 @@ def test_failed_stage_in_holds_the_job(site, who, io, dataset, reason):
     site.c.run("head", ["scancel", jid], check=True)
 
 
+def test_failed_stage_out_is_reported_and_wiped(site):
+    """A push that fails (its source was never written) is the job's
+    stage-out error, with quai's message; the staging area is wiped all the
+    same (Flags=TeardownFailure). The pull into a nested destination makes
+    its parent directories, as the job's user."""
+    rc, jid, err = site.sbatch(site.alice, 'test -d "$QUAI_STAGE/in/sub/tokens" && echo staged\n', [
+        "quai pull quai://%s/tokens $QUAI_STAGE/in/sub/tokens" % site.io1,
+        "quai push $QUAI_STAGE/never-written quai://%s/out-$SLURM_JOB_ID" % site.io1])
+    assert rc == 0, err
+    stage = os.path.join(site.stage_root, "job-" + jid)
+    j, seen = site.wait_job(jid, lambda j: "quai_push" in j.get("Reason", "")
+                            and not os.path.exists(stage), what="the failed stage-out")
+    assert "staged" in site.output(jid), site.output(jid)
+    assert "slurm_bb_data_out" in j["Reason"] and "never-written" in j["Reason"], j["Reason"]
+    assert not os.path.exists(os.path.join(site.pushed, "out-" + jid))
+
+
 def test_held_job_runs_once_released_after_the_fix(site):
     """A stage-in that failed (no such dataset yet) holds the job; once the
     dataset is there and the job is released, it stages in and runs."""
