@@ -89,6 +89,18 @@ end
 
 -- ---- parsing the directives (fast: runs inside slurmctld) ---------------
 
+-- ${SLURM_JOB_ID} and $SLURM_JOB_ID (not $SLURM_JOB_IDX) become job_id.
+local function expand_jobid(s, job_id)
+	s = s:gsub("%${SLURM_JOB_ID}", job_id)
+	s = s:gsub("%$SLURM_JOB_ID([%w_]?)", function(next_char)
+		if next_char == "" then
+			return job_id
+		end
+		return nil -- another variable: left as it is (and refused)
+	end)
+	return s
+end
+
 local function check_uri(u, conf, allow_jobid)
 	local rest = u:match("^quai://(.*)$")
 	if not rest then
@@ -107,7 +119,11 @@ local function check_uri(u, conf, allow_jobid)
 	if not host or host == "" then
 		return "'" .. u .. "': no host"
 	end
-	if not host:match("^%[") and not host:match("^[%w%.%-_]+$") then
+	if host:match("^%[") then
+		if not host:match("^%[[%x:%.]+%]$") and not host:match("^%[[%x:%.]+%%[%w%.%-_]+%]$") then
+			return "'" .. u .. "': '" .. host .. "' is not an IPv6 address in brackets"
+		end
+	elseif not host:match("^[%w%.%-_]+$") then
 		return "'" .. u .. "': '" .. host .. "' is not a host name or address"
 	end
 	if port ~= "" then
@@ -117,7 +133,7 @@ local function check_uri(u, conf, allow_jobid)
 		end
 	end
 	if allow_jobid then
-		name = name:gsub("%$SLURM_JOB_ID", "1"):gsub("%${SLURM_JOB_ID}", "1")
+		name = expand_jobid(name, "1")
 	end
 	if name == "" or #name > 255 or name:find("/") or name == "." or name == ".."
 	    or not name:match("^[%w%._%-]+$") then
@@ -294,9 +310,6 @@ local function as_user(conf, uid, gid, args)
 	return run_as_user(conf, uid, gid, conf.quai, args)
 end
 
-local function expand_jobid(s, job_id)
-	return (s:gsub("%${SLURM_JOB_ID}", job_id):gsub("%$SLURM_JOB_ID", job_id))
-end
 
 -- One pull directive of data_in: true, or false and the reason.
 local function pull_one(conf, job_id, uid, gid, dir, d)
