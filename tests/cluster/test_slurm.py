@@ -82,8 +82,21 @@ def test_stage_in_then_two_node_job_every_record_once(site):
                                ["quai pull quai://%s/tokens $QUAI_STAGE/tokens" % site.io1],
                                args=["-N2", "-n4"])
     assert rc == 0, err
+    # squeue shows it pending on its burst buffer while the data comes in.
+    squeued, early = set(), []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = site.c.run("head", ["squeue", "-h", "-j", jid, "-o", "%T|%r"])
+        squeued.add(r.stdout.strip())
+        j = site.job(jid)
+        early.append((j.get("JobState"), j.get("Reason"), j.get("BurstBufferState")))
+        if r.stdout.strip().startswith(("RUNNING", "COMPLETING")) or not r.stdout.strip():
+            break
+        time.sleep(0.05)
+    assert squeued & {"PENDING|BurstBufferStageIn", "PENDING|BurstBufferResources"}, squeued
     j, seen = site.wait_job(jid, lambda j: j.get("JobState") in ("COMPLETED", "FAILED"),
                             what="the job to end")
+    seen = early + seen
     out = site.output(jid)
     assert j["JobState"] == "COMPLETED", (seen, out, site.ctld_log()[-3000:])
     # It waited in stage-in before it ran, as squeue shows it.
@@ -234,6 +247,8 @@ def test_check_hooks_are_fast(site):
     times = [int(t) for t in re.findall(r"slurm_bb_job_process ran for usec=(\d+)",
                                         site.ctld_log())]
     assert times, site.ctld_log()[-2000:]
+    r = site.c.run("head", ["scontrol", "show", "bbstat"], check=True)
+    assert "job staging area(s) under %s" % site.stage_root in r.stdout, r.stdout
     times.sort()
     print("slurm_bb_job_process: %d calls, median %d us, max %d us"
           % (len(times), times[len(times) // 2], times[-1]))
