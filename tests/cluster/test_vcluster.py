@@ -99,3 +99,15 @@ def test_a_killed_runs_namespaces_are_swept():
     import shutil
     shutil.rmtree(cdir, ignore_errors=True)
     assert sweep_stale() == []
+
+
+def test_shaping_puts_the_qdisc_on_the_link():
+    why = skip_reason()
+    if why:
+        pytest.skip(why)
+    with Cluster(computes=1, ios=("io1",), shape={"io1": "tbf rate 20mbit burst 32k latency 50ms",
+                                                   "c1": "no-such-qdisc"}) as c:
+        q = subprocess.run(["tc", "-n", c.nodes["io1"].netns, "qdisc", "show", "dev", "eth0"],
+                           capture_output=True, text=True).stdout
+        assert "tbf" in q and "20Mbit" in q, q
+        assert any(n.startswith("no shaping on c1: ") for n in c.notes), c.notes

@@ -196,8 +196,10 @@ atexit.register(_stop_all_live)
 
 class Cluster:
     """The cluster. computes: how many compute nodes (c1, c2, ...); ios: the
-    IO node names; shape: {node: "rate 1gbit delay 1ms"} netem arguments
-    for a node's link (optional; skipped with a note when netem is absent).
+    IO node names; shape: {node: QDISC} puts `tc qdisc add dev eth0 root
+    QDISC` on the node's link, e.g. "tbf rate 1gbit burst 256k latency 50ms"
+    (bandwidth) or "netem delay 2ms" (latency, where sch_netem exists); a
+    qdisc the kernel lacks leaves the link as it is, with a note in .notes.
     slurm: start slurmctld and slurmd (see start_slurm)."""
 
     def __init__(self, base_dir=None, computes=2, ios=("io1",), shape=None):
@@ -340,7 +342,7 @@ class Cluster:
             hosts.append("%s %s" % (addr, name))
             if name in self.shape and _which("tc"):
                 r = self._sh(_which("tc"), "-n", ns, "qdisc", "add", "dev", "eth0", "root",
-                             "netem", *self.shape[name].split(), check=False)
+                             *self.shape[name].split(), check=False)
                 if r.returncode != 0:
                     self.notes.append("no shaping on %s: %s" % (
                         name, r.stderr.decode(errors="replace").strip()))
