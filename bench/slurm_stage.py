@@ -5,6 +5,7 @@ dataset staged in by quai's burst_buffer.lua before the job starts, against
 the same job pulling the dataset itself after it starts (issue 20).
 
     QUAI_BIN=build/release/tools/quai bench/slurm_stage.py [--size-mib 1024] [--runs 1]
+                                                           [--io-rate 1gbit]
 
 Runs on the virtual cluster (tests/cluster: root, namespaces, Slurm 22.05,
 munged); all traffic stays on its veths. Each run submits both jobs, one
@@ -105,14 +106,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--io-rate", default=None,
+                    help="shape io1's link to this rate (tc tbf), e.g. 1gbit")
     a = ap.parse_args()
     why = slurm_skip_reason()
     if why:
         raise SystemExit("slurm_stage: cannot run here: " + why)
     quai = os.path.abspath(os.environ.get("QUAI_BIN", os.path.join(ROOT, "build", "release",
                                                                    "tools", "quai")))
-    c = Cluster(computes=2, ios=("io1", "io2"))
+    shape = {}
+    if a.io_rate:
+        shape["io1"] = "tbf rate %s burst 1mbit latency 100ms" % a.io_rate
+    c = Cluster(computes=2, ios=("io1", "io2"), shape=shape)
     c.start()
+    if c.notes:
+        print("\n".join(c.notes), file=sys.stderr)
     try:
         site = Site(c, quai).start()
         print("packing %d MiB ..." % a.size_mib, file=sys.stderr)
@@ -136,8 +144,8 @@ def main():
         os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
         path = os.path.join(ROOT, "bench", "results", "slurm-stage-%s.json" % stamp)
         with open(path, "w") as f:
-            json.dump({"size_mib": a.size_mib, "rows": rows, "host": os.uname().nodename}, f,
-                      indent=1)
+            json.dump({"size_mib": a.size_mib, "io_rate": a.io_rate, "rows": rows,
+                       "host": os.uname().nodename}, f, indent=1)
         print("written to", path, file=sys.stderr)
     finally:
         c.stop()

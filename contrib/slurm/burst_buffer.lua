@@ -237,10 +237,13 @@ local function q(s)
 end
 
 local function stage_dir(conf, job_id)
+	-- Slurm's job ids are numbers; anything else must not reach a path.
+	assert(tostring(job_id):match("^%d+$"), "quai burst buffer: bad job id")
 	return conf.stage_root .. "/job-" .. job_id
 end
 
 local function record_path(conf, job_id)
+	assert(tostring(job_id):match("^%d+$"), "quai burst buffer: bad job id")
 	return conf.state_dir .. "/job-" .. job_id
 end
 
@@ -317,7 +320,9 @@ local function pull_one(conf, job_id, uid, gid, dir, d)
 	local status, out
 	-- Already there (a requeued job, a second try): kept when it verifies
 	-- whole, else removed and pulled afresh.
-	if sh("test -e " .. q(dest)) == 0 then
+	-- Everything in the staging area is done as the job's user: it owns the
+	-- area and may have put links in it.
+	if run_as_user(conf, uid, gid, "/usr/bin/test", { "-e", dest }) == 0 then
 		if d.unpack then
 			status, out = 0, ""
 		else
@@ -330,7 +335,10 @@ local function pull_one(conf, job_id, uid, gid, dir, d)
 		end
 		slurm.log_info("quai burst buffer: job %s: %s in %s fails verify, pulled again: %s",
 		    job_id, d.uri, dest, last_line(out))
-		sh("rm -rf " .. q(dest))
+		status, out = run_as_user(conf, uid, gid, "/bin/rm", { "-rf", dest })
+		if status ~= 0 then
+			return false, "cannot remove " .. dest .. ": " .. last_line(out)
+		end
 	end
 	local parent = dest:match("^(.*)/[^/]+$")
 	if parent ~= dir then
@@ -519,10 +527,26 @@ function slurm_bb_job_teardown(job_id, job_script, hurry)
 		return slurm.SUCCESS
 	end
 	-- Zeros over every byte staged (sensitive data included) before the
-	-- names go; then the directory and the job's record. Idempotent.
-	local status, out = sh("if [ -d " .. q(dir) .. " ]; then find " .. q(dir)
-	    .. " -type f -exec " .. q(conf.shred) .. " -n 0 -z {} + && rm -rf " .. q(dir)
-	    .. "; fi && rm -f " .. q(record_path(conf, job_id)))
+	-- names go, written as the job's user (the area is the user's: a root
+	-- shred could be sent through a symbolic link planted meanwhile); then
+	-- the directory (rm does not follow links) and the job's record.
+	-- Idempotent.
+	if sh("test -d " .. q(dir)) == 0 then
+		local uid, gid = owner(conf, job_id)
+		if not uid then
+			local _, ids = sh("stat -c '%u %g' " .. q(dir))
+			uid, gid = ids:match("^(%d+) (%d+)")
+		end
+		if uid then
+			local status, out = run_as_user(conf, uid, gid, "/usr/bin/find",
+			    { dir, "-type", "f", "-exec", conf.shred, "-f", "-n", "0", "-z", "{}", "+" })
+			if status ~= 0 then
+				slurm.log_error("quai burst buffer: job %s: zeroing %s: %s", job_id, dir,
+				    last_line(out))
+			end
+		end
+	end
+	local status, out = sh("rm -rf " .. q(dir) .. " && rm -f " .. q(record_path(conf, job_id)))
 	if status ~= 0 then
 		return slurm.ERROR, "quai burst buffer: teardown of " .. dir .. ": " .. last_line(out)
 	end

@@ -241,6 +241,36 @@ def test_requeue_does_not_pull_again(site):
                      % (jid, re.escape(dest)), site.ctld_log()), site.ctld_log()[-3000:]
 
 
+def test_links_planted_in_the_staging_area_get_the_users_rights(site):
+    """The job's user owns its staging area and may leave links in it. A
+    job replaces the parent of its destination with a link to a root-owned
+    directory, then is requeued: the second stage-in finds "its" dataset
+    there, fails to verify it, and must not remove it with root's rights
+    (the hooks act in the area as the user). The job is held; the
+    root-owned files stay, through the teardown too."""
+    victim = os.path.join(site.c.dir, "victim-%d" % time.monotonic_ns())
+    os.makedirs(os.path.join(victim, "d"))
+    keep = os.path.join(victim, "d", "keep")
+    with open(keep, "w") as f:
+        f.write("root's\n")
+    body = ('if [ -z "$SLURM_RESTART_COUNT" ]; then\n'
+            '  rm -rf "$QUAI_STAGE/sub" && ln -s %s "$QUAI_STAGE/sub" && sleep 60\nfi\n' % victim)
+    rc, jid, err = site.sbatch(site.alice, body, [
+        "quai pull quai://%s/tokens $QUAI_STAGE/sub/d" % site.io1], args=["--requeue"])
+    assert rc == 0, err
+    link = os.path.join(site.stage_root, "job-" + jid, "sub")
+    site.wait_job(jid, lambda j: os.path.islink(link), what="the planted link")
+    site.c.run("head", ["scontrol", "requeue", jid], check=True)
+    j, seen = site.wait_job(jid, lambda j: j.get("Priority") == "0" and j.get("Restarts") == "1",
+                            timeout=120, what="the second stage-in to fail")
+    assert os.path.exists(keep), "the hook removed a root-owned file through the job's link"
+    assert "cannot_remove" in j["Reason"], j["Reason"]
+    site.c.run("head", ["scancel", jid], check=True)
+    site.wait_job(jid, lambda j: not os.path.exists(os.path.dirname(link)), what="teardown")
+    with open(keep) as f:
+        assert f.read() == "root's\n"
+
+
 def test_check_hooks_are_fast(site):
     """slurm_bb_job_process runs inside slurmctld: the log's own timings of
     it (DebugFlags=BurstBuffer). Reported, not asserted against a bound."""
