@@ -68,14 +68,13 @@ def test_nodes_talk_and_everything_goes_away():
     c.stop()  # twice is harmless
 
 
-def test_two_clusters_side_by_side():
-    why = skip_reason()
-    if why:
-        pytest.skip(why)
-    with Cluster(computes=1, ios=()) as a, Cluster(computes=1, ios=()) as b:
-        assert a.tag != b.tag and a.dir != b.dir
-        assert a.run("c1", ["hostname"]).stdout.strip() == "c1"
+def test_two_clusters_side_by_side(cluster):
+    """conftest's `cluster` fixture, and a second cluster beside it."""
+    with Cluster(computes=1, ios=()) as b:
+        assert cluster.tag != b.tag and cluster.dir != b.dir
+        assert cluster.run("c1", ["hostname"]).stdout.strip() == "c1"
         assert b.run("c1", ["hostname"]).stdout.strip() == "c1"
+        assert cluster.nodes["io1"].munge_socket != b.nodes["c1"].munge_socket
 
 
 def test_a_killed_runs_namespaces_are_swept():
