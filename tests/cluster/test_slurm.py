@@ -282,3 +282,11 @@ def test_check_hooks_are_fast(site):
     times.sort()
     print("slurm_bb_job_process: %d calls, median %d us, max %d us"
           % (len(times), times[len(times) // 2], times[-1]))
+    # The other hooks, for the record (the slow ones run outside slurmctld).
+    other = {}
+    for name, t in re.findall(r"(slurm_bb_\w+|setup|data_in|data_out|teardown|paths)"
+                              r"(?: for JobId=\d+)? ran for usec=(\d+)", site.ctld_log()):
+        other.setdefault(name, []).append(int(t))
+    for name, ts in sorted(other.items()):
+        ts.sort()
+        print("%s: %d calls, median %d us, max %d us" % (name, len(ts), ts[len(ts) // 2], ts[-1]))
