@@ -38,6 +38,7 @@ local defaults = {
 	setpriv = "/usr/bin/setpriv",
 	shred = "/usr/bin/shred",
 	scontrol = "/usr/bin/scontrol",
+	squeue = "/usr/bin/squeue",
 }
 
 local function trim(s)
@@ -362,6 +363,60 @@ local function pull_one(conf, job_id, uid, gid, dir, d)
 	return true
 end
 
+-- Zeros over every byte staged in job_id's area (sensitive data included)
+-- before the names go, written as the area's user (the area is the
+-- user's: a root shred could be sent through a symbolic link planted
+-- meanwhile); then the directory (rm does not follow links) and the job's
+-- record. Idempotent. Returns true, or false and why.
+local function wipe_area(conf, job_id)
+	local dir = stage_dir(conf, job_id)
+	if sh("test -d " .. q(dir)) == 0 then
+		local uid, gid = owner(conf, job_id)
+		if not uid then
+			local _, ids = sh("stat -c '%u %g' " .. q(dir))
+			uid, gid = ids:match("^(%d+) (%d+)")
+		end
+		if uid then
+			local status, out = run_as_user(conf, uid, gid, "/usr/bin/find",
+			    { dir, "-type", "f", "-exec", conf.shred, "-f", "-n", "0", "-z", "{}", "+" })
+			if status ~= 0 then
+				slurm.log_error("quai burst buffer: job %s: zeroing %s: %s", job_id, dir,
+				    last_line(out))
+			end
+		end
+	end
+	local status, out = sh("rm -rf " .. q(dir) .. " && rm -f " .. q(record_path(conf, job_id)))
+	if status ~= 0 then
+		return false, "quai burst buffer: teardown of " .. dir .. ": " .. last_line(out)
+	end
+	return true
+end
+
+-- Staging areas of jobs Slurm no longer knows (a job cancelled in a
+-- window where Slurm runs no teardown, say): wiped. Only when squeue
+-- answers and lists job_id itself, so that a failed query wipes nothing.
+local function sweep_stale(conf, job_id)
+	local st, out = sh(q(conf.squeue) .. " -h --states=all -o %A")
+	if st ~= 0 then
+		return
+	end
+	local known = {}
+	for id in out:gmatch("%d+") do
+		known[id] = true
+	end
+	if not known[tostring(job_id)] then
+		return
+	end
+	local _, names = sh("ls -1 " .. q(conf.stage_root))
+	for id in names:gmatch("job%-(%d+)") do
+		if not known[id] then
+			slurm.log_info("quai burst buffer: %s/job-%s belongs to no job Slurm knows: wiped",
+			    conf.stage_root, id)
+			wipe_area(conf, id)
+		end
+	end
+end
+
 -- ---- the hooks -------------------------------------------------------------
 
 function slurm_bb_job_process(job_script)
@@ -411,6 +466,7 @@ function slurm_bb_setup(job_id, uid, gid, pool, bb_size, job_script)
 		return slurm.ERROR, "quai burst buffer: cannot make the staging area " .. dir
 		    .. " for uid " .. uid .. " (slurmctld must run as root): " .. last_line(out)
 	end
+	sweep_stale(conf, job_id)
 	return slurm.SUCCESS
 end
 
@@ -526,29 +582,9 @@ function slurm_bb_job_teardown(job_id, job_script, hurry)
 		    job_id, restarts, dir)
 		return slurm.SUCCESS
 	end
-	-- Zeros over every byte staged (sensitive data included) before the
-	-- names go, written as the job's user (the area is the user's: a root
-	-- shred could be sent through a symbolic link planted meanwhile); then
-	-- the directory (rm does not follow links) and the job's record.
-	-- Idempotent.
-	if sh("test -d " .. q(dir)) == 0 then
-		local uid, gid = owner(conf, job_id)
-		if not uid then
-			local _, ids = sh("stat -c '%u %g' " .. q(dir))
-			uid, gid = ids:match("^(%d+) (%d+)")
-		end
-		if uid then
-			local status, out = run_as_user(conf, uid, gid, "/usr/bin/find",
-			    { dir, "-type", "f", "-exec", conf.shred, "-f", "-n", "0", "-z", "{}", "+" })
-			if status ~= 0 then
-				slurm.log_error("quai burst buffer: job %s: zeroing %s: %s", job_id, dir,
-				    last_line(out))
-			end
-		end
-	end
-	local status, out = sh("rm -rf " .. q(dir) .. " && rm -f " .. q(record_path(conf, job_id)))
-	if status ~= 0 then
-		return slurm.ERROR, "quai burst buffer: teardown of " .. dir .. ": " .. last_line(out)
+	local ok, msg = wipe_area(conf, job_id)
+	if not ok then
+		return slurm.ERROR, msg
 	end
 	return slurm.SUCCESS
 end

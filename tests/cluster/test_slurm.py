@@ -271,6 +271,33 @@ def test_links_planted_in_the_staging_area_get_the_users_rights(site):
         assert f.read() == "root's\n"
 
 
+def test_areas_of_jobs_slurm_forgot_are_wiped(site):
+    """A staging area left by a job Slurm no longer knows (Slurm runs no
+    teardown for a job cancelled between a requeue's teardown and its next
+    stage-in) is wiped, zeros first, by the next job's setup."""
+    os.makedirs(site.stage_root, exist_ok=True)
+    stale = os.path.join(site.stage_root, "job-987654")
+    os.makedirs(stale)
+    secret = os.path.join(stale, "secret")
+    with open(secret, "wb") as f:
+        f.write(b"sensitive bytes\n" * 100)
+    witness = os.path.join(site.jobs, "stale-witness-%d" % time.monotonic_ns())
+    os.link(secret, witness)
+    for p in (stale, secret):
+        os.chown(p, site.alice.pw_uid, site.alice.pw_gid)
+    rc, jid, err = site.sbatch(site.alice, "true\n", [
+        "quai pull quai://%s/tokens $QUAI_STAGE/t" % site.io1])
+    assert rc == 0, err
+    site.wait_job(jid, lambda j: j.get("JobState") == "COMPLETED" and not os.path.exists(stale),
+                  what="the stale area to go")
+    with open(witness, "rb") as f:
+        data = f.read()
+    # (shred writes whole blocks: the file may have grown to one.)
+    assert len(data) >= 1600 and data == bytes(len(data)), "the stale bytes were not overwritten"
+    os.unlink(witness)
+    assert "belongs to no job Slurm knows: wiped" in site.ctld_log()
+
+
 def test_check_hooks_are_fast(site):
     """slurm_bb_job_process runs inside slurmctld: the log's own timings of
     it (DebugFlags=BurstBuffer). Reported, not asserted against a bound."""
