@@ -183,6 +183,18 @@ def test_failed_stage_in_holds_the_job(site, who, io, dataset, reason):
     site.c.run("head", ["scancel", jid], check=True)
 
 
+def test_stage_in_unpacked(site):
+    """--unpack stages the records themselves: a lines dataset becomes one
+    text file the job reads with ordinary tools."""
+    rc, jid, err = site.sbatch(site.alice, 'wc -l < "$QUAI_STAGE/tokens.txt"\n', [
+        "quai pull --unpack quai://%s/tokens $QUAI_STAGE/tokens.txt" % site.io1])
+    assert rc == 0, err
+    j, seen = site.wait_job(jid, lambda j: j.get("JobState") in ("COMPLETED", "FAILED"),
+                            what="the job to end")
+    assert j["JobState"] == "COMPLETED", (seen, site.output(jid))
+    assert site.output(jid).strip() == str(site.records["tokens"]), site.output(jid)
+
+
 def test_failed_stage_out_is_reported_and_wiped(site):
     """A push that fails (its source was never written) is the job's
     stage-out error, with quai's message; the staging area is wiped all the
