@@ -197,3 +197,20 @@ def test_pack_signs_when_given_a_key(quai, tmp_path, steward):
                  str(tmp_path / "ds2"))
     assert p.returncode == 3 and b"others can read" in p.stderr
     assert not os.path.exists(tmp_path / "ds2")
+
+
+def test_quaid_config_names_a_bad_site_key(quai, tmp_path, steward):
+    import subprocess
+    from test_xfer import QUAID_BIN, Quaid
+    q = Quaid(tmp_path / "server")
+    base = read(q.conf)
+    env = dict(os.environ, LC_ALL="C", QUAI_CONF=os.path.join(q.base, "none.conf"))
+    for extra, message in ((f"site_keys = {steward}.pub:{tmp_path}/missing.pub\n",
+                            b"site_keys: " + str(tmp_path).encode()
+                            + b"/missing.pub: No such file"),
+                           ("unsigned = maybe\n",
+                            b"unsigned: 'maybe': expected refuse or sensitive")):
+        write(q.conf, base + extra.encode())
+        p = subprocess.run([QUAID_BIN, "--config", q.conf, "--check-config"], env=env,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        assert p.returncode != 0 and message in p.stderr, p.stderr
