@@ -29,6 +29,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include "beneath.h"
 #include "dataset.h"
 #include "fsutil.h"
 #include "secmem.h"
@@ -115,10 +116,10 @@ static void check_shard_file(struct verifier *v, uint32_t i)
 	const struct qix *ix = &v->ix[i];
 	struct stat st;
 
-	int fd = openat(v->dirfd, s->file, O_RDONLY | O_CLOEXEC);
+	int fd = qfs_open_member(v->dirfd, s->file, O_RDONLY, 0);
 	if (fd < 0) {
-		add_problem(v, -errno, i, -1, s->first_record, s->records, s->file,
-			    "cannot open: %s", strerror(errno));
+		add_problem(v, fd, i, -1, s->first_record, s->records, s->file, "cannot open: %s",
+			    qfs_member_strerror(fd));
 		return;
 	}
 	v->fds[i] = fd;

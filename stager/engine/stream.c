@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "beneath.h"
 #include "byteorder.h"
 #include "dataset.h"
 #include "errmsg.h"
@@ -826,7 +827,8 @@ static int open_shards(struct quai_stream *s, void *probe, char *err, size_t err
 	for (uint32_t i = 0; i < n; i++) {
 		int fd = qds_open_shard(s->ds, i, 0);
 		if (fd < 0) {
-			qerr_set(err, err_len, "%s: %s", s->ds->m.shards[i].file, strerror(-fd));
+			qerr_set(err, err_len, "%s: %s", s->ds->m.shards[i].file,
+				 qfs_member_strerror(fd));
 			return fd;
 		}
 		s->fds[i] = fd;
@@ -1077,7 +1079,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	__atomic_add_fetch(&ctx->streams, 1, __ATOMIC_RELAXED);
 
 	char derr[256];
-	r = quai_dataset_open(path, &s->ds, derr, sizeof(derr));
+	r = qds_open(path, ctx->served, &s->ds, derr, sizeof(derr));
 	if (r < 0) {
 		qerr_set(err, err_len, "'%s': %s", path, derr);
 		goto fail;

@@ -92,7 +92,8 @@ def quai(tmp_path):
 class Quaid:
     """One quaid with its own directory, roots, audit log and port."""
 
-    def __init__(self, base, listen_host="127.0.0.1", extra=""):
+    def __init__(self, base, listen_host="127.0.0.1", extra="",
+                 rules="rule_tests = allow all\n"):
         self.base = str(base)
         self.roots = os.path.join(self.base, "roots")
         os.makedirs(self.roots, exist_ok=True)
@@ -109,7 +110,7 @@ class Quaid:
                     f"audit_log = {self.audit}\n"
                     f"munge_socket = {os.environ['QUAI_MUNGE_SOCKET']}\n"
                     "zone_hosts = 0.0.0.0/0\n"
-                    "rule_tests = allow all\n" + extra)
+                    + rules + extra)
         self.log_path = os.path.join(self.base, "quaid.log")
         self.proc = None
 
