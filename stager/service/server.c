@@ -1643,6 +1643,12 @@ static int copy_conf(struct qsvc_conf *dst, const struct qsvc_conf *src)
 	return 0;
 }
 
+/* The audit log was deleted or replaced under quaid (audit.h). */
+static void audit_notice(void *arg, const char *msg)
+{
+	srv_log(arg, QSVC_LOG_WARNING, "%s", msg);
+}
+
 int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struct qsrv **ret,
 	     char *err, size_t err_len)
 {
@@ -1667,6 +1673,7 @@ int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struc
 		r = qaudit_open(conf->audit_log, &srv->audit, err, err_len);
 		if (r < 0)
 			goto fail_quiet;
+		qaudit_set_notify(srv->audit, audit_notice, srv);
 	}
 	srv->rx = malloc(sizeof(*srv->rx));
 	if (!srv->rx || pipe2(srv->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
