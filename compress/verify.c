@@ -15,6 +15,7 @@
  * frame) order from the calling thread.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -174,10 +175,11 @@ out:
 	free(e);
 }
 
-/* QUAI_VERIFY_FILES: the shard file whole against the manifest's XXH3, read
- * in large preads on this thread (hashing runs faster than page-cache reads
- * are served, so one thread keeps up). */
-static void check_file_hash(struct verifier *v, uint32_t i)
+/* The shard file whole against the manifest's XXH3, read in large preads
+ * on one thread (hashing runs faster than page-cache reads are served, so
+ * one thread keeps up). QUAI_VERIFY_FILES counts its progress here; a full
+ * check runs it beside the frame workers (hasher_main), which count. */
+static void check_file_hash(struct verifier *v, uint32_t i, bool counts)
 {
 	const struct qmf_shard *s = &v->m.shards[i];
 	enum { CHUNK = 8u << 20, SENSITIVE_CHUNK = 1u << 20 };
@@ -188,7 +190,9 @@ static void check_file_hash(struct verifier *v, uint32_t i)
 	uint8_t *buf = qsm_alloc(chunk, sens, &e);
 	XXH3_state_t *h = XXH3_createState();
 	if (!buf || !h || XXH3_64bits_reset(h) == XXH_ERROR) {
+		pthread_mutex_lock(&v->mu);
 		v->fatal = e == -EAGAIN ? -QUAI_EPOLICY : -ENOMEM;
+		pthread_mutex_unlock(&v->mu);
 		goto out;
 	}
 	for (uint64_t off = 0; off < s->compressed_bytes;) {
@@ -203,6 +207,8 @@ static void check_file_hash(struct verifier *v, uint32_t i)
 		}
 		XXH3_64bits_update(h, buf, want);
 		off += want;
+		if (!counts)
+			continue;
 		pthread_mutex_lock(&v->mu);
 		v->bytes_done += want;
 		pthread_mutex_unlock(&v->mu);
@@ -210,12 +216,32 @@ static void check_file_hash(struct verifier *v, uint32_t i)
 	if (XXH3_64bits_digest(h) != s->xxh3)
 		add_problem(v, -QUAI_ECORRUPT, i, -1, s->first_record, s->records, s->file,
 			    "file checksum differs from the manifest's");
-	pthread_mutex_lock(&v->mu);
-	v->frames_done += v->ix[i].nframes;
-	pthread_mutex_unlock(&v->mu);
+	if (counts) {
+		pthread_mutex_lock(&v->mu);
+		v->frames_done += v->ix[i].nframes;
+		pthread_mutex_unlock(&v->mu);
+	}
 out:
 	XXH3_freeState(h);
 	qsm_free(buf, chunk, sens);
+}
+
+/* A full check hashes every shard file whole too (issue 22 #12: only
+ * QUAI_VERIFY_FILES did), on a thread of its own beside the workers. */
+static void *hasher_main(void *arg)
+{
+	struct verifier *v = arg;
+
+	for (uint32_t i = 0; i < v->m.nshards; i++) {
+		pthread_mutex_lock(&v->mu);
+		int stop = v->fatal;
+		pthread_mutex_unlock(&v->mu);
+		if (stop)
+			break;
+		if (v->shard_ok[i])
+			check_file_hash(v, i, false);
+	}
+	return NULL;
 }
 
 static size_t group_bytes(const struct verifier *v)
@@ -468,7 +494,7 @@ int quai_verify(const char *path, const struct quai_verify_opts *opts,
 		}
 		check_shard_file(&v, i);
 		if (v.shard_ok[i] && files_only)
-			check_file_hash(&v, i);
+			check_file_hash(&v, i, true);
 		else if (v.shard_ok[i])
 			make_groups(&v, i);
 	}
@@ -477,7 +503,13 @@ int quai_verify(const char *path, const struct quai_verify_opts *opts,
 		r = v.fatal;
 		goto out;
 	}
+	pthread_t hasher;
+	bool hashing = !files_only && pthread_create(&hasher, NULL, hasher_main, &v) == 0;
 	run_workers(&v, opts);
+	if (hashing)
+		pthread_join(hasher, NULL);
+	else if (!files_only)
+		hasher_main(&v);
 	if (v.fatal) {
 		r = v.fatal;
 		goto out;

@@ -36,8 +36,9 @@ int cli_exit_code(int err)
 	case EBADMSG:
 	case ESHUTDOWN:
 	case EUSERS:
-	case QUAI_EVERSION:
 		return CLI_EXIT_REMOTE;
+	case QUAI_EVERSION:
+		return CLI_EXIT_VERSION;
 	case QUAI_EPOLICY:
 		return CLI_EXIT_REFUSED;
 	default:

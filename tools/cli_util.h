@@ -20,9 +20,12 @@ enum cli_exit {
 	CLI_EXIT_USAGE = 2,	   /* bad command line */
 	CLI_EXIT_FAILURE = 3,	   /* operating-system or input error */
 	CLI_EXIT_REMOTE = 4,	   /* the network or quaid failed: unreachable,
-				      silent, shutting down, another protocol */
+				      silent, shutting down */
 	CLI_EXIT_REFUSED = 5,	   /* refused by the data policy (QUAI_EPOLICY),
 				      here or by quaid */
+	CLI_EXIT_VERSION = 6,	   /* a version this build does not know
+				      (QUAI_EVERSION): a dataset from a newer
+				      quai, a quaid of another protocol */
 	CLI_EXIT_INTERRUPTED = 130 /* SIGINT (128 + the signal number) */
 };
 

@@ -34,10 +34,11 @@ const char exit_status_help[] =
     "  2    usage error\n"
     "  3    operating-system or input error (missing source, destination exists,\n"
     "       disk full, permission, input that does not fit the record kind)\n"
-    "  4    quaid could not be reached, stopped answering, shut down, or speaks\n"
-    "       another protocol version\n"
+    "  4    quaid could not be reached, stopped answering or shut down\n"
     "  5    refused by the data policy (a sensitive dataset outside its zone or\n"
     "       its host's sovereign paths, or a rule of quaid's)\n"
+    "  6    a version this build does not know: a dataset written by a newer\n"
+    "       quai, or a quaid speaking another protocol version\n"
     "  130  interrupted (SIGINT; nothing is left half-written)\n";
 
 /* ---- messages --------------------------------------------------------- */
@@ -419,6 +420,13 @@ static int cmd_verify(int argc, char **argv)
 	if (cli_interrupted() || r == -ECANCELED) {
 		cli_errorf("verify", "interrupted");
 		return cli_exit_code(-ECANCELED);
+	}
+	if (r == -QUAI_EVERSION) {
+		/* A newer format is not damage: its own status (the problem
+		 * line above said which file and version). */
+		cli_errorf("verify", "cannot verify '%s': %s", show(&sh, ctx.path),
+			   quai_strerror(r));
+		return cli_exit_code(r);
 	}
 	if (ctx.problems || r == -QUAI_ECORRUPT || r == -QUAI_EFORMAT) {
 		if (!ctx.have_first) {
