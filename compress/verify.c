@@ -244,6 +244,123 @@ static void *hasher_main(void *arg)
 	return NULL;
 }
 
+/* ---- the names of a files dataset --------------------------------------- */
+
+struct name_ref {
+	const char *p;
+	size_t len;
+};
+
+static int cmp_names(const char *a, size_t alen, const char *b, size_t blen)
+{
+	int c = memcmp(a, b, alen < blen ? alen : blen);
+
+	return c ? c : (alen > blen) - (alen < blen);
+}
+
+/* A set of names (open addressing on XXH3), for the directory check. */
+struct name_set {
+	struct name_ref *slot;
+	size_t mask;
+};
+
+static bool name_set_has(const struct name_set *s, const char *p, size_t len)
+{
+	for (size_t i = XXH3_64bits(p, len) & s->mask;; i = (i + 1) & s->mask) {
+		if (!s->slot[i].p)
+			return false;
+		if (s->slot[i].len == len && memcmp(s->slot[i].p, p, len) == 0)
+			return true;
+	}
+}
+
+static void name_set_add(struct name_set *s, const char *p, size_t len)
+{
+	size_t i = XXH3_64bits(p, len) & s->mask;
+
+	while (s->slot[i].p)
+		i = (i + 1) & s->mask;
+	s->slot[i] = (struct name_ref){p, len};
+}
+
+static void name_problem(struct verifier *v, uint32_t sh, uint64_t rec, const char *fmt,
+			 const char *a, size_t alen, const char *b, size_t blen)
+{
+	const struct qmf_shard *s = &v->m.shards[sh];
+	int al = alen > 80 ? 80 : (int)alen, bl = blen > 80 ? 80 : (int)blen;
+
+	add_problem(v, -QUAI_EFORMAT, sh, -1, s->first_record + rec, 1, s->index, fmt, al, a, bl,
+		    b);
+}
+
+/* Issue 22 #14: names unpack can restore. Record names must rise strictly
+ * in byte order over the whole dataset (docs/FORMAT.md: so no two are the
+ * same), and no name may be a directory of another ("a" and "a/b"): unpack
+ * would fail halfway, or write one over the other. Reports the first fault
+ * of each kind. */
+static void check_names(struct verifier *v)
+{
+	const char *prev = NULL;
+	size_t prev_len = 0, cap = 16;
+	struct name_set set = {0};
+	bool order_bad = false, dir_bad = false;
+
+	if (v->m.kind != QUAI_RECORDS_FILES)
+		return;
+	for (uint32_t sh = 0; sh < v->m.nshards; sh++)
+		if (!v->ixbuf[sh])
+			return; /* a bad index is reported already */
+	while (cap < 2 * v->m.records)
+		cap *= 2;
+	set.slot = calloc(cap, sizeof(*set.slot));
+	set.mask = cap - 1;
+	if (!set.slot) {
+		pthread_mutex_lock(&v->mu);
+		v->fatal = -ENOMEM;
+		pthread_mutex_unlock(&v->mu);
+		return;
+	}
+	for (uint32_t sh = 0; sh < v->m.nshards; sh++) {
+		for (uint64_t r = 0; r < v->ix[sh].records; r++) {
+			size_t len;
+			const char *n = qix_name(&v->ix[sh], r, &len);
+
+			if (!n)
+				continue;
+			if (prev && !order_bad && cmp_names(prev, prev_len, n, len) >= 0) {
+				order_bad = true;
+				name_problem(v, sh, r,
+					     cmp_names(prev, prev_len, n, len) == 0
+						 ? "record name '%.*s' repeats '%.*s': unpack "
+						   "cannot restore both"
+						 : "record name '%.*s' comes after '%.*s': names "
+						   "must rise in byte order",
+					     n, len, prev, prev_len);
+			}
+			prev = n;
+			prev_len = len;
+			name_set_add(&set, n, len);
+		}
+	}
+	for (uint32_t sh = 0; sh < v->m.nshards && !dir_bad; sh++) {
+		for (uint64_t r = 0; r < v->ix[sh].records && !dir_bad; r++) {
+			size_t len;
+			const char *n = qix_name(&v->ix[sh], r, &len);
+
+			for (size_t k = 1; n && k < len && !dir_bad; k++) {
+				if (n[k] != '/' || !name_set_has(&set, n, k))
+					continue;
+				dir_bad = true;
+				name_problem(v, sh, r,
+					     "record name '%.*s' makes a directory of record "
+					     "'%.*s': unpack cannot restore both",
+					     n, len, n, k);
+			}
+		}
+	}
+	free(set.slot);
+}
+
 static size_t group_bytes(const struct verifier *v)
 {
 	return v->m.classification == QUAI_CLASS_SENSITIVE ? VF_SENSITIVE_GROUP_BYTES
@@ -498,6 +615,7 @@ int quai_verify(const char *path, const struct quai_verify_opts *opts,
 		else if (v.shard_ok[i])
 			make_groups(&v, i);
 	}
+	check_names(&v);
 	r = 0;
 	if (v.fatal) {
 		r = v.fatal;

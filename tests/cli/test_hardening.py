@@ -74,3 +74,41 @@ def test_newer_format_version_has_its_own_exit_status(quai, tmp_path, verb):
     assert p.returncode == EXIT_VERSION, (verb, p.returncode, p.stderr)
     assert b"newer quai" in p.stderr, p.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+# ---- 14: verify refuses names unpack cannot restore ----------------------
+
+def forge_names(ds, old, new):
+    """Replaces the names blob `old` by `new` (same length) in shard 0's
+    index, with the index's trailer and the manifest's index_xxh3
+    recomputed: a forgery every checksum agrees with."""
+    idx = os.path.join(ds, "shard-00000.idx")
+    with open(idx, "rb") as f:
+        data = f.read()
+    assert data.count(old) == 1 and len(old) == len(new)
+    body = data[:-8].replace(old, new)
+    data = body + xxh3(body).to_bytes(8, "little")
+    with open(idx, "wb") as f:
+        f.write(data)
+    rewrite_manifest(ds, lambda t: re.sub(r'("index_xxh3": ")[0-9a-f]{16}"',
+                                          r'\g<1>%016x"' % xxh3(data), t, count=1))
+
+
+@pytest.mark.parametrize("names, forged, what", [
+    ((b"a", b"b"), b"aa", b"repeats"),
+    ((b"a", b"b"), b"ba", b"must rise in byte order"),
+    ((b"a", b"b/x"), b"bb/x", b"makes a directory of record 'b'"),
+])
+def test_verify_refuses_names_unpack_cannot_restore(quai, tmp_path, names, forged, what):
+    src = tmp_path / "src"
+    for n in names:
+        (src / n.decode()).parent.mkdir(parents=True, exist_ok=True)
+        (src / n.decode()).write_bytes(b"contents of " + n)
+    ds = str(tmp_path / "ds")
+    quai.ok("pack", "-q", "--records", "files", str(src), ds)
+    quai.ok("verify", "-q", ds)
+    forge_names(ds, b"".join(names), forged)
+    p = quai.run("verify", ds)
+    assert p.returncode == EXIT_BAD_DATA, p.stderr
+    assert what in p.stderr, p.stderr
+    assert b"shard-00000.idx" in p.stderr
