@@ -33,6 +33,7 @@
 #include "beneath.h"
 #include "dataset.h"
 #include "fsutil.h"
+#include "qthread.h"
 #include "secmem.h"
 #include "seektable.h"
 
@@ -507,7 +508,7 @@ static void run_workers(struct verifier *v, const struct quai_verify_opts *o)
 	unsigned started = 0;
 	pthread_mutex_lock(&v->mu);
 	for (unsigned i = 0; th && i < n; i++)
-		if (pthread_create(&th[i], NULL, worker_main, v) == 0)
+		if (qthread_create(&th[i], worker_main, v) == 0)
 			started++;
 	v->running = started;
 	pthread_mutex_unlock(&v->mu);
@@ -622,7 +623,7 @@ int quai_verify(const char *path, const struct quai_verify_opts *opts,
 		goto out;
 	}
 	pthread_t hasher;
-	bool hashing = !files_only && pthread_create(&hasher, NULL, hasher_main, &v) == 0;
+	bool hashing = !files_only && qthread_create(&hasher, hasher_main, &v) == 0;
 	run_workers(&v, opts);
 	if (hashing)
 		pthread_join(hasher, NULL);

@@ -40,6 +40,7 @@
 #include "engine.h"
 #include "hostconf.h"
 #include "plan.h"
+#include "qthread.h"
 #include "remote.h"
 
 #define QS_ALIGN 4096u		   /* O_DIRECT offset, length and buffer alignment */
@@ -1253,7 +1254,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	s->st.budget_bytes = s->budget;
 	s->st.working_set_bytes = s->working_set;
 
-	r = -pthread_create(&s->reader, NULL, reader_main, s);
+	r = -qthread_create(&s->reader, reader_main, s);
 	if (r < 0) {
 		qerr_set(err, err_len, "cannot start the reader thread: %s", strerror(-r));
 		goto fail;

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import stat
+import subprocess
 import time
 
 import pytest
@@ -112,3 +113,49 @@ def test_verify_refuses_names_unpack_cannot_restore(quai, tmp_path, names, forge
     assert p.returncode == EXIT_BAD_DATA, p.stderr
     assert what in p.stderr, p.stderr
     assert b"shard-00000.idx" in p.stderr
+
+
+# ---- 11: FIFOs and the first signal --------------------------------------
+
+def partials(directory):
+    return [n for n in os.listdir(directory) if n.endswith(".quai-partial")]
+
+
+def test_pack_refuses_a_fifo_as_a_files_source(quai, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    p = quai.run("pack", "-q", "--records", "files", str(fifo), str(tmp_path / "out"), timeout=20)
+    assert p.returncode == EXIT_FAILURE, p.stderr
+    assert b"not a regular file" in p.stderr, p.stderr
+    assert not os.path.exists(tmp_path / "out") and partials(tmp_path) == []
+
+
+@pytest.mark.parametrize("blocked_in", ["open", "read"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_first_signal_ends_a_pack_blocked_on_a_fifo(quai, tmp_path, sig, blocked_in):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    proc = quai.popen("pack", "-q", "--threads", "4", "--records", "lines", str(fifo),
+                      str(tmp_path / "out"), stdin=subprocess.DEVNULL,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer = None
+    try:
+        if blocked_in == "read":
+            # A writer that never writes: pack waits in read(), which
+            # retried EINTR, so the first signal was lost (issue 22 #11).
+            writer = open(fifo, "wb")
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{proc.pid}/task")) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if writer:
+            writer.close()
+    assert proc.returncode == 128 + sig, err
+    assert b"interrupted" in err, err
+    assert not os.path.exists(tmp_path / "out") and partials(tmp_path) == []
