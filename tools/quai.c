@@ -651,6 +651,10 @@ static int cmd_info(int argc, char **argv)
 
 	if (quai_uri_is_remote(argv[optind])) {
 		char err[PATH_BUF] = "";
+		/* A bad URI is a usage error here as in pull (issue 22 #10). */
+		r = cli_check_dataset_uri("info", argv[optind]);
+		if (r)
+			return r;
 		r = quai_remote_open(argv[optind], &ds, err, sizeof(err));
 		if (r < 0) {
 			cli_errorf("info", "%s", show(&sh, err[0] ? err : quai_strerror(r)));
