@@ -888,6 +888,12 @@ static const char unpack_help[] =
     "holding the records concatenated. Every frame is verified before its bytes\n"
     "are written, and DEST appears whole or not at all.\n"
     "\n"
+    "NOT RESTORED: file modes, owners, times and empty directories. The format\n"
+    "does not keep them: files come back 0644 and directories 0755 (less the\n"
+    "umask) whatever they were, so a 0600 source comes back readable by all\n"
+    "unless the umask says otherwise. A sensitive dataset's files come back\n"
+    "0600 and its directories 0700.\n"
+    "\n"
     "  -q, --quiet         no summary\n"
     "  -h, --help          show this help\n"
     "\n";

@@ -159,3 +159,34 @@ def test_first_signal_ends_a_pack_blocked_on_a_fifo(quai, tmp_path, sig, blocked
     assert proc.returncode == 128 + sig, err
     assert b"interrupted" in err, err
     assert not os.path.exists(tmp_path / "out") and partials(tmp_path) == []
+
+
+# ---- 16: what unpack writes ----------------------------------------------
+
+def test_unpack_help_says_modes_are_not_kept(quai):
+    out = quai.ok("unpack", "--help").stdout
+    assert b"NOT RESTORED" in out and b"0600" in out
+
+
+@pytest.mark.parametrize("cls, fmode, dmode", [("internal", 0o644, 0o755),
+                                               ("sensitive", 0o600, 0o700)])
+def test_unpack_modes(quai, tmp_path, cls, fmode, dmode):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "secret").write_bytes(b"s")
+    os.chmod(src / "sub" / "secret", 0o600)
+    conf = tmp_path / "host.conf"
+    conf.write_text(f"zone = z1\nsovereign_paths = {tmp_path}\n")
+    env = {"QUAI_CONF": str(conf)}
+    ds = str(tmp_path / "ds")
+    quai.ok("pack", "-q", "--records", "files", "--class", cls, "--zone", "z1",
+            str(src), ds, env=env)
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        quai.ok("unpack", "-q", ds, str(out), env=env)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(out / "sub" / "secret").st_mode) == fmode
+    assert stat.S_IMODE(os.stat(out / "sub").st_mode) == dmode
+    assert stat.S_IMODE(os.stat(out).st_mode) == dmode
