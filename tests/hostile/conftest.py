@@ -9,38 +9,21 @@ quaid is tools/quaid beside $QUAI_BIN. One private munged serves the whole
 run (tests/munged.py); every quaid gets its own free port and directory.
 """
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # tests/munged.py
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "cli"))  # tests/cli/test_xfer.py
 from munged import private_munged, skip_reason  # noqa: E402
 
 if not os.environ.get("QUAI_BIN"):
     pytest.skip("QUAI_BIN is not set: point it at the quai binary to test "
                 "(e.g. QUAI_BIN=build/tools/quai)", allow_module_level=True)
 QUAI_BIN = os.path.abspath(os.environ["QUAI_BIN"])
-QUAID_BIN = os.path.join(os.path.dirname(QUAI_BIN), "quaid")
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def text_lines(seed, count):
-    return b"".join(b"%d line of seed %d\n" % (i, seed) for i in range(count))
+from test_xfer import Quaid as XferQuaid  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -89,18 +72,15 @@ def quai(tmp_path):
     return Quai(tmp_path)
 
 
-class Quaid:
-    """One quaid with its own directory, roots, audit log and port."""
+class Quaid(XferQuaid):
+    """tests/cli's quaid (its start, stop and log), with the listening
+    address, the rules and an audit log of each test's choosing."""
 
     def __init__(self, base, listen_host="127.0.0.1", extra="",
                  rules="rule_tests = allow all\n"):
-        self.base = str(base)
-        self.roots = os.path.join(self.base, "roots")
-        os.makedirs(self.roots, exist_ok=True)
+        super().__init__(base)
         self.audit = os.path.join(self.base, "audit.log")
-        self.port = free_port()
         self.host = "127.0.0.1" if listen_host in ("0.0.0.0", "[::]") else listen_host
-        self.conf = os.path.join(self.base, "quaid.conf")
         with open(self.conf, "w") as f:
             f.write(f"listen = {listen_host}:{self.port}\n"
                     f"roots = {self.roots}\n"
@@ -111,46 +91,9 @@ class Quaid:
                     f"munge_socket = {os.environ['QUAI_MUNGE_SOCKET']}\n"
                     "zone_hosts = 0.0.0.0/0\n"
                     + rules + extra)
-        self.log_path = os.path.join(self.base, "quaid.log")
-        self.proc = None
-
-    def start(self):
-        env = dict(os.environ, LC_ALL="C",
-                   QUAI_CONF=os.path.join(self.base, "no-such-quai.conf"))
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([QUAID_BIN, "--config", self.conf],
-                                     stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=self.log, env=env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if b"listening on" in read(self.log_path):
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        self.stop()
-        pytest.fail(f"quaid did not start:\n{self.text()}")
 
     def uri(self, name="", host=None):
         return f"quai://{host or self.host}:{self.port}/{name}"
-
-    def text(self):
-        return read(self.log_path).decode(errors="replace")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc:
-            self.log.close()
-            text = self.text()
-            for mark in SANITIZER_MARKS:
-                assert mark not in text, text
-        self.proc = None
 
 
 @pytest.fixture
@@ -165,3 +108,4 @@ def quaid_factory(tmp_path):
     yield make
     for q in made:
         q.stop()
+        q.check_clean()
