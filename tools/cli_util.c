@@ -478,16 +478,35 @@ int cli_out_init(struct cli_out *o, int fd, size_t cap)
 	return 0;
 }
 
+/* Waits, under o->mu, until the writer is idle or failed. The writer
+ * takes no SIGINT or SIGTERM (they come here), and may be blocked on a
+ * reader that reads no more: a caught signal ends the wait, -EINTR. */
+static int out_wait_idle(struct cli_out *o)
+{
+	while (o->busy && !o->err) {
+		struct timespec ts;
+
+		if (cli_interrupted())
+			return -EINTR;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&o->cv, &o->mu, &ts);
+	}
+	return o->err;
+}
+
 /* Hands the filled buffer to the writer once it is idle, and takes the
- * other one. Returns the writer's error, if any. */
+ * other one. Returns the writer's error, if any, or -EINTR. */
 static int out_hand_off(struct cli_out *o)
 {
 	int r;
 
 	pthread_mutex_lock(&o->mu);
-	while (o->busy && !o->err)
-		pthread_cond_wait(&o->cv, &o->mu);
-	r = o->err;
+	r = out_wait_idle(o);
 	if (r == 0 && o->len) {
 		o->busy = o->buf;
 		o->busy_len = o->len;
@@ -508,10 +527,8 @@ int cli_out_flush(struct cli_out *o)
 		return 0;
 	r = out_hand_off(o);
 	pthread_mutex_lock(&o->mu);
-	while (o->busy && !o->err)
-		pthread_cond_wait(&o->cv, &o->mu);
 	if (r == 0)
-		r = o->err;
+		r = out_wait_idle(o);
 	pthread_mutex_unlock(&o->mu);
 	return r;
 }

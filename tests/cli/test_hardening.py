@@ -190,3 +190,39 @@ def test_unpack_modes(quai, tmp_path, cls, fmode, dmode):
     assert stat.S_IMODE(os.stat(out / "sub" / "secret").st_mode) == fmode
     assert stat.S_IMODE(os.stat(out / "sub").st_mode) == dmode
     assert stat.S_IMODE(os.stat(out).st_mode) == dmode
+
+
+# ---- 15: cat writes on a thread of its own; a signal still ends it --------
+
+def test_cat_into_a_stalled_pipe_ends_on_the_first_signal(quai, tmp_path):
+    ds = pack_lines(quai, tmp_path, count=400000)
+    r, w = os.pipe()
+    try:
+        proc = quai.popen("cat", ds, stdin=subprocess.DEVNULL, stdout=w,
+                          stderr=subprocess.PIPE)
+        os.close(w)
+        w = -1
+        # Nobody reads: the writer blocks on a full pipe, the decoder on
+        # the writer. The first SIGINT must still end quai cat.
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{proc.pid}/task")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 128 + signal.SIGINT, proc.stderr.read()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_cat_output_is_the_input(quai, tmp_path):
+    ds = pack_lines(quai, tmp_path, count=300000)
+    p = quai.ok("cat", ds)
+    assert p.stdout == (tmp_path / "ds.txt").read_bytes()
