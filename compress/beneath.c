@@ -85,9 +85,13 @@ int qfs_open_beneath(int dirfd, const char *name, int flags, mode_t mode)
 			have_openat2 = 1;
 			return (int)fd;
 		}
-		if (errno != ENOSYS)
+		/* ENOSYS: a kernel before 5.6. EPERM: some container
+		 * sandboxes refuse system calls they do not know that way; the
+		 * walk keeps the same rule (and reports a real EPERM again). */
+		if (errno != ENOSYS && errno != EPERM)
 			return -errno;
-		have_openat2 = 0;
+		if (errno == ENOSYS)
+			have_openat2 = 0;
 	}
 	return open_walk(dirfd, name, flags, mode);
 }

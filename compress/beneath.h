@@ -14,7 +14,8 @@
 /* Opens `name` (relative, without "." or ".." components) beneath dirfd,
  * following no symbolic link on the way: openat2() with RESOLVE_BENEATH |
  * RESOLVE_NO_SYMLINKS, or, where the kernel has no openat2 (before Linux
- * 5.6: ENOSYS), openat() with O_NOFOLLOW one component at a time. O_CLOEXEC
+ * 5.6: ENOSYS; or a sandbox answers EPERM), openat() with O_NOFOLLOW one
+ * component at a time. O_CLOEXEC
  * is added; mode is used with O_CREAT. Returns an fd, or -ELOOP when a
  * component is a symbolic link, -EXDEV when name is absolute or climbs out
  * ("..", "."), or the open's other -errno. */
