@@ -437,20 +437,32 @@ static void *out_main(void *arg)
 		o->busy = NULL;
 		pthread_cond_broadcast(&o->cv);
 	}
+	bool own = o->detached;
 	pthread_mutex_unlock(&o->mu);
+	if (own) {
+		/* cli_out_free() left o to this thread. */
+		free(o->spare);
+		pthread_mutex_destroy(&o->mu);
+		pthread_cond_destroy(&o->cv);
+		free(o);
+	}
 	return NULL;
 }
 
-int cli_out_init(struct cli_out *o, int fd, size_t cap)
+int cli_out_new(int fd, size_t cap, struct cli_out **ret_out)
 {
 	sigset_t stop, old;
+	struct cli_out *o = calloc(1, sizeof(*o));
 	int r;
 
-	memset(o, 0, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
 	o->fd = fd;
 	o->cap = cap;
-	if (!cap)
+	if (!cap) {
+		*ret_out = o;
 		return 0;
+	}
 	o->buf = malloc(cap);
 	o->spare = malloc(cap);
 	if (!o->buf || !o->spare) {
@@ -469,12 +481,11 @@ int cli_out_init(struct cli_out *o, int fd, size_t cap)
 	if (r) {
 		pthread_mutex_destroy(&o->mu);
 		pthread_cond_destroy(&o->cv);
-		free(o->buf);
-		free(o->spare);
-		o->buf = o->spare = NULL;
+		cli_out_free(o);
 		return -r;
 	}
 	o->started = true;
+	*ret_out = o;
 	return 0;
 }
 
@@ -558,18 +569,25 @@ int cli_out_write(struct cli_out *o, const void *data, size_t len)
 
 void cli_out_free(struct cli_out *o)
 {
+	if (!o)
+		return;
 	if (o->started) {
 		pthread_mutex_lock(&o->mu);
 		o->stop = true;
 		pthread_cond_broadcast(&o->cv);
-		bool writing = o->busy != NULL;
-		pthread_mutex_unlock(&o->mu);
-		if (writing && cli_interrupted()) {
+		if (o->busy && cli_interrupted()) {
 			/* Maybe blocked on a reader that reads no more: the
-			 * process ends without waiting for it. */
+			 * process ends without waiting for it. The writer
+			 * frees o when it ends (out_main); the buffer being
+			 * filled goes now. */
+			free(o->buf);
+			o->buf = NULL;
+			o->detached = true;
+			pthread_mutex_unlock(&o->mu);
 			pthread_detach(o->thread);
 			return;
 		}
+		pthread_mutex_unlock(&o->mu);
 		pthread_join(o->thread, NULL);
 		pthread_mutex_destroy(&o->mu);
 		pthread_cond_destroy(&o->cv);
@@ -578,7 +596,7 @@ void cli_out_free(struct cli_out *o)
 	free(o->buf);
 	free(o->spare);
 	free(o->busy);
-	o->buf = o->spare = o->busy = NULL;
+	free(o);
 }
 
 /* ---- JSON ------------------------------------------------------------- */

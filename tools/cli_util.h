@@ -136,21 +136,24 @@ struct cli_out {
 	char *busy;  /* handed to the writer, NULL when it is idle */
 	size_t busy_len;
 	int err; /* the writer's first error, returned by the next call */
-	bool stop, started;
+	bool stop, started, detached;
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 };
 
-/* Returns 0, -ENOMEM or -errno (the thread). */
-int cli_out_init(struct cli_out *o, int fd, size_t cap);
+/* A new writer to fd, in *ret_out. Returns 0, -ENOMEM or -errno (the
+ * thread). */
+int cli_out_new(int fd, size_t cap, struct cli_out **ret_out);
 /* Appends, handing a full buffer to the writer. Returns 0, -EPIPE (the
  * reader has gone), -EINTR (a signal was caught: see cli_interrupted()) or
  * another -errno, from this write or an earlier one. */
 int cli_out_write(struct cli_out *o, const void *data, size_t len);
 /* Writes out what is buffered and waits for it. Same returns. */
 int cli_out_flush(struct cli_out *o);
-/* Stops the writer (what is not flushed is dropped). */
+/* Stops the writer (what is not flushed is dropped) and frees o; NULL:
+ * no-op. After a caught signal, a writer still blocked on its reader is
+ * left to the process's exit, with o (which it holds). */
 void cli_out_free(struct cli_out *o);
 
 /* ---- JSON ------------------------------------------------------------- */

@@ -731,7 +731,7 @@ static int cmd_cat(int argc, char **argv)
 	    {0},
 	};
 	struct quai_dataset_info in;
-	struct cli_out out = {0};
+	struct cli_out *out = NULL;
 	quai_reader *reader = NULL;
 	quai_dataset *ds = NULL;
 	const char *path, *range = NULL;
@@ -821,8 +821,8 @@ static int cmd_cat(int argc, char **argv)
 	/* A sensitive dataset's records go straight from the reader's locked
 	 * buffer to the output, never through an unlocked one of ours. */
 	if (r == 0)
-		r = cli_out_init(&out, STDOUT_FILENO,
-				 in.classification == QUAI_CLASS_SENSITIVE ? 0 : CAT_BUFFER);
+		r = cli_out_new(STDOUT_FILENO,
+				in.classification == QUAI_CLASS_SENSITIVE ? 0 : CAT_BUFFER, &out);
 	if (r < 0) {
 		cli_errorf("cat", "%s", quai_strerror(r));
 		ret = cli_exit_code(r);
@@ -845,13 +845,13 @@ static int cmd_cat(int argc, char **argv)
 			if (cli_interrupted())
 				break;
 			/* What came before the bad record is good: let it out. */
-			if (cli_out_flush(&out) == 0)
+			if (cli_out_flush(out) == 0)
 				ret = cat_read_error(ds, path, i, r);
 			else
 				ret = cli_exit_code(r);
 			goto out;
 		}
-		r = cli_out_write(&out, data, len);
+		r = cli_out_write(out, data, len);
 		if (r < 0)
 			goto write_failed;
 	}
@@ -859,7 +859,7 @@ static int cmd_cat(int argc, char **argv)
 		ret = cli_exit_code(-ECANCELED);
 		goto out;
 	}
-	r = cli_out_flush(&out);
+	r = cli_out_flush(out);
 	if (r < 0)
 		goto write_failed;
 	goto out;
@@ -874,7 +874,7 @@ write_failed:
 		ret = CLI_EXIT_FAILURE;
 	}
 out:
-	cli_out_free(&out);
+	cli_out_free(out);
 	quai_reader_free(reader);
 	quai_dataset_close(ds);
 	return ret;
