@@ -37,6 +37,8 @@
 #include <unistd.h>
 
 #include "errmsg.h"
+#include "beneath.h"
+#include "dataset.h"
 #include "fsutil.h"
 #include "manifest.h"
 #include "policy.h"
@@ -322,7 +324,6 @@ static int valid_name(const char *name)
 
 int srv_dataset_path(struct qsrv *srv, const char *name, char *buf, size_t len)
 {
-	struct stat sb;
 	char probe[PATH_MAX];
 	if (!valid_name(name))
 		return -EINVAL;
@@ -333,7 +334,7 @@ int srv_dataset_path(struct qsrv *srv, const char *name, char *buf, size_t len)
 		if ((size_t)snprintf(probe, sizeof(probe), "%s/%s/manifest.json", root, name) >=
 		    sizeof(probe))
 			continue;
-		if (stat(probe, &sb) == 0 && S_ISREG(sb.st_mode)) {
+		if (qfs_is_dataset(root, name) == 0) {
 			if ((size_t)snprintf(buf, len, "%s/%s", root, name) >= len)
 				return -ENAMETOOLONG;
 			return 0;
@@ -569,26 +570,15 @@ static struct sstream *find_stream_locked(struct session *se, uint64_t id)
 static int load_manifest(const struct qsrv *srv, const char *path, const char *name, struct qmf *mf,
 			 uint8_t **ret_text, size_t *ret_len, char *err, size_t err_len)
 {
+	char derr[256];
 	uint8_t *text = NULL;
 	size_t len = 0;
-	char perr[256];
-	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = dfd < 0 ? -errno : qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
+	int r = qds_read_manifest(AT_FDCWD, path, mf, &text, &len, derr, sizeof(derr));
 	if (r < 0) {
-		if (dfd >= 0)
-			close(dfd);
-		snprintf(err, err_len, "%s/manifest.json: %s", name, strerror(-r));
+		snprintf(err, err_len, "%s/%s", name, derr);
 		return r;
 	}
-	r = qmf_parse((const char *)text, len, mf, perr, sizeof(perr));
-	if (r < 0) {
-		close(dfd);
-		snprintf(err, err_len, "%s/manifest.json: %s", name, perr);
-		free(text);
-		return r;
-	}
-	r = srv_label(srv, dfd, mf, (const char *)text, len, err, err_len);
-	close(dfd);
+	r = srv_label_at(srv, AT_FDCWD, path, mf, text, len, err, err_len);
 	if (r < 0) {
 		qmf_release(mf);
 		free(text);
@@ -915,27 +905,22 @@ static int catalog(struct qsrv *srv, struct entry **ret, uint32_t *ret_n)
 				dup = strcmp(v[k].e.name, de->d_name) == 0;
 			if (dup)
 				continue;
-			int dfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (dfd < 0)
-				continue;
-			uint8_t *text = NULL;
-			size_t len;
 			struct qmf mf;
-			int r = qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
-			if (r == 0) {
-				r = qmf_parse((const char *)text, len, &mf, NULL, 0);
-				/* Not listed unless it could be served. */
-				char lerr[8];
-				if (r == 0 && srv_label(srv, dfd, &mf, (const char *)text, len,
-							lerr, sizeof(lerr)) < 0) {
-					qmf_release(&mf);
-					r = -QUAI_EPOLICY;
-				}
-			}
-			close(dfd);
-			free(text);
-			if (r < 0)
+			/* The rule of what is a dataset here (dataset.h): links and
+			 * files that are not regular keep a directory out. Not
+			 * listed unless it could be served (its signature). */
+			uint8_t *text = NULL;
+			size_t len = 0;
+			char lerr[8];
+			if (qds_read_manifest(dirfd(d), de->d_name, &mf, &text, &len, NULL, 0) < 0)
 				continue;
+			int lr = srv_label_at(srv, dirfd(d), de->d_name, &mf, text, len, lerr,
+					      sizeof(lerr));
+			free(text);
+			if (lr < 0) {
+				qmf_release(&mf);
+				continue;
+			}
 			if (n == cap) {
 				cap = cap ? cap * 2 : 32;
 				struct entry *nv = realloc(v, cap * sizeof(*v));
@@ -1685,6 +1670,12 @@ static int copy_conf(struct qsvc_conf *dst, const struct qsvc_conf *src)
 	return 0;
 }
 
+/* The audit log was deleted or replaced under quaid (audit.h). */
+static void audit_notice(void *arg, const char *msg)
+{
+	srv_log(arg, QSVC_LOG_WARNING, "%s", msg);
+}
+
 int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struct qsrv **ret,
 	     char *err, size_t err_len)
 {
@@ -1711,6 +1702,7 @@ int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struc
 			r = qaudit_load_key(srv->audit, conf->audit_key, err, err_len);
 		if (r < 0)
 			goto fail_quiet;
+		qaudit_set_notify(srv->audit, audit_notice, srv);
 	}
 	srv->rx = malloc(sizeof(*srv->rx));
 	if (!srv->rx || pipe2(srv->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {

@@ -118,6 +118,10 @@ int srv_dataset_path(struct qsrv *srv, const char *name, char *buf, size_t len);
 struct qmf;
 int srv_label(const struct qsrv *srv, int dirfd, struct qmf *mf, const char *text, size_t len,
 	      char *err, size_t err_len);
+/* The same for the dataset directory path (relative to atfd), opened as
+ * quaid opens datasets; nothing is opened without site_keys. */
+int srv_label_at(const struct qsrv *srv, int atfd, const char *path, struct qmf *mf,
+		 const uint8_t *text, size_t len, char *err, size_t err_len);
 
 int srv_authorize(struct session *se, uint64_t req, int op, const char *what, const char *dataset,
 		  int classification, const char *zone, int64_t bytes);

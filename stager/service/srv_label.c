@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "beneath.h"
 #include "label.h"
 #include "quai/quai.h"
 #include "srv.h"
@@ -56,4 +57,21 @@ int srv_label(const struct qsrv *srv, int dirfd, struct qmf *mf, const char *tex
 		 qlbl_status_name(r), why,
 		 r == QLBL_UNSIGNED ? " (unsigned = refuse in quaid's configuration)" : "");
 	return -QUAI_EPOLICY;
+}
+
+int srv_label_at(const struct qsrv *srv, int atfd, const char *path, struct qmf *mf,
+		 const uint8_t *text, size_t len, char *err, size_t err_len)
+{
+	int dfd, r;
+
+	if (!srv->conf.site_keys[0])
+		return 0;
+	dfd = qfs_open_dataset_dir(atfd, path);
+	if (dfd < 0) {
+		snprintf(err, err_len, "dataset %s: %s", mf->name, strerror(-dfd));
+		return dfd;
+	}
+	r = srv_label(srv, dfd, mf, (const char *)text, len, err, err_len);
+	close(dfd);
+	return r;
 }
