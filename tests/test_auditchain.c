@@ -243,8 +243,8 @@ Test(chain, rotation_keeps_the_chain)
 	cr_assert_eq(qaudit_open(path, &a, err, sizeof(err)), 0, "%s", err);
 	for (int i = 0; i < 4; i++)
 		cr_assert_eq(qaudit_log(a, &ev), 0);
+	/* Rotated the usual way: renamed, then reopened (SIGHUP). */
 	cr_assert_eq(rename(path, old), 0);
-	cr_assert_eq(qaudit_log(a, &ev), 0); /* still the old file */
 	cr_assert_eq(qaudit_reopen(a, err, sizeof(err)), 0, "%s", err);
 	for (int i = 0; i < 3; i++)
 		cr_assert_eq(qaudit_log(a, &ev), 0);
@@ -252,11 +252,11 @@ Test(chain, rotation_keeps_the_chain)
 
 	const char *both[] = {old, path};
 	cr_assert_eq(qach_verify_files(both, 2, NULL, 0, false, &rep), 0, "%s", rep.what);
-	cr_expect_eq(rep.lines, 8);
-	cr_expect_eq(rep.last.seq, 8);
+	cr_expect_eq(rep.lines, 7);
+	cr_expect_eq(rep.last.seq, 7);
 	/* The new file alone: it continues an earlier one. */
 	cr_assert_eq(verify1(path, &rep), 0, "%s", rep.what);
-	cr_expect_eq(rep.first_seq, 6);
+	cr_expect_eq(rep.first_seq, 5);
 	/* In the wrong order, or with the old file's tail cut. */
 	const char *swapped[] = {path, old};
 	cr_assert_eq(qach_verify_files(swapped, 2, NULL, 0, false, &rep), -QUAI_ECORRUPT);
@@ -408,4 +408,33 @@ Test(chain, the_largest_seq_is_sealed_whole)
 	cr_assert_eq(strlen(line), n);
 	cr_assert_eq(qach_parse(line, n - 1, &f), 0, "%s", line);
 	cr_expect_eq(f.seq, UINT64_MAX);
+}
+
+/* A log renamed (or deleted) without a reopen: the writer notices, reopens
+ * the path, and the line saying so goes on with the chain. */
+Test(chain, a_replaced_log_goes_on_with_the_chain)
+{
+	char path[600], old[600], err[700] = "";
+	struct qach_report rep;
+	struct qaudit *a = NULL;
+	struct qaudit_event ev = {.event = "access", .uid = -1, .gid = -1, .bytes = -1};
+
+	in_dir(path, sizeof(path), "b.log");
+	in_dir(old, sizeof(old), "b.log.old");
+	cr_assert_eq(qaudit_open(path, &a, err, sizeof(err)), 0, "%s", err);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(qaudit_log(a, &ev), 0);
+	cr_assert_eq(rename(path, old), 0);
+	cr_assert_eq(qaudit_log(a, &ev), 0);
+	qaudit_close(a);
+
+	const char *both[] = {old, path};
+	cr_assert_eq(qach_verify_files(both, 2, NULL, 0, false, &rep), 0, "%s", rep.what);
+	cr_expect_eq(rep.lines, 5);
+	struct lines l;
+	split(path, &l);
+	cr_assert_eq(l.n, 2);
+	cr_expect(strstr(l.at[0], "\"event\":\"audit-log\"") && strstr(l.at[0], "\"seq\":4,"),
+		  "%.*s", (int)l.len[0], l.at[0]);
+	free(l.text);
 }
