@@ -130,7 +130,6 @@ def test_quaid_signs_its_lines_and_keeps_the_chain_through_rotation(quai, tmp_pa
         for _ in range(3):
             quai.ok("ls", q.uri())
         os.rename(audit, audit + ".1")
-        quai.ok("ls", q.uri())  # still into the old file
         q.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: b"audit log reopened" in read(q.log_path), 10, "the reopen")
         for _ in range(2):
@@ -141,7 +140,7 @@ def test_quaid_signs_its_lines_and_keeps_the_chain_through_rotation(quai, tmp_pa
     old, new = audit + ".1", audit
     n_old = len(read(old).splitlines())
     n_new = len(read(new).splitlines())
-    assert n_old >= 8 and n_new >= 4  # connect and list, each ls
+    assert n_old >= 6 and n_new >= 4  # connect and list, each ls
     p = verify(quai, "--key", keys + ".pub", "--require-signed", old, new)
     assert p.returncode == 0, p.stderr
     assert f"OK: {n_old + n_new} lines chained, seq 1 to {n_old + n_new}, " \
