@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * quaid's service, inside: the server object, sessions, and the helpers
- * that server.c (sessions, dispatch, listings, streams) and srv_xfer.c
- * (pulls and pushes) share. Private to the library.
+ * quaid's service, inside: the server object, sessions, and what its
+ * files share: server.c (the server's life), srv_session.c (sessions, the
+ * handshake, policy and audit), srv_dispatch.c (messages to service
+ * threads), srv_catalog.c (ls, info, stat), srv_stream.c (remote streams)
+ * and srv_xfer.c (pulls and pushes). Private to the library.
  */
 #ifndef QUAI_STAGER_SRV_H
 #define QUAI_STAGER_SRV_H
@@ -14,6 +16,8 @@
 #include "auth.h"
 #include "engine.h"
 #include "fabric.h"
+#include "manifest.h"
+#include "policy.h"
 #include "proto.h"
 #include "server.h"
 
@@ -117,6 +121,64 @@ int srv_authorize(struct session *se, uint64_t req, int op, const char *what, co
  * -ENOBUFS. */
 int srv_mem_take_locked(struct session *se, uint64_t bytes);
 void srv_mem_give_locked(struct session *se, uint64_t bytes);
+
+/* The policy in force: qsrv_set_policy() may replace it at any time. */
+static inline const struct qpol *srv_policy(const struct qsrv *srv)
+{
+	return __atomic_load_n(&srv->policy, __ATOMIC_ACQUIRE);
+}
+
+/* Decides one access by the policy, writing no audit line (for what is
+ * decided again, or listed silently). Returns 1 when allowed, 0 when not,
+ * with d saying why. Not under srv->mu. */
+int srv_decide(struct session *se, int op, const char *dataset, int cls, const char *zone,
+	       struct qpol_decision *d);
+
+/* The live session of fabric address `peer`, or of header token `token`;
+ * NULL when none. Under srv->mu. */
+struct session *srv_find_peer_locked(struct qsrv *srv, uint64_t peer);
+struct session *srv_find_token_locked(struct qsrv *srv, uint32_t token);
+
+/* Handles a HELLO (queued with no session): checks its credential and
+ * answers WELCOME, or a refusal. Service thread. */
+void srv_hello(struct qsrv *srv, const struct qp_msg *m);
+
+/* Unlinks and frees the sessions that ended or went silent; all of them
+ * when `all`. qsrv_run's thread only. */
+void srv_reap(struct qsrv *srv, int all);
+
+/* Dispatch (srv_dispatch.c): fills srv->h with the fabric's handlers;
+ * the service threads' main; and, once they have ended, drops what is
+ * still queued. */
+void srv_dispatch_init(struct qsrv *srv);
+void *srv_service_main(void *arg);
+void srv_queue_drop(struct qsrv *srv);
+
+/* Whether `name` may name a dataset here: a manifest's name rule, and no
+ * leading dot (partial directories). Returns 1 or 0. */
+int srv_valid_name(const char *name);
+
+/* Reads and parses the manifest of the dataset in directory `path`; the
+ * text too when ret_text is given (free() it). Returns 0 or -errno /
+ * -QUAI_EFORMAT with err. */
+int srv_load_manifest(const char *path, const char *name, struct qmf *mf, uint8_t **ret_text,
+		      size_t *ret_len, char *err, size_t err_len);
+
+/* Catalog requests (srv_catalog.c): LIST, MANIFEST, STAT. Service thread. */
+void srvc_list(struct session *se, const struct qp_msg *m);
+void srvc_manifest(struct session *se, const struct qp_msg *m);
+void srvc_stat(struct session *se, const struct qp_msg *m);
+
+/* Remote streams (srv_stream.c). open, slots and close each handle one
+ * request in a service thread; credit_locked runs on the progress thread,
+ * under srv->mu. cancel_all_locked wakes every pump of a session that is
+ * ending (under srv->mu); close_all tears a dying session's streams down. */
+void srvs_open(struct session *se, const struct qp_msg *m);
+void srvs_slots(struct session *se, const struct qp_msg *m);
+void srvs_close(struct session *se, const struct qp_msg *m);
+void srvs_credit_locked(struct session *se, const struct qp_credit *c);
+void srvs_cancel_all_locked(struct session *se);
+void srvs_close_all(struct session *se);
 
 /* Pulls and pushes (srv_xfer.c). Each handles one request in a service
  * thread; xfer_close_all tears a dying session's transfers down. */

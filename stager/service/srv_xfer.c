@@ -122,11 +122,6 @@ struct sxfer {
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static int valid_name(const char *name)
-{
-	return name[0] && name[0] != '.' && qmf_check_name(name) == 0;
-}
-
 static void timed_wait(struct qsrv *srv, int ms)
 {
 	struct timespec ts;
@@ -973,7 +968,7 @@ void srvx_push_open(struct session *se, const struct qp_msg *m)
 		srv_error(se, m->h.req, -EPERM, "this quaid accepts no pushes (no push_root)");
 		return;
 	}
-	if (!valid_name(po->name)) {
+	if (!srv_valid_name(po->name)) {
 		srv_error(se, m->h.req, -EINVAL, "'%s' is not a dataset name", po->name);
 		return;
 	}
