@@ -22,7 +22,9 @@
  * auth-kind (an unknown method). Each prints "welcome" or "error CODE
  * MESSAGE" for the last HELLO. push-open NAME CLASS ZONE: PUSH_OPEN of a
  * dataset of that classification and zone, as a client that does not
- * check; prints the answer.
+ * check; prints the answer. idle HOSTNAME: a well-behaved session that
+ * declares HOSTNAME as its host (any bytes: quai stat must show them as
+ * they are), prints "welcome" and pings until killed.
  * Exit status 0 when the exchange ran, 1 on a local failure.
  */
 #include <errno.h>
@@ -139,7 +141,8 @@ int main(int argc, char **argv)
 	}
 	m.h.type = QP_HELLO;
 	m.u.hello.addr = (struct qp_blob){addr, alen};
-	snprintf(m.u.hello.host, sizeof(m.u.hello.host), "raw-client");
+	snprintf(m.u.hello.host, sizeof(m.u.hello.host), "%s",
+		 strcmp(mode, "idle") == 0 && argc > 4 ? argv[4] : "raw-client");
 	m.u.hello.pid = (uint32_t)getpid();
 
 	/* The credential, bound as quai binds it, or spoilt as the mode says. */
@@ -211,6 +214,16 @@ int main(int argc, char **argv)
 	free(cred);
 
 	memset(&m, 0, sizeof(m));
+	if (strcmp(mode, "idle") == 0) {
+		puts("welcome");
+		fflush(stdout);
+		for (;;) { /* until killed */
+			memset(&m, 0, sizeof(m));
+			m.h.type = QP_PING;
+			send_msg(&m);
+			sleep(1);
+		}
+	}
 	if (strcmp(mode, "garbage") == 0) {
 		for (int i = 0; i < 100; i++)
 			buf[i] = (uint8_t)(i * 37 + 11);

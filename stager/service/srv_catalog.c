@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "json.h"
 #include "manifest.h"
 #include "policy.h"
 #include "quai_config.h"
@@ -265,41 +266,11 @@ void srvc_manifest(struct session *se, const struct qp_msg *m)
 	free(text);
 }
 
-/* Appends printf output to a growing buffer. */
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
+/* A JSON string of a C string (compress/json.c's writer: UTF-8 passes as
+ * it is, control characters and invalid bytes are escaped). */
+static void put_string(struct qjs_buf *b, const char *s)
 {
-	va_list ap;
-	if (!b->p)
-		return;
-	va_start(ap, fmt);
-	int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= b->cap - b->len) {
-		b->len = b->cap; /* mark truncated: too long to send */
-		return;
-	}
-	b->len += (size_t)n;
-}
-
-static void sb_string(struct sbuf *b, const char *s)
-{
-	sb_printf(b, "\"");
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			sb_printf(b, "\\%c", c);
-		else if (c < 0x20 || c >= 0x7f)
-			sb_printf(b, "\\u%04x", c);
-		else
-			sb_printf(b, "%c", c);
-	}
-	sb_printf(b, "\"");
+	qjs_put_str(b, s, strlen(s));
 }
 
 void srvc_stat(struct session *se, const struct qp_msg *m)
@@ -307,67 +278,69 @@ void srvc_stat(struct session *se, const struct qp_msg *m)
 	struct qsrv *srv = se->srv;
 	if (!srv_authorize(se, m->h.req, QPOL_LIST, "stat", NULL, 0, NULL, -1))
 		return;
-	struct sbuf b = {.cap = QP_MSG_MAX - QP_HEADER_SIZE - 64};
-	b.p = malloc(b.cap);
-	if (!b.p) {
-		srv_error(se, m->h.req, -ENOMEM, "out of memory");
-		return;
-	}
+	/* What fits one STAT_REPLY. */
+	const size_t room = QP_MSG_MAX - QP_HEADER_SIZE - 64;
+	struct qjs_buf b = {0};
 	struct quai_ctx_info ci = {.size = sizeof(ci)};
 	quai_ctx_info(srv->ctx, &ci);
 	pthread_mutex_lock(&srv->mu);
 	uint64_t now = srv_now_ns();
-	sb_printf(&b, "{\"server\":\"quaid %s\",\"zone\":", QUAI_VERSION);
-	sb_string(&b, srv->conf.zone);
-	sb_printf(&b, ",\"address\":");
-	sb_string(&b, srv->addr);
-	sb_printf(&b, ",\"provider\":");
-	sb_string(&b, qf_provider(srv->ep));
+	qjs_put_fmt(&b, "{\"server\":\"quaid %s\",\"zone\":", QUAI_VERSION);
+	put_string(&b, srv->conf.zone);
+	qjs_put_cstr(&b, ",\"address\":");
+	put_string(&b, srv->addr);
+	qjs_put_cstr(&b, ",\"provider\":");
+	put_string(&b, qf_provider(srv->ep));
 	unsigned nst = 0;
 	for (struct session *s = srv->sessions; s; s = s->next)
 		nst += s->nstreams;
-	sb_printf(&b,
-		  ",\"uptime_ms\":%" PRIu64 ",\"sessions_total\":%" PRIu64 ",\"streams_open\":%u"
-		  ",\"streams_total\":%" PRIu64 ",\"bytes_served\":%" PRIu64
-		  ",\"batches_served\":%" PRIu64 ",\"rate_bytes_per_s\":%" PRIu64
-		  ",\"pinned_bytes\":%" PRIu64 ",\"pinned_peak\":%" PRIu64 ",\"clients\":[",
-		  (now - srv->started_ns) / 1000000, srv->sessions_total, nst, srv->streams_opened,
-		  srv->bytes_served, srv->batches_served, srv->rate_bps, ci.pinned_bytes,
-		  ci.pinned_peak);
+	qjs_put_fmt(&b,
+		    ",\"uptime_ms\":%" PRIu64 ",\"sessions_total\":%" PRIu64 ",\"streams_open\":%u"
+		    ",\"streams_total\":%" PRIu64 ",\"bytes_served\":%" PRIu64
+		    ",\"batches_served\":%" PRIu64 ",\"rate_bytes_per_s\":%" PRIu64
+		    ",\"pinned_bytes\":%" PRIu64 ",\"pinned_peak\":%" PRIu64 ",\"clients\":[",
+		    (now - srv->started_ns) / 1000000, srv->sessions_total, nst,
+		    srv->streams_opened, srv->bytes_served, srv->batches_served, srv->rate_bps,
+		    ci.pinned_bytes, ci.pinned_peak);
 	int first = 1;
 	for (struct session *s = srv->sessions; s; s = s->next) {
 		if (s->dead)
 			continue;
-		sb_printf(&b, "%s{\"session\":%" PRIu64 ",\"host\":", first ? "" : ",", s->id);
-		sb_string(&b, s->host);
+		qjs_put_fmt(&b, "%s{\"session\":%" PRIu64 ",\"host\":", first ? "" : ",", s->id);
+		put_string(&b, s->host);
 		if (s->authed) {
-			sb_printf(&b, ",\"uid\":%" PRIu32 ",\"user\":", s->who.uid);
-			sb_string(&b, s->who.user);
-			sb_printf(&b, ",\"from\":");
-			sb_string(&b, s->who.addr_text);
+			qjs_put_fmt(&b, ",\"uid\":%" PRIu32 ",\"user\":", s->who.uid);
+			put_string(&b, s->who.user);
+			qjs_put_cstr(&b, ",\"from\":");
+			put_string(&b, s->who.addr_text);
 		}
-		sb_printf(&b,
-			  ",\"pid\":%" PRIu32 ",\"streams\":%u,\"bytes_out\":%" PRIu64
-			  ",\"bytes_in\":%" PRIu64 ",\"memory\":%" PRIu64 ",\"idle_ms\":%" PRIu64
-			  "}",
-			  s->pid, s->nstreams, s->bytes_out, s->bytes_in, s->mem_used,
-			  (now - s->last_rx_ns) / 1000000);
+		qjs_put_fmt(&b,
+			    ",\"pid\":%" PRIu32 ",\"streams\":%u,\"bytes_out\":%" PRIu64
+			    ",\"bytes_in\":%" PRIu64 ",\"memory\":%" PRIu64 ",\"idle_ms\":%" PRIu64
+			    "}",
+			    s->pid, s->nstreams, s->bytes_out, s->bytes_in, s->mem_used,
+			    (now - s->last_rx_ns) / 1000000);
 		first = 0;
 	}
 	pthread_mutex_unlock(&srv->mu);
-	sb_printf(&b, "]}");
-	if (b.len >= b.cap) {
+	qjs_put_cstr(&b, "]}");
+	if (!b.err && b.len > room) {
 		/* Too many clients for one message: the totals only. */
 		b.len = 0;
-		sb_printf(&b, "{\"server\":\"quaid %s\",\"truncated\":true}", QUAI_VERSION);
+		qjs_put_fmt(&b, "{\"server\":\"quaid %s\",\"truncated\":true}", QUAI_VERSION);
+	}
+	if (b.err) {
+		free(b.data);
+		srv_error(se, m->h.req, -ENOMEM, "out of memory");
+		return;
 	}
 	struct qp_msg *rm = calloc(1, sizeof(*rm));
 	if (rm) {
 		rm->h.type = QP_STAT_REPLY;
 		rm->h.req = m->h.req;
-		rm->u.stat_reply.json = (struct qp_blob){(const uint8_t *)b.p, b.len};
+		rm->u.stat_reply.json = (struct qp_blob){(const uint8_t *)b.data, b.len};
 		srv_send(se, rm);
 	}
 	free(rm);
-	free(b.p);
+	free(b.data);
 }

@@ -73,6 +73,26 @@ def test_ls_info_stat(client, served):
     assert "up " in client.ok("stat", served.uri()).stdout.decode()
 
 
+def test_stat_shows_non_ascii_names_as_they_are(client, served):
+    """A client's host name in UTF-8 comes back from `quai stat --json` as
+    the same characters, not as one escape per byte (quaid had its own
+    JSON writer, which escaped every byte >= 0x7f)."""
+    if not os.access(RAW_CLIENT, os.X_OK):
+        pytest.skip(f"no {RAW_CLIENT}")
+    host = "nœud-café-節点"
+    p = subprocess.Popen([RAW_CLIENT, "127.0.0.1", str(served.port), "idle", host],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline().decode() == "welcome\n"
+        out = client.ok("stat", "--json", served.uri()).stdout
+        hosts = [c["host"] for c in json.loads(out)["clients"]]
+        assert host in hosts, hosts
+        assert host.encode() in out  # written as UTF-8, not escaped
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_remote_errors_name_what_is_wrong(client, served, tmp_path):
     p = client.run("info", served.uri("nothing-here"))
     assert p.returncode != EXIT_OK and b"nothing-here" in p.stderr
