@@ -76,6 +76,8 @@ struct qsrv {
 	unsigned nsessions;
 	uint64_t next_id;
 	struct work *wq_head, *wq_tail;
+	struct work *wq_spare; /* small work items kept for the next requests */
+	unsigned nspare;
 	pthread_t *svc;
 	unsigned nsvc;
 	int stopping;
@@ -148,8 +150,8 @@ void srv_hello(struct qsrv *srv, const struct qp_msg *m);
 void srv_reap(struct qsrv *srv, int all);
 
 /* Dispatch (srv_dispatch.c): fills srv->h with the fabric's handlers;
- * the service threads' main; and, once they have ended, drops what is
- * still queued. */
+ * the service threads' main; and, once they have ended, frees what is
+ * still queued and the spare work items. */
 void srv_dispatch_init(struct qsrv *srv);
 void *srv_service_main(void *arg);
 void srv_queue_drop(struct qsrv *srv);

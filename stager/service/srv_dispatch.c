@@ -14,15 +14,50 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Requests are small (READ, PUT and CREDIT are a few hundred bytes): the
+ * items that hold them are kept for the next ones rather than allocated
+ * per request. A larger message gets an item of its own size. */
+#define WORK_SMALL 1024u
+#define WORK_SPARE_MAX 256u
+
 struct work {
 	struct session *se; /* NULL for HELLO */
 	uint64_t peer;
 	size_t len;
+	size_t cap; /* bytes of msg */
 	struct work *next;
 	uint8_t msg[];
 };
 
 /* ---- dispatch ---------------------------------------------------------- */
+
+/* A work item for a message of len bytes; NULL when out of memory. */
+static struct work *take_work_locked(struct qsrv *srv, size_t len)
+{
+	struct work *w = NULL;
+	if (len <= WORK_SMALL && srv->wq_spare) {
+		w = srv->wq_spare;
+		srv->wq_spare = w->next;
+		srv->nspare--;
+		return w;
+	}
+	size_t cap = len <= WORK_SMALL ? WORK_SMALL : len;
+	w = malloc(sizeof(*w) + cap);
+	if (w)
+		w->cap = cap;
+	return w;
+}
+
+static void put_work_locked(struct qsrv *srv, struct work *w)
+{
+	if (w->cap != WORK_SMALL || srv->nspare >= WORK_SPARE_MAX) {
+		free(w);
+		return;
+	}
+	w->next = srv->wq_spare;
+	srv->wq_spare = w;
+	srv->nspare++;
+}
 
 static void handle(struct qsrv *srv, struct work *w, struct qp_msg *m)
 {
@@ -103,7 +138,7 @@ void *srv_service_main(void *arg)
 			w->se->refs--;
 			pthread_cond_broadcast(&srv->cv);
 		}
-		free(w);
+		put_work_locked(srv, w);
 	}
 	pthread_mutex_unlock(&srv->mu);
 	free(m);
@@ -119,7 +154,7 @@ static void enqueue_locked(struct qsrv *srv, struct session *se, uint64_t peer, 
 	 * session_free() with it. Nothing more is served: drop it. */
 	if (srv->stopping)
 		return;
-	struct work *w = malloc(sizeof(*w) + len);
+	struct work *w = take_work_locked(srv, len);
 	if (!w)
 		return;
 	w->se = se;
@@ -162,7 +197,7 @@ static void on_msg(void *arg, uint64_t peer, const void *msg, size_t len)
 		    "a client speaks protocol version %u; this quaid speaks version %u: refused",
 		    (unsigned)m->h.version, QP_VERSION);
 		/* A first HELLO: its address is where every version keeps it
-		 * (docs/PROTOCOL.md, "Versioning"), so the refusal can reach a
+		 * (docs/PROTOCOL.md, "Versions"), so the refusal can reach a
 		 * client that has no session yet. */
 		uint64_t tmp = QF_PEER_UNKNOWN;
 		if (!se && m->h.type == QP_HELLO && len >= 32) {
@@ -297,4 +332,10 @@ void srv_queue_drop(struct qsrv *srv)
 		free(w);
 	}
 	srv->wq_tail = NULL;
+	while (srv->wq_spare) {
+		struct work *w = srv->wq_spare;
+		srv->wq_spare = w->next;
+		free(w);
+	}
+	srv->nspare = 0;
 }

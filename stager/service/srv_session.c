@@ -44,14 +44,15 @@ void srv_log(struct qsrv *srv, int level, const char *fmt, ...)
 
 int srv_send(struct session *se, struct qp_msg *m)
 {
-	uint8_t *buf = malloc(QP_MSG_MAX);
-	if (!buf)
-		return -ENOMEM;
-	int n = qp_encode(m, buf, QP_MSG_MAX);
+	/* Encoded on the sending thread's stack, not allocated per message:
+	 * every thread that sends (service threads, pumps, push writers,
+	 * qsrv_run's) has a default-sized stack, and qf_send_wait() is done
+	 * with the bytes when it returns. */
+	uint8_t buf[QP_MSG_MAX];
+	int n = qp_encode(m, buf, sizeof(buf));
 	int r = n;
 	if (n >= 0)
 		r = qf_send_wait(se->srv->ep, se->peer, buf, (size_t)n, 5000);
-	free(buf);
 	if (r < 0 && n >= 0)
 		srv_log(se->srv, QSVC_LOG_DEBUG, "session %" PRIu64 ": cannot send %s: %s", se->id,
 			qp_type_name(m->h.type), strerror(-r));

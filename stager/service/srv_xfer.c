@@ -47,6 +47,9 @@
 
 #define SX_MAX_CHUNK (4u << 20)
 #define SX_MAX_INFLIGHT 8u
+/* Chunks a transfer has: one per block (SX_MAX_INFLIGHT at most), and as
+ * many again that are being answered after their block went back. */
+#define SX_CHUNKS (2 * SX_MAX_INFLIGHT)
 #define SX_POOL_WAIT_NS (10ull * 1000000000ull)
 #define SX_DRAIN_WAIT_NS (10ull * 1000000000ull)
 #define SX_MANIFEST "manifest.json"
@@ -112,10 +115,13 @@ struct sxfer {
 	int committing; /* COMMIT runs: no PUT is taken */
 	int committed;
 
-	unsigned refs;	 /* service threads using it */
-	unsigned rma;	 /* RMA operations posted, not completed */
-	unsigned nbuf;	 /* pool blocks held */
-	unsigned queued; /* push: chunks read, not yet written */
+	unsigned refs;		/* service threads using it */
+	unsigned rma;		/* RMA operations posted, not completed */
+	unsigned nbuf;		/* pool blocks held */
+	struct sxchunk *chunks; /* SX_CHUNKS, made with the transfer: no READ
+				   or PUT allocates one */
+	struct sxchunk *spare;	/* those not in use */
+	unsigned queued;	/* push: chunks read, not yet written */
 	int closing;
 	struct sxfer *next;
 };
@@ -190,10 +196,11 @@ static int busy_wait(struct qsrv *srv, struct sxfer *x)
 	return stop;
 }
 
-/* A pool block for a chunk: at most max_inflight per transfer, and, when
- * the pool is full, waiting a while for other streams and transfers to
- * give blocks back. Returns 0, -ENOBUFS or -ECANCELED. */
-static int take_block(struct sxfer *x, size_t len, uint8_t **ret)
+/* A chunk of the transfer's own, with a pool block of len bytes: at most
+ * max_inflight blocks per transfer, and, when the pool is full, waiting a
+ * while for other streams and transfers to give blocks back. Nothing is
+ * allocated but the pool block. Returns 0, -ENOBUFS or -ECANCELED. */
+static int take_chunk(struct sxfer *x, uint32_t len, struct sxchunk **ret)
 {
 	struct qsrv *srv = x->se->srv;
 	uint64_t t0 = srv_now_ns();
@@ -207,10 +214,15 @@ static int take_block(struct sxfer *x, size_t len, uint8_t **ret)
 		/* The client counts a READ done when its bytes land, a moment
 		 * before the write completes here: wait for that moment rather
 		 * than refuse. */
-		if (x->nbuf < x->max_inflight) {
-			r = qpool_alloc(srv->ctx->pool, len, (void **)ret);
+		if (x->nbuf < x->max_inflight && x->spare) {
+			uint8_t *buf;
+			r = qpool_alloc(srv->ctx->pool, len, (void **)&buf);
 			if (r == 0) {
+				struct sxchunk *c = x->spare;
+				x->spare = c->next;
+				*c = (struct sxchunk){.x = x, .len = len, .buf = buf};
 				x->nbuf++;
+				*ret = c;
 				break;
 			}
 			if (r != -ENOMEM || srv_now_ns() - t0 > SX_POOL_WAIT_NS) {
@@ -237,10 +249,19 @@ static void give_block_locked(struct sxfer *x, struct sxchunk *c)
 	pthread_cond_broadcast(&x->se->srv->cv);
 }
 
-static void give_block(struct sxfer *x, struct sxchunk *c)
+/* Gives a chunk back, block and all: c is no longer valid. */
+static void drop_chunk_locked(struct sxfer *x, struct sxchunk *c)
+{
+	give_block_locked(x, c);
+	c->next = x->spare;
+	x->spare = c;
+	pthread_cond_broadcast(&x->se->srv->cv);
+}
+
+static void drop_chunk(struct sxfer *x, struct sxchunk *c)
 {
 	pthread_mutex_lock(&x->se->srv->mu);
-	give_block_locked(x, c);
+	drop_chunk_locked(x, c);
 	pthread_mutex_unlock(&x->se->srv->mu);
 }
 
@@ -275,6 +296,15 @@ static struct sxfer *xfer_new(struct session *se, uint32_t tag, int push, const 
 	struct sxfer *x = calloc(1, sizeof(*x));
 	if (!x)
 		return NULL;
+	x->chunks = calloc(SX_CHUNKS, sizeof(*x->chunks));
+	if (!x->chunks) {
+		free(x);
+		return NULL;
+	}
+	for (unsigned i = 0; i < SX_CHUNKS; i++) {
+		x->chunks[i].next = x->spare;
+		x->spare = &x->chunks[i];
+	}
 	x->se = se;
 	x->tag = tag;
 	x->push = push;
@@ -302,15 +332,13 @@ static void xfer_release(struct sxfer *x)
 	while (x->wq_head) {
 		struct sxchunk *c = x->wq_head;
 		x->wq_head = c->next;
-		give_block_locked(x, c);
-		free(c);
+		drop_chunk_locked(x, c);
 	}
 	for (uint32_t i = 0; i < x->nfiles; i++)
 		while (x->files[i].held) {
 			struct sxchunk *c = x->files[i].held;
 			x->files[i].held = c->next;
-			give_block_locked(x, c);
-			free(c);
+			drop_chunk_locked(x, c);
 		}
 	srv_mem_give_locked(x->se, x->mem);
 	x->mem = 0;
@@ -320,6 +348,7 @@ static void xfer_release(struct sxfer *x)
 		close(x->dfd);
 	free(x->files);
 	free(x->mtext);
+	free(x->chunks);
 	free(x);
 }
 
@@ -518,7 +547,6 @@ static void read_done(struct srv_op *op, int status)
 	struct session *se = x->se;
 	struct qsrv *srv = se->srv;
 	pthread_mutex_lock(&srv->mu);
-	give_block_locked(x, c);
 	x->rma--;
 	/* The client waits for the landing, which will never come: only the
 	 * end of the session tells it (a failed write means the client's
@@ -526,9 +554,9 @@ static void read_done(struct srv_op *op, int status)
 	if (status < 0)
 		srv_kill_locked(se, "writing %s of %s to the client failed: %s", c->f->name,
 				x->name, strerror(-status));
+	drop_chunk_locked(x, c);
 	pthread_cond_broadcast(&srv->cv);
 	pthread_mutex_unlock(&srv->mu);
-	free(c);
 }
 
 /* Opens (once) a file of the transfer's directory. Under no lock: two
@@ -560,7 +588,7 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 	const struct qp_read *rd = &m->u.read;
 	struct qsrv *srv = se->srv;
 	struct sxfer *x = get(se, rd->xfer);
-	uint8_t *buf = NULL;
+	struct sxchunk *c;
 	int r;
 	if (!x) {
 		srv_error(se, m->h.req, -ENOENT, "no transfer %" PRIu64, rd->xfer);
@@ -590,7 +618,7 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 			  x->slot_bytes);
 		goto out;
 	}
-	r = take_block(x, rd->len, &buf);
+	r = take_chunk(x, rd->len, &c);
 	if (r == -ECANCELED)
 		goto out;
 	if (r < 0) {
@@ -598,10 +626,9 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 		goto out;
 	}
 	int fd = file_fd(x, f, O_RDONLY);
-	ssize_t n = fd < 0 ? fd : qfs_pread_full(fd, buf, rd->len, rd->offset);
+	ssize_t n = fd < 0 ? fd : qfs_pread_full(fd, c->buf, rd->len, rd->offset);
 	if (n < 0 || (size_t)n < rd->len) {
-		struct sxchunk tmp = {.buf = buf, .len = rd->len};
-		give_block(x, &tmp);
+		drop_chunk(x, c);
 		if (n < 0)
 			srv_error(se, m->h.req, (int)n, "%s/%s: read error: %s", x->name, f->name,
 				  strerror((int)-n));
@@ -612,21 +639,11 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 				  x->name, f->name, rd->offset + (uint64_t)n, f->size);
 		goto out;
 	}
-	struct sxchunk *c = calloc(1, sizeof(*c));
-	if (!c) {
-		struct sxchunk tmp = {.buf = buf, .len = rd->len};
-		give_block(x, &tmp);
-		srv_error(se, m->h.req, -ENOMEM, "out of memory");
-		goto out;
-	}
-	*c = (struct sxchunk){.op.done = read_done,
-			      .x = x,
-			      .f = f,
-			      .req = m->h.req,
-			      .off = rd->offset,
-			      .len = rd->len,
-			      .buf = buf};
-	struct qf_iov iov = {buf, rd->len, srv->pool_mr};
+	c->op.done = read_done;
+	c->f = f;
+	c->req = m->h.req;
+	c->off = rd->offset;
+	struct qf_iov iov = {c->buf, rd->len, srv->pool_mr};
 	uint64_t raddr = x->raddr + (uint64_t)rd->slot * x->slot_bytes;
 	uint32_t data = qp_cq_data(x->tag, rd->slot);
 	pthread_mutex_lock(&srv->mu);
@@ -639,9 +656,8 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 	if (r < 0) {
 		pthread_mutex_lock(&srv->mu);
 		x->rma--;
-		give_block_locked(x, c);
+		drop_chunk_locked(x, c);
 		pthread_mutex_unlock(&srv->mu);
-		free(c);
 		if (r != -EAGAIN)
 			srv_error(se, m->h.req, r, "%s/%s: cannot write to the client: %s", x->name,
 				  f->name, strerror(-r));
@@ -790,6 +806,21 @@ static void set_werr(struct sxfer *x, int err, const char *msg)
 	pthread_mutex_unlock(&srv->mu);
 }
 
+/* A PUT's chunk is through (written, or failed with r and msg): it goes
+ * back to the transfer, and the client hears how it went. Writer thread. */
+static void chunk_written(struct sxfer *x, struct sxchunk *c, int r, const char *msg)
+{
+	struct qsrv *srv = x->se->srv;
+	pthread_mutex_lock(&srv->mu);
+	uint64_t req = c->req;
+	x->queued--;
+	if (r == 0)
+		x->se->bytes_in += c->len;
+	drop_chunk_locked(x, c);
+	pthread_mutex_unlock(&srv->mu);
+	put_reply(x, req, r, msg);
+}
+
 /* Writes what can be written of f: its held chunks from `next` on. */
 static void write_held(struct sxfer *x, struct sxfile *f)
 {
@@ -818,22 +849,12 @@ static void write_held(struct sxfer *x, struct sxfile *f)
 				f->next = c->off + c->len;
 			}
 		}
-		pthread_mutex_lock(&srv->mu);
-		give_block_locked(x, c);
-		x->queued--;
-		if (r == 0) {
-			x->se->bytes_in += c->len;
-		}
-		pthread_cond_broadcast(&srv->cv);
-		pthread_mutex_unlock(&srv->mu);
-		put_reply(x, c->req, r, msg);
-		free(c);
+		chunk_written(x, c, r, msg);
 	}
 }
 
 static void write_chunk(struct sxfer *x, struct sxchunk *c)
 {
-	struct qsrv *srv = x->se->srv;
 	char msg[QP_TEXT_MAX + 1];
 	int r = c->status;
 	if (r < 0) {
@@ -860,15 +881,7 @@ static void write_chunk(struct sxfer *x, struct sxchunk *c)
 		write_held(x, c->f);
 		return;
 	}
-	pthread_mutex_lock(&srv->mu);
-	give_block_locked(x, c);
-	x->queued--;
-	if (r == 0)
-		x->se->bytes_in += c->len;
-	pthread_cond_broadcast(&srv->cv);
-	pthread_mutex_unlock(&srv->mu);
-	put_reply(x, c->req, r, msg);
-	free(c);
+	chunk_written(x, c, r, msg);
 }
 
 static void *writer_main(void *arg)
@@ -1055,7 +1068,7 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 	struct qsrv *srv = se->srv;
 	struct sxfer *x = get(se, pt->xfer);
 	struct sxfile *f = NULL;
-	uint8_t *buf = NULL;
+	struct sxchunk *c;
 	int r;
 	if (!x) {
 		srv_error(se, m->h.req, -ENOENT, "no transfer %" PRIu64, pt->xfer);
@@ -1104,27 +1117,17 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 			  pt->file, pt->offset, pt->len, f->size);
 		goto out;
 	}
-	r = take_block(x, pt->len, &buf);
+	r = take_chunk(x, pt->len, &c);
 	if (r == -ECANCELED)
 		goto out;
 	if (r < 0) {
 		srv_error(se, m->h.req, r, "quaid's pinned pool is full: try again later");
 		goto out;
 	}
-	struct sxchunk *c = calloc(1, sizeof(*c));
-	if (!c) {
-		struct sxchunk tmp = {.buf = buf, .len = pt->len};
-		give_block(x, &tmp);
-		srv_error(se, m->h.req, -ENOMEM, "out of memory");
-		goto out;
-	}
-	*c = (struct sxchunk){.op.done = put_done,
-			      .x = x,
-			      .f = f,
-			      .req = m->h.req,
-			      .off = pt->offset,
-			      .len = pt->len,
-			      .buf = buf};
+	c->op.done = put_done;
+	c->f = f;
+	c->req = m->h.req;
+	c->off = pt->offset;
 	/* Taken under the lock COMMIT claims the transfer under. */
 	pthread_mutex_lock(&srv->mu);
 	int closed = x->committing || x->committed;
@@ -1135,8 +1138,7 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 	}
 	pthread_mutex_unlock(&srv->mu);
 	if (closed || werr) {
-		give_block(x, c);
-		free(c);
+		drop_chunk(x, c);
 		if (werr)
 			srv_error(se, m->h.req, werr, "%s", x->werr_msg);
 		else
@@ -1144,7 +1146,7 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 				  pt->file, x->name);
 		goto out;
 	}
-	while ((r = qf_read(srv->ep, se->peer, buf, pt->len, srv->pool_mr, pt->addr, pt->key,
+	while ((r = qf_read(srv->ep, se->peer, c->buf, pt->len, srv->pool_mr, pt->addr, pt->key,
 			    &c->op)) == -EAGAIN &&
 	       !busy_wait(srv, x))
 		;
@@ -1152,9 +1154,8 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 		pthread_mutex_lock(&srv->mu);
 		x->rma--;
 		x->queued--;
-		give_block_locked(x, c);
+		drop_chunk_locked(x, c);
 		pthread_mutex_unlock(&srv->mu);
-		free(c);
 		if (r != -EAGAIN)
 			srv_error(se, m->h.req, r, "%s: cannot read from the client: %s", pt->file,
 				  strerror(-r));
