@@ -200,14 +200,10 @@ static void on_msg(void *arg, uint64_t peer, const void *msg, size_t len)
 		 * (docs/PROTOCOL.md, "Versions"), so the refusal can reach a
 		 * client that has no session yet. */
 		uint64_t tmp = QF_PEER_UNKNOWN;
-		if (!se && m->h.type == QP_HELLO && len >= 32) {
-			const uint8_t *p = (const uint8_t *)msg + 28;
-			uint32_t alen = (uint32_t)p[0] | (uint32_t)p[1] << 8 |
-					(uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-			if (alen >= 1 && alen <= QP_ADDR_MAX && 32 + (size_t)alen <= len &&
-			    qf_peer_insert(srv->ep, p + 4, alen, &tmp) == 0)
-				peer = tmp;
-		}
+		struct qp_blob addr;
+		if (!se && qp_hello_addr(msg, len, &addr) == 0 &&
+		    qf_peer_insert(srv->ep, addr.p, addr.len, &tmp) == 0)
+			peer = tmp;
 		if (se || tmp != QF_PEER_UNKNOWN) {
 			/* Reply in our version: the header layout is the same in
 			 * every version, so the client can read the refusal. */

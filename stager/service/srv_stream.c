@@ -172,12 +172,16 @@ static void *pump_main(void *arg)
 					   .state_len = slen > 0 ? (uint32_t)slen : 0};
 		if (slen > 0)
 			memcpy(h.state, state, (size_t)slen);
-		qp_slot_encode(&h, meta);
-		memcpy(meta + QP_SLOT_HEADER_SIZE, b.ids, 8 * (size_t)b.count);
-		memcpy(meta + QP_SLOT_HEADER_SIZE + 8 * (size_t)b.count, b.offsets,
-		       8 * ((size_t)b.count + 1));
-		memset(meta + QP_SLOT_HEADER_SIZE + 8 * (2 * (size_t)b.count + 1), 0,
-		       data_off - (QP_SLOT_HEADER_SIZE + 8 * (2 * (uint64_t)b.count + 1)));
+		r = qp_slot_write(&h, b.ids, b.offsets, meta, st->meta_stride);
+		if (r < 0) {
+			status = r;
+			snprintf(msg, sizeof(msg),
+				 "batch %" PRIu64 " (%u records, %" PRIu64
+				 " bytes) cannot be laid out in a slot: %s",
+				 b.index, b.count, b.bytes, strerror(-r));
+			stream_write_done(&w->op, 0);
+			break;
+		}
 		struct qf_iov iov[2] = {{meta, data_off, srv->pool_mr},
 					{b.data, b.bytes, srv->pool_mr}};
 		uint64_t raddr = st->raddr + (uint64_t)slot * st->slot_bytes;
