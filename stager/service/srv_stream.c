@@ -21,11 +21,35 @@
 #include "manifest.h"
 #include "policy.h"
 
+/* A stream's life. Its transitions are sst_move_locked()'s table. */
+enum sst_state {
+	SST_NEED_RING, /* STREAM_READY sent: waiting for the client's SLOTS */
+	SST_STARTING,  /* the ring is accepted, OK on its way: the pump starts */
+	SST_RUNNING,   /* the pump writes batches */
+	SST_ENDED,     /* the pump has ended (end of epoch, failure, stop) */
+	SST_CLOSING,   /* being torn down: nothing more is written */
+};
+
+/* One slot of the client's ring, as the server sees it. Its transitions
+ * are slot_move_locked()'s table. */
+enum slot_state {
+	SLOT_FREE,	/* the server may write into it */
+	SLOT_WRITING,	/* a batch is on the wire; the client will hold it */
+	SLOT_HELD,	/* written; the client holds it until its CREDIT */
+	SLOT_RETURNING, /* the client's CREDIT came before the write completed here */
+};
+
+enum slot_event {
+	SLOT_TAKE,    /* the pump takes it for a batch */
+	SLOT_WRITTEN, /* the write completed (or failed) */
+	SLOT_UNUSED,  /* taken, but nothing was written into it */
+	SLOT_CREDIT,  /* the client gives it back */
+};
+
 struct wop {
 	struct srv_op op;
 	struct sstream *st;
 	uint32_t slot;
-	int busy;
 	struct quai_batch b;
 };
 
@@ -39,40 +63,96 @@ struct sstream {
 	struct qstream_geometry g;
 	uint64_t slot_bytes;
 	uint32_t nslots;
-	int have_slots;
+	enum sst_state state;
 	uint64_t raddr, rkey;
-	uint8_t *slot_busy; /* the client holds it (no credit) */
-	struct wop *ops;    /* per slot */
-	uint8_t *meta;	    /* per slot: header, ids, offsets */
+	uint8_t *slots;	 /* per slot: enum slot_state */
+	struct wop *ops; /* per slot */
+	uint8_t *meta;	 /* per slot: header, ids, offsets */
 	uint64_t meta_stride;
-	pthread_t pump;
-	int pump_started;
-	int closing;
-	int cancel; /* atomic: the pump's wait for a batch ends (closing, the
-		       session dead, quaid stopping) */
-	int done;   /* the pump has ended */
+	pthread_t pump; /* from SST_RUNNING on */
+	int cancel;	/* atomic: the pump's wait for a batch ends (closing, the
+			   session dead, quaid stopping) */
 	unsigned inflight;
 	uint64_t written;
 	struct sstream *next;
 };
 
-/* ---- streams ----------------------------------------------------------- */
+/* ---- states ------------------------------------------------------------ */
 
-static void stream_write_done(struct srv_op *op, int status)
+/* Moves st to `to` when its table allows it. Returns the state it was in,
+ * or -1 (and st stays) when the move is not one of its transitions: a
+ * stream being closed stays closing, whatever its pump does. */
+static int sst_move_locked(struct sstream *st, enum sst_state to)
 {
-	struct wop *w = (struct wop *)op;
+	static const unsigned char allowed[SST_CLOSING + 1] = {
+	    [SST_NEED_RING] = 1u << SST_STARTING | 1u << SST_CLOSING,
+	    [SST_STARTING] = 1u << SST_RUNNING | 1u << SST_CLOSING,
+	    [SST_RUNNING] = 1u << SST_ENDED | 1u << SST_CLOSING,
+	    [SST_ENDED] = 1u << SST_CLOSING,
+	    [SST_CLOSING] = 0,
+	};
+	enum sst_state from = st->state;
+	if (!(allowed[from] & 1u << to))
+		return -1;
+	st->state = to;
+	if (to == SST_CLOSING)
+		__atomic_store_n(&st->cancel, 1, __ATOMIC_RELEASE);
+	return (int)from;
+}
+
+/* Moves slot i on event ev. Returns 0, or -EPROTO when ev cannot happen to
+ * the slot as it is (for a CREDIT: the client did not hold it). */
+static int slot_move_locked(struct sstream *st, uint32_t i, enum slot_event ev)
+{
+	static const signed char next[4][4] = {
+	    [SLOT_FREE] = {[SLOT_TAKE] = SLOT_WRITING,
+			   [SLOT_WRITTEN] = -1,
+			   [SLOT_UNUSED] = -1,
+			   [SLOT_CREDIT] = -1},
+	    [SLOT_WRITING] = {[SLOT_TAKE] = -1,
+			      [SLOT_WRITTEN] = SLOT_HELD,
+			      [SLOT_UNUSED] = SLOT_FREE,
+			      [SLOT_CREDIT] = SLOT_RETURNING},
+	    [SLOT_HELD] = {[SLOT_TAKE] = -1,
+			   [SLOT_WRITTEN] = -1,
+			   [SLOT_UNUSED] = -1,
+			   [SLOT_CREDIT] = SLOT_FREE},
+	    [SLOT_RETURNING] = {[SLOT_TAKE] = -1,
+				[SLOT_WRITTEN] = SLOT_FREE,
+				[SLOT_UNUSED] = -1,
+				[SLOT_CREDIT] = -1},
+	};
+	int to = next[st->slots[i]][ev];
+	if (to < 0)
+		return -EPROTO;
+	st->slots[i] = (uint8_t)to;
+	return 0;
+}
+
+/* ---- the pump ---------------------------------------------------------- */
+
+/* A slot's write is over: its batch goes back to the engine. ev:
+ * SLOT_WRITTEN (the write completed, or failed with status), or
+ * SLOT_UNUSED (the pump gave up before posting it). */
+static void write_over(struct wop *w, enum slot_event ev, int status)
+{
 	struct sstream *st = w->st;
 	struct session *se = st->se;
 	struct qsrv *srv = se->srv;
 
 	quai_release(st->es, &w->b);
 	pthread_mutex_lock(&srv->mu);
-	w->busy = 0;
+	slot_move_locked(st, w->slot, ev);
 	st->inflight--;
 	if (status < 0)
 		srv_kill_locked(se, "writing a batch to the client failed: %s", strerror(-status));
 	pthread_cond_broadcast(&srv->cv);
 	pthread_mutex_unlock(&srv->mu);
+}
+
+static void stream_write_done(struct srv_op *op, int status)
+{
+	write_over((struct wop *)op, SLOT_WRITTEN, status);
 }
 
 static void stream_end(struct sstream *st, int status, const char *msg)
@@ -97,14 +177,12 @@ static int take_slot(struct sstream *st)
 	struct qsrv *srv = st->se->srv;
 	pthread_mutex_lock(&srv->mu);
 	for (;;) {
-		if (st->closing || st->se->dead || srv->stopping) {
+		if (st->state == SST_CLOSING || st->se->dead || srv->stopping) {
 			pthread_mutex_unlock(&srv->mu);
 			return -1;
 		}
 		for (uint32_t i = 0; i < st->nslots; i++) {
-			if (!st->slot_busy[i] && !st->ops[i].busy) {
-				st->slot_busy[i] = 1;
-				st->ops[i].busy = 1;
+			if (slot_move_locked(st, i, SLOT_TAKE) == 0) {
 				st->inflight++;
 				pthread_mutex_unlock(&srv->mu);
 				return (int)i;
@@ -130,9 +208,9 @@ static void *pump_main(void *arg)
 		if (r == -EBUSY) {
 			/* Every batch the engine lets us hold is still on the wire. */
 			pthread_mutex_lock(&srv->mu);
-			if (st->inflight && !st->closing && !se->dead)
+			if (st->inflight && st->state != SST_CLOSING && !se->dead)
 				pthread_cond_wait(&srv->cv, &srv->mu);
-			int stop = st->closing || se->dead || srv->stopping;
+			int stop = st->state == SST_CLOSING || se->dead || srv->stopping;
 			pthread_mutex_unlock(&srv->mu);
 			if (stop)
 				break;
@@ -160,7 +238,7 @@ static void *pump_main(void *arg)
 				 "batch %" PRIu64 " (%u records, %" PRIu64
 				 " bytes) does not fit the stream's slots of %" PRIu64 " bytes",
 				 b.index, b.count, b.bytes, st->slot_bytes);
-			stream_write_done(&w->op, 0);
+			write_over(w, SLOT_UNUSED, 0);
 			break;
 		}
 		uint8_t *meta = st->meta + (uint64_t)slot * st->meta_stride;
@@ -179,7 +257,7 @@ static void *pump_main(void *arg)
 				 "batch %" PRIu64 " (%u records, %" PRIu64
 				 " bytes) cannot be laid out in a slot: %s",
 				 b.index, b.count, b.bytes, strerror(-r));
-			stream_write_done(&w->op, 0);
+			write_over(w, SLOT_UNUSED, 0);
 			break;
 		}
 		struct qf_iov iov[2] = {{meta, data_off, srv->pool_mr},
@@ -194,7 +272,7 @@ static void *pump_main(void *arg)
 			qf_wait_progress(srv->ep, 100);
 		}
 		if (r < 0) {
-			stream_write_done(&w->op, r == -EAGAIN ? 0 : r);
+			write_over(w, SLOT_UNUSED, r == -EAGAIN ? 0 : r);
 			break;
 		}
 		pthread_mutex_lock(&srv->mu);
@@ -206,7 +284,8 @@ static void *pump_main(void *arg)
 	}
 	/* Say how it ended, unless the client is gone or asked to stop. */
 	pthread_mutex_lock(&srv->mu);
-	int tell = !se->dead && !st->closing;
+	int closing = st->state == SST_CLOSING;
+	int tell = !se->dead && !closing;
 	if (srv->stopping) {
 		tell = 1;
 		status = -ESHUTDOWN;
@@ -217,11 +296,11 @@ static void *pump_main(void *arg)
 		"session %" PRIu64 ": stream %" PRIu64 ": pump ends after %" PRIu64
 		" batches (status %d%s%s)",
 		se->id, st->id, st->written, status, tell ? ", telling the client" : "",
-		st->closing ? ", closing" : "");
+		closing ? ", closing" : "");
 	if (tell)
 		stream_end(st, status, msg);
 	pthread_mutex_lock(&srv->mu);
-	st->done = 1;
+	sst_move_locked(st, SST_ENDED);
 	pthread_cond_broadcast(&srv->cv);
 	pthread_mutex_unlock(&srv->mu);
 	return NULL;
@@ -234,11 +313,12 @@ static void *pump_main(void *arg)
 static void stream_free(struct qsrv *srv, struct sstream *st)
 {
 	pthread_mutex_lock(&srv->mu);
-	st->closing = 1;
-	__atomic_store_n(&st->cancel, 1, __ATOMIC_RELEASE);
+	int was = sst_move_locked(st, SST_CLOSING);
 	pthread_cond_broadcast(&srv->cv);
 	pthread_mutex_unlock(&srv->mu);
-	if (st->pump_started)
+	/* A pump exists from SST_RUNNING on: the move to it and the pump's
+	 * start are one step under srv->mu (srvs_slots). */
+	if (was == SST_RUNNING || was == SST_ENDED)
 		pthread_join(st->pump, NULL);
 	/* Writes still on the wire read from the batches and the meta block:
 	 * they complete (or fail) before either is given back. */
@@ -270,7 +350,7 @@ static void stream_free(struct qsrv *srv, struct sstream *st)
 	quai_stream_close(st->es);
 	if (st->meta)
 		qpool_release(srv->ctx->pool, st->meta);
-	free(st->slot_busy);
+	free(st->slots);
 	free(st->ops);
 	free(st);
 }
@@ -395,9 +475,9 @@ void srvs_open(struct session *se, const struct qp_msg *m)
 		st->slot_bytes = qp_slot_need(st->g.max_count, st->g.max_bytes);
 		if (st->slot_bytes < QP_SLOT_HEADER_SIZE + 64)
 			st->slot_bytes = QP_SLOT_HEADER_SIZE + 64;
-		st->slot_busy = calloc(st->nslots, 1);
+		st->slots = calloc(st->nslots, 1); /* SLOT_FREE */
 		st->ops = calloc(st->nslots, sizeof(*st->ops));
-		if (!st->slot_busy || !st->ops) {
+		if (!st->slots || !st->ops) {
 			r = -ENOMEM;
 			snprintf(err, sizeof(err), "out of memory");
 		} else if (qpool_alloc(srv->ctx->pool, meta_stride * st->nslots,
@@ -474,7 +554,7 @@ void srvs_slots(struct session *se, const struct qp_msg *m)
 		return;
 	}
 	const char *bad = NULL;
-	if (st->have_slots)
+	if (st->state != SST_NEED_RING)
 		bad = "the stream has its slots already";
 	else if (sl->nslots != st->nslots)
 		bad = "the ring does not have the number of slots STREAM_READY asked for";
@@ -485,19 +565,26 @@ void srvs_slots(struct session *se, const struct qp_msg *m)
 		srv_error(se, m->h.req, -EINVAL, "SLOTS for stream %" PRIu64 ": %s", sl->id, bad);
 		return;
 	}
-	st->have_slots = 1;
+	sst_move_locked(st, SST_STARTING);
 	st->slot_bytes = sl->slot_bytes;
 	st->raddr = sl->addr;
 	st->rkey = sl->key;
 	pthread_mutex_unlock(&srv->mu);
 	if (srv_ok(se, m->h.req) < 0)
 		return;
-	int r = -pthread_create(&st->pump, NULL, pump_main, st);
+	/* The stream may have been closed (STREAM_CLOSE, the session's end)
+	 * while OK was sent: it is found again, and its pump started in the
+	 * same step as its move to SST_RUNNING, so that the teardown knows
+	 * whether there is a pump to join. */
 	pthread_mutex_lock(&srv->mu);
-	if (r == 0)
-		st->pump_started = 1;
-	else
-		srv_kill_locked(se, "cannot start a thread for stream %" PRIu64, st->id);
+	st = find_stream_locked(se, sl->id);
+	if (st && st->state == SST_STARTING) {
+		int r = -pthread_create(&st->pump, NULL, pump_main, st);
+		if (r == 0)
+			sst_move_locked(st, SST_RUNNING);
+		else
+			srv_kill_locked(se, "cannot start a thread for stream %" PRIu64, st->id);
+	}
 	pthread_mutex_unlock(&srv->mu);
 }
 
@@ -529,14 +616,13 @@ void srvs_credit_locked(struct session *se, const struct qp_credit *c)
 		return; /* a stream closed meanwhile */
 	for (uint32_t i = 0; i < c->n; i++) {
 		uint32_t k = c->slots[i];
-		if (k >= st->nslots || !st->slot_busy[k]) {
+		if (k >= st->nslots || slot_move_locked(st, k, SLOT_CREDIT) < 0) {
 			srv_kill_locked(se,
 					"CREDIT for slot %" PRIu32 " of stream %" PRIu64
 					", which the client did not hold",
 					k, st->id);
 			return;
 		}
-		st->slot_busy[k] = 0;
 	}
 	pthread_cond_broadcast(&se->srv->cv);
 }

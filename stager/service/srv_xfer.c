@@ -79,6 +79,20 @@ struct sxchunk {
 	struct sxchunk *next;
 };
 
+/* A transfer's life. Its transitions are sx_move_locked()'s table. */
+enum sx_state {
+	SX_NEED_RING,	  /* a pull, before its SLOTS */
+	SX_SERVING,	  /* a pull with its ring: READs are served */
+	SX_NEED_MANIFEST, /* a push, before the whole manifest.json */
+	SX_RECEIVING,	  /* a push with its manifest: PUTs of its files */
+	SX_COMMITTING,	  /* a COMMIT runs: no PUT is taken */
+	SX_COMMITTED,	  /* published */
+	SX_CLOSING,	  /* being torn down: no new request; RMA drains, and
+			     the writer still writes what was read */
+	SX_DRAINED,	  /* nothing is on the wire: the writer ends once its
+			     queue is empty */
+};
+
 struct sxfer {
 	struct session *se;
 	uint64_t id;
@@ -94,8 +108,9 @@ struct sxfer {
 	struct sxfile *files;
 	uint32_t nfiles;
 
+	enum sx_state state;
+
 	/* pull */
-	int have_slots;
 	uint32_t nslots;
 	uint64_t slot_bytes, raddr, rkey;
 
@@ -105,15 +120,11 @@ struct sxfer {
 	char zone[QP_ZONE_MAX + 1];
 	uint8_t *mtext;
 	uint64_t mgot;
-	int have_manifest;
 	uint32_t have_cursor; /* PUSH_STATUS pages */
 	struct sxchunk *wq_head, *wq_tail;
-	pthread_t writer;
-	int writer_started, writer_stop;
-	int werr; /* a write failed: every later PUT fails with it */
+	pthread_t writer; /* a push has one from its link into the session on */
+	int werr;	  /* a write failed: every later PUT fails with it */
 	char werr_msg[QP_TEXT_MAX + 1];
-	int committing; /* COMMIT runs: no PUT is taken */
-	int committed;
 
 	unsigned refs;		/* service threads using it */
 	unsigned rma;		/* RMA operations posted, not completed */
@@ -122,11 +133,39 @@ struct sxfer {
 				   or PUT allocates one */
 	struct sxchunk *spare;	/* those not in use */
 	unsigned queued;	/* push: chunks read, not yet written */
-	int closing;
 	struct sxfer *next;
 };
 
 /* ---- small helpers ----------------------------------------------------- */
+
+/* Moves x to `to` when its table allows it. Returns the state it was in,
+ * or -1 (and x stays) when the move is not one of its transitions. Under
+ * srv->mu. */
+static int sx_move_locked(struct sxfer *x, enum sx_state to)
+{
+	static const unsigned short allowed[SX_DRAINED + 1] = {
+	    [SX_NEED_RING] = 1u << SX_SERVING | 1u << SX_CLOSING,
+	    [SX_SERVING] = 1u << SX_CLOSING,
+	    [SX_NEED_MANIFEST] = 1u << SX_RECEIVING | 1u << SX_CLOSING,
+	    [SX_RECEIVING] = 1u << SX_COMMITTING | 1u << SX_CLOSING,
+	    [SX_COMMITTING] = 1u << SX_RECEIVING | 1u << SX_COMMITTED,
+	    [SX_COMMITTED] = 1u << SX_CLOSING,
+	    [SX_CLOSING] = 1u << SX_DRAINED,
+	    [SX_DRAINED] = 0,
+	};
+	enum sx_state from = x->state;
+	if (!(allowed[from] & 1u << to))
+		return -1;
+	x->state = to;
+	pthread_cond_broadcast(&x->se->srv->cv);
+	return (int)from;
+}
+
+/* Whether a push has its whole manifest (and so its list of files). */
+static int has_manifest(enum sx_state st)
+{
+	return st == SX_RECEIVING || st == SX_COMMITTING || st == SX_COMMITTED;
+}
 
 static void timed_wait(struct qsrv *srv, int ms)
 {
@@ -153,7 +192,7 @@ static struct sxfile *find_file(struct sxfer *x, const char *name)
 static struct sxfer *get_locked(struct session *se, uint64_t id)
 {
 	for (struct sxfer *x = se->xfers; x; x = x->next)
-		if (x->id == id && !x->closing) {
+		if (x->id == id && x->state < SX_CLOSING) {
 			x->refs++;
 			return x;
 		}
@@ -180,7 +219,7 @@ static void put(struct sxfer *x)
 /* Whether work on x should stop. Under srv->mu. */
 static int stopping_locked(struct sxfer *x)
 {
-	return x->closing || x->se->dead || x->se->srv->stopping;
+	return x->state >= SX_CLOSING || x->se->dead || x->se->srv->stopping;
 }
 
 /* The provider refused an RMA for now (-EAGAIN: its queue is full): waits
@@ -308,6 +347,7 @@ static struct sxfer *xfer_new(struct session *se, uint32_t tag, int push, const 
 	x->se = se;
 	x->tag = tag;
 	x->push = push;
+	x->state = push ? SX_NEED_MANIFEST : SX_NEED_RING;
 	x->dfd = -1;
 	snprintf(x->name, sizeof(x->name), "%s", name);
 	return x;
@@ -359,7 +399,11 @@ static void xfer_free(struct sxfer *x)
 {
 	struct qsrv *srv = x->se->srv;
 	pthread_mutex_lock(&srv->mu);
-	x->closing = 1;
+	/* A COMMIT under way ends first (its service thread holds a
+	 * reference anyway), so that what it did is known: published or not. */
+	while (x->state == SX_COMMITTING)
+		pthread_cond_wait(&srv->cv, &srv->mu);
+	int was = sx_move_locked(x, SX_CLOSING);
 	pthread_cond_broadcast(&srv->cv);
 	while (x->refs)
 		pthread_cond_wait(&srv->cv, &srv->mu);
@@ -369,10 +413,11 @@ static void xfer_free(struct sxfer *x)
 	while (x->rma && srv_now_ns() - t0 < SX_DRAIN_WAIT_NS)
 		timed_wait(srv, 100);
 	int stuck = x->rma != 0;
-	x->writer_stop = 1;
-	pthread_cond_broadcast(&srv->cv);
+	sx_move_locked(x, SX_DRAINED);
 	pthread_mutex_unlock(&srv->mu);
-	if (x->writer_started)
+	/* Only a push that has its writer comes here (a push whose writer
+	 * could not start is released before it is linked). */
+	if (x->push)
 		pthread_join(x->writer, NULL);
 	if (stuck) {
 		srv_log(srv, QSVC_LOG_WARNING,
@@ -383,7 +428,7 @@ static void xfer_free(struct sxfer *x)
 	}
 	srv_log(srv, QSVC_LOG_INFO, "session %" PRIu64 ": %s of %s closed%s", x->se->id,
 		x->push ? "push" : "pull", x->name,
-		x->push && !x->committed ? " (the partial stays for a resumed push)" : "");
+		x->push && was != SX_COMMITTED ? " (the partial stays for a resumed push)" : "");
 	xfer_release(x);
 }
 
@@ -517,14 +562,14 @@ int srvx_slots(struct session *se, const struct qp_msg *m)
 	}
 	if (x->push)
 		bad = "a push has no slots: quaid reads from the client's buffers";
-	else if (x->have_slots)
+	else if (x->state != SX_NEED_RING)
 		bad = "the transfer has its slots already";
 	else if (sl->nslots == 0 || sl->nslots > QP_SLOTS_MAX)
 		bad = "a ring holds 1 to 65536 slots";
 	else if (sl->slot_bytes == 0 || sl->slot_bytes > UINT64_MAX / sl->nslots)
 		bad = "the slots have no room";
 	if (!bad) {
-		x->have_slots = 1;
+		sx_move_locked(x, SX_SERVING);
 		x->nslots = sl->nslots;
 		x->slot_bytes = sl->slot_bytes;
 		x->raddr = sl->addr;
@@ -604,7 +649,10 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 			  x->name);
 		goto out;
 	}
-	if (!x->have_slots) {
+	pthread_mutex_lock(&srv->mu);
+	enum sx_state state = x->state;
+	pthread_mutex_unlock(&srv->mu);
+	if (state == SX_NEED_RING) {
 		srv_error(se, m->h.req, -EPROTO, "READ before SLOTS");
 		goto out;
 	}
@@ -791,7 +839,7 @@ static int manifest_complete(struct sxfer *x, char *msg, size_t msg_len)
 	pthread_mutex_lock(&srv->mu);
 	x->files = files;
 	x->nfiles = nfiles;
-	x->have_manifest = 1;
+	sx_move_locked(x, SX_RECEIVING);
 	pthread_mutex_unlock(&srv->mu);
 	return 0;
 }
@@ -890,7 +938,7 @@ static void *writer_main(void *arg)
 	struct qsrv *srv = x->se->srv;
 	pthread_mutex_lock(&srv->mu);
 	for (;;) {
-		while (!x->wq_head && !x->writer_stop)
+		while (!x->wq_head && x->state != SX_DRAINED)
 			pthread_cond_wait(&srv->cv, &srv->mu);
 		/* Closing: what was read is still written (a resumed push
 		 * needs it less), what waits for a gap is dropped by free. */
@@ -1048,7 +1096,6 @@ void srvx_push_open(struct session *se, const struct qp_msg *m)
 		srv_error(se, m->h.req, r, "cannot start a thread: %s", strerror(-r));
 		goto fail;
 	}
-	x->writer_started = 1;
 	if (link_xfer(se, x) < 0) {
 		xfer_free(x);
 		return;
@@ -1079,7 +1126,7 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 		goto out;
 	}
 	pthread_mutex_lock(&srv->mu);
-	int have_manifest = x->have_manifest;
+	int have_manifest = has_manifest(x->state);
 	int werr = x->werr;
 	uint64_t mgot = x->mgot;
 	pthread_mutex_unlock(&srv->mu);
@@ -1130,7 +1177,7 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 	c->off = pt->offset;
 	/* Taken under the lock COMMIT claims the transfer under. */
 	pthread_mutex_lock(&srv->mu);
-	int closed = x->committing || x->committed;
+	int closed = x->state == SX_COMMITTING || x->state == SX_COMMITTED;
 	werr = x->werr;
 	if (!closed && !werr) {
 		x->rma++;
@@ -1178,7 +1225,7 @@ void srvx_push_status(struct session *se, const struct qp_msg *m)
 		goto out;
 	}
 	pthread_mutex_lock(&srv->mu);
-	int have_manifest = x->have_manifest;
+	int have_manifest = has_manifest(x->state);
 	pthread_mutex_unlock(&srv->mu);
 	if (!x->push || !have_manifest) {
 		srv_error(se, m->h.req, -EPROTO, "PUSH_STATUS %s",
@@ -1296,17 +1343,18 @@ void srvx_commit(struct session *se, const struct qp_msg *m)
 	/* Claimed under the lock that PUTs are taken under: from here on no
 	 * byte can change in what is checked and published. */
 	pthread_mutex_lock(&srv->mu);
-	int busy = x->queued || x->rma || x->committing;
-	int ready = x->push && x->have_manifest && !x->committed;
+	enum sx_state state = x->state;
+	int busy = x->queued || x->rma || state == SX_COMMITTING;
+	int ready = x->push && (state == SX_RECEIVING || state == SX_COMMITTING);
 	int werr = x->werr;
-	if (ready && !busy && werr == 0)
-		x->committing = 1;
+	/* Only the COMMIT that made the move moves back. */
+	int mine = ready && !busy && werr == 0 && sx_move_locked(x, SX_COMMITTING) >= 0;
 	pthread_mutex_unlock(&srv->mu);
 	if (!ready) {
 		srv_error(se, m->h.req, -EPROTO, "COMMIT %s",
-			  !x->push	 ? "of a pull"
-			  : x->committed ? "again: the dataset is published"
-					 : "before the whole manifest.json");
+			  !x->push		  ? "of a pull"
+			  : state == SX_COMMITTED ? "again: the dataset is published"
+						  : "before the whole manifest.json");
 		goto out;
 	}
 	if (werr < 0) {
@@ -1346,8 +1394,8 @@ void srvx_commit(struct session *se, const struct qp_msg *m)
 		goto out;
 	}
 	pthread_mutex_lock(&srv->mu);
-	x->committed = 1;
-	x->committing = 0;
+	sx_move_locked(x, SX_COMMITTED);
+	mine = 0;
 	uint64_t in = se->bytes_in;
 	pthread_mutex_unlock(&srv->mu);
 	srv_log(srv, QSVC_LOG_NOTICE,
@@ -1357,7 +1405,8 @@ void srvx_commit(struct session *se, const struct qp_msg *m)
 	srv_ok(se, m->h.req);
 out:
 	pthread_mutex_lock(&srv->mu);
-	x->committing = 0;
+	if (mine)
+		sx_move_locked(x, SX_RECEIVING);
 	pthread_mutex_unlock(&srv->mu);
 	put(x);
 }
