@@ -363,33 +363,46 @@ static struct sstream *find_stream_locked(struct session *se, uint64_t id)
 	return NULL;
 }
 
-void srvs_open(struct session *se, const struct qp_msg *m)
+/* STREAM_OPEN, phase 1: the dataset found, its manifest read, and the
+ * stream granted (decided and audited). Returns 1 with path set, or 0
+ * when the client has been answered with a refusal. */
+static int open_grant(struct session *se, const struct qp_msg *m, char *path, size_t path_len)
 {
-	struct qsrv *srv = se->srv;
 	const struct qp_stream_open *so = &m->u.stream_open;
-	char path[PATH_MAX], err[512];
+	char err[512];
 	struct qmf mf;
-	int r = srv_dataset_path(srv, so->name, path, sizeof(path));
+	int r = srv_dataset_path(se->srv, so->name, path, path_len);
 	if (r < 0) {
 		srv_error(se, m->h.req, r == -EINVAL ? -EINVAL : -ENOENT,
 			  r == -EINVAL ? "'%s' is not a dataset name" : "no dataset '%s' here",
 			  so->name);
-		return;
+		return 0;
 	}
 	r = srv_load_manifest(path, so->name, &mf, NULL, NULL, err, sizeof(err));
 	if (r < 0) {
 		srv_error(se, m->h.req, r, "%s", err);
-		return;
+		return 0;
 	}
 	int granted = srv_authorize(se, m->h.req, QPOL_STREAM, "stream", so->name,
 				    mf.classification, mf.zone, (int64_t)mf.raw_bytes);
 	qmf_release(&mf);
-	if (!granted)
-		return;
+	return granted;
+}
+
+/* Phase 2: the stream's share of what the client may hold: one of its
+ * max_streams, and pinned memory (its budget, or all that is left of
+ * client_memory, as an embedded stream may use its whole pool). Returns
+ * the stream, accounted and numbered, with the client's prefetch depth;
+ * NULL when the client has been answered with a refusal. */
+static struct sstream *open_account(struct session *se, const struct qp_msg *m,
+				    uint32_t *ret_prefetch)
+{
+	struct qsrv *srv = se->srv;
+	const struct qp_stream_open *so = &m->u.stream_open;
 	struct sstream *st = calloc(1, sizeof(*st));
 	if (!st) {
 		srv_error(se, m->h.req, -ENOMEM, "out of memory");
-		return;
+		return NULL;
 	}
 	st->se = se;
 	st->tag = so->tag;
@@ -401,14 +414,9 @@ void srvs_open(struct session *se, const struct qp_msg *m)
 			  " is over %u: a ring has twice as many slots, "
 			  "and at most %u",
 			  so->prefetch_batches, QP_SLOTS_MAX / 2, QP_SLOTS_MAX);
-		return;
+		return NULL;
 	}
-	uint32_t client_prefetch =
-	    so->prefetch_batches ? so->prefetch_batches : QS_DEFAULT_PREFETCH;
-
 	pthread_mutex_lock(&srv->mu);
-	/* Without a budget a stream may use what is left of the client's
-	 * allowance, as an embedded one may use its whole pool. */
 	uint64_t left = srv->conf.client_memory - se->mem_used;
 	uint64_t want = so->memory_budget ? so->memory_budget : left;
 	if (se->nstreams >= srv->conf.max_streams) {
@@ -417,7 +425,7 @@ void srvs_open(struct session *se, const struct qp_msg *m)
 		srv_error(se, m->h.req, -EMFILE,
 			  "this client has %u streams open, the most quaid allows (max_streams)",
 			  srv->conf.max_streams);
-		return;
+		return NULL;
 	}
 	if (want > left || left == 0) {
 		pthread_mutex_unlock(&srv->mu);
@@ -427,14 +435,22 @@ void srvs_open(struct session *se, const struct qp_msg *m)
 			  " MiB of quaid's pinned memory; this client has %" PRIu64
 			  " MiB left of its %" PRIu64 " MiB (client_memory)",
 			  want >> 20, left >> 20, srv->conf.client_memory >> 20);
-		return;
+		return NULL;
 	}
 	st->mem = want;
 	srv_mem_take_locked(se, want);
 	se->nstreams++;
 	st->id = ++srv->next_id;
 	pthread_mutex_unlock(&srv->mu);
+	*ret_prefetch = so->prefetch_batches ? so->prefetch_batches : QS_DEFAULT_PREFETCH;
+	return st;
+}
 
+/* Phase 3: the engine's stream, within the stream's memory. Returns 0 or
+ * -errno / -QUAI_E* with err. */
+static int open_engine(struct qsrv *srv, struct sstream *st, const struct qp_stream_open *so,
+		       const char *path, uint32_t prefetch, char *err, size_t err_len)
+{
 	struct quai_stream_opts o = {
 	    .size = sizeof(o),
 	    .rank = so->rank,
@@ -445,56 +461,64 @@ void srvs_open(struct session *se, const struct qp_msg *m)
 	    .window = so->window,
 	    .batch_records = so->batch_records,
 	    .batch_bytes = so->batch_bytes,
-	    .memory_budget = want,
+	    .memory_budget = st->mem,
 	    /* The client holds up to its prefetch_batches, and as many more
 	     * are on the wire: the engine here assembles that far ahead, so
 	     * that a write's round trip never leaves it idle (below, with
 	     * the client's own depth when the budget cannot hold that). */
-	    .prefetch_batches = 2 * client_prefetch,
+	    .prefetch_batches = 2 * prefetch,
 	    .tail = so->tail,
 	    .flags = so->flags,
 	    .resume = so->state.len ? so->state.p : NULL,
 	    .resume_len = so->state.len,
 	};
-	r = quai_stream_open(srv->ctx, path, &o, &st->es, err, sizeof(err));
+	int r = quai_stream_open(srv->ctx, path, &o, &st->es, err, err_len);
 	if (r == -ENOBUFS) {
-		o.prefetch_batches = client_prefetch;
-		r = quai_stream_open(srv->ctx, path, &o, &st->es, err, sizeof(err));
+		o.prefetch_batches = prefetch;
+		r = quai_stream_open(srv->ctx, path, &o, &st->es, err, err_len);
 	}
 	if (r == 0)
 		r = qstream_geometry(st->es, &st->g);
-	uint64_t meta_stride = 0;
-	if (r == 0) {
-		/* Twice the batches the client may hold: while it works on
-		 * those, the others are on the wire or waiting for it, so a
-		 * credit's round trip does not stall the stream. */
-		st->nslots = 2 * client_prefetch;
-		st->meta_stride = meta_stride =
-		    (qp_slot_data_off(st->g.max_count) + QPOOL_ALIGN - 1) / QPOOL_ALIGN *
-		    QPOOL_ALIGN;
-		st->slot_bytes = qp_slot_need(st->g.max_count, st->g.max_bytes);
-		if (st->slot_bytes < QP_SLOT_HEADER_SIZE + 64)
-			st->slot_bytes = QP_SLOT_HEADER_SIZE + 64;
-		st->slots = calloc(st->nslots, 1); /* SLOT_FREE */
-		st->ops = calloc(st->nslots, sizeof(*st->ops));
-		if (!st->slots || !st->ops) {
-			r = -ENOMEM;
-			snprintf(err, sizeof(err), "out of memory");
-		} else if (qpool_alloc(srv->ctx->pool, meta_stride * st->nslots,
-				       (void **)&st->meta) < 0) {
-			st->meta = NULL;
-			r = -ENOBUFS;
-			snprintf(err, sizeof(err), "quaid's pinned pool is full");
-		}
+	return r;
+}
+
+/* Phase 4: the ring as the server keeps it: twice the batches the client
+ * may hold (while it works on those, the others are on the wire or wait
+ * for it, so a credit's round trip does not stall the stream), each slot
+ * sized for the stream's largest batch; the slots' states and writes, and
+ * the pinned block their headers, ids and offsets are written from.
+ * Returns 0, -ENOMEM or -ENOBUFS with err. */
+static int open_ring(struct qsrv *srv, struct sstream *st, uint32_t prefetch, char *err,
+		     size_t err_len)
+{
+	st->nslots = 2 * prefetch;
+	st->meta_stride =
+	    (qp_slot_data_off(st->g.max_count) + QPOOL_ALIGN - 1) / QPOOL_ALIGN * QPOOL_ALIGN;
+	st->slot_bytes = qp_slot_need(st->g.max_count, st->g.max_bytes);
+	if (st->slot_bytes < QP_SLOT_HEADER_SIZE + 64)
+		st->slot_bytes = QP_SLOT_HEADER_SIZE + 64;
+	st->slots = calloc(st->nslots, 1); /* SLOT_FREE */
+	st->ops = calloc(st->nslots, sizeof(*st->ops));
+	if (!st->slots || !st->ops) {
+		snprintf(err, err_len, "out of memory");
+		return -ENOMEM;
 	}
-	if (r < 0) {
-		srv_error(se, m->h.req, r, "%s", err);
-		stream_free(srv, st);
-		return;
+	if (qpool_alloc(srv->ctx->pool, st->meta_stride * st->nslots, (void **)&st->meta) < 0) {
+		st->meta = NULL;
+		snprintf(err, err_len, "quaid's pinned pool is full");
+		return -ENOBUFS;
 	}
 	for (uint32_t i = 0; i < st->nslots; i++)
 		st->ops[i] = (struct wop){.op.done = stream_write_done, .st = st, .slot = i};
+	return 0;
+}
 
+/* Phase 5: the stream linked into its session and announced with
+ * STREAM_READY; freed instead when that cannot be made. */
+static void open_announce(struct session *se, struct sstream *st, const struct qp_msg *m)
+{
+	struct qsrv *srv = se->srv;
+	const struct qp_stream_open *so = &m->u.stream_open;
 	struct quai_stream_stats ss = {.size = sizeof(ss)};
 	quai_stream_stats(st->es, &ss);
 	struct qp_msg *rm = calloc(1, sizeof(*rm));
@@ -502,7 +526,8 @@ void srvs_open(struct session *se, const struct qp_msg *m)
 	int slen = quai_stream_state(st->es, state, sizeof(state));
 	if (!rm) {
 		srv_error(se, m->h.req, -ENOMEM, "out of memory");
-		goto drop;
+		stream_free(srv, st);
+		return;
 	}
 	rm->h.type = QP_STREAM_READY;
 	rm->h.req = m->h.req;
@@ -525,19 +550,35 @@ void srvs_open(struct session *se, const struct qp_msg *m)
 	se->streams = st;
 	srv->streams_opened++;
 	pthread_mutex_unlock(&srv->mu);
-	if (srv_send(se, rm) < 0) {
-		free(rm);
-		return; /* the session will be torn down with the stream */
-	}
+	int r = srv_send(se, rm);
 	free(rm);
+	if (r < 0)
+		return; /* the session will be torn down with the stream */
 	srv_log(srv, QSVC_LOG_INFO,
 		"session %" PRIu64 " (%s pid %" PRIu32 "): stream %" PRIu64 " of %s, rank %" PRIu32
 		"/%" PRIu32 ", epoch %" PRIu64 ", %" PRIu64 " batches",
 		se->id, se->host, se->pid, st->id, so->name, so->rank, so->world, so->epoch,
 		st->g.batches);
-	return;
-drop:
-	stream_free(srv, st);
+}
+
+void srvs_open(struct session *se, const struct qp_msg *m)
+{
+	char path[PATH_MAX], err[512];
+	uint32_t prefetch;
+	if (!open_grant(se, m, path, sizeof(path)))
+		return;
+	struct sstream *st = open_account(se, m, &prefetch);
+	if (!st)
+		return;
+	int r = open_engine(se->srv, st, &m->u.stream_open, path, prefetch, err, sizeof(err));
+	if (r == 0)
+		r = open_ring(se->srv, st, prefetch, err, sizeof(err));
+	if (r < 0) {
+		srv_error(se, m->h.req, r, "%s", err);
+		stream_free(se->srv, st);
+		return;
+	}
+	open_announce(se, st, m);
 }
 
 void srvs_slots(struct session *se, const struct qp_msg *m)
