@@ -24,7 +24,11 @@
  * dataset of that classification and zone, as a client that does not
  * check; prints the answer. idle HOSTNAME: a well-behaved session that
  * declares HOSTNAME as its host (any bytes: quai stat must show them as
- * they are), prints "welcome" and pings until killed.
+ * they are), prints "welcome ADDR" (its fabric address in hex), then
+ * "heard TYPE [CODE MESSAGE]" for every message but PONG it gets, and
+ * pings until killed. hijack ADDR [none]: a HELLO that claims the fabric
+ * address ADDR (another client's), with a credential of this process's
+ * user bound to it (or none); prints "answer TYPE ..." or "no answer".
  * Exit status 0 when the exchange ran, 1 on a local failure.
  */
 #include <errno.h>
@@ -45,11 +49,22 @@ static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static uint8_t last[QP_MSG_MAX];
 static size_t last_len;
 static unsigned landed;
+static int watch; /* idle: print what arrives */
 
 static void on_msg(void *arg, uint64_t peer, const void *msg, size_t len)
 {
 	(void)arg, (void)peer;
 	pthread_mutex_lock(&mu);
+	if (watch) {
+		static struct qp_msg w;
+		if (qp_decode(msg, len, &w, NULL, 0) == 0 && w.h.type != QP_PONG) {
+			if (w.h.type == QP_ERROR)
+				printf("heard ERROR %d %s\n", w.u.error.code, w.u.error.message);
+			else
+				printf("heard %s\n", qp_type_name(w.h.type));
+			fflush(stdout);
+		}
+	}
 	memcpy(last, msg, len);
 	last_len = len;
 	pthread_cond_broadcast(&cv);
@@ -139,8 +154,29 @@ int main(int argc, char **argv)
 		fprintf(stderr, "raw_client: cannot reach %s:%s: %s\n", argv[1], argv[2], err);
 		return 1;
 	}
+	/* hijack: the address of another client, from hex. */
+	uint8_t claimed[QF_ADDR_MAX];
+	size_t clen = 0;
+	if (strcmp(mode, "hijack") == 0) {
+		const char *hex = argc > 4 ? argv[4] : "";
+		for (; hex[0] && hex[1] && clen < sizeof(claimed); hex += 2) {
+			unsigned v;
+			if (sscanf(hex, "%2x", &v) != 1)
+				break;
+			claimed[clen++] = (uint8_t)v;
+		}
+		if (!clen) {
+			fprintf(stderr, "raw_client: hijack needs an address in hex\n");
+			return 1;
+		}
+	}
 	m.h.type = QP_HELLO;
 	m.u.hello.addr = (struct qp_blob){addr, alen};
+	if (clen) {
+		memcpy(addr, claimed, clen);
+		alen = clen;
+		m.u.hello.addr = (struct qp_blob){addr, alen};
+	}
 	snprintf(m.u.hello.host, sizeof(m.u.hello.host), "%s",
 		 strcmp(mode, "idle") == 0 && argc > 4 ? argv[4] : "raw-client");
 	m.u.hello.pid = (uint32_t)getpid();
@@ -150,7 +186,9 @@ int main(int argc, char **argv)
 	size_t slen = sizeof(saddr);
 	char sock[256], *cred = NULL;
 	int auth_mode = strncmp(mode, "auth-", 5) == 0;
-	if (strcmp(mode, "auth-none") != 0) {
+	int no_cred =
+	    strcmp(mode, "auth-none") == 0 || (clen && argc > 5 && strcmp(argv[5], "none") == 0);
+	if (!no_cred) {
 		const uint8_t *bound = addr;
 		memcpy(other, addr, alen);
 		if (strcmp(mode, "auth-other") == 0) {
@@ -173,6 +211,18 @@ int main(int argc, char **argv)
 		snprintf(m.u.hello.auth_kind, sizeof(m.u.hello.auth_kind), "%s",
 			 strcmp(mode, "auth-kind") == 0 ? "kerberos" : "munge");
 		m.u.hello.auth = (struct qp_blob){(const uint8_t *)cred, strlen(cred)};
+	}
+	if (clen) {
+		send_msg(&m);
+		if (wait_msg(2000, &m) < 0)
+			puts("no answer");
+		else if (m.h.type == QP_ERROR)
+			printf("answer ERROR %d %s\n", m.u.error.code, m.u.error.message);
+		else
+			printf("answer %s\n", qp_type_name(m.h.type));
+		free(cred);
+		qf_close(ep);
+		return 0;
 	}
 	if (auth_mode) {
 		int rounds = strcmp(mode, "auth-replay") == 0 ? 2 : 1;
@@ -215,8 +265,14 @@ int main(int argc, char **argv)
 
 	memset(&m, 0, sizeof(m));
 	if (strcmp(mode, "idle") == 0) {
-		puts("welcome");
+		printf("welcome ");
+		for (size_t i = 0; i < alen; i++)
+			printf("%02x", addr[i]);
+		printf("\n");
 		fflush(stdout);
+		pthread_mutex_lock(&mu);
+		watch = 1;
+		pthread_mutex_unlock(&mu);
 		for (;;) { /* until killed */
 			memset(&m, 0, sizeof(m));
 			m.h.type = QP_PING;

@@ -237,11 +237,24 @@ static uint32_t new_token_locked(struct qsrv *srv)
 
 /* ---- the handshake ----------------------------------------------------- */
 
-/* Checks the credential of a HELLO, filling se->who. A client without a
- * valid one learns nothing but that (no zone, no server version: those
- * come with WELCOME). Returns 1 when the session may go on: authenticated,
- * or unauthenticated where the policy allows it (public data only). */
-static int authenticate(struct qsrv *srv, struct session *se, const struct qp_msg *m)
+/* Whether b may take over the address of a's session (a client that
+ * started over): only the same authenticated user. An unauthenticated
+ * HELLO proves no one, so it never ends a session. */
+static int same_owner(const struct session *a, const struct session *b)
+{
+	return a->authed && b->authed && a->who.uid == b->who.uid;
+}
+
+/* Checks the credential of a HELLO, filling se->who, and that the address
+ * it claims is not another owner's: `holder` is a copy of the live session
+ * at that address, if any (its authed and who). A client without a valid
+ * credential learns nothing but that (no zone, no server version: those
+ * come with WELCOME); a HELLO that claims another's address is told
+ * nothing at all, since its reply would go to that other client. Returns 1
+ * when the session may go on: authenticated, or unauthenticated where the
+ * policy allows it (public data only). */
+static int authenticate(struct qsrv *srv, struct session *se, const struct qp_msg *m,
+			const struct session *holder)
 {
 	const struct qp_hello *h = &m->u.hello;
 	char why[512] = "", rule[32] = "auth:credential";
@@ -280,6 +293,15 @@ static int authenticate(struct qsrv *srv, struct session *se, const struct qp_ms
 	} else {
 		snprintf(rule, sizeof(rule), "auth:public");
 	}
+	if (!why[0] && holder && !same_owner(holder, se)) {
+		snprintf(rule, sizeof(rule), "auth:address");
+		snprintf(why, sizeof(why),
+			 "the HELLO claims the address of session %" PRIu64
+			 ", which %s: a HELLO never touches a session it did not make",
+			 holder->id,
+			 holder->authed ? "another user holds"
+					: "no credential of this one proves");
+	}
 	int ok = !why[0];
 	if (audit(se, "connect", NULL, 0, NULL, -1, ok, rule, why) < 0 && ok) {
 		ok = 0;
@@ -292,7 +314,8 @@ static int authenticate(struct qsrv *srv, struct session *se, const struct qp_ms
 		return 1;
 	srv_log(srv, QSVC_LOG_NOTICE, "HELLO from %s pid %" PRIu32 " refused: %s", h->host, h->pid,
 		why);
-	srv_error(se, m->h.req, code, "%s", why);
+	if (!holder)
+		srv_error(se, m->h.req, code, "%s", why);
 	return 0;
 }
 
@@ -315,10 +338,16 @@ void srv_hello(struct qsrv *srv, const struct qp_msg *m)
 	snprintf(se->host, sizeof(se->host), "%s", h->host);
 	se->pid = h->pid;
 	se->last_rx_ns = srv_now_ns();
+	/* A copy of the session that holds this address, if any: it may be
+	 * torn down meanwhile, and only its owner is compared. */
+	struct session holder;
 	pthread_mutex_lock(&srv->mu);
 	se->id = ++srv->next_id;
+	struct session *held = srv_find_peer_locked(srv, peer);
+	if (held)
+		holder = *held;
 	pthread_mutex_unlock(&srv->mu);
-	if (!authenticate(srv, se, m)) {
+	if (!authenticate(srv, se, m, held ? &holder : NULL)) {
 		pthread_mutex_lock(&srv->mu);
 		int known = srv_find_peer_locked(srv, peer) != NULL;
 		pthread_mutex_unlock(&srv->mu);
@@ -328,8 +357,20 @@ void srv_hello(struct qsrv *srv, const struct qp_msg *m)
 		return;
 	}
 	pthread_mutex_lock(&srv->mu);
-	/* A HELLO from an address with a session: the client started over. */
+	/* A HELLO from an address with a session of the same user: the
+	 * client started over. Another's session (one made since the check)
+	 * is left alone. */
 	struct session *old = srv_find_peer_locked(srv, peer);
+	if (old && !same_owner(old, se)) {
+		uint64_t other = old->id;
+		pthread_mutex_unlock(&srv->mu);
+		srv_log(srv, QSVC_LOG_NOTICE,
+			"HELLO from %s pid %" PRIu32 " refused: its address is session %" PRIu64
+			"'s, made meanwhile",
+			h->host, h->pid, other);
+		free(se);
+		return;
+	}
 	if (old)
 		srv_kill_locked(old, "the client said HELLO again");
 	unsigned live = 0;
