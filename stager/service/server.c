@@ -176,6 +176,9 @@ int qsrv_run(struct qsrv *srv)
 		pthread_mutex_unlock(&srv->mu);
 	}
 	srv_log(srv, QSVC_LOG_NOTICE, "stopping: ending every stream and transfer");
+	/* One deadline for every goodbye and every wait that follows: a
+	 * client that died without a word costs it once, not once each. */
+	__atomic_store_n(&srv->stop_by_ns, srv_now_ns() + SRV_STOP_WAIT_NS, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&srv->mu);
 	srv->stopping = 1;
 	for (struct session *se = srv->sessions; se; se = se->next)
@@ -232,6 +235,9 @@ void qsrv_free(struct qsrv *srv)
 {
 	if (!srv)
 		return;
+	if (!__atomic_load_n(&srv->stop_by_ns, __ATOMIC_ACQUIRE))
+		__atomic_store_n(&srv->stop_by_ns, srv_now_ns() + SRV_STOP_WAIT_NS,
+				 __ATOMIC_RELEASE);
 	pthread_mutex_lock(&srv->mu);
 	srv->stopping = 1;
 	pthread_cond_broadcast(&srv->cv);

@@ -21,6 +21,13 @@
 #include "proto.h"
 #include "server.h"
 
+/* How long a reply may wait for the fabric's room (back-pressure, a
+ * connection being made); while stopping, at most what is left of the
+ * stop's deadline. */
+#define SRV_SEND_TIMEOUT_MS 5000
+/* How long stopping may wait for clients, all of them together. */
+#define SRV_STOP_WAIT_NS (5ull * 1000000000ull)
+
 /* Every RMA operation the server posts starts with this: on_done calls
  * done(op, status) on the progress thread. */
 struct srv_op {
@@ -81,6 +88,8 @@ struct qsrv {
 	pthread_t *svc;
 	unsigned nsvc;
 	int stopping;
+	uint64_t stop_by_ns; /* atomic; once stopping: every wait of the stop
+				ends by then, whatever the number of clients */
 	int stop_pipe[2];
 
 	uint64_t started_ns;
@@ -90,6 +99,11 @@ struct qsrv {
 };
 
 uint64_t srv_now_ns(void);
+
+/* How long a wait that began at t0 may last: 1 once limit_ns has passed,
+ * or, when quaid is stopping, once the stop's one deadline has (so that
+ * stopping takes one timeout, not one per session). Any thread. */
+int srv_overdue(struct qsrv *srv, uint64_t t0, uint64_t limit_ns);
 void srv_log(struct qsrv *srv, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -26,6 +26,24 @@ uint64_t srv_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+int srv_overdue(struct qsrv *srv, uint64_t t0, uint64_t limit_ns)
+{
+	uint64_t now = srv_now_ns();
+	uint64_t by = __atomic_load_n(&srv->stop_by_ns, __ATOMIC_ACQUIRE);
+	return now - t0 >= limit_ns || (by && now >= by);
+}
+
+/* The send timeout: 5 s, or what is left of the stop's deadline. */
+static int send_timeout_ms(struct qsrv *srv)
+{
+	uint64_t by = __atomic_load_n(&srv->stop_by_ns, __ATOMIC_ACQUIRE);
+	if (!by)
+		return SRV_SEND_TIMEOUT_MS;
+	uint64_t now = srv_now_ns();
+	uint64_t left_ms = now >= by ? 0 : (by - now) / 1000000;
+	return left_ms < SRV_SEND_TIMEOUT_MS ? (int)left_ms : SRV_SEND_TIMEOUT_MS;
+}
+
 void srv_log(struct qsrv *srv, int level, const char *fmt, ...)
 {
 	char line[1024];
@@ -52,7 +70,7 @@ int srv_send(struct session *se, struct qp_msg *m)
 	int n = qp_encode(m, buf, sizeof(buf));
 	int r = n;
 	if (n >= 0)
-		r = qf_send_wait(se->srv->ep, se->peer, buf, (size_t)n, 5000);
+		r = qf_send_wait(se->srv->ep, se->peer, buf, (size_t)n, send_timeout_ms(se->srv));
 	if (r < 0 && n >= 0)
 		srv_log(se->srv, QSVC_LOG_DEBUG, "session %" PRIu64 ": cannot send %s: %s", se->id,
 			qp_type_name(m->h.type), strerror(-r));

@@ -324,7 +324,7 @@ static void stream_free(struct qsrv *srv, struct sstream *st)
 	 * they complete (or fail) before either is given back. */
 	pthread_mutex_lock(&srv->mu);
 	uint64_t t0 = srv_now_ns();
-	while (st->inflight && srv_now_ns() - t0 < 10000000000ull) {
+	while (st->inflight && !srv_overdue(srv, t0, 10000000000ull)) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 100000000L;

@@ -410,7 +410,7 @@ static void xfer_free(struct sxfer *x)
 	/* Operations still on the wire read or write its blocks: they
 	 * complete (or fail) before any block is given back. */
 	uint64_t t0 = srv_now_ns();
-	while (x->rma && srv_now_ns() - t0 < SX_DRAIN_WAIT_NS)
+	while (x->rma && !srv_overdue(srv, t0, SX_DRAIN_WAIT_NS))
 		timed_wait(srv, 100);
 	int stuck = x->rma != 0;
 	sx_move_locked(x, SX_DRAINED);

@@ -215,6 +215,37 @@ def test_client_that_never_gives_slots_back(client, served):
         p.wait()
 
 
+def test_stop_takes_one_timeout_whatever_the_dead_clients(served):
+    """SIGTERM with six clients that died without a word (SIGKILL, before
+    idle_timeout noticed): quaid's goodbye to each used to wait out its own
+    5 s send timeout, one after the other (30 s here; 64 such clients pass
+    systemd's 60 s stop timeout). Now the whole stop shares one 5 s
+    deadline (issue 22, item 9; docs/SECURITY.md). The bound below is
+    twice that, and half of what it took before."""
+    if not os.access(RAW_CLIENT, os.X_OK):
+        pytest.skip(f"no {RAW_CLIENT}")
+    clients = []
+    try:
+        for i in range(6):
+            p = subprocess.Popen([RAW_CLIENT, "127.0.0.1", str(served.port), "idle", f"dead-{i}"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            clients.append(p)
+            assert p.stdout.readline().startswith("welcome "), p.stderr.read()
+        for p in clients:
+            p.kill()
+            p.wait()
+        t0 = time.monotonic()
+        served.proc.terminate()
+        served.proc.wait(timeout=120)
+        took = time.monotonic() - t0
+        assert served.proc.returncode == 0, served.text()
+        assert took < 15, f"stopping took {took:.1f} s"
+    finally:
+        for p in clients:
+            p.kill()
+            p.wait()
+
+
 def test_other_protocol_version_is_refused_by_name(client, served):
     r = raw(served, "version")
     out = r.stdout.decode()
