@@ -17,7 +17,7 @@
  * Authentication (a MUNGE credential from $QUAI_MUNGE_SOCKET's munged, as
  * quai makes it, unless the mode spoils it): auth-none (no credential),
  * auth-forged (one byte of it changed), auth-expired (a TTL of 1 s, sent
- * 2.5 s later), auth-replay (a good credential, then the same one again in
+ * 2.5 s later), auth-replay (a good credential, then, after a BYE, the same one again in
  * a second HELLO), auth-other (bound to another client address),
  * auth-kind (an unknown method). Each prints "welcome" or "error CODE
  * MESSAGE" for the last HELLO. push-open NAME CLASS ZONE: PUSH_OPEN of a
@@ -29,6 +29,8 @@
  * pings until killed. hijack ADDR [none]: a HELLO that claims the fabric
  * address ADDR (another client's), with a credential of this process's
  * user bound to it (or none); prints "answer TYPE ..." or "no answer".
+ * flood ADDR N: N HELLOs without a credential, back to back, claiming
+ * ADDR (an address that never answers); prints "sent N".
  * Exit status 0 when the exchange ran, 1 on a local failure.
  */
 #include <errno.h>
@@ -157,7 +159,8 @@ int main(int argc, char **argv)
 	/* hijack: the address of another client, from hex. */
 	uint8_t claimed[QF_ADDR_MAX];
 	size_t clen = 0;
-	if (strcmp(mode, "hijack") == 0) {
+	int flood = strcmp(mode, "flood") == 0;
+	if (strcmp(mode, "hijack") == 0 || flood) {
 		const char *hex = argc > 4 ? argv[4] : "";
 		for (; hex[0] && hex[1] && clen < sizeof(claimed); hex += 2) {
 			unsigned v;
@@ -186,8 +189,8 @@ int main(int argc, char **argv)
 	size_t slen = sizeof(saddr);
 	char sock[256], *cred = NULL;
 	int auth_mode = strncmp(mode, "auth-", 5) == 0;
-	int no_cred =
-	    strcmp(mode, "auth-none") == 0 || (clen && argc > 5 && strcmp(argv[5], "none") == 0);
+	int no_cred = strcmp(mode, "auth-none") == 0 || flood ||
+		      (clen && argc > 5 && strcmp(argv[5], "none") == 0);
 	if (!no_cred) {
 		const uint8_t *bound = addr;
 		memcpy(other, addr, alen);
@@ -212,6 +215,16 @@ int main(int argc, char **argv)
 			 strcmp(mode, "auth-kind") == 0 ? "kerberos" : "munge");
 		m.u.hello.auth = (struct qp_blob){(const uint8_t *)cred, strlen(cred)};
 	}
+	if (flood) {
+		int n = argc > 5 ? atoi(argv[5]) : 16, sent = 0;
+		for (int i = 0; i < n; i++) {
+			struct qp_msg hello = m;
+			sent += send_msg(&hello) == 0;
+		}
+		printf("sent %d\n", sent);
+		qf_close(ep);
+		return 0;
+	}
 	if (clen) {
 		send_msg(&m);
 		if (wait_msg(2000, &m) < 0)
@@ -233,8 +246,17 @@ int main(int argc, char **argv)
 				puts("no answer");
 				return 0;
 			}
-			if (i + 1 < rounds)
+			if (i + 1 < rounds) {
+				/* The session ends before the replay: a HELLO that
+				 * claims a live session's address is answered by
+				 * silence, whoever sent it (docs/SECURITY.md). */
+				struct qp_msg bye = {.h = {.type = QP_BYE}};
+				session = (uint32_t)hello.u.welcome.session;
+				send_msg(&bye);
+				session = 0;
+				usleep(1500 * 1000);
 				continue;
+			}
 			if (hello.h.type == QP_WELCOME)
 				puts("welcome");
 			else

@@ -68,6 +68,7 @@ int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struc
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->cv, NULL);
 	pthread_cond_init(&srv->wq_cv, NULL);
+	pthread_cond_init(&srv->courier_cv, NULL);
 	pthread_mutex_init(&srv->log_mu, NULL);
 	srv->log = log;
 	srv->log_arg = log_arg;
@@ -135,6 +136,12 @@ int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struc
 		r = -ENOMEM;
 		goto fail;
 	}
+	r = -pthread_create(&srv->courier, NULL, srv_courier_main, srv);
+	if (r < 0) {
+		qerr_set(err, err_len, "cannot start a thread: %s", strerror(-r));
+		goto fail_quiet;
+	}
+	srv->courier_started = 1;
 	for (unsigned i = 0; i < srv->nsvc; i++) {
 		r = -pthread_create(&srv->svc[i], NULL, srv_service_main, srv);
 		if (r < 0) {
@@ -185,6 +192,7 @@ int qsrv_run(struct qsrv *srv)
 		srvs_cancel_all_locked(se);
 	pthread_cond_broadcast(&srv->cv);
 	pthread_cond_broadcast(&srv->wq_cv);
+	pthread_cond_broadcast(&srv->courier_cv);
 	for (struct session *se = srv->sessions; se; se = se->next)
 		se->refs++; /* only this thread frees sessions; the refs keep them */
 	pthread_mutex_unlock(&srv->mu);
@@ -242,12 +250,16 @@ void qsrv_free(struct qsrv *srv)
 	srv->stopping = 1;
 	pthread_cond_broadcast(&srv->cv);
 	pthread_cond_broadcast(&srv->wq_cv);
+	pthread_cond_broadcast(&srv->courier_cv);
 	pthread_mutex_unlock(&srv->mu);
 	if (srv->ep)
 		srv_reap(srv, 1);
 	for (unsigned i = 0; i < srv->nsvc; i++)
 		pthread_join(srv->svc[i], NULL);
 	free(srv->svc);
+	if (srv->courier_started)
+		pthread_join(srv->courier, NULL);
+	srv_courier_drop(srv);
 	srv_queue_drop(srv);
 	qf_mr_close(srv->pool_mr);
 	qf_close(srv->ep);
@@ -265,6 +277,7 @@ void qsrv_free(struct qsrv *srv)
 	pthread_mutex_destroy(&srv->mu);
 	pthread_cond_destroy(&srv->cv);
 	pthread_cond_destroy(&srv->wq_cv);
+	pthread_cond_destroy(&srv->courier_cv);
 	pthread_mutex_destroy(&srv->log_mu);
 	free(srv);
 }

@@ -36,6 +36,7 @@ struct srv_op {
 
 struct sstream;
 struct sxfer;
+struct parcel;
 
 struct session {
 	struct qsrv *srv;
@@ -85,6 +86,12 @@ struct qsrv {
 	struct work *wq_head, *wq_tail;
 	struct work *wq_spare; /* small work items kept for the next requests */
 	unsigned nspare;
+	pthread_t courier; /* sends the replies to HELLOs (srv_courier.c) */
+	int courier_started;
+	pthread_cond_t courier_cv;
+	struct parcel *parcels; /* its queue */
+	unsigned nparcels;
+	uint64_t parcels_dropped; /* atomic: over its bound */
 	pthread_t *svc;
 	unsigned nsvc;
 	int stopping;
@@ -169,6 +176,17 @@ void srv_reap(struct qsrv *srv, int all);
 void srv_dispatch_init(struct qsrv *srv);
 void *srv_service_main(void *arg);
 void srv_queue_drop(struct qsrv *srv);
+
+/* The courier (srv_courier.c). srv_courier_send queues m for `peer`, a
+ * HELLO's claimed address, without waiting: the courier sends it within
+ * 5 s or drops it. forget: remove the peer afterwards unless a session
+ * uses it (a refused HELLO). Returns 0, or -ENOBUFS (the queue is full),
+ * -ESHUTDOWN or an encoding error: nothing is sent then. Not under
+ * srv->mu. srv_courier_main is the courier's thread; srv_courier_drop,
+ * once it has ended, drops what is left. */
+int srv_courier_send(struct qsrv *srv, uint64_t peer, const struct qp_msg *m, int forget);
+void *srv_courier_main(void *arg);
+void srv_courier_drop(struct qsrv *srv);
 
 /* Whether `name` may name a dataset here: a manifest's name rule, and no
  * leading dot (partial directories). Returns 1 or 0. */

@@ -123,8 +123,21 @@ void *srv_service_main(void *arg)
 	for (;;) {
 		while (!srv->wq_head && !srv->stopping)
 			pthread_cond_wait(&srv->wq_cv, &srv->mu);
-		if (!srv->wq_head)
+		if (srv->stopping) {
+			/* Nothing more is served: what is queued is dropped, its
+			 * sessions' references given back, so that the stop does
+			 * not wait for a flood's worth of requests. */
+			while (srv->wq_head) {
+				struct work *w = srv->wq_head;
+				srv->wq_head = w->next;
+				if (w->se)
+					w->se->refs--;
+				put_work_locked(srv, w);
+			}
+			srv->wq_tail = NULL;
+			pthread_cond_broadcast(&srv->cv);
 			break;
+		}
 		struct work *w = srv->wq_head;
 		srv->wq_head = w->next;
 		if (!srv->wq_head)
@@ -148,9 +161,9 @@ void *srv_service_main(void *arg)
 static void enqueue_locked(struct qsrv *srv, struct session *se, uint64_t peer, const void *msg,
 			   size_t len)
 {
-	/* Stopping: the service threads end once the queue is empty, and a
-	 * message queued after that (a client's BYE or CREDIT answering the
-	 * shutdown) would hold its session's reference for ever, and
+	/* Stopping: the service threads have dropped the queue and ended,
+	 * and a message queued after that (a client's BYE or CREDIT answering
+	 * the shutdown) would hold its session's reference for ever, and
 	 * session_free() with it. Nothing more is served: drop it. */
 	if (srv->stopping)
 		return;

@@ -255,6 +255,32 @@ static uint32_t new_token_locked(struct qsrv *srv)
 
 /* ---- the handshake ----------------------------------------------------- */
 
+/* Refuses a HELLO: ERROR (code, why) for request req to the address it
+ * claims, by the courier, so that no service thread waits on an address
+ * nobody has answered from yet; the peer is forgotten afterwards unless
+ * `keep_peer` (a session of the same client uses it). */
+static void hello_refuse(struct qsrv *srv, uint64_t peer, uint64_t req, int code, int keep_peer,
+			 const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void hello_refuse(struct qsrv *srv, uint64_t peer, uint64_t req, int code, int keep_peer,
+			 const char *fmt, ...)
+{
+	struct qp_msg *m = calloc(1, sizeof(*m));
+	va_list ap;
+	if (!m) {
+		if (!keep_peer)
+			qf_peer_remove(srv->ep, peer);
+		return;
+	}
+	m->h.type = QP_ERROR;
+	m->h.req = req;
+	m->u.error.code = code < 0 ? -code : code;
+	va_start(ap, fmt);
+	vsnprintf(m->u.error.message, sizeof(m->u.error.message), fmt, ap);
+	va_end(ap);
+	srv_courier_send(srv, peer, m, !keep_peer);
+	free(m);
+}
+
 /* Whether b may take over the address of a's session (a client that
  * started over): only the same authenticated user. An unauthenticated
  * HELLO proves no one, so it never ends a session. */
@@ -333,7 +359,7 @@ static int authenticate(struct qsrv *srv, struct session *se, const struct qp_ms
 	srv_log(srv, QSVC_LOG_NOTICE, "HELLO from %s pid %" PRIu32 " refused: %s", h->host, h->pid,
 		why);
 	if (!holder)
-		srv_error(se, m->h.req, code, "%s", why);
+		hello_refuse(srv, se->peer, m->h.req, code, 0, "%s", why);
 	return 0;
 }
 
@@ -366,12 +392,7 @@ void srv_hello(struct qsrv *srv, const struct qp_msg *m)
 		holder = *held;
 	pthread_mutex_unlock(&srv->mu);
 	if (!authenticate(srv, se, m, held ? &holder : NULL)) {
-		pthread_mutex_lock(&srv->mu);
-		int known = srv_find_peer_locked(srv, peer) != NULL;
-		pthread_mutex_unlock(&srv->mu);
-		if (!known)
-			qf_peer_remove(srv->ep, peer);
-		free(se);
+		free(se); /* answered, and the peer forgotten, by the courier */
 		return;
 	}
 	pthread_mutex_lock(&srv->mu);
@@ -405,12 +426,10 @@ void srv_hello(struct qsrv *srv, const struct qp_msg *m)
 	}
 	pthread_mutex_unlock(&srv->mu);
 	if (full) {
-		srv_error(se, m->h.req, srv->stopping ? -ESHUTDOWN : -EUSERS,
-			  srv->stopping ? "quaid is shutting down"
-					: "quaid serves %u clients already (max_clients)",
-			  srv->conf.max_clients);
-		if (!old)
-			qf_peer_remove(srv->ep, peer);
+		hello_refuse(srv, peer, m->h.req, srv->stopping ? -ESHUTDOWN : -EUSERS, old != NULL,
+			     srv->stopping ? "quaid is shutting down"
+					   : "quaid serves %u clients already (max_clients)",
+			     srv->conf.max_clients);
 		free(se);
 		return;
 	}
@@ -424,7 +443,7 @@ void srv_hello(struct qsrv *srv, const struct qp_msg *m)
 		snprintf(rm->u.welcome.zone, sizeof(rm->u.welcome.zone), "%s", srv->conf.zone);
 		rm->u.welcome.max_streams = srv->conf.max_streams;
 		rm->u.welcome.client_memory = srv->conf.client_memory;
-		srv_send(se, rm);
+		srv_courier_send(srv, se->peer, rm, 0);
 		free(rm);
 	}
 	if (se->authed)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -244,6 +245,36 @@ def test_stop_takes_one_timeout_whatever_the_dead_clients(served):
         for p in clients:
             p.kill()
             p.wait()
+
+
+def test_hellos_from_nowhere_do_not_hold_up_other_clients(client, served):
+    """32 HELLOs without a credential claiming an address that never
+    answers (a socket that listens and never accepts): each refusal used to
+    hold one of quaid's 4 service threads for its 5 s send timeout, so
+    every other client waited about 40 s (issue 22, item 2). Replies to
+    HELLOs now go out from a courier that waits on no one: a good client
+    is served meanwhile, within its own 5 s timeout, and SIGTERM drops
+    what is still queued."""
+    if not os.access(RAW_CLIENT, os.X_OK):
+        pytest.skip(f"no {RAW_CLIENT}")
+    hole = socket.socket()
+    try:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(0)
+        # struct sockaddr_in, as the tcp provider's addresses are.
+        addr = "0200" + hole.getsockname()[1].to_bytes(2, "big").hex() + "7f000001" + "00" * 8
+        r = raw(served, "flood", addr, "32")
+        assert r.stdout.decode().strip() == "sent 32", r.stderr
+        p = client.run("ls", served.uri())
+        assert p.returncode == EXIT_OK, p.stderr
+        t0 = time.monotonic()
+        served.proc.terminate()
+        served.proc.wait(timeout=120)
+        took = time.monotonic() - t0
+        assert served.proc.returncode == 0, served.text()
+        assert took < 15, f"stopping took {took:.1f} s"
+    finally:
+        hole.close()
 
 
 def test_other_protocol_version_is_refused_by_name(client, served):
