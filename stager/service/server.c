@@ -130,6 +130,16 @@ int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struc
 		snprintf(srv->addr, sizeof(srv->addr), "%u.%u.%u.%u:%u", raw[4], raw[5], raw[6],
 			 raw[7], (unsigned)raw[2] << 8 | raw[3]);
 	}
+	/* struct sockaddr_in or _in6 (AF_INET 2, AF_INET6 10): a TCP-based
+	 * provider, whose connections the guard watches. */
+	alen = sizeof(raw);
+	if (qf_name(srv->ep, raw, &alen) == 0 && alen >= 4 && (raw[0] == 2 || raw[0] == 10) &&
+	    raw[1] == 0)
+		srv->listen_port = (unsigned)raw[2] << 8 | raw[3];
+	if (srv_guard_new(srv) < 0) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	srv->nsvc = SRV_SERVICE_THREADS;
 	srv->svc = calloc(srv->nsvc, sizeof(*srv->svc));
 	if (!srv->svc) {
@@ -172,6 +182,7 @@ int qsrv_run(struct qsrv *srv)
 		if (n > 0)
 			break;
 		srv_reap(srv, 0);
+		srv_guard_scan(srv);
 		pthread_mutex_lock(&srv->mu);
 		uint64_t now = srv_now_ns();
 		if (now - srv->rate_ns >= 1000000000ull) {
@@ -261,6 +272,7 @@ void qsrv_free(struct qsrv *srv)
 		pthread_join(srv->courier, NULL);
 	srv_courier_drop(srv);
 	srv_queue_drop(srv);
+	srv_guard_free(srv->guard);
 	qf_mr_close(srv->pool_mr);
 	qf_close(srv->ep);
 	quai_ctx_free(srv->ctx);

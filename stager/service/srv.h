@@ -37,6 +37,7 @@ struct srv_op {
 struct sstream;
 struct sxfer;
 struct parcel;
+struct srv_guard;
 
 struct session {
 	struct qsrv *srv;
@@ -86,7 +87,9 @@ struct qsrv {
 	struct work *wq_head, *wq_tail;
 	struct work *wq_spare; /* small work items kept for the next requests */
 	unsigned nspare;
-	pthread_t courier; /* sends the replies to HELLOs (srv_courier.c) */
+	struct srv_guard *guard; /* connections without sessions (srv_guard.c) */
+	unsigned listen_port;	 /* 0: not a TCP-based provider's */
+	pthread_t courier;	 /* sends the replies to HELLOs (srv_courier.c) */
 	int courier_started;
 	pthread_cond_t courier_cv;
 	struct parcel *parcels; /* its queue */
@@ -187,6 +190,14 @@ void srv_queue_drop(struct qsrv *srv);
 int srv_courier_send(struct qsrv *srv, uint64_t peer, const struct qp_msg *m, int forget);
 void *srv_courier_main(void *arg);
 void srv_courier_drop(struct qsrv *srv);
+
+/* The connection guard (srv_guard.c): made by qsrv_new (srv->guard);
+ * scan, from qsrv_run's thread only, shuts down the connections to the
+ * listening port on which nothing arrived within handshake_timeout, and
+ * a host's newest beyond max_host_connections, and logs what it did. Returns 0 or -ENOMEM. */
+int srv_guard_new(struct qsrv *srv);
+void srv_guard_scan(struct qsrv *srv);
+void srv_guard_free(struct srv_guard *g);
 
 /* Whether `name` may name a dataset here: a manifest's name rule, and no
  * leading dot (partial directories). Returns 1 or 0. */

@@ -277,6 +277,44 @@ def test_hellos_from_nowhere_do_not_hold_up_other_clients(client, served):
         hole.close()
 
 
+def test_connections_without_hello_are_closed_and_logged(client, tmp_path):
+    """Connections that never say HELLO used to stay open for ever (500
+    held 70 s; with the descriptor limit at 300, quai ls failed and
+    nothing was logged: issue 22, item 6). Now a host's connections beyond
+    max_host_connections are closed at once, those that outlive
+    handshake_timeout without a session from their host after it, and the
+    log says so each time; a client is served meanwhile."""
+    q = Quaid(tmp_path / "guarded")
+    with open(q.conf, "a") as f:
+        f.write("handshake_timeout = 3\nmax_host_connections = 8\n")
+    q.start()
+    socks = []
+    try:
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", q.port))
+            s.setblocking(False)
+            socks.append(s)
+
+        def closed(s):
+            try:
+                return s.recv(1) == b""
+            except BlockingIOError:
+                return False
+            except ConnectionError:
+                return True
+
+        wait_for(lambda: sum(map(closed, socks)) >= 12, 10, "12 connections over the limit closed")
+        assert "over max_host_connections (8)" in q.text(), q.text()
+        wait_for(lambda: all(map(closed, socks)), 20, "every silent connection closed")
+        assert "on which nothing arrived within 3 s (handshake_timeout)" in q.text(), q.text()
+        client.ok("ls", q.uri())
+    finally:
+        for s in socks:
+            s.close()
+        q.stop()
+        q.check_clean()
+
+
 def test_other_protocol_version_is_refused_by_name(client, served):
     r = raw(served, "version")
     out = r.stdout.decode()
