@@ -216,6 +216,18 @@ def test_client_that_never_gives_slots_back(client, served):
         p.wait()
 
 
+def assert_stops_within(q, seconds):
+    """SIGTERM, then a clean exit within `seconds`: one stop timeout (5 s)
+    with room for a loaded machine, far from what a wait per client or per
+    queued request took."""
+    t0 = time.monotonic()
+    q.proc.terminate()
+    q.proc.wait(timeout=120)
+    took = time.monotonic() - t0
+    assert q.proc.returncode == 0, q.text()
+    assert took < seconds, f"stopping took {took:.1f} s"
+
+
 def test_stop_takes_one_timeout_whatever_the_dead_clients(served):
     """SIGTERM with six clients that died without a word (SIGKILL, before
     idle_timeout noticed): quaid's goodbye to each used to wait out its own
@@ -235,12 +247,7 @@ def test_stop_takes_one_timeout_whatever_the_dead_clients(served):
         for p in clients:
             p.kill()
             p.wait()
-        t0 = time.monotonic()
-        served.proc.terminate()
-        served.proc.wait(timeout=120)
-        took = time.monotonic() - t0
-        assert served.proc.returncode == 0, served.text()
-        assert took < 15, f"stopping took {took:.1f} s"
+        assert_stops_within(served, 15)
     finally:
         for p in clients:
             p.kill()
@@ -267,12 +274,7 @@ def test_hellos_from_nowhere_do_not_hold_up_other_clients(client, served):
         assert r.stdout.decode().strip() == "sent 32", r.stderr
         p = client.run("ls", served.uri())
         assert p.returncode == EXIT_OK, p.stderr
-        t0 = time.monotonic()
-        served.proc.terminate()
-        served.proc.wait(timeout=120)
-        took = time.monotonic() - t0
-        assert served.proc.returncode == 0, served.text()
-        assert took < 15, f"stopping took {took:.1f} s"
+        assert_stops_within(served, 15)
     finally:
         hole.close()
 
