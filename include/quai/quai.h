@@ -536,8 +536,12 @@ struct quai_batch {
  * the epoch (not an error); or a negative error: -QUAI_ECORRUPT when a
  * frame fails its checks (quai_stream_error() names the shard and frame;
  * no byte of it is ever handed out), -EIO and other read errors. After an
- * error the stream only returns that error. Up to prefetch_batches batches
- * may be held at once; holding more waits for none and returns -EBUSY. */
+ * error the stream only returns that error. Batches may be held while
+ * later ones are taken: a batch still held when its slot's next turn comes
+ * (prefetch_batches later) keeps its memory, which then counts against the
+ * stream's memory budget. When the batches held past their turn would
+ * leave less of the budget than the stream's working set, quai_next()
+ * waits for none and returns -EBUSY; releasing one lets it go on. */
 QUAI_API int quai_next(quai_stream *s, struct quai_batch *batch);
 
 /* Gives a batch's memory back. Batches may be released in any order, from

@@ -21,7 +21,7 @@ from ._lib import QUAI_STATE_MAX as STATE_MAX
 from ._lib import quai_version as _quai_version
 from ._errors import (ClosedError, CompressError, CorruptError, Error, ExistsError,
                       FormatError, InputError, InvalidArgumentError, NotFoundError,
-                      PolicyError, UnsupportedError, VersionError)
+                      PolicyError, PoolHeldError, UnsupportedError, VersionError)
 from ._core import (Batch, BatchCopy, Context, Dataset, RecordLocation, Stream,
                     default_context)
 
@@ -35,6 +35,6 @@ def version():
 
 __all__ = ["Batch", "BatchCopy", "ClosedError", "CompressError", "Context", "CorruptError",
            "Dataset", "Error", "ExistsError", "FormatError", "InputError",
-           "InvalidArgumentError", "NotFoundError", "PolicyError", "RecordLocation",
+           "InvalidArgumentError", "NotFoundError", "PolicyError", "PoolHeldError", "RecordLocation",
            "STATE_MAX", "Stream", "UnsupportedError", "VersionError", "default_context",
            "lib_path", "version"]

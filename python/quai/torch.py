@@ -256,7 +256,7 @@ def _tensor(batch, addr, nbytes, dtype):
         return torch.empty(0, dtype=dtype)
     # Writable: torch warns about read-only buffers, and quai never reads a
     # batch's memory back after handing it out.
-    a = _core._array(batch, addr, (nbytes,), _core._U8, readonly=False)
+    a = _core._array(batch._slot, addr, (nbytes,), _core._U8, readonly=False)
     return torch.frombuffer(a, dtype=dtype)
 
 

@@ -107,6 +107,15 @@ struct qs_batch {
 	uint32_t count;
 };
 
+/* A batch the caller still holds when its slot is needed for a later one:
+ * its block leaves the slot (the caller's pointers stay valid) and waits
+ * here for quai_release(). */
+struct qs_kept {
+	struct qs_kept *next;
+	uint8_t *block;
+	size_t block_len;
+};
+
 struct quai_stream {
 	struct quai_ctx *ctx;
 	struct qrstream *remote; /* quai:// streams: everything happens there */
@@ -118,6 +127,9 @@ struct quai_stream {
 	uint64_t batch_bytes;
 	uint32_t nslots;
 	uint64_t budget, reserve, working_set;
+	struct qs_kept *kept; /* batches held past their slot's turn */
+	uint64_t kept_bytes;
+	uint32_t nkept;
 	uint64_t span;	   /* how far ahead (local records) the reader may read */
 	uint64_t min_span; /* what the working set was checked for at open */
 	int wipe;	   /* sensitive: wipe every block on release */
@@ -611,7 +623,8 @@ static int start_read(struct quai_stream *s, struct qs_frame *f)
 	uint64_t start, end;
 	size_t clen, rlen;
 	frame_layout(s, f, &start, &end, &clen, &rlen);
-	if (s->frame_bytes + clen + rlen > s->budget - s->reserve && s->frame_bytes > 0)
+	if (s->frame_bytes + s->kept_bytes + clen + rlen > s->budget - s->reserve &&
+	    s->frame_bytes > 0)
 		return 1;
 	/* Reading beyond what the stream strictly needs is opportunistic: it
 	 * leaves a quarter of the pool to the other streams of the context,
@@ -1329,8 +1342,24 @@ int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel)
 	}
 	struct qs_batch *slot = &s->slots[s->next_deliver % s->nslots];
 	if (slot->state == B_HELD) {
-		pthread_mutex_unlock(&s->mu);
-		return -EBUSY;
+		/* The caller still holds the batch of this slot's last turn.
+		 * Within the budget's slack over the working set, that batch
+		 * keeps its block and the slot gets a new one; beyond it,
+		 * waiting would never end: say so. */
+		struct qs_kept *k = NULL;
+		if (s->kept_bytes + slot->block_len <= s->budget - s->working_set)
+			k = malloc(sizeof(*k));
+		if (!k) {
+			pthread_mutex_unlock(&s->mu);
+			return -EBUSY;
+		}
+		*k = (struct qs_kept){s->kept, slot->block, slot->block_len};
+		s->kept = k;
+		s->kept_bytes += slot->block_len;
+		s->nkept++;
+		slot->block = NULL;
+		slot->state = B_FREE;
+		pump(s);
 	}
 	uint64_t t0 = 0;
 	while (!s->err && s->next_deliver < s->nbatches &&
@@ -1398,8 +1427,20 @@ void quai_release(quai_stream *s, struct quai_batch *batch)
 	}
 	struct qs_batch *slot = batch->internal;
 	pthread_mutex_lock(&s->mu);
-	if (slot >= s->slots && slot < s->slots + s->nslots && slot->state == B_HELD)
+	struct qs_kept **kp = &s->kept;
+	while (*kp && (*kp)->block != batch->data)
+		kp = &(*kp)->next;
+	if (*kp) {
+		struct qs_kept *k = *kp;
+		*kp = k->next;
+		give_back(s, k->block, k->block_len);
+		s->kept_bytes -= k->block_len;
+		s->nkept--;
+		free(k);
+	} else if (slot >= s->slots && slot < s->slots + s->nslots && slot->state == B_HELD &&
+		   slot->block == batch->data) {
 		release_slot(s, slot);
+	}
 	batch->internal = NULL;
 	pump(s);
 	pthread_cond_signal(&s->cv_reader);
@@ -1503,6 +1544,12 @@ void quai_stream_close(quai_stream *s)
 		if (s->slots[i].block)
 			release_slot(s, &s->slots[i]);
 		free(s->slots[i].recs);
+	}
+	while (s->kept) {
+		struct qs_kept *k = s->kept;
+		s->kept = k->next;
+		give_back(s, k->block, k->block_len);
+		free(k);
 	}
 	if (s->ring_ok)
 		io_uring_queue_exit(&s->ring);
