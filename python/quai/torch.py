@@ -15,14 +15,17 @@ See QuaiDataset for the rank/world rules, workers, lifetimes and resumption.
 """
 import errno
 import os
+import pickle
+import struct
 
+import numpy as np
 import torch
 import torch.utils.data
 
 from . import _core, _errors
 from ._core import Context, Dataset, Stream
 
-__all__ = ["QuaiDataset", "rank_and_world"]
+__all__ = ["DataLoader", "QuaiDataset", "rank_and_world"]
 
 
 def rank_and_world():
@@ -146,10 +149,16 @@ class QuaiDataset(torch.utils.data.IterableDataset):
         if self.record_size % self._itemsize:
             raise ValueError("records of %d bytes are not a whole number of %s" %
                              (self.record_size, dtype))
-        self._resume = None  # a state to resume from at the next iteration
+        self._resume = None  # a state (bytes, or one per worker) for the next iteration
         self._state = None  # the position of the last iteration, when it ended
         self._stream = None
         self._ctx = None
+        # What DataLoader worker processes read when their iteration starts,
+        # persistent ones included: the epoch and the state to resume from.
+        # Shared memory, so that set_epoch() and load_state_dict() reach
+        # workers that were started before them.
+        self._plan = torch.zeros(_PLAN_BYTES, dtype=torch.uint8).share_memory_()
+        self._publish()
 
     # -- pickling into DataLoader workers: only the description travels --
     def __getstate__(self):
@@ -161,12 +170,37 @@ class QuaiDataset(torch.utils.data.IterableDataset):
 
     def set_epoch(self, epoch):
         """The epoch the next iteration streams: from its start, or, for the
-        epoch of a state just loaded with load_state_dict(), from there."""
+        epoch of a state just loaded with load_state_dict(), from there.
+        Reaches DataLoader workers, persistent ones included."""
         epoch = _core._uint("epoch", epoch, 64)
         if epoch != self.epoch:
             self._resume = None
         self.epoch = epoch
         self._state = None
+        self._publish()
+
+    # -- the plan workers read (see _PLAN_BYTES) --
+    def _publish(self):
+        blob = pickle.dumps((self.epoch, self._resume))
+        if len(blob) > _PLAN_BYTES - _PLAN_HEAD:
+            raise ValueError("QuaiDataset: a state of %d workers is too large to hand to them"
+                             % len(self._resume))
+        view = self._plan.numpy()
+        view[:_PLAN_HEAD] = 0  # every worker's "consumed" and "ran" flags
+        view[_PLAN_HEAD:_PLAN_HEAD + len(blob)] = np.frombuffer(blob, np.uint8)
+        view[0:8] = np.frombuffer(struct.pack("<Q", len(blob)), np.uint8)
+
+    def _read_plan(self, worker):
+        """(epoch, resume) for this worker's iteration; the resume state is
+        consumed: a later iteration of the same worker starts the epoch."""
+        view = self._plan.numpy()
+        n = struct.unpack("<Q", view[0:8].tobytes())[0]
+        epoch, resume = pickle.loads(view[_PLAN_HEAD:_PLAN_HEAD + n].tobytes())
+        view[_PLAN_RAN] = 1
+        if view[_PLAN_USED + worker]:
+            resume = None
+        view[_PLAN_USED + worker] = 1
+        return epoch, resume
 
     def _context(self):
         arg = self._context_arg
@@ -183,6 +217,9 @@ class QuaiDataset(torch.utils.data.IterableDataset):
         return self._ctx
 
     def __iter__(self):
+        return self._iter(False)
+
+    def _iter(self, tagged):
         info = torch.utils.data.get_worker_info()
         rank, world = self.rank, self.world
         if info is not None:
@@ -191,10 +228,25 @@ class QuaiDataset(torch.utils.data.IterableDataset):
             # the workers of a rank deliver exactly that rank's records, however
             # many workers the other ranks use.
             rank, world = rank + world * info.id, world * info.num_workers
-        resume, self._resume = self._resume, None
+            if info.id >= _PLAN_WORKERS:
+                raise ValueError("QuaiDataset: at most %d DataLoader workers" % _PLAN_WORKERS)
+            epoch, resume = self._read_plan(info.id)
+            if isinstance(resume, list):
+                if len(resume) != info.num_workers:
+                    raise _errors.InvalidArgumentError(
+                        -errno.EINVAL, _uneven(len(resume), "%d DataLoader workers" %
+                                               info.num_workers))
+                resume = resume[info.id]
+        else:
+            epoch = self.epoch
+            resume, self._resume = self._resume, None
+            if isinstance(resume, list):
+                self._resume = resume
+                raise _errors.InvalidArgumentError(-errno.EINVAL, _uneven(len(resume),
+                                                                          "num_workers=0"))
         kw = dict(self.stream_kwargs)
         try:
-            stream = Stream(self.uri, rank=rank, world=world, epoch=self.epoch, resume=resume,
+            stream = Stream(self.uri, rank=rank, world=world, epoch=epoch, resume=resume,
                             context=self._context(), **kw)
         except _errors.InvalidArgumentError as e:
             if info is not None:
@@ -207,14 +259,21 @@ class QuaiDataset(torch.utils.data.IterableDataset):
             if self._stream is not None:
                 self._stream.close()
             self._stream, self._state = stream, None
-        return self._generate(stream, info is not None)
+        return self._generate(stream, info, tagged)
 
-    def _generate(self, stream, in_worker):
+    def _generate(self, stream, info, tagged):
         fixed, width = self.record_size, self.record_size // self._itemsize
         dtype, want_ids = self.dtype, self.ids
+        in_worker = info is not None
         try:
             for b in stream:
-                yield _convert(b, fixed, width, dtype, want_ids, in_worker)
+                out = _convert(b, fixed, width, dtype, want_ids, in_worker)
+                del b  # the stream's next batch need not wait for this one
+                if tagged:
+                    # The position after this batch, for quai.torch.DataLoader's
+                    # state_dict(): it sees which worker's batch it hands out.
+                    out = _Tagged(out, info.id, stream.state())
+                yield out
             if not in_worker:
                 self._state = stream.state()
         finally:
@@ -226,24 +285,164 @@ class QuaiDataset(torch.utils.data.IterableDataset):
 
     def state_dict(self):
         """{"epoch", "state", "rank", "world"}: where the iteration in this
-        process stands (see the class documentation)."""
+        process stands (see the class documentation). Raises RuntimeError
+        when the iteration ran in DataLoader worker processes, out of this
+        object's sight: quai.torch.DataLoader's state_dict() is exact there."""
         s = self._stream
         if s is not None and not s.closed:
             state = s.state()
         else:
+            if self._plan.numpy()[_PLAN_RAN]:
+                raise RuntimeError(
+                    "QuaiDataset.state_dict(): this epoch ran in DataLoader worker processes, "
+                    "which this object does not see; a state from here would be wrong. Use "
+                    "quai.torch.DataLoader (a torch DataLoader whose state_dict() is exact "
+                    "with workers), or num_workers=0")
             state = self._state if self._state is not None else self._resume
-        return {"epoch": self.epoch, "state": state, "rank": self.rank, "world": self.world}
+        sd = {"epoch": self.epoch, "state": state, "rank": self.rank, "world": self.world}
+        if isinstance(state, list):
+            sd["state"], sd["worker_states"] = None, state
+        return sd
 
     def load_state_dict(self, sd):
         """Makes the next iteration deliver the rest of sd's epoch (exactly
-        the records no rank had taken), at this dataset's rank and world."""
+        the records no rank had taken), at this dataset's rank and world.
+        A state of quai.torch.DataLoader with ``worker_states`` resumes only
+        with as many workers and the same world size (else the iteration
+        raises, saying so)."""
         self.epoch = _core._uint("epoch", sd["epoch"], 64)
-        self._resume = None if sd.get("state") is None else bytes(sd["state"])
+        ws = sd.get("worker_states")
+        if ws is not None:
+            if sd.get("world") not in (None, self.world):
+                raise _errors.InvalidArgumentError(
+                    -errno.EINVAL, "this state was saved by %d DataLoader workers at world "
+                    "size %d after an uneven number of batches: it resumes exactly only at "
+                    "world size %d (this dataset's is %d)" % (len(ws), sd["world"], sd["world"],
+                                                              self.world))
+            self._resume = [None if x is None else bytes(x) for x in ws]
+        else:
+            self._resume = None if sd.get("state") is None else bytes(sd["state"])
         self._state = None
+        self._publish()
 
     def __repr__(self):
         return "<quai.torch.QuaiDataset %r rank %d of %d, epoch %d>" % (self.uri, self.rank,
                                                                         self.world, self.epoch)
+
+
+# The plan shared with DataLoader workers: 8 bytes of length, a "ran" flag,
+# a "consumed" flag per worker, then the pickled (epoch, resume).
+_PLAN_WORKERS = 256
+_PLAN_RAN = 8
+_PLAN_USED = 9
+_PLAN_HEAD = _PLAN_USED + _PLAN_WORKERS
+_PLAN_BYTES = 64 << 10
+
+
+def _uneven(n, now):
+    return ("this state was saved by quai.torch.DataLoader with %d workers after a number of "
+            "batches they had not all taken as many of: it resumes exactly only with "
+            "num_workers=%d at the same world size, not with %s (save at a multiple of %d "
+            "batches for a state that resumes anywhere)" % (n, n, now, n))
+
+
+class _Tagged:
+    """A worker's batch on its way to quai.torch.DataLoader, with the worker
+    and the stream's position after it."""
+    __slots__ = ("payload", "worker", "state")
+
+    def __init__(self, payload, worker, state):
+        self.payload, self.worker, self.state = payload, worker, state
+
+    def __getstate__(self):
+        return (self.payload, self.worker, self.state)
+
+    def __setstate__(self, st):
+        self.payload, self.worker, self.state = st
+
+    def pin_memory(self):
+        from torch.utils.data._utils.pin_memory import pin_memory
+        return _Tagged(pin_memory(self.payload), self.worker, self.state)
+
+
+class _TaggedDataset(torch.utils.data.IterableDataset):
+    """What quai.torch.DataLoader hands to torch: the QuaiDataset, iterated
+    with each batch tagged."""
+
+    def __init__(self, ds):
+        super().__init__()
+        self.ds = ds
+
+    def __iter__(self):
+        return self.ds._iter(True)
+
+
+class DataLoader(torch.utils.data.DataLoader):
+    """A torch DataLoader over a QuaiDataset whose ``state_dict()`` is exact
+    with worker processes, persistent or not (the same method names as
+    torchdata's StatefulDataLoader, which Debian does not package).
+
+    ``DataLoader(dataset, **kwargs)`` takes torch's keywords; ``batch_size``
+    defaults to None (quai makes the batches). Each worker tags its batches
+    with its position; the loader keeps, per worker, the position after the
+    last batch it handed to you. ``state_dict()`` is then the dataset's
+    ``{"epoch", "state", "rank", "world"}``: when the workers have all
+    handed out as many batches, one state that resumes anywhere (any world
+    size and number of workers that divides the partitions); otherwise
+    ``"worker_states"``, one per worker, which resumes exactly with the same
+    number of workers and world size, and raises with any other.
+    ``load_state_dict()`` loads either into the dataset. With
+    ``num_workers=0`` both are the dataset's own.
+    """
+
+    def __init__(self, dataset, batch_size=None, **kwargs):
+        if not isinstance(dataset, QuaiDataset):
+            raise TypeError("quai.torch.DataLoader takes a quai.torch.QuaiDataset, not %s" %
+                            type(dataset).__name__)
+        self._qds = dataset
+        self._pos = None
+        workers = kwargs.get("num_workers", 0)
+        super().__init__(_TaggedDataset(dataset) if workers else dataset,
+                         batch_size=batch_size, **kwargs)
+
+    def __iter__(self):
+        it = super().__iter__()
+        if not self.num_workers:
+            return it
+        ds = self._qds
+        r = ds._resume
+        if isinstance(r, list) and len(r) == self.num_workers:
+            self._pos = list(r)
+        else:
+            self._pos = [r if not isinstance(r, list) else None] * self.num_workers
+        self._epoch = ds.epoch
+        ds._resume = None  # consumed by this iteration (the workers read the plan)
+        return self._untag(it)
+
+    def _untag(self, it):
+        pos = self._pos
+        for item in it:
+            pos[item.worker] = item.state
+            yield item.payload
+
+    def state_dict(self):
+        ds = self._qds
+        if not self.num_workers or self._pos is None or self._epoch != ds.epoch:
+            sd = dict(ds.state_dict()) if not self.num_workers else {
+                "epoch": ds.epoch, "state": ds._resume, "rank": ds.rank, "world": ds.world}
+            if isinstance(sd["state"], list):
+                sd["state"], sd["worker_states"] = None, sd["state"]
+            return sd
+        sd = {"epoch": self._epoch, "state": None, "rank": ds.rank, "world": ds.world}
+        if all(p == self._pos[0] for p in self._pos):
+            sd["state"] = self._pos[0]
+        else:
+            sd["worker_states"] = list(self._pos)
+        return sd
+
+    def load_state_dict(self, sd):
+        self._qds.load_state_dict(sd)
+        self._pos = None
 
 
 def _itemsize(dtype):
