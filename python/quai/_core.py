@@ -134,7 +134,17 @@ class Context(_Closing):
                                queue_depth=_opt("queue_depth", queue_depth, 32), flags=f, gpu=g)
         h = ctypes.c_void_p()
         err = _lib.err_buffer()
-        check(_lib.quai_ctx_new(o, ctypes.byref(h), err, _lib.ERR_LEN), err)
+        rc = _lib.quai_ctx_new(o, ctypes.byref(h), err, _lib.ERR_LEN)
+        if rc < 0:
+            msg = _lib.text(err.value)
+            if "RLIMIT_MEMLOCK" in msg:
+                msg += (". From Python: quai.Context(pinned_bytes=...) with a smaller pool, or "
+                        "quai.Context(unlocked_ok=True) to go on unlocked (its pages may then "
+                        "be swapped out; streams of sensitive datasets refuse it); pass it as "
+                        "context= to quai.Stream (quai.torch.QuaiDataset takes context= a dict "
+                        "of these options). The default context reads $QUAI_PINNED_BYTES "
+                        "(e.g. 64M) and $QUAI_UNLOCKED_OK=1")
+            raise from_code(rc, msg)
         self._h = h.value
         self.flags = f
 
@@ -216,18 +226,40 @@ _defaults = {}
 _default_lock = threading.Lock()
 
 
+def _size(name, text):
+    """A byte count from the environment: 123, 64K, 512M, 2G."""
+    t = text.strip().upper().rstrip("B").rstrip("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    try:
+        n = int(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise ValueError("$%s=%r is not a size (e.g. 268435456, 256M, 1G)" % (name, text)) from None
+    if n <= 0:
+        raise ValueError("$%s=%r must be positive" % (name, text))
+    return n
+
+
 def default_context(remote=False):
-    """The context shared by the streams opened without one, created on first
-    use with the library's defaults (a 512 MiB pinned pool). Streams of
-    quai:// URIs share another, ``default_context(remote=True)``, whose pool
-    is locked as its pages are first touched (``lazy_pool=True``): their
-    batches land in a ring of a few MiB of it. A process that wants other
-    settings creates its own Context and passes it to Stream."""
-    remote = bool(remote)
+    """The context shared by every stream of this process opened without
+    one (local and quai:// alike; ``remote`` is accepted for compatibility),
+    created on first use: the library's default pool size (512 MiB, or
+    $QUAI_PINNED_BYTES) reserved, but locked only as its pages are first
+    touched (``lazy_pool=True``), and each stream's default budget on it is
+    a few times its working set (quai.h, QUAI_CTX_LAZY_POOL): the memory a
+    process uses follows what its streams need, and making the context
+    touches nothing. $QUAI_UNLOCKED_OK=1 lets it go on where RLIMIT_MEMLOCK
+    forbids locking. A process that wants other settings creates its own
+    Context and passes it to Stream."""
     with _default_lock:
-        c = _defaults.get(remote)
+        c = _defaults.get(True)
         if c is None or c.closed:
-            c = _defaults[remote] = Context(lazy_pool=remote)
+            kw = {"lazy_pool": True}
+            env = os.environ.get("QUAI_PINNED_BYTES")
+            if env:
+                kw["pinned_bytes"] = _size("QUAI_PINNED_BYTES", env)
+            if os.environ.get("QUAI_UNLOCKED_OK", "").lower() in ("1", "yes", "true", "on"):
+                kw["unlocked_ok"] = True
+            c = _defaults[True] = Context(**kw)
         return c
 
 

@@ -55,6 +55,10 @@
  * next group is copied; reads that go to the device (O_DIRECT, a cold
  * cache) return at once, and the queue still fills to its depth. */
 #define QS_SUBMIT_GROUP 4u
+/* The default budget of a stream on a lazy pool (QUAI_CTX_LAZY_POOL):
+ * this many times its working set, and at least QS_LAZY_BUDGET_MIN. */
+#define QS_LAZY_BUDGET_FACTOR 4u
+#define QS_LAZY_BUDGET_MIN (64ull << 20)
 
 enum { F_IDLE, F_READING, F_DECODING, F_READY, F_BAD, F_FREED };
 enum { B_FREE, B_ASSEMBLING, B_READY, B_HELD };
@@ -875,7 +879,10 @@ static int setup_ring(struct quai_stream *s)
 	s->ring_ok = 1;
 	if (io_uring_register_files(&s->ring, s->fds, s->ds->m.nshards) == 0)
 		s->fixed_files = 1;
-	/* The whole pool as registered buffers, in chunks of at most 1 GiB. */
+	/* The whole pool as registered buffers, in chunks of at most 1 GiB;
+	 * not a lazy pool's: registering pins, and so touches, every page. */
+	if (s->ctx->flags & QUAI_CTX_LAZY_POOL)
+		return 0;
 	uint64_t total = s->ctx->pool_info.bytes;
 	unsigned n = (unsigned)((total + QS_REG_CHUNK - 1) / QS_REG_CHUNK);
 	struct iovec *iov = calloc(n, sizeof(*iov));
@@ -1216,6 +1223,12 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	s->span = span;
 	s->min_span = span;
 	s->budget = o->memory_budget ? o->memory_budget : ctx->pool_info.bytes;
+	/* A lazy pool costs only the pages touched: by default a stream there
+	 * reads ahead within a few times its working set, not the whole pool. */
+	if (!o->memory_budget && (ctx->flags & QUAI_CTX_LAZY_POOL)) {
+		uint64_t lazy = s->working_set * QS_LAZY_BUDGET_FACTOR;
+		s->budget = lazy > QS_LAZY_BUDGET_MIN ? lazy : QS_LAZY_BUDGET_MIN;
+	}
 	if (s->budget > ctx->pool_info.bytes)
 		s->budget = ctx->pool_info.bytes;
 	if (s->budget < s->working_set) {
