@@ -8,7 +8,8 @@
 set -euo pipefail
 run_pkgs=(build-essential meson ninja-build pkg-config liburing-dev libfabric-dev
           libzstd-dev libxxhash-dev zstd munge libmunge-dev python3 python3-numpy)
-test_pkgs=(libcriterion-dev clang libclang-rt-14-dev clang-format python3-pytest python3-torch)
+test_pkgs=(libcriterion-dev clang libclang-rt-14-dev clang-format python3-pytest python3-torch
+           python3-pip python3-venv)
 case "${1:-run}" in
   run) pkgs=("${run_pkgs[@]}") ;;
   test) pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;
