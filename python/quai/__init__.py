@@ -24,6 +24,7 @@ from ._errors import (ClosedError, CompressError, CorruptError, Error, ExistsErr
                       PolicyError, PoolHeldError, UnsupportedError, VersionError)
 from ._core import (Batch, BatchCopy, Context, Dataset, RecordLocation, Stream,
                     default_context)
+from ._mix import Mix
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,6 @@ def version():
 
 __all__ = ["Batch", "BatchCopy", "ClosedError", "CompressError", "Context", "CorruptError",
            "Dataset", "Error", "ExistsError", "FormatError", "InputError",
-           "InvalidArgumentError", "NotFoundError", "PolicyError", "PoolHeldError", "RecordLocation",
+           "InvalidArgumentError", "Mix", "NotFoundError", "PolicyError", "PoolHeldError", "RecordLocation",
            "STATE_MAX", "Stream", "UnsupportedError", "VersionError", "default_context",
            "lib_path", "version"]

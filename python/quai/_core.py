@@ -865,6 +865,16 @@ class Dataset(_Closing):
             check(_lib.quai_reader_record(self._r, i, ctypes.byref(p), ctypes.byref(n)))
             return ctypes.string_at(p.value, n.value) if n.value else b""
 
+    def _frame_bytes(self, i, loc):
+        """The whole decoded (and verified) frame of record i, whose location
+        is loc, as bytes: the reader decodes the frame into its buffer to
+        read the record, and the record is at loc.offset in it."""
+        p, n = ctypes.c_void_p(), ctypes.c_size_t()
+        with self._lock:
+            self._handle()
+            check(_lib.quai_reader_record(self._r, i, ctypes.byref(p), ctypes.byref(n)))
+            return ctypes.string_at(p.value - loc.offset, loc.frame_rsize)
+
     def close(self):
         if self._gen != _gen:
             self._h = self._r = None

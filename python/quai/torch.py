@@ -25,7 +25,7 @@ import torch.utils.data
 from . import _core, _errors
 from ._core import Context, Dataset, Stream
 
-__all__ = ["DataLoader", "QuaiDataset", "rank_and_world"]
+__all__ = ["DataLoader", "FrameSampler", "QuaiDataset", "QuaiMapDataset", "rank_and_world"]
 
 
 def rank_and_world():
@@ -479,3 +479,170 @@ def _convert(b, fixed, width, dtype, want_ids, in_worker):
         # batch is released.
         out = tuple(torch.empty_like(t).share_memory_().copy_(t) for t in out)
     return out[0] if len(out) == 1 else out
+
+
+# ---- map-style ------------------------------------------------------------------------
+
+
+class QuaiMapDataset(torch.utils.data.Dataset):
+    """A map-style Dataset: ``ds[i]`` is record i, read through a small
+    cache of decoded frames.
+
+    ``QuaiMapDataset(path, *, dtype=torch.uint8, cache_bytes=64 << 20,
+    ids=False)``. ``ds[i]`` is a tensor of the record's bytes viewed as
+    ``dtype`` (a copy: it outlives the cache; for a ``fixed`` dataset of
+    shape ``(record_size // itemsize,)``), or ``(record, i)`` with
+    ``ids=True``. A record's frame is decoded (and verified) once, then kept
+    in a least-recently-used cache of whole frames of at most
+    ``cache_bytes``: records of one frame cost one decode between them. A
+    uniformly random order over a dataset much larger than the cache still
+    decodes a frame for most records; ``FrameSampler`` shuffles with
+    locality (a random order of frames, records shuffled within windows of
+    a few frames) so that every frame is decoded once per epoch.
+
+    Each process (DataLoader workers included) opens the dataset on its
+    first read: the object pickles as its description.
+    """
+
+    def __init__(self, path, *, dtype=torch.uint8, cache_bytes=64 << 20, ids=False):
+        super().__init__()
+        self.path = os.fspath(path)
+        if not isinstance(dtype, torch.dtype) or dtype not in _ITEMSIZE_OK:
+            raise TypeError("dtype must be one of %s" % ", ".join(map(str, _ITEMSIZE_OK)))
+        self.dtype = dtype
+        self.ids = bool(ids)
+        self.cache_bytes = _core._uint("cache_bytes", cache_bytes, 64)
+        with Dataset(self.path) as d:
+            info = d.info()
+        self._len = info["records"]
+        self.record_size = info["fixed_size"] if info["kind"] == "fixed" else 0
+        self._itemsize = _itemsize(dtype)
+        if self.record_size % self._itemsize:
+            raise ValueError("records of %d bytes are not a whole number of %s" %
+                             (self.record_size, dtype))
+        self._ds = None
+        self._pid = None
+        self._cache = None
+        self.hits = self.misses = 0
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_ds"] = d["_cache"] = d["_pid"] = None
+        return d
+
+    def __len__(self):
+        return self._len
+
+    def _open(self):
+        if self._ds is None or self._pid != os.getpid():
+            import collections
+            self._ds = Dataset(self.path)
+            self._pid = os.getpid()
+            self._cache = collections.OrderedDict()
+            self._cached = 0
+        return self._ds
+
+    def _frame(self, d, i, loc):
+        """The decoded frame of loc, from the cache or read now."""
+        key = (loc.shard, loc.frame)
+        cache = self._cache
+        f = cache.get(key)
+        if f is not None:
+            cache.move_to_end(key)
+            self.hits += 1
+            return f
+        self.misses += 1
+        f = d._frame_bytes(i, loc)
+        cache[key] = f
+        self._cached += len(f)
+        while self._cached > self.cache_bytes and len(cache) > 1:
+            _, old = cache.popitem(last=False)
+            self._cached -= len(old)
+        return f
+
+    def __getitem__(self, i):
+        d = self._open()
+        i = d._index(i)
+        loc = d.locate(i)
+        f = self._frame(d, i, loc)
+        rec = np.frombuffer(f, np.uint8, loc.length, loc.offset)
+        t = torch.from_numpy(rec.copy())
+        if self.dtype != torch.uint8:
+            t = t.view(self.dtype)
+        return (t, i) if self.ids else t
+
+    def frames(self):
+        """[(first record, records)] of every frame, in dataset order."""
+        d = self._open()
+        out = []
+        i, n = 0, self._len
+        while i < n:
+            loc = d.locate(i)
+            key = (loc.shard, loc.frame)
+            # the frame's end: gallop, then bisect, on locate()
+            lo, step = i, 1
+            while lo + step < n and (d.locate(lo + step).shard,
+                                     d.locate(lo + step).frame) == key:
+                lo += step
+                step *= 2
+            hi = min(lo + step, n)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                m = d.locate(mid)
+                if (m.shard, m.frame) == key:
+                    lo = mid
+                else:
+                    hi = mid
+            out.append((i, lo + 1 - i))
+            i = lo + 1
+        return out
+
+    def __repr__(self):
+        return "<quai.torch.QuaiMapDataset %r, %d records>" % (self.path, self._len)
+
+
+class FrameSampler(torch.utils.data.Sampler):
+    """A shuffling sampler for QuaiMapDataset that keeps frame locality:
+    each epoch, a random order of the dataset's frames, cut into windows of
+    ``window`` frames, and a random order of the records of each window.
+    Every record once per epoch; each frame decoded once when the cache
+    holds ``window`` frames. Seeded by ``(seed, epoch)``: deterministic, the
+    same on every rank. With ``world > 1`` rank r takes windows r, r +
+    world, ... (rank and world default as QuaiDataset's). ``set_epoch(e)``
+    as DistributedSampler's."""
+
+    def __init__(self, dataset, *, seed=0, window=4, rank=None, world=None):
+        if not isinstance(dataset, QuaiMapDataset):
+            raise TypeError("FrameSampler takes a QuaiMapDataset")
+        if rank is None and world is None:
+            rank, world = rank_and_world()
+        elif rank is None or world is None:
+            raise ValueError("give rank and world together, or neither")
+        if not 0 <= rank < world:
+            raise ValueError("rank %d is not in [0, world=%d)" % (rank, world))
+        self.rank, self.world = rank, world
+        self.seed = _core._uint("seed", seed, 64)
+        self.window = _core._uint("window", window, 31, 1)
+        self.epoch = 0
+        self._frames = dataset.frames()
+
+    def set_epoch(self, epoch):
+        self.epoch = _core._uint("epoch", epoch, 64)
+
+    def _order(self):
+        g = np.random.default_rng([self.seed, self.epoch])
+        frames = [self._frames[k] for k in g.permutation(len(self._frames))]
+        out = []
+        for w, start in enumerate(range(0, len(frames), self.window)):
+            if w % self.world != self.rank:
+                continue
+            idx = np.concatenate([np.arange(a, a + n) for a, n in
+                                  frames[start:start + self.window]])
+            out.append(g.permutation(idx) if len(idx) else idx)
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def __iter__(self):
+        return iter(self._order().tolist())
+
+    def __len__(self):
+        return len(self._order())
