@@ -112,8 +112,11 @@ class QuaiDataset(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, uri, *, rank=None, world=None, epoch=0, dtype=torch.uint8, ids=False,
-                 record_size=None, context=None, **stream_kwargs):
+                 record_size=None, context=None, transform=None, **stream_kwargs):
         super().__init__()
+        if transform is not None and not callable(transform):
+            raise TypeError("transform must be callable, not %s" % type(transform).__name__)
+        self.transform = transform
         for k in ("resume", "rank", "world", "epoch", "context"):
             stream_kwargs.pop(k, None)
         bad = set(stream_kwargs) - {"seed", "batch", "batch_bytes", "partitions", "window",
@@ -152,6 +155,8 @@ class QuaiDataset(torch.utils.data.IterableDataset):
         self._resume = None  # a state (bytes, or one per worker) for the next iteration
         self._state = None  # the position of the last iteration, when it ended
         self._stream = None
+        self._threaded = False  # a transform thread runs ahead of the stream's user
+        self._pos = None  # then: the position after the last batch handed out
         self._ctx = None
         # What DataLoader worker processes read when their iteration starts,
         # persistent ones included: the epoch and the state to resume from.
@@ -259,16 +264,81 @@ class QuaiDataset(torch.utils.data.IterableDataset):
             if self._stream is not None:
                 self._stream.close()
             self._stream, self._state = stream, None
+            if self.transform is not None:
+                self._threaded, self._pos = True, resume
+                return self._generate_threaded(stream)
+            self._threaded = False
         return self._generate(stream, info, tagged)
+
+    def _generate_threaded(self, stream):
+        """The transform runs on a thread of its own, a couple of batches
+        ahead, off the training thread; the position handed out is tracked
+        per batch, so state_dict() stays exact."""
+        import queue
+        import threading
+        fixed, width = self.record_size, self.record_size // self._itemsize
+        dtype, want_ids, transform = self.dtype, self.ids, self.transform
+        q = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        end = object()
+
+        def put(item):
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        def work():
+            try:
+                for b in stream:
+                    out = _convert(b, fixed, width, dtype, want_ids, False)
+                    del b
+                    out = transform(out)
+                    if not put((out, stream.state(), None)):
+                        return
+                    del out
+                put((end, stream.state(), None))
+            except BaseException as e:  # handed to the training thread
+                put((end, None, e))
+
+        t = threading.Thread(target=work, name="quai-transform", daemon=True)
+        t.start()
+        try:
+            while True:
+                out, st, err = q.get()
+                if err is not None:
+                    raise err
+                self._pos = st
+                if out is end:
+                    self._state = st
+                    return
+                yield out
+                del out
+        finally:
+            stop.set()
+            t.join()
+            while not q.empty():
+                q.get_nowait()
+            if self._stream is stream:
+                if self._state is None:
+                    self._state = self._pos
+                self._stream = None
+            stream.close()
 
     def _generate(self, stream, info, tagged):
         fixed, width = self.record_size, self.record_size // self._itemsize
         dtype, want_ids = self.dtype, self.ids
         in_worker = info is not None
+        transform = self.transform
         try:
             for b in stream:
                 out = _convert(b, fixed, width, dtype, want_ids, in_worker)
                 del b  # the stream's next batch need not wait for this one
+                if transform is not None:  # in a worker: off the training thread already
+                    out = transform(out)
                 if tagged:
                     # The position after this batch, for quai.torch.DataLoader's
                     # state_dict(): it sees which worker's batch it hands out.
@@ -290,7 +360,7 @@ class QuaiDataset(torch.utils.data.IterableDataset):
         object's sight: quai.torch.DataLoader's state_dict() is exact there."""
         s = self._stream
         if s is not None and not s.closed:
-            state = s.state()
+            state = self._pos if self._threaded else s.state()
         else:
             if self._plan.numpy()[_PLAN_RAN]:
                 raise RuntimeError(

@@ -343,3 +343,82 @@ def test_persistent_workers_follow_set_epoch(fixed_ds, cls):
         ld.load_state_dict(sd)
         rest = loader_ids(ld)
         assert sorted(head + rest) == list(range(FIXED_RECORDS))
+
+
+# ---- transforms, map-style ------------------------------------------------------------
+
+
+def test_transform_runs_off_the_training_thread_and_state_stays_exact(fixed_ds):
+    import threading
+    threads = set()
+
+    def tf(item):
+        threads.add(threading.current_thread().name)
+        x, ids = item
+        return x.to(torch.int32).sum(dim=1), ids
+
+    ctx = {"pinned_bytes": 16 << 20}
+    plain = QuaiDataset(fixed_ds, rank=0, world=1, context=ctx, **KW)
+    want = [(x.to(torch.int32).sum(dim=1), ids) for x, ids in loader(plain)]
+    ds = QuaiDataset(fixed_ds, rank=0, world=1, context=ctx, transform=tf, **KW)
+    got = []
+    for k, (s, ids) in enumerate(loader(ds)):
+        got.append((s, ids))
+        if k == 9:
+            sd = ds.state_dict()
+            break
+    assert threads and threading.current_thread().name not in threads
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want))
+    ds2 = QuaiDataset(fixed_ds, rank=0, world=1, context=ctx, transform=tf, **KW)
+    ds2.load_state_dict(sd)
+    rest = list(loader(ds2))
+    assert len(got) + len(rest) == len(want)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(rest, want[10:]))
+
+
+def test_transform_errors_reach_the_loop(fixed_ds):
+    def tf(item):
+        raise KeyError("from the transform")
+    ds = QuaiDataset(fixed_ds, rank=0, world=1, context={"pinned_bytes": 16 << 20}, transform=tf)
+    with pytest.raises(KeyError, match="from the transform"):
+        next(iter(loader(ds)))
+
+
+def test_map_dataset_reads_every_record(fixed_ds):
+    from quai.torch import FrameSampler, QuaiMapDataset
+    m = QuaiMapDataset(fixed_ds, dtype=torch.int16, ids=True)
+    assert len(m) == FIXED_RECORDS
+    with quai.Dataset(fixed_ds) as d:
+        for i in (0, 1, 255, 256, FIXED_RECORDS - 1, -1):
+            x, j = m[i]
+            assert x.shape == (FIXED_SIZE // 2,) and x.dtype == torch.int16
+            assert x.numpy().tobytes() == d[i]
+            assert j == i % FIXED_RECORDS
+    with pytest.raises(IndexError):
+        m[FIXED_RECORDS]
+    frames = m.frames()
+    assert sum(n for _, n in frames) == FIXED_RECORDS
+    assert [a for a, _ in frames] == [sum(n for _, n in frames[:k]) for k in range(len(frames))]
+    s = FrameSampler(m, seed=4, window=4, rank=0, world=1)
+    e0 = list(s)
+    s.set_epoch(1)
+    e1 = list(s)
+    assert sorted(e0) == sorted(e1) == list(range(FIXED_RECORDS)) and e0 != e1
+    s.set_epoch(0)
+    assert list(s) == e0  # deterministic
+    m2 = QuaiMapDataset(fixed_ds, cache_bytes=8 * 16 << 10)
+    for i in e0:
+        m2[i]
+    assert m2.misses == len(frames)  # each frame decoded once in the epoch
+    parts = [list(FrameSampler(m, seed=4, rank=r, world=3)) for r in range(3)]
+    assert sorted(sum(parts, [])) == list(range(FIXED_RECORDS))
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_map_dataset_in_a_loader_with_workers(fixed_ds):
+    from quai.torch import FrameSampler, QuaiMapDataset
+    m = QuaiMapDataset(fixed_ds, ids=True)
+    ld = DL(m, batch_size=256, sampler=FrameSampler(m, seed=1, rank=0, world=1),
+            num_workers=2)
+    ids = [i for x, i in ld for i in i.tolist()]
+    assert sorted(ids) == list(range(FIXED_RECORDS))
