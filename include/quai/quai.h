@@ -428,8 +428,8 @@ enum quai_gpu {
  * URIs. The pool is as locked either way (never swapped; RLIMIT_MEMLOCK
  * counts all of it at creation). An embedded stream registers an eager
  * pool with io_uring when it opens; a lazy one is not registered (that would
- * touch every page), and a stream's default memory_budget there is four
- * times its working set (at least 64 MiB) instead of the whole pool, so
+ * touch every page), and a stream's default memory_budget there is 1.5
+ * times its working set (at least 32 MiB) instead of the whole pool, so
  * that the pages touched follow what the streams need. */
 #define QUAI_CTX_LAZY_POOL 0x10u
 
@@ -498,8 +498,8 @@ struct quai_stream_opts {
 	uint64_t batch_bytes;	   /* or: fill batches to at least this many
 				      bytes (batch_records must be 0) */
 	uint64_t memory_budget;	   /* pool bytes this stream may hold; 0: the
-				      whole pool (a lazy pool: 4 x the
-				      working set, at least 64 MiB) */
+				      whole pool (a lazy pool: 1.5 x the
+				      working set, at least 32 MiB) */
 	uint32_t prefetch_batches; /* batches assembled ahead; 0 means 4 */
 	int tail;		   /* enum quai_tail */
 	unsigned flags;		   /* QUAI_STREAM_* */
