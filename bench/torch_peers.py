@@ -14,7 +14,10 @@ range of each figure are printed, and the ratios against quai's.
 
 - quai: quai.torch.QuaiDataset in a torch DataLoader, num_workers=0, every
   default (the process's default context, lazy pool), reading one element of
-  each (zero-copy) batch tensor.
+  each (zero-copy) batch tensor. Its RSS includes torch's (import torch
+  alone is about 230 MiB here), which the other loaders do not import.
+- quai-np: quai.Stream with every default, batch.records() views (numpy):
+  the same work without torch, the like of pyloader and memmap.
 - pyloader: bench/pyloader.py, the Python loader a team would write over
   the same shards (zstandard in --workers processes, batches pickled back
   through a queue, as a DataLoader with workers); RSS is the sum of its
@@ -56,6 +59,24 @@ for x in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0):
     int(x[0, 0])
     n += x.shape[0]
     nb += x.numel() * x.element_size()
+wall = time.perf_counter() - t0
+print(json.dumps({"records": n, "bytes": nb, "ttfb_s": ttfb, "wall_s": wall,
+                  "rss_sum_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+QUAI_NUMPY = r"""
+import json, resource, sys, time
+import quai
+t0 = time.perf_counter()
+ttfb, n, nb = None, 0, 0
+for b in quai.Stream(sys.argv[1], batch=int(sys.argv[2]), seed=1):
+    x = b.records()
+    if ttfb is None:
+        ttfb = time.perf_counter() - t0
+    int(x[0, 0])
+    n += b.count
+    nb += b.nbytes
+    del x, b
 wall = time.perf_counter() - t0
 print(json.dumps({"records": n, "bytes": nb, "ttfb_s": ttfb, "wall_s": wall,
                   "rss_sum_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
@@ -137,6 +158,7 @@ def main():
     rs = info["fixed_size"]
     loaders = {
         "quai": [PY, "-c", QUAI, a.dataset, str(a.batch)],
+        "quai-np": [PY, "-c", QUAI_NUMPY, a.dataset, str(a.batch)],
         "pyloader": [PY, os.path.join(HERE, "pyloader.py"), a.dataset, "--workers",
                      str(a.workers), "--batch", str(a.batch)],
         "memmap": [PY, "-c", MEMMAP, a.raw, str(a.batch), str(rs)],
@@ -155,9 +177,11 @@ def main():
         q[k] = (med(rate)[0], med(ttfb)[0], med(rss)[0])
         print("%-9s %9.0f rec/s (%.0f-%.0f)  first batch %7.1f ms (%.1f-%.1f)  "
               "peak RSS %6.1f MiB (%.1f-%.1f)" % ((k,) + med(rate) + med(ttfb) + med(rss)))
-    for k in ("pyloader", "memmap"):
-        print("quai vs %-8s rate %.2fx, first batch %.2fx, RSS %.2fx (quai/%s)" % (
-            k, q["quai"][0] / q[k][0], q["quai"][1] / q[k][1], q["quai"][2] / q[k][2], k))
+    for mine, k in (("quai", "pyloader"), ("quai-np", "pyloader"), ("quai", "memmap"),
+                    ("quai-np", "memmap")):
+        print("%-7s vs %-8s rate %.2fx, first batch %.2fx, RSS %.2fx (%s/%s)" % (
+            mine, k, q[mine][0] / q[k][0], q[mine][1] / q[k][1], q[mine][2] / q[k][2], mine,
+            k))
     print("webdataset, mosaic streaming: not run (not packaged in Debian 12)")
     m = run([PY, "-c", MAP, a.dataset, str(a.random)])
     print("map-style: quai.Dataset[i] random %.0f rec/s; QuaiMapDataset, uniform random %.0f "
