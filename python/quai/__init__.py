@@ -36,6 +36,7 @@ def version():
 
 __all__ = ["Batch", "BatchCopy", "ClosedError", "CompressError", "Context", "CorruptError",
            "Dataset", "Error", "ExistsError", "FormatError", "InputError",
-           "InvalidArgumentError", "Mix", "NotFoundError", "PolicyError", "PoolHeldError", "RecordLocation",
+           "InvalidArgumentError", "Mix", "NotFoundError", "PolicyError", "PoolHeldError",
+           "RecordLocation",
            "STATE_MAX", "Stream", "UnsupportedError", "VersionError", "default_context",
            "lib_path", "version"]

@@ -11,7 +11,9 @@
             if time_to_checkpoint:
                 save({"model": ..., "data": ds.state_dict()})
 
-See QuaiDataset for the rank/world rules, workers, lifetimes and resumption.
+See QuaiDataset for the rank/world rules, workers, lifetimes and resumption;
+DataLoader for exact states with worker processes; QuaiMapDataset and
+FrameSampler for map-style access.
 """
 import errno
 import os
@@ -25,7 +27,8 @@ import torch.utils.data
 from . import _core, _errors
 from ._core import Context, Dataset, Stream
 
-__all__ = ["DataLoader", "FrameSampler", "QuaiDataset", "QuaiMapDataset", "rank_and_world"]
+__all__ = ["DataLoader", "FrameSampler", "QuaiDataset", "QuaiMapDataset",
+           "rank_and_world"]
 
 
 def rank_and_world():
@@ -57,9 +60,12 @@ class QuaiDataset(torch.utils.data.IterableDataset):
     """An IterableDataset that yields quai's batches as tensors, zero copy.
 
     ``QuaiDataset(uri, *, rank=None, world=None, epoch=0, dtype=torch.uint8,
-    ids=False, record_size=None, context=None, **stream_kwargs)``; the
-    stream keywords are quai.Stream's (seed, batch, batch_bytes, partitions,
-    window, shuffle, keep_tail, prefetch, budget, skip_corrupt, hold).
+    ids=False, record_size=None, context=None, transform=None,
+    **stream_kwargs)``; the stream keywords are quai.Stream's (seed, batch,
+    batch_bytes, partitions, window, shuffle, keep_tail, prefetch, budget,
+    skip_corrupt, hold). ``transform(item)``, if given, is applied to each
+    item on a thread of its own (in a worker process, in the worker), off
+    the training thread; its result is what is yielded.
 
     Use it with ``DataLoader(ds, batch_size=None)``: quai makes the batches.
 
@@ -77,14 +83,13 @@ class QuaiDataset(torch.utils.data.IterableDataset):
     With ``ids=True``, the int64 global record ids are appended:
     ``(records, ids)`` or ``(data, offsets, ids)``.
 
-    Lifetime: the tensors view the batch's memory, which is released when the
-    next batch is taken (the DataLoader asks for it at your loop's next turn),
-    with ``hold=N`` N batches later, and when the epoch's iterator ends or is
-    discarded. Do not keep them past that; ``.clone()`` what you keep, and
-    finish (synchronize) any ``non_blocking`` copy to the GPU before the next
-    batch, or use ``hold=1``. Leave ``pin_memory=False`` in the DataLoader:
-    the memory is already pinned (locked) by quai, and pin_memory would copy.
-    Treat the tensors as read-only.
+    Lifetime: a tensor keeps its batch's memory for as long as it lives
+    (torch.frombuffer holds the buffer, which holds the batch's owner):
+    through later batches, the end of the epoch, the closing of the context.
+    Keeping more than the stream's memory can spare raises
+    quai.PoolHeldError with the count. Leave ``pin_memory=False`` in the
+    DataLoader: the memory is already pinned (locked) by quai, and
+    pin_memory would copy. Treat the tensors as read-only.
 
     Workers: ``num_workers=0`` is the recommended setting; quai already
     reads and decompresses on its own threads, outside the GIL. With
@@ -96,8 +101,9 @@ class QuaiDataset(torch.utils.data.IterableDataset):
     to fix them); each
     worker process has its own context (pass ``context={"pinned_bytes": ...}``
     to size it), and its batches are copied once into shared memory to cross
-    to the main process (no zero copy there). ``set_epoch()`` reaches the
-    workers when they start, so keep ``persistent_workers=False``.
+    to the main process (no zero copy there). ``set_epoch()`` and
+    ``load_state_dict()`` reach the workers, persistent ones included,
+    through a shared-memory plan they read as each iteration starts.
 
     Epochs and resumption: ``set_epoch(e)`` selects the epoch the next
     iteration streams (a state loaded for epoch e is kept). ``state_dict()`` is ``{"epoch": e, "state": bytes or
@@ -106,9 +112,9 @@ class QuaiDataset(torch.utils.data.IterableDataset):
     data-parallel training does that every rank has taken as many.
     ``load_state_dict()`` makes the next iteration deliver exactly the rest of
     that epoch, at any world size (and number of workers) that divides the
-    partitions. Saving a state needs ``num_workers=0``: with workers, the
-    iteration happens in the worker processes and this object does not see
-    how far it went.
+    partitions. With workers, the iteration happens in the worker processes,
+    out of this object's sight: its state_dict() then raises, and
+    quai.torch.DataLoader's is exact.
     """
 
     def __init__(self, uri, *, rank=None, world=None, epoch=0, dtype=torch.uint8, ids=False,

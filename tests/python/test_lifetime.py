@@ -15,11 +15,10 @@ import textwrap
 import warnings
 import weakref
 
-import numpy as np
 import pytest
 
 import quai
-from conftest import FIXED_SIZE, REPO
+from conftest import REPO
 
 
 def test_views_kept_across_batches_keep_their_records(ctx, fixed_ds):

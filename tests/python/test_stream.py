@@ -2,7 +2,6 @@
 """The Python binding: order, content, zero copy, lifetimes, resumption, errors."""
 import ctypes
 import errno
-import gc
 import json
 import os
 import pickle

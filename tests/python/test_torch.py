@@ -267,7 +267,6 @@ def test_quai_loader_state_is_exact_with_workers(fixed_ds, taken):
     """quai.torch.DataLoader's state_dict() with 2 workers after an even
     (one state, resumable anywhere) and an odd number of batches (a state
     per worker: exact with 2 workers, refused otherwise)."""
-    import quai.torch
     ctx = {"pinned_bytes": 16 << 20}
     ds = QuaiDataset(fixed_ds, rank=0, world=1, context=ctx, **KW)
     ds.set_epoch(2)
@@ -307,7 +306,6 @@ def test_quai_loader_state_is_exact_with_workers(fixed_ds, taken):
 
 
 def test_quai_loader_state_at_the_start_and_the_end(fixed_ds):
-    import quai.torch
     ds = QuaiDataset(fixed_ds, rank=0, world=1, context={"pinned_bytes": 16 << 20}, **KW)
     ld = qloader(ds, num_workers=2)
     assert ld.state_dict()["state"] is None
@@ -321,7 +319,6 @@ def test_quai_loader_state_at_the_start_and_the_end(fixed_ds):
 @pytest.mark.parametrize("cls", ["torch", "quai"])
 def test_persistent_workers_follow_set_epoch(fixed_ds, cls):
     """Finding 4: persistent workers stream the epoch set_epoch() chose."""
-    import quai.torch
     ds = QuaiDataset(fixed_ds, rank=0, world=1, context={"pinned_bytes": 16 << 20}, **KW)
     mk = loader if cls == "torch" else qloader
     ld = mk(ds, num_workers=2, persistent_workers=True)
