@@ -90,17 +90,19 @@ class Context(_Closing):
     lazy_pool=False, gpu="auto")`` calls ``quai_ctx_new()``; None means the
     library's default (a 512 MiB pool, one worker per online core, 32 reads
     in flight). ``lazy_pool=True`` locks the pool's pages as they are first
-    touched instead of all of them up front (QUAI_CTX_LAZY_POOL): for a
-    context whose streams are remote (quai://), which use a few MiB of it.
+    touched instead of all of them up front (QUAI_CTX_LAZY_POOL), and its
+    streams' default budget follows their working set (default_context()
+    is made so).
     ``flags`` holds the QUAI_CTX_* flags it was made with.
     ``gpu`` is "auto", "none", "hip" or "cuda". The pool is locked in memory:
     RLIMIT_MEMLOCK must allow ``pinned_bytes`` (the error says how to raise
     it) unless ``unlocked_ok=True``.
 
     Streams opened on a context share its pool and workers. ``close()`` (or
-    leaving a ``with`` block) closes the context's open streams first, which
-    releases their batches. A context cannot cross fork(): a child creates
-    its own. Thread-safe, as the C context is.
+    leaving a ``with`` block) closes the context's open streams first; the
+    pool is freed when the last view over its memory is gone (see close()).
+    A context cannot cross fork(): a child creates its own. Thread-safe, as
+    the C context is.
     """
 
     def __reduce__(self):
@@ -402,11 +404,12 @@ class Batch(_BatchBase):
     back at once unless a view still holds it. Closing the stream or its
     context does the same for every batch of the stream.
 
-    Each batch kept alive holds one of the stream's ``prefetch`` slots. A
-    stream whose next slot is still held by a live batch raises
+    A batch kept alive while later ones are taken keeps its memory, which
+    counts against the stream's budget. When the batches kept would leave
+    the stream less than its working set, the stream raises
     quai.PoolHeldError, naming how many are alive, instead of waiting
-    forever: keep fewer batches, copy() what must be kept, or open the
-    stream with a larger ``prefetch``.
+    forever: keep fewer, copy() what must be kept, or give the stream more
+    memory (``budget=``, a larger context).
     """
     __slots__ = ("_stream", "_slot", "count", "nbytes", "index", "__weakref__")
 
@@ -539,26 +542,25 @@ class Stream(_Closing):
     - ``batch`` records per batch (default 256), or ``batch_bytes``: fill each
       batch to at least that many bytes;
     - ``prefetch``: batches assembled ahead (default 4, or ``hold + 4``);
-      ``budget``: pool bytes this stream may hold (default: the whole pool);
+      ``budget``: pool bytes this stream may hold (default: the whole pool;
+      on a lazy pool, default_context()'s, 1.5 times the working set);
     - ``skip_corrupt``: skip (and count, see ``stats()``) the records of a
       frame that fails its checks instead of raising quai.CorruptError;
     - ``resume``: bytes from ``state()`` of a stream of the same dataset: it
       fixes seed, epoch, partitions, window, shuffle and tail, and the stream
       delivers exactly what that epoch had left, at any world size that
       divides the partitions;
-    - ``context``: a quai.Context (default: quai.default_context(), or for a
-      quai:// URI quai.default_context(remote=True));
-    - ``hold``: how many batches, besides the newest, may stay unreleased
-      when the next one is taken (see Batch for the lifetime rule); e.g. 1
-      to copy batch k+1 to a GPU while batch k is still in use. At most
-      ``prefetch - 1``.
+    - ``context``: a quai.Context (default: quai.default_context());
+    - ``hold``: how many batches, besides the newest, you mean to keep while
+      taking the next: it raises the default prefetch to ``hold + 4``. At
+      most ``prefetch - 1``.
 
-    Iterating yields Batch objects (``next()`` releases earlier ones as Batch
-    describes) and ends at the end of the epoch; a corrupt frame raises
-    quai.CorruptError naming the shard and frame, and the stream then only
-    raises that error. ``close()`` (or leaving a ``with`` block) closes the
-    stream and releases every batch still held. One thread takes batches
-    (iterates) and closes; ``Batch.release()`` may be called from any thread.
+    Iterating yields Batch objects (see Batch for their lifetime) and ends at
+    the end of the epoch; a corrupt frame raises quai.CorruptError naming
+    the shard and frame, and the stream then only raises that error.
+    ``close()`` (or leaving a ``with`` block) closes the stream; views of its
+    batches stay valid until they go. One thread takes batches (iterates)
+    and closes; ``Batch.release()`` may be called from any thread.
     """
 
     def __reduce__(self):
