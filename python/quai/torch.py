@@ -27,7 +27,7 @@ import torch.utils.data
 from . import _core, _errors
 from ._core import Context, Dataset, Stream
 
-__all__ = ["DataLoader", "FrameSampler", "QuaiDataset", "QuaiMapDataset",
+__all__ = ["DataLoader", "FrameSampler", "QuaiDataset", "QuaiMapDataset", "QuaiMixDataset",
            "rank_and_world"]
 
 
@@ -722,3 +722,102 @@ class FrameSampler(torch.utils.data.Sampler):
 
     def __len__(self):
         return len(self._order())
+
+
+# ---- several datasets ------------------------------------------------------------------
+
+
+class QuaiMixDataset(torch.utils.data.IterableDataset):
+    """quai.Mix as an IterableDataset: batches of several datasets in set
+    proportions, each yielded as ``(records, source)`` (``(records, ids,
+    source)`` with ``ids=True``), records as QuaiDataset yields them (zero
+    copy) and source the dataset's index in ``sources``.
+
+    ``QuaiMixDataset(sources, weights=None, *, batches=None, repeat=True,
+    rank=None, world=None, epoch=0, dtype=torch.uint8, ids=False,
+    context=None, **stream_kwargs)``: see quai.Mix for the mixing rules.
+    ``set_epoch()``, ``state_dict()`` (``{"epoch", "state"}``, exact: the
+    mix's position after the batches handed out) and ``load_state_dict()``
+    as QuaiDataset's. It runs in the training process: with DataLoader
+    workers it raises (quai reads and decompresses on its own threads; use
+    ``num_workers=0``).
+    """
+
+    def __init__(self, sources, weights=None, *, batches=None, repeat=True, rank=None,
+                 world=None, epoch=0, dtype=torch.uint8, ids=False, context=None,
+                 **stream_kwargs):
+        super().__init__()
+        from ._mix import Mix
+        self._Mix = Mix
+        self.sources = [os.fspath(s) for s in sources]
+        if rank is None and world is None:
+            rank, world = rank_and_world()
+        elif rank is None or world is None:
+            raise ValueError("give rank and world together, or neither")
+        self.rank, self.world = int(rank), int(world)
+        self.weights, self.batches, self.repeat = weights, batches, repeat
+        self.epoch = _core._uint("epoch", epoch, 64)
+        if not isinstance(dtype, torch.dtype) or dtype not in _ITEMSIZE_OK:
+            raise TypeError("dtype must be one of %s" % ", ".join(map(str, _ITEMSIZE_OK)))
+        self.dtype, self.ids, self._itemsize = dtype, bool(ids), _itemsize(dtype)
+        if context is not None and not isinstance(context, Context):
+            raise TypeError("context must be a quai.Context or None")
+        self.context = context
+        self.stream_kwargs = stream_kwargs
+        self.record_sizes = []
+        for p in self.sources:
+            with Dataset(p) as d:
+                info = d.info()
+            rs = info["fixed_size"] if info["kind"] == "fixed" else 0
+            if rs % self._itemsize:
+                raise ValueError("%s: records of %d bytes are not a whole number of %s" %
+                                 (p, rs, dtype))
+            self.record_sizes.append(rs)
+        self._resume = None
+        self._mix = None
+        self._pos = None
+
+    def __getstate__(self):
+        raise TypeError("a QuaiMixDataset runs in the training process: use it with "
+                        "num_workers=0 (quai reads on its own threads)")
+
+    def set_epoch(self, epoch):
+        epoch = _core._uint("epoch", epoch, 64)
+        if epoch != self.epoch:
+            self._resume = None
+        self.epoch = epoch
+        self._pos = None
+
+    def __iter__(self):
+        if torch.utils.data.get_worker_info() is not None:
+            raise RuntimeError("QuaiMixDataset runs in the training process: use num_workers=0")
+        if self._mix is not None:
+            self._mix.close()
+        resume, self._resume = self._resume, None
+        m = self._Mix(self.sources, self.weights, batches=self.batches, repeat=self.repeat,
+                      rank=self.rank, world=self.world, epoch=self.epoch, resume=resume,
+                      context=self.context, **self.stream_kwargs)
+        self._mix, self._pos = m, m.state()
+        return self._generate(m)
+
+    def _generate(self, m):
+        try:
+            for i, b in m:
+                rs = self.record_sizes[i]
+                out = _convert(b, rs, rs // self._itemsize, self.dtype, self.ids, False)
+                del b
+                self._pos = m.state()
+                yield out + (i,) if isinstance(out, tuple) else (out, i)
+        finally:
+            m.close()
+            if self._mix is m:
+                self._mix = None
+
+    def state_dict(self):
+        state = self._pos if self._pos is not None else self._resume
+        return {"epoch": self.epoch, "state": state, "rank": self.rank, "world": self.world}
+
+    def load_state_dict(self, sd):
+        self.epoch = _core._uint("epoch", sd["epoch"], 64)
+        self._resume = None if sd.get("state") is None else bytes(sd["state"])
+        self._pos = None

@@ -419,3 +419,34 @@ def test_map_dataset_in_a_loader_with_workers(fixed_ds):
             num_workers=2)
     ids = [i for x, i in ld for i in i.tolist()]
     assert sorted(ids) == list(range(FIXED_RECORDS))
+
+
+def test_mix_dataset_in_a_loader_resumes_exactly(fixed_ds, lines_ds):
+    from quai.torch import QuaiMixDataset
+    ctx = quai.Context(pinned_bytes=32 << 20, workers=1)
+    kw = dict(batches=60, batch=100, seed=3, partitions=8, ids=True, context=ctx,
+              rank=0, world=1)
+    ds = QuaiMixDataset([fixed_ds, lines_ds], [1, 1], **kw)
+    ds.set_epoch(2)
+
+    def ids(items):
+        return [(src, tuple(i.tolist()[:2])) for *_, i, src in items]
+    full = ids(loader(ds))
+    assert {s for s, _ in full} == {0, 1} and len(full) == 60
+    ds.set_epoch(2)
+    head = []
+    for k, item in enumerate(loader(ds)):
+        head.append(item)
+        if k == 24:
+            sd = ds.state_dict()
+            break
+    for item in head:
+        assert len(item) == (3 if item[-1] == 0 else 4)  # fixed: records; lines: data, offsets
+        if item[-1] == 0:
+            assert item[0].shape == (100, FIXED_SIZE)
+    ds2 = QuaiMixDataset([fixed_ds, lines_ds], [1, 1], **kw)
+    ds2.load_state_dict(sd)
+    ds2.set_epoch(2)
+    assert ids(head) + ids(loader(ds2)) == full
+    with pytest.raises(Exception, match="num_workers=0"):
+        list(loader(ds, num_workers=1))
