@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -170,6 +171,48 @@ Test(stream, lazy_pool_context_streams_the_same)
 	free(got[0]);
 	free(got[1]);
 	quai_ctx_free(lazy);
+	ctx = eager;
+}
+
+/* On a lazy pool a stream's default budget follows its working set (1.5
+ * times it, at least 32 MiB, at most the pool), an explicit budget is
+ * kept, and the pool is not registered with io_uring (registering would
+ * touch every page); an eager pool's default budget is the whole pool. */
+Test(stream, lazy_pool_budget_follows_the_working_set)
+{
+	quai_ctx *eager = ctx;
+	struct quai_stream_opts o = {.size = sizeof(o), .batch_records = 9};
+	struct quai_stream_stats st = {.size = sizeof(st)};
+	quai_stream *s = open_stream(ds_path, &o);
+	cr_assert_eq(quai_stream_stats(s, &st), 0);
+	struct quai_ctx_info ci = {.size = sizeof(ci)};
+	cr_assert_eq(quai_ctx_info(ctx, &ci), 0);
+	cr_assert_eq(st.budget_bytes, ci.pinned_bytes, "eager: the whole pool");
+	quai_stream_close(s);
+
+	make_ctx(256ull << 20, QUAI_CTX_LAZY_POOL);
+	s = open_stream(ds_path, &o);
+	cr_assert_eq(quai_stream_stats(s, &st), 0);
+	uint64_t want = st.working_set_bytes + st.working_set_bytes / 2;
+	if (want < (32ull << 20))
+		want = 32ull << 20;
+	cr_assert_eq(st.budget_bytes, want, "lazy: %" PRIu64 " for a working set of %" PRIu64,
+		     st.budget_bytes, st.working_set_bytes);
+	cr_assert_eq(st.registered_buffers, 0, "a lazy pool is not registered");
+	quai_stream_close(s);
+	o.memory_budget = 100ull << 20;
+	s = open_stream(ds_path, &o);
+	cr_assert_eq(quai_stream_stats(s, &st), 0);
+	cr_assert_eq(st.budget_bytes, 100ull << 20, "an explicit budget is kept");
+	quai_stream_close(s);
+	quai_ctx_free(ctx);
+	make_ctx(16ull << 20, QUAI_CTX_LAZY_POOL);
+	o.memory_budget = 0;
+	s = open_stream(ds_path, &o);
+	cr_assert_eq(quai_stream_stats(s, &st), 0);
+	cr_assert_eq(st.budget_bytes, 16ull << 20, "at most the pool");
+	quai_stream_close(s);
+	quai_ctx_free(ctx);
 	ctx = eager;
 }
 
