@@ -664,6 +664,15 @@ class Stream(_Closing):
             return Batch(self, slot)
         if r == 0:
             raise StopIteration
+        if r == -errno.EBUSY and _is_remote(self.uri):
+            raise PoolHeldError(
+                r, "the stream cannot take batch %d: %d batch%s of this stream %s still alive "
+                "(a Batch, a numpy view or a torch tensor over each is still referenced), "
+                "holding every slot of its ring in the pool (prefetch=%d); quai never reuses "
+                "memory under a view. Drop what you no longer need, copy() (numpy) or clone() "
+                "(torch) what you keep, or open the stream with a larger prefetch=" % (
+                    self._taken, self._live, "es" if self._live != 1 else "",
+                    "are" if self._live != 1 else "is", self._slots))
         if r == -errno.EBUSY:
             raise PoolHeldError(
                 r, "the stream cannot take batch %d: %d batch%s of this stream %s still alive "

@@ -26,6 +26,28 @@ def _apportion(total, weights):
     return [int(x) for x in n]
 
 
+def _parse_state(resume):
+    """A state from Mix.state(), checked field by field: anything else
+    raises ValueError saying what is wrong."""
+    try:
+        saved = json.loads(bytes(resume).decode())
+    except (TypeError, ValueError) as e:
+        raise ValueError("Mix: resume= is not a state from Mix.state() (%s)" % e) from None
+    if not isinstance(saved, dict) or saved.get("version") != _VERSION:
+        raise ValueError("Mix: resume= is not a version %d state of quai.Mix" % _VERSION)
+    ok = (isinstance(saved.get("epoch"), int) and saved["epoch"] >= 0 and
+          isinstance(saved.get("taken"), int) and saved["taken"] >= 0 and
+          isinstance(saved.get("fingerprint"), dict) and isinstance(saved.get("sources"), list))
+    if ok:
+        for src in saved["sources"]:
+            ok = ok and isinstance(src, list) and len(src) == 2 and \
+                isinstance(src[0], int) and 0 <= src[0] < _STRIDE and \
+                (src[1] is None or isinstance(src[1], str))
+    if not ok:
+        raise ValueError("Mix: resume= is a damaged state of quai.Mix")
+    return saved
+
+
 class Mix:
     """One epoch of batches drawn from several datasets in set proportions.
 
@@ -78,10 +100,7 @@ class Mix:
         self._lock = threading.Lock()
         saved = None
         if resume is not None:
-            saved = json.loads(bytes(resume).decode())
-            if saved.get("version") != _VERSION:
-                raise ValueError("Mix: a state of version %r, not %d" % (saved.get("version"),
-                                                                          _VERSION))
+            saved = _parse_state(resume)
             epoch = saved["epoch"]
         self.epoch = _uint("epoch", epoch, 64)
         # Each source's batches per pass at this rank: from its stream.
@@ -114,11 +133,16 @@ class Mix:
             if saved["fingerprint"] != self._fingerprint():
                 raise ValueError("Mix: this state is of another mix (sources, weights, batches, "
                                  "batch, seed or world differ): %s" % saved["fingerprint"])
+            if len(saved["sources"]) != len(self.sources) or saved["taken"] > len(self.schedule):
+                raise ValueError("Mix: resume= is a damaged state of quai.Mix")
             self.taken = saved["taken"]
             for i, (p, st) in enumerate(saved["sources"]):
                 if p != 0 or st is not None:
-                    self._open(i, p, None if st is None else bytes.fromhex(st))
-                    self._states[i] = None if st is None else bytes.fromhex(st)
+                    try:
+                        raw = None if st is None else bytes.fromhex(st)
+                    except ValueError:
+                        raise ValueError("Mix: resume= is a damaged state of quai.Mix") from None
+                    self._open(i, p, raw)
 
     def _fingerprint(self):
         return {"sources": self.sources, "weights": self.weights, "counts": self.counts,

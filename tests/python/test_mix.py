@@ -93,3 +93,22 @@ def test_ranks_share_each_source(ctx, two):
         a = {x for i, x in per_rank[0] if i == src}
         b = {x for i, x in per_rank[1] if i == src}
         assert a and b and not a & b
+
+
+def test_bad_states_are_refused_clearly(ctx, two):
+    import json
+    m = quai.Mix(two, [2, 1], batches=30, batch=100, context=ctx)
+    take(m, 3)
+    good = json.loads(m.state())
+    bad = [b"", b"{", b"[]", b'{"version": 9}',
+           json.dumps({**good, "taken": -1}).encode(),
+           json.dumps({**good, "taken": 10 ** 6}).encode(),
+           json.dumps({**good, "sources": [[0, "zz"], [0, None]]}).encode(),
+           json.dumps({**good, "sources": [[0, None]]}).encode()]
+    for b in bad:
+        with pytest.raises(ValueError, match="Mix"):
+            quai.Mix(two, [2, 1], batches=30, batch=100, context=ctx, resume=b)
+    # a stream state that is not one: the library says so
+    st = json.dumps({**good, "sources": [[0, "00" * 64], [0, None]]}).encode()
+    with pytest.raises(quai.Error):
+        quai.Mix(two, [2, 1], batches=30, batch=100, context=ctx, resume=st)
