@@ -134,7 +134,6 @@ struct quai_stream {
 	uint64_t budget, reserve, working_set;
 	struct qs_kept *kept; /* batches held past their slot's turn */
 	uint64_t kept_bytes;
-	uint32_t nkept;
 	uint64_t span;	   /* how far ahead (local records) the reader may read */
 	uint64_t min_span; /* what the working set was checked for at open */
 	int wipe;	   /* sensitive: wipe every block on release */
@@ -1370,7 +1369,6 @@ int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel)
 		*k = (struct qs_kept){s->kept, slot->block, slot->block_len};
 		s->kept = k;
 		s->kept_bytes += slot->block_len;
-		s->nkept++;
 		slot->block = NULL;
 		slot->state = B_FREE;
 		pump(s);
@@ -1449,7 +1447,6 @@ void quai_release(quai_stream *s, struct quai_batch *batch)
 		*kp = k->next;
 		give_back(s, k->block, k->block_len);
 		s->kept_bytes -= k->block_len;
-		s->nkept--;
 		free(k);
 	} else if (slot >= s->slots && slot < s->slots + s->nslots && slot->state == B_HELD &&
 		   slot->block == batch->data) {
