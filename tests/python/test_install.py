@@ -111,3 +111,17 @@ def test_without_a_library_the_error_lists_the_ways(venv, tmp_path):
     if p.returncode == 0:
         pytest.skip("a libquai is installed system-wide here (ldconfig finds it)")
     assert "cannot load libquai" in err and "pkg-config" in err and "QUAI_LIB" in err, err
+
+
+def test_sdist_builds_a_wheel_offline(venv, tmp_path):
+    """The backend's sdist carries the backend: a wheel builds from it with
+    nothing fetched."""
+    py = str(venv / "bin" / "python")
+    code = ("import sys; sys.path.insert(0, sys.argv[1] + '/_build'); import quai_build; "
+            "print(quai_build.build_sdist(sys.argv[2]))")
+    name = run([py, "-c", code, os.path.join(REPO, "python"), str(tmp_path)],
+               env=clean_env()).split()[-1]
+    assert name == "quai-0.1.0.tar.gz"
+    out = run([py, "-m", "pip", "wheel", "--no-index", "--no-deps", "-w", str(tmp_path / "w"),
+               str(tmp_path / name)], env=clean_env(), cwd=str(tmp_path))
+    assert os.listdir(str(tmp_path / "w")) == ["quai-0.1.0-py3-none-any.whl"], out
