@@ -286,6 +286,22 @@ def _python_words(msg, code, path):
     return msg or None
 
 
+def rank_from_env():
+    """(rank, world, local_rank) of this process from its launcher: torchrun's
+    $RANK, $WORLD_SIZE and $LOCAL_RANK, else srun's $SLURM_PROCID,
+    $SLURM_NTASKS and $SLURM_LOCALID (quai_rank_from_env() in quai.h); (0, 1,
+    0) when neither is set. A malformed value, or a rank not below the
+    world, raises InvalidArgumentError naming the variable."""
+    rank, world, local = ctypes.c_uint32(), ctypes.c_uint32(), ctypes.c_uint32()
+    err = _lib.err_buffer()
+    r = _lib.quai_rank_from_env(ctypes.byref(rank), ctypes.byref(world), ctypes.byref(local),
+                                err, _lib.ERR_LEN)
+    if r == -errno.ENOENT:
+        return 0, 1, 0
+    check(r, err)
+    return rank.value, world.value, local.value
+
+
 def _is_remote(uri):
     """Whether libquai takes `uri` for a dataset quaid serves."""
     return _lib.quai_uri_is_remote(os.fsencode(uri)) == 1
@@ -532,13 +548,13 @@ class Stream(_Closing):
     - ``uri``: a dataset directory (str or path-like), ``file:///path``, or
       ``quai://host[:port]/name`` (remote mode: staged by the quaid there,
       the same batches as embedded mode);
-    - ``rank``/``world``: this process's share; ``world`` must divide
-      ``partitions`` (the error lists the world sizes that do);
-    - ``seed``/``epoch``: the shuffle; ``partitions`` (default: 8 x world
-      rounded up to a power of two, fewer for small datasets; keep it fixed
-      for the life of a job), ``window`` (frames per record-shuffle window,
-      default 2), ``shuffle`` (False: dataset order), ``keep_tail`` (True:
-      deliver the uneven end of the epoch too; the last batches may be short);
+    - ``rank``/``world``: this process's share, any world from 1 to 65536;
+    - ``seed``/``epoch``: the shuffle; ``partitions`` must stay None (the
+      order has none since state version 2), ``window`` (the shuffle unit,
+      in frames' worth of records, default 40), ``shuffle`` (False: dataset
+      order), ``keep_tail`` (True: deliver the remainder of the epoch, fewer
+      than ``world`` records, too: the first ranks get one more; False: it is
+      left out). Each rank's last batch may be short, alike on every rank;
     - ``batch`` records per batch (default 256), or ``batch_bytes``: fill each
       batch to at least that many bytes;
     - ``prefetch``: batches assembled ahead (default 4, or ``hold + 4``);
@@ -546,10 +562,14 @@ class Stream(_Closing):
       on a lazy pool, default_context()'s, 1.5 times the working set);
     - ``skip_corrupt``: skip (and count, see ``stats()``) the records of a
       frame that fails its checks instead of raising quai.CorruptError;
+    - ``global_batches``: ``batch`` is the global batch (``world`` must
+      divide it): global batch k is the same set of records at any world
+      size (QUAI_STREAM_GLOBAL_BATCHES; every rank reads every frame, so
+      meant for quai:// streams);
     - ``resume``: bytes from ``state()`` of a stream of the same dataset: it
-      fixes seed, epoch, partitions, window, shuffle and tail, and the stream
-      delivers exactly what that epoch had left, at any world size that
-      divides the partitions;
+      fixes seed, epoch, window, shuffle and tail (giving others is an
+      error), and the stream delivers exactly what that epoch had left, at
+      any world size;
     - ``context``: a quai.Context (default: quai.default_context());
     - ``hold``: how many batches, besides the newest, you mean to keep while
       taking the next: it raises the default prefetch to ``hold + 4``. At
@@ -569,7 +589,8 @@ class Stream(_Closing):
 
     def __init__(self, uri, *, rank=0, world=1, seed=0, epoch=0, batch=None, batch_bytes=None,
                  partitions=None, window=None, shuffle=True, keep_tail=False, prefetch=None,
-                 budget=None, skip_corrupt=False, resume=None, context=None, hold=0):
+                 budget=None, skip_corrupt=False, resume=None, context=None, hold=0,
+                 global_batches=False):
         self._h = None
         self._gen = _gen
         self._mu = threading.RLock()  # re-entrant: a GC-run __del__ may release
@@ -597,7 +618,8 @@ class Stream(_Closing):
             prefetch_batches=_opt("prefetch", prefetch, 32),
             tail=_lib.QUAI_TAIL_KEEP if keep_tail else _lib.QUAI_TAIL_DROP,
             flags=(0 if shuffle else _lib.QUAI_STREAM_NO_SHUFFLE) |
-            (_lib.QUAI_STREAM_SKIP_CORRUPT if skip_corrupt else 0))
+            (_lib.QUAI_STREAM_SKIP_CORRUPT if skip_corrupt else 0) |
+            (_lib.QUAI_STREAM_GLOBAL_BATCHES if global_batches else 0))
         if resume is not None:
             resume = bytes(resume)
             o.resume = ctypes.cast(ctypes.c_char_p(resume), ctypes.c_void_p).value

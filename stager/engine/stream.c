@@ -41,13 +41,12 @@
 #include "plan.h"
 #include "remote.h"
 
-#define QS_ALIGN 4096u		   /* O_DIRECT offset, length and buffer alignment */
-#define QS_REG_CHUNK (1ull << 30)  /* io_uring registers buffers of up to 1 GiB */
-#define QS_STATE_MAGIC 0x31535451u /* "QTS1" */
-#define QS_STATE_VERSION 1u
-#define QS_STATE_LEN 64u
+#define QS_ALIGN 4096u		  /* O_DIRECT offset, length and buffer alignment */
+#define QS_REG_CHUNK (1ull << 30) /* io_uring registers buffers of up to 1 GiB */
 #define QS_DEFAULT_BATCH 256u
-#define QS_DEFAULT_WINDOW 2u
+/* Frames' worth of records per shuffle unit: a batch of 256 records then
+ * draws from about 40 frames (docs/STAGING.md, "Shuffle quality"). */
+#define QS_DEFAULT_WINDOW 40u
 /* Reads queued per submission. A buffered read of cached data completes
  * inside the submitting call, copying as it goes: queueing the whole depth
  * at once would copy that many frames before the first of them reached a
@@ -319,11 +318,6 @@ static void plan_ahead(struct quai_stream *s)
 			local_record(s, l, &it, &off, &len);
 			bytes += len;
 			l++;
-		}
-		if (bytes < s->batch_bytes && s->pp.tail == QPL_TAIL_DROP) {
-			/* The uneven last batch is dropped. */
-			s->plan_next_l = s->l_end;
-			break;
 		}
 		s->bounds[s->planned % ring] = l;
 		s->planned++;
@@ -972,56 +966,50 @@ static uint32_t max_record_size(const quai_dataset *ds)
 	return max;
 }
 
-/* The default number of canonical partitions: eight per rank of the
- * starting world rounded up to a power of two, so that every power-of-two
- * world up to that size divides it; halved while that would leave a
- * partition less than two frames. Eight partitions per rank keep a rank's
- * working set (and so its time to first batch) small while still mixing
- * records of 8 x window frames in every stretch of a batch. */
-static uint32_t default_partitions(uint64_t frames, uint32_t world)
+/* Records per shuffle unit: `window` frames of the dataset's mean size. */
+static uint32_t unit_records(const quai_dataset *ds, uint32_t window)
 {
-	uint32_t w = 1;
-	while (w < world && w < (1u << 24))
-		w <<= 1;
-	uint32_t p = 8 * w;
-	while (p > w && (uint64_t)p * 2 > frames)
-		p /= 2;
-	return p;
+	uint64_t frames = ds->m.frames ? ds->m.frames : 1;
+	uint64_t mean = (ds->m.records + frames - 1) / frames;
+	uint64_t u = (uint64_t)window * (mean ? mean : 1);
+
+	return u > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)u;
 }
 
-static int decode_state(struct quai_stream *s, const void *buf, size_t len, uint64_t *ret_pos,
-			char *err, size_t err_len)
+/* The resume state fixes the order: options that say otherwise are an
+ * error, not silently overridden. */
+static int decode_state(struct quai_stream *s, const struct quai_stream_opts *o, char *err,
+			size_t err_len)
 {
-	const uint8_t *p = buf;
-	if (len != QS_STATE_LEN || qle32(p) != QS_STATE_MAGIC) {
-		qerr_set(err, err_len, "the resume state is not a quai stream state");
-		return -EINVAL;
-	}
-	if (qle32(p + 4) != QS_STATE_VERSION) {
-		qerr_set(err, err_len,
-			 "resume state version %" PRIu32 " is not supported (this build "
-			 "reads %u)",
-			 qle32(p + 4), QS_STATE_VERSION);
+	struct qpl_params st;
+	int r = qpl_state_decode(o->resume, o->resume_len, s->ds->m.checksum, &st, err, err_len);
+
+	if (r == -EPROTO)
 		return -QUAI_EVERSION;
-	}
-	if (qle64(p + 8) != s->ds->m.checksum) {
+	if (r < 0)
+		return r;
+	const char *what = NULL;
+	if (o->seed && o->seed != st.seed)
+		what = "seed";
+	else if (o->epoch && o->epoch != st.epoch)
+		what = "epoch";
+	else if (o->window && unit_records(s->ds, o->window) != st.unit)
+		what = "window";
+	else if (o->tail && o->tail != st.tail)
+		what = "tail";
+	else if ((o->flags & QUAI_STREAM_NO_SHUFFLE) && st.shuffle)
+		what = "shuffle";
+	if (what) {
 		qerr_set(err, err_len,
-			 "the resume state belongs to another dataset (manifest %016" PRIx64
-			 ", this one is %016" PRIx64 ")",
-			 qle64(p + 8), s->ds->m.checksum);
+			 "the resume state fixes the %s (seed %" PRIu64 ", epoch %" PRIu64
+			 ", unit %" PRIu32 " records, tail %d, shuffle %s); the options ask for "
+			 "another: leave it unset, or give the state's",
+			 what, st.seed, st.epoch, st.unit, st.tail, st.shuffle ? "on" : "off");
 		return -EINVAL;
 	}
-	s->pp.seed = qle64(p + 16);
-	s->pp.epoch = qle64(p + 24);
-	s->pp.partitions = qle32(p + 32);
-	s->pp.window = qle32(p + 36);
-	s->pp.shuffle = (int)(qle32(p + 40) & 1);
-	s->pp.tail = (int)qle32(p + 44);
-	*ret_pos = qle64(p + 48);
-	if (s->pp.tail != QPL_TAIL_DROP && s->pp.tail != QPL_TAIL_KEEP) {
-		qerr_set(err, err_len, "the resume state is damaged (tail %d)", s->pp.tail);
-		return -EINVAL;
-	}
+	st.world = s->pp.world;
+	st.rank = s->pp.rank;
+	s->pp = st;
 	return 0;
 }
 
@@ -1041,11 +1029,28 @@ static int check_opts(const struct quai_stream_opts *o, char *err, size_t err_le
 		qerr_set(err, err_len, "give batch_records or batch_bytes, not both");
 		return -EINVAL;
 	}
-	if (o->tail != QUAI_TAIL_DROP && o->tail != QUAI_TAIL_KEEP) {
+	if (o->tail != QUAI_TAIL_DROP && o->tail != QUAI_TAIL_KEEP && o->tail != QUAI_TAIL_PAD) {
 		qerr_set(err, err_len, "unknown tail policy %d", o->tail);
 		return -EINVAL;
 	}
-	if (o->flags & ~(QUAI_STREAM_NO_SHUFFLE | QUAI_STREAM_SKIP_CORRUPT)) {
+	if (world > QPL_WORLD_MAX) {
+		qerr_set(err, err_len, "world %" PRIu32 " is above the largest, %u", world,
+			 QPL_WORLD_MAX);
+		return -EINVAL;
+	}
+	if (o->partitions) {
+		qerr_set(err, err_len,
+			 "partitions are no longer an option: any world size from 1 to %u works, "
+			 "and a state resumes at any other (leave partitions 0)",
+			 QPL_WORLD_MAX);
+		return -EINVAL;
+	}
+	if ((o->flags & QUAI_STREAM_GLOBAL_BATCHES) && o->batch_bytes) {
+		qerr_set(err, err_len, "global batches are counted in records: give batch_records");
+		return -EINVAL;
+	}
+	if (o->flags &
+	    ~(QUAI_STREAM_NO_SHUFFLE | QUAI_STREAM_SKIP_CORRUPT | QUAI_STREAM_GLOBAL_BATCHES)) {
 		qerr_set(err, err_len, "unknown stream flags 0x%x", o->flags);
 		return -EINVAL;
 	}
@@ -1110,23 +1115,24 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	if (s->wipe)
 		qpool_wipe_on_free(ctx->pool);
 
-	uint64_t pos = 0;
 	s->pp.world = o->world ? o->world : 1;
 	s->pp.rank = o->rank;
 	if (o->resume) {
-		r = decode_state(s, o->resume, o->resume_len, &pos, err, err_len);
+		r = decode_state(s, o, err, err_len);
 		if (r < 0)
 			goto fail;
 	} else {
 		s->pp.seed = o->seed;
 		s->pp.epoch = o->epoch;
-		s->pp.partitions =
-		    o->partitions ? o->partitions : default_partitions(ds->m.frames, s->pp.world);
-		s->pp.window = o->window ? o->window : QS_DEFAULT_WINDOW;
+		s->pp.unit = unit_records(ds, o->window ? o->window : QS_DEFAULT_WINDOW);
 		s->pp.shuffle = !(o->flags & QUAI_STREAM_NO_SHUFFLE);
-		s->pp.tail = o->tail == QUAI_TAIL_KEEP ? QPL_TAIL_KEEP : QPL_TAIL_DROP;
+		s->pp.tail = o->tail;
 	}
 
+	uint32_t batch =
+	    o->batch_bytes ? 0 : (o->batch_records ? o->batch_records : QS_DEFAULT_BATCH);
+	if (o->flags & QUAI_STREAM_GLOBAL_BATCHES)
+		s->pp.global_batch = batch;
 	pf = malloc(ds->m.frames * sizeof(*pf));
 	if (!pf) {
 		r = -ENOMEM;
@@ -1149,16 +1155,13 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 
 	/* This rank's range, and its batches. */
 	s->l_end = qpl_local_count(s->plan);
-	s->l_start = qpl_local_start(s->plan, pos);
+	s->l_start = 0; /* a resumed plan starts where the state left off */
 	s->nslots = o->prefetch_batches ? o->prefetch_batches : QS_DEFAULT_PREFETCH;
 	s->batch_bytes = o->batch_bytes;
-	s->batch_records =
-	    o->batch_bytes ? 0 : (o->batch_records ? o->batch_records : QS_DEFAULT_BATCH);
+	s->batch_records = s->pp.global_batch ? batch / s->pp.world : batch;
 	if (s->batch_records) {
 		uint64_t n = s->l_end - s->l_start;
-		s->nbatches = s->pp.tail == QPL_TAIL_KEEP
-				  ? (n + s->batch_records - 1) / s->batch_records
-				  : n / s->batch_records;
+		s->nbatches = (n + s->batch_records - 1) / s->batch_records;
 		s->planned = s->nbatches;
 	} else {
 		s->nbatches = UINT64_MAX;
@@ -1238,7 +1241,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 		    " MiB of pinned memory (%u batches of up to %" PRIu64
 		    " KiB ahead, and the frames they draw on), but its budget is %" PRIu64
 		    " MiB: raise the budget or the context's pool, or lower prefetch_batches, the "
-		    "batch size, the shuffle window or the partitions",
+		    "batch size or the shuffle window",
 		    (s->working_set + (1 << 20) - 1) >> 20, s->nslots, per_batch >> 10,
 		    s->budget >> 20);
 		r = -ENOBUFS;
@@ -1271,7 +1274,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 		qerr_set(err, err_len, "io_uring: %s", strerror(-r));
 		goto fail;
 	}
-	s->st.partitions = s->pp.partitions;
+	s->st.partitions = 0;
 	s->st.records_total = s->l_end - s->l_start;
 	s->st.registered_buffers = s->reg_buffers;
 	s->st.budget_bytes = s->budget;
@@ -1312,9 +1315,6 @@ int qstream_geometry(quai_stream *s, struct qstream_geometry *g)
 			n++;
 			l++;
 		}
-		int full = s->batch_records ? n == s->batch_records : bytes >= s->batch_bytes;
-		if (!full && s->pp.tail == QPL_TAIL_DROP)
-			break;
 		nb++;
 		if (n > g->max_count)
 			g->max_count = n;
@@ -1471,39 +1471,24 @@ int quai_stream_state(quai_stream *s, void *buf, size_t len)
 		return -EINVAL;
 	if (s->remote)
 		return qrs_state(s->remote, buf, len);
-	if (len < QS_STATE_LEN)
-		return -ENOSPC;
 	pthread_mutex_lock(&s->mu);
-	/* The position: the global order's records the ranks have taken
-	 * together, from this rank's next record (all ranks in step). */
+	/* The position: every rank has taken as many records as this one
+	 * (lockstep, as data-parallel training checkpoints). */
 	uint64_t next_l = s->l_start;
 	if (s->next_deliver > 0) {
 		uint64_t l0, l1;
 		batch_bounds(s, s->next_deliver - 1, &l0, &l1);
 		next_l = l1;
 	}
-	uint64_t pos;
-	if (next_l < s->l_end) {
-		struct qpl_item it;
-		qpl_item(s->plan, next_l, &it);
-		pos = it.position - s->pp.rank;
-	} else {
-		pos = qpl_global_count(s->plan);
-	}
+	struct qpl_params st;
+	char perr[256];
+	int r = qpl_resume_point(s->plan, next_l, &st, perr, sizeof(perr));
+	if (r < 0)
+		snprintf(s->errmsg, sizeof(s->errmsg), "%s", perr);
 	pthread_mutex_unlock(&s->mu);
-	uint8_t *p = buf;
-	memset(p, 0, QS_STATE_LEN);
-	qput32(p, QS_STATE_MAGIC);
-	qput32(p + 4, QS_STATE_VERSION);
-	qput64(p + 8, s->ds->m.checksum);
-	qput64(p + 16, s->pp.seed);
-	qput64(p + 24, s->pp.epoch);
-	qput32(p + 32, s->pp.partitions);
-	qput32(p + 36, s->pp.window);
-	qput32(p + 40, (uint32_t)s->pp.shuffle);
-	qput32(p + 44, (uint32_t)s->pp.tail);
-	qput64(p + 48, pos);
-	return QS_STATE_LEN;
+	if (r < 0)
+		return r;
+	return qpl_state_encode(&st, s->ds->m.checksum, buf, len);
 }
 
 int quai_stream_stats(quai_stream *s, struct quai_stream_stats *stats)
