@@ -271,8 +271,7 @@ _KEYWORDS = (("prefetch_batches", "prefetch="), ("memory_budget", "budget="),
              ("batch_records", "batch="), ("the budget", "the budget (budget=)"),
              ("the context's pool", "the context's pool (quai.Context(pinned_bytes=...))"),
              ("the batch size", "the batch size (batch=)"),
-             ("the shuffle window", "the shuffle window (window=)"),
-             ("the partitions", "the partitions (partitions=)"))
+             ("the shuffle window", "the shuffle window (window=)"))
 
 
 def _python_words(msg, code, path):

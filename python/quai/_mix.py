@@ -53,8 +53,8 @@ class Mix:
 
     ``Mix(sources, weights=None, *, batches=None, repeat=True, rank=0,
     world=1, seed=0, epoch=0, batch=256, resume=None, context=None,
-    **stream_kwargs)``; the stream keywords are quai.Stream's (partitions,
-    window, shuffle, prefetch, budget, skip_corrupt).
+    **stream_kwargs)``; the stream keywords are quai.Stream's (window,
+    shuffle, prefetch, budget, skip_corrupt).
 
     Each batch comes whole from one source (records are not mixed within a
     batch: the batches stay zero copy). Iterating yields ``(source, batch)``:
@@ -71,7 +71,7 @@ class Mix:
 
     Which source each of the epoch's batches comes from is a permutation
     seeded by ``(seed, epoch)``, the same on every rank; each source's
-    batches are its own stream (rank of world, its partitions), so the
+    batches are its own stream (this rank of the world), so the
     ranks together take each source's records once per pass. Deterministic,
     and resumable: ``state()`` is bytes to pass as ``resume=`` (same
     sources, weights, batches, seed and world; any difference raises). A

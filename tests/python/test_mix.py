@@ -24,7 +24,7 @@ def take(m, n=None):
 
 
 def test_default_mix_is_every_batch_of_every_source_once(ctx, two):
-    with quai.Mix(two, batch=100, seed=3, context=ctx, partitions=8) as m:
+    with quai.Mix(two, batch=100, seed=3, context=ctx) as m:
         assert m.counts == m.per_pass
         seen = collections.defaultdict(list)
         for i, b in m:
@@ -56,7 +56,7 @@ def test_repeat_takes_a_new_pass(ctx, fixed_ds):
 
 
 def test_deterministic_and_epochs_differ(ctx, two):
-    kw = dict(batch=100, seed=5, context=ctx, partitions=8)
+    kw = dict(batch=100, seed=5, context=ctx)
     a = take(quai.Mix(two, [1, 1], batches=60, epoch=2, **kw))
     b = take(quai.Mix(two, [1, 1], batches=60, epoch=2, **kw))
     c = take(quai.Mix(two, [1, 1], batches=60, epoch=3, **kw))
@@ -66,7 +66,7 @@ def test_deterministic_and_epochs_differ(ctx, two):
 
 @pytest.mark.parametrize("n", [1, 17, 59])
 def test_resume_continues_exactly(ctx, two, n):
-    kw = dict(batch=100, seed=5, context=ctx, partitions=8)
+    kw = dict(batch=100, seed=5, context=ctx)
     full = take(quai.Mix(two, [2, 1], batches=300, epoch=1, **kw))  # source 0 repeats
     m = quai.Mix(two, [2, 1], batches=300, epoch=1, **kw)
     head = take(m, n)
@@ -86,8 +86,7 @@ def test_a_state_of_another_mix_is_refused(ctx, two):
 def test_ranks_share_each_source(ctx, two):
     per_rank = []
     for r in range(2):
-        with quai.Mix(two, batch=50, seed=2, rank=r, world=2, context=ctx,
-                      partitions=8) as m:
+        with quai.Mix(two, batch=50, seed=2, rank=r, world=2, context=ctx) as m:
             per_rank.append([(i, x) for i, b in m for x in b.ids.tolist()])
     for src in (0, 1):
         a = {x for i, x in per_rank[0] if i == src}

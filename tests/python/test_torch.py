@@ -247,7 +247,7 @@ def loader_ids(ld, n=None):
 def test_plain_loader_with_workers_refuses_a_wrong_state(fixed_ds):
     """Finding 3: QuaiDataset.state_dict() after an epoch in a plain torch
     DataLoader's workers raises instead of returning None or a stale state."""
-    ds = QuaiDataset(fixed_ds, rank=0, world=1, batch=100, ids=True, partitions=8,
+    ds = QuaiDataset(fixed_ds, rank=0, world=1, batch=100, ids=True,
                      context={"pinned_bytes": 16 << 20})
     assert ds.state_dict()["state"] is None  # nothing taken yet: exact
     ids = loader_ids(loader(ds, num_workers=2), n=100)
@@ -258,7 +258,7 @@ def test_plain_loader_with_workers_refuses_a_wrong_state(fixed_ds):
     assert ds.state_dict()["state"] is None  # a new epoch, not begun
 
 
-KW = dict(seed=8, batch=100, keep_tail=True, partitions=8, ids=True)
+KW = dict(seed=8, batch=100, keep_tail=True, ids=True)
 
 
 def qloader(ds, **kw):
@@ -428,7 +428,7 @@ def test_map_dataset_in_a_loader_with_workers(fixed_ds):
 def test_mix_dataset_in_a_loader_resumes_exactly(fixed_ds, lines_ds):
     from quai.torch import QuaiMixDataset
     ctx = quai.Context(pinned_bytes=32 << 20, workers=1)
-    kw = dict(batches=60, batch=100, seed=3, partitions=8, ids=True, context=ctx,
+    kw = dict(batches=60, batch=100, seed=3, ids=True, context=ctx,
               rank=0, world=1)
     ds = QuaiMixDataset([fixed_ds, lines_ds], [1, 1], **kw)
     ds.set_epoch(2)
