@@ -4,7 +4,7 @@
 here, on the same records, side by side.
 
     bench/torch_peers.py DATASET --raw RAWFILE [--batch 256] [--runs 3]
-                         [--workers 2] [--random 500]
+                         [--workers 2] [--random 500] [--window N]
 
 DATASET is a `fixed` quai dataset packed from RAWFILE (the raw records back
 to back). Each loader runs in a fresh process (so that its peak RSS and its
@@ -50,7 +50,8 @@ import json, resource, sys, time
 import torch
 from quai.torch import QuaiDataset
 t0 = time.perf_counter()
-ds = QuaiDataset(sys.argv[1], rank=0, world=1, batch=int(sys.argv[2]), seed=1)
+kw = {"window": int(sys.argv[3])} if int(sys.argv[3]) else {}
+ds = QuaiDataset(sys.argv[1], rank=0, world=1, batch=int(sys.argv[2]), seed=1, **kw)
 ttfb, n, nb = None, 0, 0
 for x in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0):
     if ttfb is None:
@@ -68,7 +69,8 @@ import json, resource, sys, time
 import quai
 t0 = time.perf_counter()
 ttfb, n, nb = None, 0, 0
-for b in quai.Stream(sys.argv[1], batch=int(sys.argv[2]), seed=1):
+kw = {"window": int(sys.argv[3])} if int(sys.argv[3]) else {}
+for b in quai.Stream(sys.argv[1], batch=int(sys.argv[2]), seed=1, **kw):
     x = b.records()
     if ttfb is None:
         ttfb = time.perf_counter() - t0
@@ -149,6 +151,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--random", type=int, default=500)
+    ap.add_argument("--window", type=int, default=0,
+                    help="quai's shuffle window in frames (0: the default)")
     a = ap.parse_args()
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
     import quai
@@ -156,8 +160,8 @@ def main():
         info = d.info()
     rs = info["fixed_size"]
     loaders = {
-        "quai": [PY, "-c", QUAI, a.dataset, str(a.batch)],
-        "quai-np": [PY, "-c", QUAI_NUMPY, a.dataset, str(a.batch)],
+        "quai": [PY, "-c", QUAI, a.dataset, str(a.batch), str(a.window)],
+        "quai-np": [PY, "-c", QUAI_NUMPY, a.dataset, str(a.batch), str(a.window)],
         "pyloader": [PY, os.path.join(HERE, "pyloader.py"), a.dataset, "--workers",
                      str(a.workers), "--batch", str(a.batch)],
         "memmap": [PY, "-c", MEMMAP, a.raw, str(a.batch), str(rs)],
@@ -166,8 +170,8 @@ def main():
     for _ in range(a.runs):
         for k, argv in loaders.items():
             res[k].append(run(argv))
-    print("%d records of %d bytes, batch %d, %d runs each, alternating (median, range)" %
-          (info["records"], rs, a.batch, a.runs))
+    print("%d records of %d bytes, batch %d, quai window %s, %d runs each, alternating "
+          "(median, range)" % (info["records"], rs, a.batch, a.window or "default", a.runs))
     q = {}
     for k, rows in res.items():
         rate = [r["records"] / r["wall_s"] for r in rows]
