@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "beneath.h"
 #include "fsutil.h"
 
 /* Writes go to the kernel in pieces of at most this: measured on an ext4
@@ -93,9 +94,11 @@ ssize_t qfs_read_full(int fd, void *buf, size_t len)
 int qfs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf, size_t *ret_len)
 {
 	struct stat st;
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	/* A dataset's file: beneath dirfd, no link followed, never blocking
+	 * on a FIFO (beneath.h). */
+	int fd = qfs_open_member(dirfd, name, O_RDONLY, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fstat(fd, &st) < 0) {
 		int e = -errno;
 		close(fd);

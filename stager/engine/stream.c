@@ -33,12 +33,14 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "beneath.h"
 #include "byteorder.h"
 #include "dataset.h"
 #include "errmsg.h"
 #include "engine.h"
 #include "hostconf.h"
 #include "plan.h"
+#include "qthread.h"
 #include "remote.h"
 
 #define QS_ALIGN 4096u		  /* O_DIRECT offset, length and buffer alignment */
@@ -837,7 +839,8 @@ static int open_shards(struct quai_stream *s, void *probe, char *err, size_t err
 	for (uint32_t i = 0; i < n; i++) {
 		int fd = qds_open_shard(s->ds, i, 0);
 		if (fd < 0) {
-			qerr_set(err, err_len, "%s: %s", s->ds->m.shards[i].file, strerror(-fd));
+			qerr_set(err, err_len, "%s: %s", s->ds->m.shards[i].file,
+				 qfs_member_strerror(fd));
 			return fd;
 		}
 		s->fds[i] = fd;
@@ -1102,7 +1105,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	__atomic_add_fetch(&ctx->streams, 1, __ATOMIC_RELAXED);
 
 	char derr[256];
-	r = quai_dataset_open(path, &s->ds, derr, sizeof(derr));
+	r = qds_open(path, ctx->served, &s->ds, derr, sizeof(derr));
 	if (r < 0) {
 		qerr_set(err, err_len, "'%s': %s", path, derr);
 		goto fail;
@@ -1280,7 +1283,7 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	s->st.budget_bytes = s->budget;
 	s->st.working_set_bytes = s->working_set;
 
-	r = -pthread_create(&s->reader, NULL, reader_main, s);
+	r = -qthread_create(&s->reader, reader_main, s);
 	if (r < 0) {
 		qerr_set(err, err_len, "cannot start the reader thread: %s", strerror(-r));
 		goto fail;
