@@ -20,12 +20,12 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* ppoll; meson defines it, bench/ builds without */
 #endif
+#include "errmsg.h"
 #include "fabric.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -314,18 +314,8 @@ static int neg_errno(long r)
 	}
 }
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || err_len == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, err_len, fmt, ap);
-	va_end(ap);
-}
+/* Error messages are formatted as in every room (common/errmsg.h). */
+#define set_err qerr_set
 
 static void stat_add(atomic_uint_fast64_t *c, uint64_t n)
 {

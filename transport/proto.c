@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "byteorder.h"
 #include "proto.h"
 
 static const char *const type_names[QP_TYPE_LAST] = {
@@ -56,41 +57,6 @@ const char *qp_type_name(unsigned type)
 	if (type == 0 || type >= QP_TYPE_LAST)
 		return "?";
 	return type_names[type];
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)v);
-	put32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
 }
 
 /* Where a walker stands in a message, in either direction. */
@@ -176,9 +142,9 @@ static void w_u16(struct cur *c, uint16_t *v, const char *field)
 	if (!room(c, 2, field))
 		return;
 	if (c->enc)
-		put16(c->out + c->off, *v);
+		qput16(c->out + c->off, *v);
 	else
-		*v = get16(c->in + c->off);
+		*v = qle16(c->in + c->off);
 	c->off += 2;
 }
 
@@ -187,9 +153,9 @@ static void w_u32(struct cur *c, uint32_t *v, const char *field)
 	if (!room(c, 4, field))
 		return;
 	if (c->enc)
-		put32(c->out + c->off, *v);
+		qput32(c->out + c->off, *v);
 	else
-		*v = get32(c->in + c->off);
+		*v = qle32(c->in + c->off);
 	c->off += 4;
 }
 
@@ -198,9 +164,9 @@ static void w_u64(struct cur *c, uint64_t *v, const char *field)
 	if (!room(c, 8, field))
 		return;
 	if (c->enc)
-		put64(c->out + c->off, *v);
+		qput64(c->out + c->off, *v);
 	else
-		*v = get64(c->in + c->off);
+		*v = qle64(c->in + c->off);
 	c->off += 8;
 }
 
@@ -737,12 +703,12 @@ int qp_encode(const struct qp_msg *m, void *buf, size_t cap)
 	walk(&c, (struct qp_msg *)m);
 	if (c.r)
 		return c.r;
-	put32(c.out, QP_MAGIC);
-	put16(c.out + 4, QP_VERSION);
-	put16(c.out + 6, m->h.type);
-	put32(c.out + 8, (uint32_t)(c.off - QP_HEADER_SIZE));
-	put32(c.out + 12, m->h.session);
-	put64(c.out + 16, m->h.req);
+	qput32(c.out, QP_MAGIC);
+	qput16(c.out + 4, QP_VERSION);
+	qput16(c.out + 6, m->h.type);
+	qput32(c.out + 8, (uint32_t)(c.off - QP_HEADER_SIZE));
+	qput32(c.out + 12, m->h.session);
+	qput64(c.out + 16, m->h.req);
 	return (int)c.off;
 }
 
@@ -768,18 +734,18 @@ int qp_decode(const void *buf, size_t len, struct qp_msg *m, char *err, size_t e
 		     QP_HEADER_SIZE);
 		return c.r;
 	}
-	magic = get32(p);
+	magic = qle32(p);
 	if (magic != QP_MAGIC) {
 		fail(&c, -EBADMSG, "magic", "0x%08" PRIx32 " is not 0x%08x (\"QUAI\")", magic,
 		     QP_MAGIC);
 		return c.r;
 	}
 	m->h.magic = magic;
-	m->h.version = get16(p + 4);
-	m->h.type = get16(p + 6);
-	m->h.length = get32(p + 8);
-	m->h.session = get32(p + 12);
-	m->h.req = get64(p + 16);
+	m->h.version = qle16(p + 4);
+	m->h.type = qle16(p + 6);
+	m->h.length = qle32(p + 8);
+	m->h.session = qle32(p + 12);
+	m->h.req = qle64(p + 16);
 	c.type = qp_type_name(m->h.type);
 	if (!strcmp(c.type, "?"))
 		c.type = "message";
@@ -852,12 +818,12 @@ void qp_slot_encode(const struct qp_slot_header *h, void *slot)
 	/* Reserved bytes, padding and the state past state_len are written
 	 * as zeros whatever the struct holds: the check insists on them. */
 	memset(p, 0, QP_SLOT_HEADER_SIZE);
-	put32(p + SH_MAGIC, h->magic);
-	put32(p + SH_COUNT, h->count);
-	put64(p + SH_BYTES, h->bytes);
-	put64(p + SH_INDEX, h->index);
-	put64(p + SH_DATA_OFF, h->data_off);
-	put32(p + SH_STATE_LEN, h->state_len);
+	qput32(p + SH_MAGIC, h->magic);
+	qput32(p + SH_COUNT, h->count);
+	qput64(p + SH_BYTES, h->bytes);
+	qput64(p + SH_INDEX, h->index);
+	qput64(p + SH_DATA_OFF, h->data_off);
+	qput32(p + SH_STATE_LEN, h->state_len);
 	memcpy(p + SH_STATE, h->state, state);
 }
 
@@ -879,12 +845,12 @@ int qp_slot_check(const void *slot, uint64_t slot_bytes, struct qp_slot_header *
 	if (!slot || slot_bytes < QP_SLOT_HEADER_SIZE)
 		return -EBADMSG;
 	memset(&h, 0, sizeof(h));
-	h.magic = get32(p + SH_MAGIC);
-	h.count = get32(p + SH_COUNT);
-	h.bytes = get64(p + SH_BYTES);
-	h.index = get64(p + SH_INDEX);
-	h.data_off = get64(p + SH_DATA_OFF);
-	h.state_len = get32(p + SH_STATE_LEN);
+	h.magic = qle32(p + SH_MAGIC);
+	h.count = qle32(p + SH_COUNT);
+	h.bytes = qle64(p + SH_BYTES);
+	h.index = qle64(p + SH_INDEX);
+	h.data_off = qle64(p + SH_DATA_OFF);
+	h.state_len = qle32(p + SH_STATE_LEN);
 	if (h.magic != QP_SLOT_MAGIC)
 		return -EBADMSG;
 	if (!all_zero(p + SH_RESERVED0, SH_STATE - SH_RESERVED0))
@@ -901,10 +867,10 @@ int qp_slot_check(const void *slot, uint64_t slot_bytes, struct qp_slot_header *
 		return -EBADMSG;
 	/* ids, then count + 1 offsets: before data_off, so inside the slot. */
 	offsets = p + QP_SLOT_HEADER_SIZE + 8 * (size_t)h.count;
-	if (get64(offsets) != 0)
+	if (qle64(offsets) != 0)
 		return -EBADMSG;
 	for (uint64_t i = 1; i <= h.count; i++) {
-		uint64_t o = get64(offsets + 8 * i);
+		uint64_t o = qle64(offsets + 8 * i);
 
 		if (o < prev)
 			return -EBADMSG;

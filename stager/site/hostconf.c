@@ -328,19 +328,6 @@ int qhc_load(const char *path, qhc_setting_fn cb, void *arg, char *err_msg, size
 	return r;
 }
 
-int quai_zone_check(const char *zone)
-{
-	size_t n;
-
-	if (!zone)
-		return -EINVAL;
-	n = strspn(zone, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
-	/* Not "." or "..": a zone may one day name a directory. */
-	if (strcmp(zone, ".") == 0 || strcmp(zone, "..") == 0)
-		return -EINVAL;
-	return n >= 1 && n <= QUAI_ZONE_MAX && zone[n] == '\0' ? 0 : -EINVAL;
-}
-
 static int zone_setting(const char *key, const char *value, unsigned line, void *arg)
 {
 	char *zone = arg;

@@ -4,8 +4,8 @@
  * on EINTR and short transfers, the hidden "partial" sibling every writer
  * works in, and publishing it with fsync and a no-replace rename.
  */
-#ifndef QUAI_COMPRESS_FSUTIL_H
-#define QUAI_COMPRESS_FSUTIL_H
+#ifndef QUAI_COMMON_FSUTIL_H
+#define QUAI_COMMON_FSUTIL_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -3,8 +3,8 @@
  * reader's frames, quai verify's): locked in memory so that they are never
  * swapped out, kept out of core dumps and children, and zeroed when freed.
  * docs/SECURITY.md. Other datasets' buffers are plain malloc. */
-#ifndef QUAI_COMPRESS_SECMEM_H
-#define QUAI_COMPRESS_SECMEM_H
+#ifndef QUAI_COMMON_SECMEM_H
+#define QUAI_COMMON_SECMEM_H
 
 #include <stddef.h>
 #include <zstd.h>
@@ -28,4 +28,4 @@ ZSTD_DCtx *qsm_dctx_new(int sensitive, int *err);
 /* Frees what qsm_dctx_new() returned, with the same `sensitive`. */
 void qsm_dctx_free(ZSTD_DCtx *d, int sensitive);
 
-#endif /* QUAI_COMPRESS_SECMEM_H */
+#endif /* QUAI_COMMON_SECMEM_H */
