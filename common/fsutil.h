@@ -42,8 +42,29 @@ int qfs_partial_path(const char *dest, char *buf, size_t len);
 
 /* Removes `path` and, if it is a directory, what is inside it (one level
  * of regular files: the only thing quai writes there). Missing is fine.
- * Returns 0 or -errno. */
+ * Returns 0 or -errno. For a partial of this writer's only: call it while
+ * holding the partial's lock (qfs_partial_open()), before closing it. */
 int qfs_remove_partial(const char *path);
+
+/* Every writer of a partial holds its lock (flock, exclusive) for as long
+ * as it works in it, so that no second writer - another process, another
+ * client of quaid - writes, empties or removes it meanwhile.
+ *
+ * Opens the partial at `path`, creating it, and takes its lock: a
+ * directory (dir nonzero: pack, pull, push, unpack of files) or a regular
+ * file (unpack of lines or fixed records), opened O_RDWR. Something else
+ * there (the other kind, a symbolic link: not this writer's) is removed
+ * first, under its own lock when it is another quai's. What the partial
+ * holds is kept, for a writer that resumes: qfs_partial_clear() empties
+ * it. The lock lasts until the returned fd is closed. Returns the fd,
+ * -EBUSY when another writer holds the lock, or -errno. */
+int qfs_partial_open(const char *path, int dir);
+
+/* Empties a partial opened by qfs_partial_open(), whose lock the caller
+ * holds: a file is truncated; a directory loses every entry (directories
+ * within included) but the one named `keep` (NULL: none). Returns 0 or
+ * -errno. */
+int qfs_partial_clear(int fd, const char *keep);
 
 /* fsyncs the directory holding `path` (its parent). Returns 0 or -errno. */
 int qfs_fsync_parent(const char *path);

@@ -35,11 +35,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "audit.h"
 #include "conn.h"
 #include "errmsg.h"
 #include "fsutil.h"
-#include "hostconf.h"
+#include "hostdecide.h"
 #include "manifest.h"
 #include "pool.h"
 #include "quai/quai.h"
@@ -550,57 +549,16 @@ static int fetch_manifest(struct xfer *x, uint8_t **ret, size_t *ret_len, char *
 	return 0;
 }
 
-/* Removes every entry of a directory (a partial copy holds only files). */
-static int clear_dir(int dfd)
-{
-	int fd = dup(dfd);
-	DIR *d = fd < 0 ? NULL : fdopendir(fd);
-	if (!d) {
-		int e = -errno;
-		if (fd >= 0)
-			close(fd);
-		return e;
-	}
-	int r = 0;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT && r == 0)
-			r = -errno;
-	}
-	closedir(d);
-	return r;
-}
-
 /* Opens (creating) and locks the partial copy; keeps its files when they
  * belong to this manifest, else empties it. Returns the directory's fd. */
 static int open_partial(const char *pdir, const uint8_t *text, size_t len, int *ret_kept, char *err,
 			size_t err_len)
 {
-	int dfd = -1, r;
-	for (int tries = 0; tries < 3 && dfd < 0; tries++) {
-		dfd = open(pdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (dfd >= 0)
-			break;
-		if (errno == ENOTDIR || errno == ELOOP) {
-			if (unlink(pdir) < 0 && errno != ENOENT)
-				break;
-		} else if (errno != ENOENT || (mkdir(pdir, 0755) < 0 && errno != EEXIST)) {
-			break;
-		}
-	}
+	int dfd = qfs_partial_open(pdir, 1), r;
 	if (dfd < 0) {
-		r = -errno;
-		qfs_err(err, err_len, pdir, "%s", strerror(-r));
-		return r;
-	}
-	if (flock(dfd, LOCK_EX | LOCK_NB) < 0) {
-		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		qfs_err(err, err_len, pdir, "%s",
-			r == -EBUSY ? "another quai is writing it" : strerror(-r));
-		close(dfd);
-		return r;
+			dfd == -EBUSY ? "another quai is writing it" : strerror(-dfd));
+		return dfd;
 	}
 	uint8_t *old = NULL;
 	size_t old_len = 0;
@@ -611,7 +569,7 @@ static int open_partial(const char *pdir, const uint8_t *text, size_t len, int *
 		free(old);
 	}
 	if (!same) {
-		r = clear_dir(dfd);
+		r = qfs_partial_clear(dfd, NULL);
 		if (r == 0)
 			r = qfs_write_file(dfd, XF_MANIFEST_TMP, text, len);
 		if (r == 0 && fsync(dfd) < 0)
@@ -787,39 +745,6 @@ static int pull_seal(struct xfer *x, int dfd, const char *pdir, char *err, size_
 	return 0;
 }
 
-/* Sensitive data is never pulled to a host outside its zone. */
-static int check_zone(const struct qmf *mf, char *err, size_t err_len)
-{
-	if (mf->classification != QUAI_CLASS_SENSITIVE)
-		return 0;
-	return qhc_zone_allows(mf->name, mf->zone, "pulled", err, err_len);
-}
-
-/* Sensitive data is only written to the sovereign storage of this host
- * (sovereign_paths in the host configuration): DEST, and the partial copy
- * beside it, where the bytes land first. Checked before anything is made. */
-static int check_sovereign(const struct qmf *mf, const char *dest, const char *pdir, char *err,
-			   size_t err_len)
-{
-	char serr[PATH_MAX + 256] = "";
-	int r;
-
-	if (mf->classification != QUAI_CLASS_SENSITIVE)
-		return 0;
-	r = qhc_sovereign_check(dest, serr, sizeof(serr));
-	if (r == 0)
-		r = qhc_sovereign_check(pdir, serr, sizeof(serr));
-	if (r == -QUAI_EPOLICY)
-		qerr_set(err, err_len, "dataset %s is sensitive (zone %s): %s", mf->name, mf->zone,
-			 serr);
-	else if (r < 0)
-		qerr_set(err, err_len,
-			 "dataset %s is sensitive (zone %s), and whether %s is sovereign storage "
-			 "cannot be told: %s",
-			 mf->name, mf->zone, dest, serr[0] ? serr : quai_strerror(r));
-	return r < 0 ? -QUAI_EPOLICY : 0;
-}
-
 QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer_opts *opts,
 		       struct quai_xfer_result *ret_result, char *err, size_t err_len)
 {
@@ -889,18 +814,22 @@ QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer
 		goto out;
 	}
 	have_mf = 1;
-	r = check_zone(&mf, err, err_len);
-	if (r < 0) {
-		qaudit_local("pull", mf.name, mf.classification, mf.zone, -1, 0, "sovereign:zone",
-			     err, NULL, 0);
+	/* The host's decision (hostdecide.h): sensitive data is pulled only
+	 * to a host of its zone, and written only to its sovereign storage:
+	 * DEST, and the partial copy beside it, where the bytes land first.
+	 * Decided, and audited, before anything is made. */
+	struct qhd_request hq = {
+	    .op = "pull",
+	    .dataset = mf.name,
+	    .classification = mf.classification,
+	    .zone = mf.zone,
+	    .bytes = (int64_t)(mf.raw_bytes > INT64_MAX ? INT64_MAX : mf.raw_bytes),
+	    .what = "pulled",
+	    .dests = {dest, pdir, NULL},
+	};
+	r = qhd_decide(&hq, err, err_len);
+	if (r < 0)
 		goto out;
-	}
-	r = check_sovereign(&mf, dest, pdir, err, err_len);
-	if (r < 0) {
-		qaudit_local("pull", mf.name, mf.classification, mf.zone, -1, 0, "sovereign:paths",
-			     err, NULL, 0);
-		goto out;
-	}
 	x.sensitive = mf.classification == QUAI_CLASS_SENSITIVE;
 	x.nfiles = 2 * mf.nshards;
 	x.files = calloc(x.nfiles, sizeof(*x.files));
@@ -1318,18 +1247,19 @@ QUAI_API int quai_push(const char *src, const char *uri, const struct quai_xfer_
 	if (r < 0)
 		goto out;
 	/* Both sides refuse to move sensitive data out of its zone: this one
-	 * before a byte is sent. */
-	if (x.sensitive && strcmp(qconn_welcome(x.c)->zone, info.zone) != 0) {
-		qerr_set(
-		    err, err_len,
-		    "dataset %s is sensitive, of zone %s; %s is in zone %s, and sensitive data "
-		    "is never pushed outside its zone",
-		    info.name, info.zone, qconn_name(x.c), qconn_welcome(x.c)->zone);
-		qaudit_local("push", info.name, info.classification, info.zone, -1, 0,
-			     "sovereign:zone", err, NULL, 0);
-		r = -QUAI_EPOLICY;
+	 * before a byte is sent (hostdecide.h; audited here either way). */
+	struct qhd_request hq = {
+	    .op = "push",
+	    .dataset = info.name,
+	    .classification = info.classification,
+	    .zone = info.zone,
+	    .bytes = (int64_t)(info.raw_bytes > INT64_MAX ? INT64_MAX : info.raw_bytes),
+	    .peer = qconn_name(x.c),
+	    .peer_zone = qconn_welcome(x.c)->zone,
+	};
+	r = qhd_decide(&hq, err, err_len);
+	if (r < 0)
 		goto out;
-	}
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		r = -ENOMEM;

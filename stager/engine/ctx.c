@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ctxmem.h"
 #include "engine.h"
 #include "secmem.h"
 
@@ -232,4 +233,37 @@ int quai_ctx_info(quai_ctx *ctx, struct quai_ctx_info *info)
 	size_t n = info->size < sizeof(i) ? info->size : sizeof(i);
 	memcpy(info, &i, n);
 	return 0;
+}
+
+/* ---- the pinned pool, for the client's remote streams (ctxmem.h) ------- */
+
+_Static_assert(QCTX_MEM_ALIGN == QPOOL_ALIGN, "ctxmem.h and pool.h disagree on alignment");
+
+int qctx_mem_locked(const quai_ctx *ctx)
+{
+	return ctx->pool_info.locked ? 1 : 0;
+}
+
+void qctx_mem_wipe_on_free(quai_ctx *ctx)
+{
+	qpool_wipe_on_free(ctx->pool);
+}
+
+int qctx_mem_alloc(quai_ctx *ctx, size_t size, void **ret_block)
+{
+	return qpool_alloc(ctx->pool, size, ret_block);
+}
+
+void qctx_mem_release(quai_ctx *ctx, void *block)
+{
+	if (block)
+		qpool_release(ctx->pool, block);
+}
+
+void qctx_streams_add(quai_ctx *ctx, int delta)
+{
+	if (delta > 0)
+		__atomic_add_fetch(&ctx->streams, (unsigned)delta, __ATOMIC_RELAXED);
+	else
+		__atomic_sub_fetch(&ctx->streams, (unsigned)-delta, __ATOMIC_RELAXED);
 }

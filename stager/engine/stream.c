@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * quai_stream: one rank's epoch of a dataset, staged into pinned batches.
+ * The engine's stream: one rank's epoch of a local dataset, staged into
+ * pinned batches. The public quai_stream_* calls reach it through the front
+ * door (stager/front/stream_front.c), which sends quai:// URIs to the
+ * client instead; nothing here knows of remote streams.
  *
  * Three roles, overlapping fully:
  *  - the reader thread (one per stream, with its own io_uring ring) reads
@@ -32,14 +35,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "audit.h"
 #include "byteorder.h"
 #include "dataset.h"
 #include "errmsg.h"
 #include "engine.h"
-#include "hostconf.h"
+#include "hostdecide.h"
 #include "plan.h"
-#include "remote.h"
 
 #define QS_ALIGN 4096u		   /* O_DIRECT offset, length and buffer alignment */
 #define QS_REG_CHUNK (1ull << 30)  /* io_uring registers buffers of up to 1 GiB */
@@ -61,7 +62,7 @@ enum { B_FREE, B_ASSEMBLING, B_READY, B_HELD };
 
 struct qs_frame {
 	struct qjob job;
-	struct quai_stream *s;
+	struct qestream *s;
 	uint64_t gframe;
 	uint32_t shard;
 	const struct qix_frame *fx;
@@ -96,7 +97,7 @@ struct qs_batch {
 	size_t recs_cap;
 	uint32_t nrecs;
 	uint64_t skipped; /* records of frames that failed (SKIP_CORRUPT) */
-	struct quai_stream *s;
+	struct qestream *s;
 	int state;
 	uint64_t index;
 	uint64_t l0, l1; /* local record range */
@@ -107,9 +108,8 @@ struct qs_batch {
 	uint32_t count;
 };
 
-struct quai_stream {
+struct qestream {
 	struct quai_ctx *ctx;
-	struct qrstream *remote; /* quai:// streams: everything happens there */
 	quai_dataset *ds;
 	qpl_plan *plan;
 	struct qpl_params pp;
@@ -172,10 +172,10 @@ static uint64_t align_up(uint64_t v, uint64_t a)
 }
 
 /* Records the stream's first error (under s->mu) and wakes everyone. */
-static void fail_locked(struct quai_stream *s, int err, const char *fmt, ...)
+static void fail_locked(struct qestream *s, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void fail_locked(struct quai_stream *s, int err, const char *fmt, ...)
+static void fail_locked(struct qestream *s, int err, const char *fmt, ...)
 {
 	if (s->err)
 		return;
@@ -208,49 +208,29 @@ static void wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long ms)
  * Sensitive data: only into locked memory (no silent fallback: its bytes
  * never sit in memory that may be swapped out), and only on a host of its
  * zone. Returns 0 or -QUAI_EPOLICY / the audit log's error, with err. */
+/* The host's decision on reading this dataset into this context's memory
+ * (hostdecide.h): the engine supplies the facts, site/ makes the rule. */
 static int local_decision(const quai_ctx *ctx, const quai_dataset *ds, char *err, size_t err_len)
 {
 	const struct qmf *m = &ds->m;
-	char aerr[PATH_MAX + 256];
-	const char *rule = "local";
-	int r = 0;
-
-	if (m->classification == QUAI_CLASS_SENSITIVE && !ctx->pool_info.locked) {
-		qerr_set(err, err_len,
-			 "dataset %s is sensitive: its batches must live in locked memory, but "
-			 "this context's pinned pool could not be locked (raise RLIMIT_MEMLOCK, "
-			 "e.g. ulimit -l, and create the context without QUAI_CTX_UNLOCKED_OK)",
-			 m->name);
-		rule = "sovereign:memory";
-		r = -QUAI_EPOLICY;
-	} else if (m->classification == QUAI_CLASS_SENSITIVE && ctx->dctx_unlocked) {
-		qerr_set(err, err_len,
-			 "dataset %s is sensitive: its frames must be decoded in locked memory, "
-			 "but RLIMIT_MEMLOCK left no room for the workers' decompression "
-			 "contexts (about 96 KiB each) beside the pinned pool: raise it (e.g. "
-			 "ulimit -l) or make the pool that much smaller",
-			 m->name);
-		rule = "sovereign:memory";
-		r = -QUAI_EPOLICY;
-	} else if (m->classification == QUAI_CLASS_SENSITIVE && !ctx->served) {
-		r = qhc_zone_allows(m->name, m->zone, "read", err, err_len);
-		if (r < 0)
-			rule = "sovereign:zone";
-	}
-	if (ctx->served)
-		return r;
-	int ar = qaudit_local("stream", m->name, m->classification, m->zone, (int64_t)m->raw_bytes,
-			      r == 0, rule, r < 0 ? err : NULL, aerr, sizeof(aerr));
-	if (r == 0 && ar < 0) {
-		qerr_set(err, err_len, "%s: nothing is read unaudited", aerr);
-		r = ar;
-	}
-	return r;
+	struct qhd_request q = {
+	    .op = "stream",
+	    .dataset = m->name,
+	    .classification = m->classification,
+	    .zone = m->zone,
+	    .bytes = (int64_t)(m->raw_bytes > INT64_MAX ? INT64_MAX : m->raw_bytes),
+	    .what = "read",
+	    .memory = !ctx->pool_info.locked ? QHD_MEM_POOL_UNLOCKED
+		      : ctx->dctx_unlocked   ? QHD_MEM_DCTX_UNLOCKED
+					     : QHD_MEM_LOCKED,
+	    .served = ctx->served,
+	};
+	return qhd_decide(&q, err, err_len);
 }
 
 /* Gives a block back to the pool; a sensitive dataset's bytes are wiped
  * first (the pool wipes everything again when it is destroyed). */
-static void give_back(struct quai_stream *s, void *block, size_t len)
+static void give_back(struct qestream *s, void *block, size_t len)
 {
 	if (s->wipe)
 		explicit_bzero(block, len);
@@ -265,8 +245,8 @@ static uint64_t now_ns(void)
 }
 
 /* The raw bytes of the l-th local record: where it is, and how long. */
-static void local_record(const struct quai_stream *s, uint64_t l, struct qpl_item *it,
-			 uint32_t *off, uint32_t *len)
+static void local_record(const struct qestream *s, uint64_t l, struct qpl_item *it, uint32_t *off,
+			 uint32_t *len)
 {
 	qpl_item(s->plan, l, it);
 	qds_record_in_frame(s->ds, it->frame, it->index, off, len);
@@ -275,7 +255,7 @@ static void local_record(const struct quai_stream *s, uint64_t l, struct qpl_ite
 /* ---- batch planning --------------------------------------------------- */
 
 /* Bounds of batch b (b < planned): [l0, l1). */
-static void batch_bounds(const struct quai_stream *s, uint64_t b, uint64_t *l0, uint64_t *l1)
+static void batch_bounds(const struct qestream *s, uint64_t b, uint64_t *l0, uint64_t *l1)
 {
 	if (s->batch_records) {
 		*l0 = s->l_start + b * s->batch_records;
@@ -290,7 +270,7 @@ static void batch_bounds(const struct quai_stream *s, uint64_t b, uint64_t *l0, 
 }
 
 /* Plans batch bounds (batch_bytes mode) up to the prefetch window. */
-static void plan_ahead(struct quai_stream *s)
+static void plan_ahead(struct qestream *s)
 {
 	if (s->batch_records)
 		return;
@@ -319,7 +299,7 @@ static void plan_ahead(struct quai_stream *s)
 
 /* The local index up to which the reader may read: as far past the
  * batch being delivered as the budget allows (the span fixed at open). */
-static uint64_t lookahead(const struct quai_stream *s)
+static uint64_t lookahead(const struct qestream *s)
 {
 	uint64_t l0 = s->assembled_l;
 	uint64_t l = l0 + s->span;
@@ -327,7 +307,7 @@ static uint64_t lookahead(const struct quai_stream *s)
 }
 
 /* Frames whose first use is below l (they are a prefix of need order). */
-static uint64_t frames_needed(const struct quai_stream *s, uint64_t l)
+static uint64_t frames_needed(const struct qestream *s, uint64_t l)
 {
 	uint64_t lo = 0, hi = s->nframes;
 	while (lo < hi) {
@@ -385,7 +365,7 @@ static void gather(const struct qs_frame *f, uint32_t off, uint32_t len, uint8_t
 /* Starts assembling the next batch if it can be: it is planned, its slot
  * is free, its frames are all decoded, and its memory can be had. Only one
  * batch of a stream is assembled at a time, in order. Under s->mu. */
-static void pump(struct quai_stream *s)
+static void pump(struct qestream *s)
 {
 	plan_ahead(s);
 	if (s->assembling || s->err || s->closing)
@@ -452,7 +432,7 @@ static void pump(struct quai_stream *s)
 }
 
 /* Frees the frames no batch still to be assembled needs. Under s->mu. */
-static void free_frames(struct quai_stream *s)
+static void free_frames(struct qestream *s)
 {
 	int freed = 0;
 	for (uint64_t i = s->oldest_live; i < s->next_read; i++) {
@@ -480,7 +460,7 @@ static void free_frames(struct quai_stream *s)
 		pthread_cond_signal(&s->cv_reader);
 }
 
-static void job_done(struct quai_stream *s)
+static void job_done(struct qestream *s)
 {
 	if (--s->jobs == 0)
 		pthread_cond_broadcast(&s->cv_idle);
@@ -489,7 +469,7 @@ static void job_done(struct quai_stream *s)
 static void assemble_run(struct qjob *job, ZSTD_DCtx *dctx)
 {
 	struct qs_batch *slot = (struct qs_batch *)job;
-	struct quai_stream *s = slot->s;
+	struct qestream *s = slot->s;
 	uint64_t bytes = 0;
 	(void)dctx;
 	for (uint32_t k = 0; k < slot->nrecs; k++) {
@@ -524,7 +504,7 @@ static void assemble_run(struct qjob *job, ZSTD_DCtx *dctx)
 static void decode_run(struct qjob *job, ZSTD_DCtx *dctx)
 {
 	struct qs_frame *f = (struct qs_frame *)job;
-	struct quai_stream *s = f->s;
+	struct qestream *s = f->s;
 	const uint8_t *src = f->cblock + f->cdelta;
 	/* A frame larger than its raw bytes is most likely stored raw: then
 	 * its records are assembled straight from the read, saving a copy. */
@@ -576,7 +556,7 @@ static void decode_run(struct qjob *job, ZSTD_DCtx *dctx)
 /* ---- the reader ------------------------------------------------------- */
 
 /* Index of the registered buffer holding [p, p + len), or -1. */
-static int reg_index(const struct quai_stream *s, const void *p, size_t len)
+static int reg_index(const struct qestream *s, const void *p, size_t len)
 {
 	if (!s->reg_buffers)
 		return -1;
@@ -590,7 +570,7 @@ static int reg_index(const struct quai_stream *s, const void *p, size_t len)
  * the pool blocks it takes: clen for the read, and after it, for a frame
  * that may be stored raw, the table of its pieces; rlen for its raw bytes.
  * The one place both reading and the working-set estimate take it from. */
-static void frame_layout(const struct quai_stream *s, const struct qs_frame *f, uint64_t *start,
+static void frame_layout(const struct qestream *s, const struct qs_frame *f, uint64_t *start,
 			 uint64_t *end, size_t *clen, size_t *rlen)
 {
 	*start = f->fx->c_offset;
@@ -606,7 +586,7 @@ static void frame_layout(const struct quai_stream *s, const struct qs_frame *f, 
 
 /* Claims memory for frame i and queues its read. Under s->mu; returns 0
  * when queued, 1 when it must wait (memory), <0 on error. */
-static int start_read(struct quai_stream *s, struct qs_frame *f)
+static int start_read(struct qestream *s, struct qs_frame *f)
 {
 	uint64_t start, end;
 	size_t clen, rlen;
@@ -658,7 +638,7 @@ static int start_read(struct quai_stream *s, struct qs_frame *f)
 	return 0;
 }
 
-static void complete_read(struct quai_stream *s, struct io_uring_cqe *cqe)
+static void complete_read(struct qestream *s, struct io_uring_cqe *cqe)
 {
 	struct qs_frame *f = io_uring_cqe_get_data(cqe);
 	uint64_t want = f->cdelta + (uint64_t)f->fx->c_size;
@@ -690,7 +670,7 @@ static void complete_read(struct quai_stream *s, struct io_uring_cqe *cqe)
 
 static void *reader_main(void *arg)
 {
-	struct quai_stream *s = arg;
+	struct qestream *s = arg;
 	unsigned qd = s->ctx->queue_depth;
 
 	pthread_mutex_lock(&s->mu);
@@ -813,7 +793,7 @@ static int cached_percent(int fd, uint64_t size)
  * page cache, no cache thrashing on datasets larger than memory) where the
  * file system takes it, unless most of the shard already sits in the page
  * cache: then buffered reads serve it from memory. Detected per shard. */
-static int open_shards(struct quai_stream *s, void *probe, char *err, size_t err_len)
+static int open_shards(struct qestream *s, void *probe, char *err, size_t err_len)
 {
 	uint32_t n = s->ds->m.nshards;
 	s->fds = malloc(n * sizeof(*s->fds));
@@ -849,7 +829,7 @@ static int open_shards(struct quai_stream *s, void *probe, char *err, size_t err
 	return 0;
 }
 
-static int setup_ring(struct quai_stream *s)
+static int setup_ring(struct qestream *s)
 {
 	struct io_uring_params p = {0};
 	if (s->ctx->flags & QUAI_CTX_SQPOLL) {
@@ -904,7 +884,7 @@ static int cmp_event(const void *a, const void *b)
 /* The most frame memory live at once when the reader runs `span` records
  * ahead of the batch being assembled: frames whose use overlaps any window
  * of `span` records. Looks at the first `nf` frames in need order only. */
-static uint64_t frames_working_set(const struct quai_stream *s, uint64_t span, uint64_t nf)
+static uint64_t frames_working_set(const struct qestream *s, uint64_t span, uint64_t nf)
 {
 	struct ws_event *ev = malloc(2 * (nf ? nf : 1) * sizeof(*ev));
 	if (!ev)
@@ -969,7 +949,7 @@ static uint32_t default_partitions(uint64_t frames, uint32_t world)
 	return p;
 }
 
-static int decode_state(struct quai_stream *s, const void *buf, size_t len, uint64_t *ret_pos,
+static int decode_state(struct qestream *s, const void *buf, size_t len, uint64_t *ret_pos,
 			char *err, size_t err_len)
 {
 	const uint8_t *p = buf;
@@ -1005,67 +985,19 @@ static int decode_state(struct quai_stream *s, const void *buf, size_t len, uint
 	return 0;
 }
 
-static int check_opts(const struct quai_stream_opts *o, char *err, size_t err_len)
+int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
+	     struct qestream **ret_stream, char *err, size_t err_len)
 {
-	if (o->size < sizeof(size_t) || o->size > sizeof(*o)) {
-		qerr_set(err, err_len, "bad quai_stream_opts size %zu", o->size);
-		return -EINVAL;
-	}
-	uint32_t world = o->world ? o->world : 1;
-	if (o->rank >= world) {
-		qerr_set(err, err_len, "rank %" PRIu32 " is not below the world size %" PRIu32,
-			 o->rank, world);
-		return -EINVAL;
-	}
-	if (o->batch_records && o->batch_bytes) {
-		qerr_set(err, err_len, "give batch_records or batch_bytes, not both");
-		return -EINVAL;
-	}
-	if (o->tail != QUAI_TAIL_DROP && o->tail != QUAI_TAIL_KEEP) {
-		qerr_set(err, err_len, "unknown tail policy %d", o->tail);
-		return -EINVAL;
-	}
-	if (o->flags & ~(QUAI_STREAM_NO_SHUFFLE | QUAI_STREAM_SKIP_CORRUPT)) {
-		qerr_set(err, err_len, "unknown stream flags 0x%x", o->flags);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *opts,
-		     quai_stream **ret_stream, char *err, size_t err_len)
-{
-	static const struct quai_stream_opts defaults = {.size = sizeof(defaults)};
-	const struct quai_stream_opts *o = opts ? opts : &defaults;
 	const char *path;
 	struct qpl_frame *pf = NULL;
 	void *probe = NULL;
 	int r;
 
-	qerr_set(err, err_len, "%s", "");
-	if (!ctx || !uri || !ret_stream)
-		return -EINVAL;
-	r = check_opts(o, err, err_len);
-	if (r < 0)
-		return r;
-	if (quai_uri_is_remote(uri)) {
-		struct quai_stream *s = calloc(1, sizeof(*s));
-		if (!s)
-			return -ENOMEM;
-		s->ctx = ctx;
-		r = qrs_open(ctx, uri, o, &s->remote, err, err_len);
-		if (r < 0) {
-			free(s);
-			return r;
-		}
-		*ret_stream = s;
-		return 0;
-	}
 	r = parse_uri(uri, &path, err, err_len);
 	if (r < 0)
 		return r;
 
-	struct quai_stream *s = calloc(1, sizeof(*s));
+	struct qestream *s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->ctx = ctx;
@@ -1261,16 +1193,14 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	return 0;
 fail:
 	free(pf);
-	quai_stream_close(s);
+	qes_close(s);
 	return r;
 }
 
 /* ---- for quaid --------------------------------------------------------- */
 
-int qstream_geometry(quai_stream *s, struct qstream_geometry *g)
+int qes_geometry(struct qestream *s, struct qstream_geometry *g)
 {
-	if (s->remote)
-		return -EINVAL;
 	memset(g, 0, sizeof(*g));
 	/* One pass over this rank's records, cut into batches exactly as
 	 * batch_bounds() and plan_ahead() cut them. */
@@ -1305,17 +1235,8 @@ int qstream_geometry(quai_stream *s, struct qstream_geometry *g)
 
 /* ---- the consumer ----------------------------------------------------- */
 
-int quai_next(quai_stream *s, struct quai_batch *batch)
+int qes_next(struct qestream *s, struct quai_batch *batch, const int *cancel)
 {
-	return qstream_next(s, batch, NULL);
-}
-
-int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel)
-{
-	if (!s || !batch)
-		return -EINVAL;
-	if (s->remote)
-		return qrs_next(s->remote, batch);
 	pthread_mutex_lock(&s->mu);
 	pump(s);
 	if (s->err) {
@@ -1381,21 +1302,15 @@ int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel)
 	return 1;
 }
 
-static void release_slot(struct quai_stream *s, struct qs_batch *slot)
+static void release_slot(struct qestream *s, struct qs_batch *slot)
 {
 	give_back(s, slot->block, slot->block_len);
 	slot->block = NULL;
 	slot->state = B_FREE;
 }
 
-void quai_release(quai_stream *s, struct quai_batch *batch)
+void qes_release(struct qestream *s, struct quai_batch *batch)
 {
-	if (!s || !batch || !batch->internal)
-		return;
-	if (s->remote) {
-		qrs_release(s->remote, batch);
-		return;
-	}
 	struct qs_batch *slot = batch->internal;
 	pthread_mutex_lock(&s->mu);
 	if (slot >= s->slots && slot < s->slots + s->nslots && slot->state == B_HELD)
@@ -1406,19 +1321,13 @@ void quai_release(quai_stream *s, struct quai_batch *batch)
 	pthread_mutex_unlock(&s->mu);
 }
 
-const char *quai_stream_error(quai_stream *s)
+const char *qes_error(struct qestream *s)
 {
-	if (s && s->remote)
-		return qrs_error(s->remote);
-	return s ? s->errmsg : "";
+	return s->errmsg;
 }
 
-int quai_stream_state(quai_stream *s, void *buf, size_t len)
+int qes_state(struct qestream *s, void *buf, size_t len)
 {
-	if (!s || !buf)
-		return -EINVAL;
-	if (s->remote)
-		return qrs_state(s->remote, buf, len);
 	if (len < QS_STATE_LEN)
 		return -ENOSPC;
 	pthread_mutex_lock(&s->mu);
@@ -1454,12 +1363,8 @@ int quai_stream_state(quai_stream *s, void *buf, size_t len)
 	return QS_STATE_LEN;
 }
 
-int quai_stream_stats(quai_stream *s, struct quai_stream_stats *stats)
+int qes_stats(struct qestream *s, struct quai_stream_stats *stats)
 {
-	if (!s || !stats || stats->size < sizeof(size_t))
-		return -EINVAL;
-	if (s->remote)
-		return qrs_stats(s->remote, stats);
 	pthread_mutex_lock(&s->mu);
 	struct quai_stream_stats st = s->st;
 	pthread_mutex_unlock(&s->mu);
@@ -1469,15 +1374,10 @@ int quai_stream_stats(quai_stream *s, struct quai_stream_stats *stats)
 	return 0;
 }
 
-void quai_stream_close(quai_stream *s)
+void qes_close(struct qestream *s)
 {
 	if (!s)
 		return;
-	if (s->remote) {
-		qrs_close(s->remote);
-		free(s);
-		return;
-	}
 	pthread_mutex_lock(&s->mu);
 	s->closing = 1;
 	pthread_cond_broadcast(&s->cv_reader);
