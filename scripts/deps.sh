@@ -6,8 +6,10 @@
 #                          the fuzzers and sanitizers, pytest, and PyTorch
 #                          for the torch layer of the Python binding)
 set -euo pipefail
+# time: demo.sh measures each step with /usr/bin/time (wall time and peak
+# RSS), which Debian's minimal images leave out.
 run_pkgs=(build-essential meson ninja-build pkg-config liburing-dev libfabric-dev
-          libzstd-dev libxxhash-dev zstd munge libmunge-dev python3 python3-numpy)
+          libzstd-dev libxxhash-dev zstd munge libmunge-dev python3 python3-numpy time)
 test_pkgs=(libcriterion-dev clang libclang-rt-14-dev clang-format python3-pytest python3-torch)
 case "${1:-run}" in
   run) pkgs=("${run_pkgs[@]}") ;;
