@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "conn.h"
 #include "ctxmem.h"
 #include "errmsg.h"
@@ -54,13 +55,6 @@ struct qrstream {
 	uint32_t state_len;
 	struct quai_stream_stats st;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void fail_locked(struct qrstream *r, int err, const char *msg)
 {
@@ -299,11 +293,11 @@ int qrs_next(struct qrstream *r, struct quai_batch *batch)
 			return -EBUSY;
 		}
 		if (!t0)
-			t0 = now_ns();
+			t0 = qclock_now_ns();
 		pthread_cond_wait(&r->cv, &r->mu);
 	}
 	if (t0)
-		r->st.wait_ns += now_ns() - t0;
+		r->st.wait_ns += qclock_now_ns() - t0;
 	if (slot < 0) {
 		int e = r->err ? r->err : r->end_status;
 		pthread_mutex_unlock(&r->mu);

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "byteorder.h"
+#include "clock.h"
 #include "dataset.h"
 #include "errmsg.h"
 #include "engine.h"
@@ -235,13 +236,6 @@ static void give_back(struct qestream *s, void *block, size_t len)
 	if (s->wipe)
 		explicit_bzero(block, len);
 	qpool_release(s->ctx->pool, block);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* The raw bytes of the l-th local record: where it is, and how long. */
@@ -796,12 +790,17 @@ static int cached_percent(int fd, uint64_t size)
 static int open_shards(struct qestream *s, void *probe, char *err, size_t err_len)
 {
 	uint32_t n = s->ds->m.nshards;
+	/* Every fd -1 before anything can fail: qes_close() closes the ones
+	 * that are not (it once closed uninitialised ones when the second
+	 * allocation failed). */
 	s->fds = malloc(n * sizeof(*s->fds));
-	s->direct = calloc(n, 1);
-	if (!s->fds || !s->direct)
+	if (!s->fds)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++)
 		s->fds[i] = -1;
+	s->direct = calloc(n, 1);
+	if (!s->direct)
+		return -ENOMEM;
 	int fs_direct = !(s->ctx->flags & QUAI_CTX_NO_DIRECT);
 	for (uint32_t i = 0; i < n; i++) {
 		int fd = qds_open_shard(s->ds, i, 0);
@@ -985,21 +984,16 @@ static int decode_state(struct qestream *s, const void *buf, size_t len, uint64_
 	return 0;
 }
 
-int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
-	     struct qestream **ret_stream, char *err, size_t err_len)
+/* ---- opening, phase by phase --------------------------------------------
+ * qes_open() runs these in order; each returns 0 or -errno with err set,
+ * and leaves what it made in the stream for qes_close() to undo. */
+
+/* A stream with its locks, counted on the context; nothing else yet. */
+static struct qestream *stream_new(quai_ctx *ctx, const struct quai_stream_opts *o)
 {
-	const char *path;
-	struct qpl_frame *pf = NULL;
-	void *probe = NULL;
-	int r;
-
-	r = parse_uri(uri, &path, err, err_len);
-	if (r < 0)
-		return r;
-
 	struct qestream *s = calloc(1, sizeof(*s));
 	if (!s)
-		return -ENOMEM;
+		return NULL;
 	s->ctx = ctx;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
@@ -1007,28 +1001,42 @@ int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 	pthread_cond_init(&s->cv_idle, NULL);
 	s->flags = o->flags;
 	__atomic_add_fetch(&ctx->streams, 1, __ATOMIC_RELAXED);
+	return s;
+}
 
+/* Phase 1: the dataset, and the host's decision on reading it here. */
+static int open_dataset(struct qestream *s, const char *path, char *err, size_t err_len)
+{
 	char derr[256];
-	r = quai_dataset_open(path, &s->ds, derr, sizeof(derr));
+	int r = quai_dataset_open(path, &s->ds, derr, sizeof(derr));
 	if (r < 0) {
 		qerr_set(err, err_len, "'%s': %s", path, derr);
-		goto fail;
+		return r;
 	}
-	const quai_dataset *ds = s->ds;
-	s->wipe = ds->m.classification == QUAI_CLASS_SENSITIVE;
-	r = local_decision(ctx, ds, err, err_len);
+	s->wipe = s->ds->m.classification == QUAI_CLASS_SENSITIVE;
+	r = local_decision(s->ctx, s->ds, err, err_len);
 	if (r < 0)
-		goto fail;
+		return r;
 	if (s->wipe)
-		qpool_wipe_on_free(ctx->pool);
+		qpool_wipe_on_free(s->ctx->pool);
+	return 0;
+}
 
+/* Phase 2: the epoch's plan, from the options or a resume state; *ret_pos
+ * is where in the global order this stream starts. */
+static int make_plan(struct qestream *s, const struct quai_stream_opts *o, uint64_t *ret_pos,
+		     char *err, size_t err_len)
+{
+	const quai_dataset *ds = s->ds;
 	uint64_t pos = 0;
+	int r;
+
 	s->pp.world = o->world ? o->world : 1;
 	s->pp.rank = o->rank;
 	if (o->resume) {
 		r = decode_state(s, o->resume, o->resume_len, &pos, err, err_len);
 		if (r < 0)
-			goto fail;
+			return r;
 	} else {
 		s->pp.seed = o->seed;
 		s->pp.epoch = o->epoch;
@@ -1038,12 +1046,9 @@ int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 		s->pp.shuffle = !(o->flags & QUAI_STREAM_NO_SHUFFLE);
 		s->pp.tail = o->tail == QUAI_TAIL_KEEP ? QPL_TAIL_KEEP : QPL_TAIL_DROP;
 	}
-
-	pf = malloc(ds->m.frames * sizeof(*pf));
-	if (!pf) {
-		r = -ENOMEM;
-		goto fail;
-	}
+	struct qpl_frame *pf = malloc(ds->m.frames * sizeof(*pf));
+	if (!pf)
+		return -ENOMEM;
 	for (uint64_t g = 0; g < ds->m.frames; g++) {
 		uint32_t sh, fr;
 		qds_frame_at(ds, g, &sh, &fr);
@@ -1053,13 +1058,17 @@ int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 	char perr[256];
 	r = qpl_new(pf, ds->m.frames, &s->pp, &s->plan, perr, sizeof(perr));
 	free(pf);
-	pf = NULL;
 	if (r < 0) {
 		qerr_set(err, err_len, "%s", perr);
-		goto fail;
+		return r;
 	}
+	*ret_pos = pos;
+	return 0;
+}
 
-	/* This rank's range, and its batches. */
+/* Phase 3: this rank's range of the plan from pos, and its batches. */
+static void cut_batches(struct qestream *s, const struct quai_stream_opts *o, uint64_t pos)
+{
 	s->l_end = qpl_local_count(s->plan);
 	s->l_start = qpl_local_start(s->plan, pos);
 	s->nslots = o->prefetch_batches ? o->prefetch_batches : QS_DEFAULT_PREFETCH;
@@ -1075,15 +1084,21 @@ int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 	} else {
 		s->nbatches = UINT64_MAX;
 	}
+}
+
+/* Phase 4: the batch slots, and the frames this rank still needs, in the
+ * order it first needs them. */
+static int list_frames(struct qestream *s)
+{
+	const quai_dataset *ds = s->ds;
+
 	s->slots = calloc(s->nslots, sizeof(*s->slots));
 	s->bounds = calloc(2 * (size_t)s->nslots, sizeof(*s->bounds));
 	s->frame_of = malloc(ds->m.frames * sizeof(*s->frame_of));
 	uint64_t nuse = qpl_frame_count(s->plan);
 	s->frames = calloc(nuse ? nuse : 1, sizeof(*s->frames));
-	if (!s->slots || !s->bounds || !s->frame_of || !s->frames) {
-		r = -ENOMEM;
-		goto fail;
-	}
+	if (!s->slots || !s->bounds || !s->frame_of || !s->frames)
+		return -ENOMEM;
 	for (uint64_t g = 0; g < ds->m.frames; g++)
 		s->frame_of[g] = UINT32_MAX;
 	for (uint64_t i = 0; i < nuse; i++) {
@@ -1106,8 +1121,19 @@ int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 	for (uint64_t i = 0; i < s->nframes; i++)
 		s->frame_of[s->frames[i].gframe] = (uint32_t)i;
 	s->assembled_l = s->l_start;
+	return 0;
+}
 
-	/* Memory: the batches ahead, and the frames live at once. */
+/* Phase 5: the shard files (O_DIRECT where it works, probed with a block
+ * of the pool), and the memory the stream needs at the least: the batches
+ * ahead and the frames live at once, checked against its budget. */
+static int open_files_and_budget(struct qestream *s, const struct quai_stream_opts *o, char *err,
+				 size_t err_len)
+{
+	const quai_dataset *ds = s->ds;
+	quai_ctx *ctx = s->ctx;
+	void *probe = NULL;
+
 	s->max_record = max_record_size(ds);
 	uint64_t per_batch = s->batch_records ? (uint64_t)s->batch_records * s->max_record
 					      : s->batch_bytes + s->max_record;
@@ -1116,19 +1142,14 @@ int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 			    : s->batch_bytes / (ds->m.raw_bytes / ds->m.records + 1) + 1;
 	per_batch = align_up(per_batch + (2 * nrec + 1) * 8, QPOOL_ALIGN);
 	s->reserve = per_batch * s->nslots;
-	probe = NULL;
-	if (qpool_alloc(ctx->pool, QS_ALIGN, &probe) < 0)
-		probe = NULL;
-	if (!probe) {
+	if (qpool_alloc(ctx->pool, QS_ALIGN, &probe) < 0 || !probe) {
 		qerr_set(err, err_len, "the pinned pool is full");
-		r = -ENOBUFS;
-		goto fail;
+		return -ENOBUFS;
 	}
-	r = open_shards(s, probe, err, err_len);
+	int r = open_shards(s, probe, err, err_len);
 	qpool_release(ctx->pool, probe);
-	probe = NULL;
 	if (r < 0)
-		goto fail;
+		return r;
 	uint64_t span =
 	    s->batch_records ? (uint64_t)s->nslots * s->batch_records : nrec * s->nslots;
 	s->working_set = s->reserve + frames_working_set(s, span, s->nframes);
@@ -1147,14 +1168,18 @@ int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 		    "batch size, the shuffle window or the partitions",
 		    (s->working_set + (1 << 20) - 1) >> 20, s->nslots, per_batch >> 10,
 		    s->budget >> 20);
-		r = -ENOBUFS;
-		goto fail;
+		return -ENOBUFS;
 	}
+	return 0;
+}
 
-	/* Read as far ahead as the budget allows: the longest span whose
-	 * working set fits. Searched (doubling, then bisecting) on the first
-	 * frames of the epoch, which keeps opening fast on huge datasets,
-	 * then checked on all of them; the minimum span fits (checked above). */
+/* Phase 6: read as far ahead as the budget allows: the longest span whose
+ * working set fits. Searched (doubling, then bisecting) on the first
+ * frames of the epoch, which keeps opening fast on huge datasets, then
+ * checked on all of them; the minimum span fits (phase 5). */
+static void choose_span(struct qestream *s)
+{
+	uint64_t span = s->min_span;
 	uint64_t total = s->l_end - s->l_start;
 	uint64_t nf = s->nframes < 4096 ? s->nframes : 4096;
 	uint64_t lo = span, up;
@@ -1171,30 +1196,61 @@ int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 	while (lo > span && s->reserve + frames_working_set(s, lo, s->nframes) > s->budget)
 		lo = lo / 2 > span ? lo / 2 : span;
 	s->span = lo;
+}
 
-	r = setup_ring(s);
+/* Phase 7: the io_uring ring, the statistics known at open, and the
+ * reader thread: from here on the stream runs. */
+static int start_reader(struct qestream *s, char *err, size_t err_len)
+{
+	int r = setup_ring(s);
 	if (r < 0) {
 		qerr_set(err, err_len, "io_uring: %s", strerror(-r));
-		goto fail;
+		return r;
 	}
 	s->st.partitions = s->pp.partitions;
 	s->st.records_total = s->l_end - s->l_start;
 	s->st.registered_buffers = s->reg_buffers;
 	s->st.budget_bytes = s->budget;
 	s->st.working_set_bytes = s->working_set;
-
 	r = -pthread_create(&s->reader, NULL, reader_main, s);
 	if (r < 0) {
 		qerr_set(err, err_len, "cannot start the reader thread: %s", strerror(-r));
-		goto fail;
+		return r;
 	}
 	s->reader_started = 1;
+	return 0;
+}
+
+int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
+	     struct qestream **ret_stream, char *err, size_t err_len)
+{
+	const char *path;
+	uint64_t pos = 0;
+	int r = parse_uri(uri, &path, err, err_len);
+	if (r < 0)
+		return r;
+	struct qestream *s = stream_new(ctx, o);
+	if (!s)
+		return -ENOMEM;
+	r = open_dataset(s, path, err, err_len);
+	if (r == 0)
+		r = make_plan(s, o, &pos, err, err_len);
+	if (r == 0) {
+		cut_batches(s, o, pos);
+		r = list_frames(s);
+	}
+	if (r == 0)
+		r = open_files_and_budget(s, o, err, err_len);
+	if (r == 0) {
+		choose_span(s);
+		r = start_reader(s, err, err_len);
+	}
+	if (r < 0) {
+		qes_close(s);
+		return r;
+	}
 	*ret_stream = s;
 	return 0;
-fail:
-	free(pf);
-	qes_close(s);
-	return r;
 }
 
 /* ---- for quaid --------------------------------------------------------- */
@@ -1261,7 +1317,7 @@ int qes_next(struct qestream *s, struct quai_batch *batch, const int *cancel)
 			return -ECANCELED;
 		}
 		if (!t0)
-			t0 = now_ns();
+			t0 = qclock_now_ns();
 		/* The batch is ready to be assembled but no worker has begun:
 		 * rather than wait for one to finish the frame it decodes,
 		 * this thread, idle anyway, assembles it. */
@@ -1276,7 +1332,7 @@ int qes_next(struct qestream *s, struct quai_batch *batch, const int *cancel)
 		pump(s);
 	}
 	if (t0)
-		s->st.wait_ns += now_ns() - t0;
+		s->st.wait_ns += qclock_now_ns() - t0;
 	if (s->err || s->next_deliver >= s->nbatches) {
 		int e = s->err;
 		pthread_mutex_unlock(&s->mu);

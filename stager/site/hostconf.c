@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "quai/quai.h"
+#include "strutil.h"
 
 struct setting {
 	const char *key;
@@ -50,16 +51,7 @@ static void report(unsigned line, unsigned *ret_err_line, char *err_msg, size_t 
  * since it may hold anything. */
 static const char *printable(const char *s, size_t len, char buf[40])
 {
-	size_t i;
-
-	for (i = 0; i < len && i < 32; i++)
-		buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
-	if (i < len) {
-		memcpy(buf + i, "...", 3);
-		i += 3;
-	}
-	buf[i] = '\0';
-	return buf;
+	return qstr_printable(buf, 32, s, len);
 }
 
 static bool is_blank(char c)
