@@ -19,15 +19,8 @@ const char *qstr_printable(char *buf, size_t max, const char *s, size_t len)
 	return buf;
 }
 
-int qstr_parse_size(const char *s, int blanks, uint64_t *ret)
+int qstr_parse_digits(const char *s, const char **ret_end, uint64_t *ret)
 {
-	static const struct {
-		const char *name;
-		unsigned shift;
-	} suffixes[] = {
-	    {"", 0},	 {"b", 0},  {"k", 10},	 {"kib", 10}, {"m", 20},
-	    {"mib", 20}, {"g", 30}, {"gib", 30}, {"t", 40},   {"tib", 40},
-	};
 	const char *p = s;
 	uint64_t v = 0;
 
@@ -39,6 +32,26 @@ int qstr_parse_size(const char *s, int blanks, uint64_t *ret)
 			return -ERANGE;
 		v = v * 10 + d;
 	}
+	*ret_end = p;
+	*ret = v;
+	return 0;
+}
+
+int qstr_parse_size(const char *s, int blanks, uint64_t *ret)
+{
+	static const struct {
+		const char *name;
+		unsigned shift;
+	} suffixes[] = {
+	    {"", 0},	 {"b", 0},  {"k", 10},	 {"kib", 10}, {"m", 20},
+	    {"mib", 20}, {"g", 30}, {"gib", 30}, {"t", 40},   {"tib", 40},
+	};
+	const char *p;
+	uint64_t v;
+	int r = qstr_parse_digits(s, &p, &v);
+
+	if (r < 0)
+		return r;
 	if (blanks)
 		p += strspn(p, " \t");
 	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {

@@ -16,6 +16,12 @@
  * bytes; it is always NUL-terminated. Returns buf. */
 const char *qstr_printable(char *buf, size_t max, const char *s, size_t len);
 
+/* Decimal digits at s (at least one; no sign, no blanks) into *ret;
+ * *ret_end is the first byte after them. Returns 0, -EINVAL when s does
+ * not start with a digit, -ERANGE when the number does not fit in 64 bits.
+ * Nothing is written on failure. */
+int qstr_parse_digits(const char *s, const char **ret_end, uint64_t *ret);
+
 /* A size: decimal digits, then (after blanks, when `blanks` is nonzero) an
  * optional binary suffix in any case: B, K/KiB, M/MiB, G/GiB, T/TiB.
  * Returns 0 with *ret set, -EINVAL when s is not such a size, -ERANGE when

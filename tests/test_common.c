@@ -53,6 +53,26 @@ Test(strutil, sizes_with_binary_suffixes)
 	cr_expect_eq(qstr_parse_size("256 M", 0, &v), -EINVAL);
 }
 
+Test(strutil, digits_stop_at_the_first_other_byte)
+{
+	const char *end = NULL;
+	uint64_t v = 9;
+	cr_expect_eq(qstr_parse_digits("8080x", &end, &v), 0);
+	cr_expect_eq(v, 8080);
+	cr_expect_str_eq(end, "x");
+	cr_expect_eq(qstr_parse_digits("007", &end, &v), 0);
+	cr_expect_eq(v, 7);
+	cr_expect_str_eq(end, "");
+	v = 9;
+	end = NULL;
+	cr_expect_eq(qstr_parse_digits("x1", &end, &v), -EINVAL);
+	cr_expect_eq(qstr_parse_digits("", &end, &v), -EINVAL);
+	cr_expect_eq(qstr_parse_digits("-1", &end, &v), -EINVAL);
+	cr_expect_eq(qstr_parse_digits("99999999999999999999", &end, &v), -ERANGE);
+	cr_expect_eq(v, 9, "written on failure");
+	cr_expect_null(end, "written on failure");
+}
+
 Test(strutil, printable_replaces_and_cuts)
 {
 	char buf[12];

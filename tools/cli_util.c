@@ -71,33 +71,13 @@ int cli_usage_error(const char *verb, const char *fmt, ...)
 
 /* ---- parsing ---------------------------------------------------------- */
 
-/* Parses leading decimal digits; *end points after them. */
-static int parse_digits(const char *s, uint64_t *ret, const char **end)
-{
-	uint64_t v = 0;
-	const char *p = s;
-
-	if (*p < '0' || *p > '9')
-		return -EINVAL;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		unsigned d = (unsigned)(*p - '0');
-
-		if (v > (UINT64_MAX - d) / 10)
-			return -ERANGE;
-		v = v * 10 + d;
-	}
-	*ret = v;
-	*end = p;
-	return 0;
-}
-
 int cli_parse_u64(const char *s, uint64_t *ret)
 {
 	const char *end;
 	uint64_t v;
 	int r;
 
-	r = parse_digits(s, &v, &end);
+	r = qstr_parse_digits(s, &end, &v);
 	if (r < 0)
 		return r;
 	if (*end)
@@ -140,7 +120,7 @@ int cli_parse_range(const char *s, uint64_t *ret_a, uint64_t *ret_b, bool *ret_h
 	if (!colon)
 		return -EINVAL;
 	if (colon != s) {
-		r = parse_digits(s, &a, &end);
+		r = qstr_parse_digits(s, &end, &a);
 		if (r < 0)
 			return r;
 		if (end != colon)

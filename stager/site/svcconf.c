@@ -90,26 +90,6 @@ static bool is_alnum(char c)
 	return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-/* Decimal digits only (no sign, no blanks), at most max. -EINVAL, -ERANGE. */
-static int parse_u64(const char *s, const char **ret_end, uint64_t *ret)
-{
-	uint64_t v = 0;
-	const char *p = s;
-
-	if (!is_digit(*p))
-		return -EINVAL;
-	for (; is_digit(*p); p++) {
-		unsigned d = (unsigned)(*p - '0');
-
-		if (v > (UINT64_MAX - d) / 10)
-			return -ERANGE;
-		v = v * 10 + d;
-	}
-	*ret_end = p;
-	*ret = v;
-	return 0;
-}
-
 /* "256MiB" when exact in a binary unit, else bytes: what parse reads back. */
 static const char *size_str(uint64_t v, char buf[32])
 {
@@ -146,7 +126,7 @@ static int parse_port(const char *v, const char *port, char service[32], char *m
 		say(msg, len, "'%s': no port after ':'", show(&sh, v));
 		return -QUAI_EFORMAT;
 	}
-	if (parse_u64(port, &end, &n) < 0 || *end || n > 65535) {
+	if (qstr_parse_digits(port, &end, &n) < 0 || *end || n > 65535) {
 		say(msg, len, "'%s': the port must be a number from 0 to 65535", show(&sh, v));
 		return -QUAI_EFORMAT;
 	}
@@ -502,7 +482,7 @@ static int parse_count(const char *v, unsigned min, unsigned max, unsigned *ret,
 	uint64_t n;
 	struct shown sh;
 
-	if (parse_u64(v, &end, &n) < 0 || *end || n < min || n > max) {
+	if (qstr_parse_digits(v, &end, &n) < 0 || *end || n < min || n > max) {
 		say(msg, len, "'%s': expected a whole number from %u to %u", show(&sh, v), min,
 		    max);
 		return -QUAI_EFORMAT;
