@@ -147,7 +147,7 @@ static void report(const char *verb, int err, const char *msg, const char *conte
 }
 
 /* What a reader or quai verify of a sensitive dataset says when its
- * buffers cannot be locked (compress/secmem.h). */
+ * buffers cannot be locked (common/secmem.h). */
 #define MEMLOCK_REFUSAL                                                                            \
 	"the dataset is sensitive: its bytes are read only into locked memory, and "               \
 	"RLIMIT_MEMLOCK does not allow enough of it (raise it, e.g. ulimit -l)"

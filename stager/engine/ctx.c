@@ -8,7 +8,7 @@
 
 #include "ctxmem.h"
 #include "engine.h"
-#include "secmem.h"
+#include "dctx.h"
 
 #define CTX_DEFAULT_POOL (512ull << 20)
 #define CTX_MAX_WORKERS 256u
@@ -65,7 +65,7 @@ static void *worker_main(void *arg)
 	 * its literals buffer holds bytes of the frame being decoded, and a
 	 * sensitive dataset's bytes live only in locked memory. */
 	int locked = ctx->pool_info.locked, e;
-	ZSTD_DCtx *dctx = qsm_dctx_new(locked, &e);
+	ZSTD_DCtx *dctx = qdc_new(locked, &e);
 	int unlocked = 0;
 	if (!dctx && locked) {
 		dctx = ZSTD_createDCtx();
@@ -92,7 +92,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&ctx->mu);
 	}
 	pthread_mutex_unlock(&ctx->mu);
-	qsm_dctx_free(dctx, locked && !unlocked);
+	qdc_free(dctx, locked && !unlocked);
 	return NULL;
 }
 
