@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "quai/quai.h"
 
 /* Writes go to the kernel in pieces of at most this: measured on an ext4
  * VM, 4 MiB write()s into the page cache ran at 470 MB/s and 256 KiB ones
@@ -350,6 +351,16 @@ int qfs_publish(const char *from, const char *to)
 			return -errno;
 	}
 	return qfs_fsync_parent(to);
+}
+
+int qfs_publish_new(const char *from, const char *to, char *err, size_t err_len)
+{
+	int r = qfs_publish(from, to);
+	if (r == -EEXIST || r == -ENOTEMPTY)
+		r = -QUAI_EEXISTS;
+	if (r < 0)
+		qfs_err(err, err_len, to, "%s", quai_strerror(r));
+	return r;
 }
 
 int qfs_exists(const char *path)

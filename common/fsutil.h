@@ -73,6 +73,12 @@ int qfs_fsync_parent(const char *path);
  * directories), then fsyncs the parent. Returns 0 or -errno. */
 int qfs_publish(const char *from, const char *to);
 
+/* qfs_publish() for a writer that reports to its caller: -QUAI_EEXISTS
+ * when `to` exists (quai never overwrites), with err "'to': destination
+ * already exists"; any other failure with err "'to': strerror". Returns 0
+ * or that code. */
+int qfs_publish_new(const char *from, const char *to, char *err, size_t err_len);
+
 /* 1 when something exists at path (no symlink following), else 0. */
 int qfs_exists(const char *path);
 

@@ -1008,14 +1008,7 @@ static int finish(struct packer *pk, const char *dest)
 		r = -errno;
 	if (r < 0)
 		return fail_errno(pk, r, pk->tmpdir);
-	r = qfs_publish(pk->tmpdir, dest);
-	if (r == -EEXIST || r == -ENOTEMPTY) {
-		qfs_err(pk->err, pk->err_len, dest, "%s", quai_strerror(QUAI_EEXISTS));
-		return -QUAI_EEXISTS;
-	}
-	if (r < 0)
-		return fail_errno(pk, r, dest);
-	return 0;
+	return qfs_publish_new(pk->tmpdir, dest, pk->err, pk->err_len);
 }
 
 static int start_threads(struct packer *pk)

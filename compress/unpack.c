@@ -174,13 +174,7 @@ int qds_unpack(const char *path, const char *dest, char *err, size_t err_len)
 		r = unpack_stream(ds, rd, fd, tmp, err, err_len);
 	if (r < 0)
 		goto out;
-	r = qfs_publish(tmp, dest);
-	if (r == -EEXIST || r == -ENOTEMPTY) {
-		qfs_err(err, err_len, dest, "%s", quai_strerror(QUAI_EEXISTS));
-		r = -QUAI_EEXISTS;
-	} else if (r < 0) {
-		qfs_err(err, err_len, dest, "%s", quai_strerror(r));
-	}
+	r = qfs_publish_new(tmp, dest, err, err_len);
 out:
 	/* Removed while still locked: no other writer has it meanwhile. */
 	if (r < 0 && made)

@@ -961,14 +961,7 @@ static int pull_publish(const char *pdir, const char *dest, int unpack, char *er
 			qfs_remove_partial(pdir);
 		return r;
 	}
-	r = qfs_publish(pdir, dest);
-	if (r == -EEXIST || r == -ENOTEMPTY) {
-		qfs_err(err, err_len, dest, "%s", quai_strerror(QUAI_EEXISTS));
-		r = -QUAI_EEXISTS;
-	} else if (r < 0) {
-		qfs_err(err, err_len, dest, "%s", strerror(-r));
-	}
-	return r;
+	return qfs_publish_new(pdir, dest, err, err_len);
 }
 
 QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer_opts *opts,
