@@ -3,7 +3,8 @@
 # installs what it needs, builds quai (optimised, and with
 # AddressSanitizer + UndefinedBehaviorSanitizer), runs every Criterion
 # suite, the fuzz corpora and the CLI's end-to-end tests in both, the Python
-# binding's tests (with PyTorch) against the optimised build, runs each
+# binding's tests (with PyTorch) and the multi-node tests on a virtual
+# cluster (Slurm, munged, quaid) against the optimised build, runs each
 # libFuzzer harness for a bounded time, runs the engine's stress program
 # under ThreadSanitizer, checks the room graph (scripts/rooms.py) and
 # formatting, and ends with one line: "N passed, N failed, N skipped".
@@ -55,6 +56,14 @@ if setup build/release --buildtype=debugoptimized; then
     tests/python >"$out/pytest-python.log" 2>&1 || status=1
   tail -3 "$out/pytest-python.log" | sed 's/^/   /'
   sources+=(junit="$out/pytest-python.xml")
+  # Multi-node: the virtual cluster (network namespaces) with a real Slurm,
+  # munged and quaid; tests/cluster/README.md. About a minute.
+  echo "== release: virtual cluster, Slurm burst buffer (pytest)"
+  PYTHONPATH=$top/python QUAI_LIB=$top/build/release/libquai.so QUAI_BIN=$top/build/release/tools/quai \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$out/pytest-cluster.xml" \
+    tests/cluster >"$out/pytest-cluster.log" 2>&1 || status=1
+  tail -3 "$out/pytest-cluster.log" | sed 's/^/   /'
+  sources+=(junit="$out/pytest-cluster.xml")
 else
   note build-release FAIL
   sources=()

@@ -4,13 +4,17 @@
 #   scripts/deps.sh run    what building and running quai needs
 #   scripts/deps.sh test   that, plus the test tools (Criterion, clang for
 #                          the fuzzers and sanitizers, pytest, and PyTorch
-#                          for the torch layer of the Python binding)
+#                          for the torch layer of the Python binding; Slurm
+#                          22.05 with its burst_buffer/lua plugin, iproute2
+#                          and util-linux for the virtual cluster's tests)
 set -euo pipefail
 # time: demo.sh measures each step with /usr/bin/time (wall time and peak
 # RSS), which Debian's minimal images leave out.
 run_pkgs=(build-essential meson ninja-build pkg-config liburing-dev libfabric-dev
           libzstd-dev libxxhash-dev zstd munge libmunge-dev python3 python3-numpy time)
-test_pkgs=(libcriterion-dev clang libclang-rt-14-dev clang-format python3-pytest python3-torch)
+test_pkgs=(libcriterion-dev clang libclang-rt-14-dev clang-format python3-pytest python3-torch
+           slurmctld slurmd slurm-client slurm-wlm-basic-plugins liblua5.1-0 iproute2
+           util-linux passwd)
 case "${1:-run}" in
   run) pkgs=("${run_pkgs[@]}") ;;
   test) pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;

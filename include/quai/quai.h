@@ -521,6 +521,20 @@ struct quai_stream_opts {
 QUAI_API int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *opts,
 			      quai_stream **ret_stream, char *err, size_t err_len);
 
+/* This process's place in a job, from the launcher's environment, for
+ * quai_stream_opts.rank and .world: torchrun's $RANK, $WORLD_SIZE and
+ * $LOCAL_RANK when $RANK and $WORLD_SIZE are set, else Slurm's (srun)
+ * $SLURM_PROCID, $SLURM_NTASKS and $SLURM_LOCALID. The local rank (the
+ * process's index on its node: the GPU to use) plays no part in which
+ * records a rank gets; it is 0 when its variable is unset. Any out-param
+ * may be NULL. Returns 0 with all three written; -ENOENT when neither pair
+ * is set (nothing written: a single process is rank 0 of 1); -EINVAL when
+ * a variable is not a decimal number, or rank >= world, or world is 0 (err
+ * names the variable and its value; nothing written). Reads the
+ * environment only (getenv): call it before threads change it. */
+QUAI_API int quai_rank_from_env(uint32_t *ret_rank, uint32_t *ret_world, uint32_t *ret_local_rank,
+				char *err, size_t err_len);
+
 /* A batch: a view into pinned memory, valid until quai_release(). */
 struct quai_batch {
 	const uint8_t *data;	 /* the records, back to back */

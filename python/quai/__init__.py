@@ -23,7 +23,7 @@ from ._errors import (ClosedError, CompressError, CorruptError, Error, ExistsErr
                       FormatError, InputError, InvalidArgumentError, NotFoundError,
                       PolicyError, UnsupportedError, VersionError)
 from ._core import (Batch, BatchCopy, Context, Dataset, RecordLocation, Stream,
-                    default_context)
+                    default_context, rank_from_env)
 
 __version__ = "0.1.0"
 
@@ -37,4 +37,5 @@ __all__ = ["Batch", "BatchCopy", "ClosedError", "CompressError", "Context", "Cor
            "Dataset", "Error", "ExistsError", "FormatError", "InputError",
            "InvalidArgumentError", "NotFoundError", "PolicyError", "RecordLocation",
            "STATE_MAX", "Stream", "UnsupportedError", "VersionError", "default_context",
+           "rank_from_env",
            "lib_path", "version"]

@@ -2,6 +2,7 @@
 """Contexts, streams, batches and datasets over libquai (include/quai/quai.h)."""
 import collections
 import ctypes
+import errno
 import os
 import threading
 import weakref
@@ -191,6 +192,22 @@ def default_context(remote=False):
         if c is None or c.closed:
             c = _defaults[remote] = Context(lazy_pool=remote)
         return c
+
+
+def rank_from_env():
+    """(rank, world, local_rank) of this process from its launcher: torchrun's
+    $RANK, $WORLD_SIZE and $LOCAL_RANK, else srun's $SLURM_PROCID,
+    $SLURM_NTASKS and $SLURM_LOCALID (quai_rank_from_env() in quai.h); (0, 1,
+    0) when neither is set. A malformed value, or a rank not below the
+    world, raises InvalidArgumentError naming the variable."""
+    rank, world, local = ctypes.c_uint32(), ctypes.c_uint32(), ctypes.c_uint32()
+    err = _lib.err_buffer()
+    r = _lib.quai_rank_from_env(ctypes.byref(rank), ctypes.byref(world), ctypes.byref(local),
+                                err, _lib.ERR_LEN)
+    if r == -errno.ENOENT:
+        return 0, 1, 0
+    check(r, err)
+    return rank.value, world.value, local.value
 
 
 def _is_remote(uri):

@@ -188,6 +188,8 @@ quai_ctx_free = _fn("quai_ctx_free", None, _vp)
 quai_ctx_info = _fn("quai_ctx_info", c_int, _vp, _P(struct_quai_ctx_info))
 
 quai_uri_is_remote = _fn("quai_uri_is_remote", c_int, _cp)
+quai_rank_from_env = _fn("quai_rank_from_env", c_int, _P(c_u32), _P(c_u32), _P(c_u32),
+                         ctypes.c_char_p, c_size_t)
 quai_stream_open = _fn("quai_stream_open", c_int, _vp, _cp, _P(struct_quai_stream_opts), _P(_vp),
                        ctypes.c_char_p, c_size_t)
 # quai_next blocks while the batch is assembled: ctypes.CDLL releases the
