@@ -103,7 +103,7 @@ if [ "$fuzz_s" -gt 0 ]; then
   echo "== fuzz: ${fuzz_s}s per harness"
   if CC=clang setup build/fuzz --buildtype=debugoptimized -Dfuzz=true \
     -Db_sanitize=address,undefined -Db_lundef=false; then
-    for f in manifest frame seektable shardindex json hostconf proto svcconf policy audit authpayload; do
+    for f in manifest frame seektable shardindex json hostconf proto svcconf policy audit authpayload state; do
       work=$out/fuzz-$f
       mkdir -p "$work"
       cp tests/fuzz/corpus/$f/* "$work/" 2>/dev/null

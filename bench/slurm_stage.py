@@ -37,7 +37,7 @@ FIRST_PY = r'''
 import json, sys, time
 import quai
 ctx = quai.Context(pinned_bytes=6 << 20)  # within the default RLIMIT_MEMLOCK
-with quai.Stream(sys.argv[1], batch=8, shuffle=False, prefetch=1, partitions=1,
+with quai.Stream(sys.argv[1], batch=8, shuffle=False, prefetch=1, window=1,
                  context=ctx) as s:
     b = next(iter(s))
     first = time.time()

@@ -90,7 +90,6 @@ static void *rank_main(void *p)
 	struct quai_stream_opts o = {.size = sizeof(o),
 				     .rank = a->rank,
 				     .world = a->world,
-				     .partitions = 8,
 				     .seed = 99,
 				     .batch_records = 24,
 				     .memory_budget = 4 << 20,

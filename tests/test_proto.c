@@ -995,7 +995,7 @@ static const struct num_case num_cases[] = {
     NUM(QP_STREAM_OPEN, stream_open.world, 4, 5, 0, "STREAM_OPEN: world: "),
     NUM(QP_STREAM_OPEN, stream_open.world, 4, 5, 1, "STREAM_OPEN: rank: "),
     NUM(QP_STREAM_OPEN, stream_open.rank, 1, 2, 4, "STREAM_OPEN: rank: "),
-    NUM(QP_STREAM_OPEN, stream_open.tail, 0, 1, 2, "STREAM_OPEN: tail: "),
+    NUM(QP_STREAM_OPEN, stream_open.tail, 0, 2, 3, "STREAM_OPEN: tail: "),
     NUM(QP_STREAM_READY, stream_ready.slot_bytes, 1u << 20, (1u << 20) + 1, 0,
 	"STREAM_READY: slot_bytes: "),
     NUM(QP_STREAM_READY, stream_ready.slot_bytes, 1u << 20, (1u << 20) + 1, UINT64_MAX / 4,

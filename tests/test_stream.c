@@ -132,7 +132,6 @@ Test(stream, dataset_order_without_shuffle)
 {
 	struct quai_stream_opts o = {.size = sizeof(o),
 				     .flags = QUAI_STREAM_NO_SHUFFLE,
-				     .partitions = 1,
 				     .batch_records = 7,
 				     .tail = QUAI_TAIL_KEEP};
 	quai_stream *s = open_stream(ds_path, &o);
@@ -219,7 +218,6 @@ static void *run_rank(void *arg)
 	struct quai_stream_opts o = {.size = sizeof(o),
 				     .rank = rr->rank,
 				     .world = rr->world,
-				     .partitions = 8,
 				     .seed = 7,
 				     .batch_records = 16,
 				     .memory_budget = 8 << 20,
@@ -267,25 +265,46 @@ Test(stream, ranks_on_one_context_are_disjoint_and_complete)
 	}
 }
 
+/* Any world size: every rank gets the same batches (the last one short,
+ * alike on every rank), and together all but the remainder (< world
+ * records) of the epoch; the batch size does not change that. */
 Test(stream, drop_tail_gives_every_rank_the_same_batches)
 {
-	uint64_t batches[4];
-	for (uint32_t r = 0; r < 4; r++) {
-		struct quai_stream_opts o = {
-		    .size = sizeof(o), .rank = r, .world = 4, .partitions = 8, .batch_records = 10};
-		quai_stream *s = open_stream(ds_path, &o);
-		struct quai_batch b;
-		batches[r] = 0;
-		while (quai_next(s, &b) > 0) {
-			cr_assert_eq(b.count, 10);
-			batches[r]++;
-			quai_release(s, &b);
+	uint32_t worlds[] = {3, 4, 6, 7};
+	for (size_t k = 0; k < sizeof(worlds) / sizeof(worlds[0]); k++) {
+		uint32_t w = worlds[k];
+		uint64_t batches0 = 0, last0 = 0, total = 0;
+		uint8_t *seen = calloc(nrec, 1);
+		for (uint32_t r = 0; r < w; r++) {
+			struct quai_stream_opts o = {
+			    .size = sizeof(o), .rank = r, .world = w, .batch_records = 10};
+			quai_stream *s = open_stream(ds_path, &o);
+			struct quai_batch b;
+			uint64_t batches = 0, last = 0;
+			while (quai_next(s, &b) > 0) {
+				cr_assert(last == 0 || last == 10, "a short batch before the last");
+				for (uint32_t i = 0; i < b.count; i++) {
+					cr_assert_eq(seen[b.ids[i]], 0);
+					seen[b.ids[i]] = 1;
+				}
+				last = b.count;
+				total += b.count;
+				batches++;
+				quai_release(s, &b);
+			}
+			quai_stream_close(s);
+			if (r == 0) {
+				batches0 = batches;
+				last0 = last;
+			}
+			cr_assert_eq(batches, batches0, "world %u rank %u", w, r);
+			cr_assert_eq(last, last0, "world %u rank %u", w, r);
 		}
-		quai_stream_close(s);
+		cr_assert_gt(batches0, 0);
+		cr_assert_eq(total, nrec - nrec % w, "world %u: %llu of %llu", w,
+			     (unsigned long long)total, (unsigned long long)nrec);
+		free(seen);
 	}
-	for (uint32_t r = 1; r < 4; r++)
-		cr_assert_eq(batches[r], batches[0]);
-	cr_assert_gt(batches[0], 0);
 }
 
 /* Checkpoint after k batches at world w, resume at world w2: together the
@@ -300,16 +319,20 @@ static void resume_case(uint32_t w, uint32_t w2, uint64_t k)
 		struct quai_stream_opts o = {.size = sizeof(o),
 					     .rank = r,
 					     .world = w,
-					     .partitions = 8,
 					     .seed = 3,
 					     .batch_records = 8,
 					     .tail = QUAI_TAIL_KEEP};
 		quai_stream *s = open_stream(fixed_path, &o);
 		drain(s, fixed_path, seen, k, NULL, NULL);
+		uint8_t mine[QUAI_STATE_MAX];
+		int n = quai_stream_state(s, mine, sizeof(mine));
+		cr_assert_gt(n, 0);
 		if (r == 0) {
-			slen = quai_stream_state(s, state, sizeof(state));
-			cr_assert_gt(slen, 0);
+			memcpy(state, mine, (size_t)n);
+			slen = n;
 		}
+		cr_assert(n == slen && memcmp(mine, state, (size_t)n) == 0,
+			  "rank %u writes another state", r);
 		quai_stream_close(s);
 	}
 	for (uint32_t r = 0; r < w2; r++) {
@@ -336,6 +359,49 @@ Test(stream, elastic_resume)
 	resume_case(2, 8, 7);
 	resume_case(8, 4, 1);
 	resume_case(4, 4, 0);
+	resume_case(2, 3, 40);
+	resume_case(8, 6, 9);
+	resume_case(5, 24, 11);
+	resume_case(7, 1, 70);
+}
+
+/* 8 ranks, then 6, then 24 in one epoch: every record exactly once but the
+ * remainder of the last world (KEEP: none). */
+Test(stream, elastic_resume_twice)
+{
+	uint8_t *seen = calloc(4000, 1);
+	uint8_t state[QUAI_STATE_MAX];
+	int slen = 0;
+	uint32_t worlds[] = {8, 6, 24};
+	uint64_t steps[] = {13, 21, UINT64_MAX};
+	for (int k = 0; k < 3; k++) {
+		int next = 0;
+		uint8_t got[QUAI_STATE_MAX];
+		for (uint32_t r = 0; r < worlds[k]; r++) {
+			struct quai_stream_opts o = {.size = sizeof(o),
+						     .rank = r,
+						     .world = worlds[k],
+						     .seed = 3,
+						     .window = 4,
+						     .batch_records = 8,
+						     .tail = QUAI_TAIL_KEEP,
+						     .resume = k ? state : NULL,
+						     .resume_len = k ? (size_t)slen : 0};
+			if (k)
+				o.seed = 0, o.window = 0, o.tail = 0;
+			quai_stream *s = open_stream(fixed_path, &o);
+			drain(s, fixed_path, seen, steps[k], NULL, NULL);
+			next = quai_stream_state(s, got, sizeof(got));
+			cr_assert_gt(next, 0);
+			quai_stream_close(s);
+		}
+		memcpy(state, got, (size_t)next);
+		slen = next;
+	}
+	for (uint64_t i = 0; i < 4000; i++)
+		cr_assert_eq(seen[i], 1, "record %llu seen %u times", (unsigned long long)i,
+			     seen[i]);
+	free(seen);
 }
 
 /* Options a context does not know are refused, not ignored: a program
@@ -377,13 +443,30 @@ Test(stream, remote_uris_told_apart)
 	cr_assert_eq(quai_uri_is_remote(NULL), 0);
 }
 
-Test(stream, incompatible_world_is_explained)
+/* Any world size opens with the defaults (no divisibility rule); bad ranks
+ * and worlds, and the gone partitions option, are explained. */
+Test(stream, any_world_opens_and_bad_ones_are_explained)
 {
-	struct quai_stream_opts o = {.size = sizeof(o), .world = 3, .partitions = 8};
+	struct quai_stream_opts o = {.size = sizeof(o)};
 	quai_stream *s;
 	char err[512];
+	uint32_t worlds[] = {3, 5, 6, 7, 12, 24, 1000, 65536};
+	for (size_t k = 0; k < sizeof(worlds) / sizeof(worlds[0]); k++) {
+		o.world = worlds[k];
+		o.rank = worlds[k] - 1;
+		cr_assert_eq(quai_stream_open(ctx, ds_path, &o, &s, err, sizeof(err)), 0,
+			     "world %u: %s", worlds[k], err);
+		quai_stream_close(s);
+	}
+	o.world = 65537;
+	o.rank = 0;
 	cr_assert_eq(quai_stream_open(ctx, ds_path, &o, &s, err, sizeof(err)), -EINVAL);
-	cr_assert(strstr(err, "1 2 4 8"), "%s", err);
+	cr_assert(strstr(err, "world 65537"), "%s", err);
+	o.world = 3;
+	o.partitions = 8;
+	cr_assert_eq(quai_stream_open(ctx, ds_path, &o, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "partitions are no longer an option"), "%s", err);
+	o.partitions = 0;
 	o.world = 2;
 	o.rank = 2;
 	cr_assert_eq(quai_stream_open(ctx, ds_path, &o, &s, err, sizeof(err)), -EINVAL);
@@ -414,7 +497,6 @@ Test(stream, memory_stays_within_the_budget)
 	uint64_t budget = 2 << 20;
 	struct quai_stream_opts o = {.size = sizeof(o),
 				     .batch_records = 32,
-				     .partitions = 2,
 				     .memory_budget = budget,
 				     .tail = QUAI_TAIL_KEEP};
 	quai_stream *s = open_stream(ds_path, &o);
@@ -452,7 +534,6 @@ Test(stream, corrupt_frame_is_never_delivered)
 
 	struct quai_stream_opts o = {.size = sizeof(o),
 				     .flags = QUAI_STREAM_NO_SHUFFLE,
-				     .partitions = 1,
 				     .batch_records = 5,
 				     .tail = QUAI_TAIL_KEEP};
 	quai_stream *s = open_stream(ds_path, &o);
@@ -780,10 +861,48 @@ Test(stream, bad_resume_states_are_refused)
 	bad[4]--;
 	cr_assert_eq(quai_stream_open(ctx, ds_path, &r, &s, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "another dataset"), "%s", err);
-	/* A damaged tail policy. */
-	bad[44] = 7;
+	/* A flipped bit anywhere. */
+	for (int bit = 0; bit < 8 * n; bit += 7) {
+		memcpy(bad, state, (size_t)n);
+		bad[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+		cr_assert_lt(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), 0,
+			     "bit %d", bit);
+	}
+	/* A version-1 state (the 64 bytes of earlier builds). */
+	uint8_t v1[64] = {0x51, 0x54, 0x53, 0x31, 1};
+	r.resume = v1;
+	r.resume_len = sizeof(v1);
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -QUAI_EVERSION);
+	cr_assert(strstr(err, "version 1"), "%s", err);
+	/* Options that contradict the state. */
+	r.resume = state;
+	r.resume_len = (size_t)n;
+	r.seed = 99;
 	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
-	cr_assert(strstr(err, "damaged"), "%s", err);
+	cr_assert(strstr(err, "fixes the seed"), "%s", err);
+	r.seed = 0;
+	r.epoch = 4;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "fixes the epoch"), "%s", err);
+	r.epoch = 0;
+	r.window = 3;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "fixes the window"), "%s", err);
+	r.window = 0;
+	r.tail = QUAI_TAIL_PAD;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "fixes the tail"), "%s", err);
+	r.tail = 0;
+	r.flags = QUAI_STREAM_NO_SHUFFLE;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "fixes the shuffle"), "%s", err);
+	r.flags = 0;
+	r.partitions = 8;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "partitions"), "%s", err);
+	r.partitions = 0;
+	cr_assert_eq(quai_stream_open(ctx, fixed_path, &r, &s, err, sizeof(err)), 0, "%s", err);
+	quai_stream_close(s);
 }
 
 /* Incompressible records in frames of several blocks: libzstd stores them
@@ -816,7 +935,6 @@ Test(stream, incompressible_frames_are_assembled_in_place)
 		struct quai_stream_opts o = {.size = sizeof(o),
 					     .seed = 5,
 					     .window = 3,
-					     .partitions = 2,
 					     .flags = shuffle ? 0 : QUAI_STREAM_NO_SHUFFLE,
 					     .batch_records = 37,
 					     .tail = QUAI_TAIL_KEEP};
@@ -859,7 +977,6 @@ Test(stream, corrupt_stored_frame_is_never_delivered)
 	flip(p, shard, loc.frame_offset + loc.frame_csize / 3);
 	struct quai_stream_opts o = {.size = sizeof(o),
 				     .flags = QUAI_STREAM_NO_SHUFFLE,
-				     .partitions = 1,
 				     .batch_records = 10,
 				     .tail = QUAI_TAIL_KEEP};
 	quai_stream *s = open_stream(p, &o);

@@ -32,10 +32,12 @@ static const char stage_help[] =
     "      --seed N           shuffle seed (default 0)\n"
     "      --epoch N          first epoch (default 0)\n"
     "      --epochs N         epochs to stream (default 1)\n"
-    "      --partitions N     canonical partitions (default: up to 64)\n"
-    "      --window N         frames per record-shuffle window (default 2)\n"
+    "      --partitions N     no longer an option (any world works); must be 0\n"
+    "      --window N         shuffle unit, in frames' worth of records (default 40)\n"
     "      --no-shuffle       dataset order\n"
-    "      --keep-tail        deliver the uneven end of the epoch too\n"
+    "      --keep-tail        deliver the remainder (< world records) too\n"
+    "      --pad-tail         and repeat a record on the other ranks, so that all\n"
+    "                         ranks deliver as many\n"
     "Batches and memory:\n"
     "      --batch N          records per batch (default 256)\n"
     "      --batch-bytes SIZE fill batches to SIZE bytes instead\n"
@@ -174,6 +176,7 @@ static int parse(int argc, char **argv, struct stage_opts *o)
 		O_WINDOW,
 		O_NOSHUF,
 		O_KEEP,
+		O_PAD,
 		O_BATCH,
 		O_BBYTES,
 		O_PREFETCH,
@@ -199,6 +202,7 @@ static int parse(int argc, char **argv, struct stage_opts *o)
 	    {"window", required_argument, NULL, O_WINDOW},
 	    {"no-shuffle", no_argument, NULL, O_NOSHUF},
 	    {"keep-tail", no_argument, NULL, O_KEEP},
+	    {"pad-tail", no_argument, NULL, O_PAD},
 	    {"batch", required_argument, NULL, O_BATCH},
 	    {"batch-bytes", required_argument, NULL, O_BBYTES},
 	    {"prefetch", required_argument, NULL, O_PREFETCH},
@@ -255,6 +259,9 @@ static int parse(int argc, char **argv, struct stage_opts *o)
 			break;
 		case O_KEEP:
 			o->st.tail = QUAI_TAIL_KEEP;
+			break;
+		case O_PAD:
+			o->st.tail = QUAI_TAIL_PAD;
 			break;
 		case O_BATCH:
 			r = num("--batch", optarg, UINT32_MAX, &v);

@@ -462,7 +462,7 @@ static void walk_stream_open(struct cur *c, struct qp_stream_open *x)
 	w_u64(c, &x->memory_budget, "memory_budget");
 	w_u32(c, &x->prefetch_batches, "prefetch_batches");
 	w_u8(c, &x->tail, "tail");
-	NEED(c, x->tail <= 1, "tail", "%u is not 0 (drop) or 1 (keep)", (unsigned)x->tail);
+	NEED(c, x->tail <= 2, "tail", "%u is not 0 (drop), 1 (keep) or 2 (pad)", (unsigned)x->tail);
 	w_u32(c, &x->flags, "flags");
 	w_blob(c, &x->state, 0, QP_STATE_MAX, "state");
 }

@@ -463,11 +463,15 @@ QUAI_API int quai_ctx_info(quai_ctx *ctx, struct quai_ctx_info *info);
 
 typedef struct quai_stream quai_stream;
 
+/* The lockstep remainder: when the records left for the last step do not
+ * split evenly over the world, the rest (fewer than `world` records) is: */
 enum quai_tail {
-	QUAI_TAIL_DROP = 0, /* every rank gets the same number of full batches;
-			       the uneven rest of the epoch is not delivered */
-	QUAI_TAIL_KEEP = 1, /* every record is delivered; the last batches of
-			       the ranks may be partial and of different sizes */
+	QUAI_TAIL_DROP = 0, /* left out (different ones each epoch): every
+			       rank delivers the same number of records */
+	QUAI_TAIL_KEEP = 1, /* delivered: the first ranks get one record more */
+	QUAI_TAIL_PAD = 2,  /* delivered, and the other ranks repeat one of
+			       their records, so that every rank delivers the
+			       same number (DistributedSampler's padding) */
 };
 
 #define QUAI_STREAM_NO_SHUFFLE 0x1u /* dataset order (partitions still apply) */
@@ -475,23 +479,37 @@ enum quai_tail {
 	0x2u /* skip a frame that fails its checks                                                 \
 		instead of failing the stream; the                                                 \
 		skipped records are counted */
+/* Global batches: batch_records is the global batch G (the world must
+ * divide it); rank r's k-th batch is the r-th of the world's equal slices
+ * of the k-th batch of the world-1 order, so global batch k is the same
+ * set of records at any world size (a run at 24 ranks and its restart at 16
+ * train on the same sequence). Every rank reads the frames of every batch:
+ * meant for quaid (quai:// URIs), which decompresses for all the ranks. A
+ * state is taken between batches; resuming it with this flag and the same
+ * G continues the sequence at any world size that divides G. Tail DROP or
+ * KEEP. */
+#define QUAI_STREAM_GLOBAL_BATCHES 0x4u
 
 /* The position of a stream, to resume from: opaque bytes, at most this
- * many. */
+ * many (docs/STAGING.md, "Resume state": 40 to 94 bytes, version 2). */
 #define QUAI_STATE_MAX 96
 
 struct quai_stream_opts {
 	size_t size;	/* sizeof(struct quai_stream_opts) */
 	uint32_t rank;	/* this process's rank, < world */
-	uint32_t world; /* 0 means 1 */
+	uint32_t world; /* 1 to 65536, any; 0 means 1 */
 	uint64_t seed;
 	uint64_t epoch;
-	uint32_t partitions;	   /* canonical partitions; 0: the default, 8 x
-				      the world rounded up to a power of two
-				      (fewer for datasets of few frames) */
-	uint32_t window;	   /* frames per record-shuffle window; 0: 2 */
+	uint32_t partitions;	   /* must be 0: the order has no partitions
+				      since state version 2 (any world works) */
+	uint32_t window;	   /* the shuffle unit, in frames' worth of
+				      records (the dataset's mean frame); 0:
+				      40. Records are shuffled within a unit;
+				      a rank holds about 2 units of frames */
 	uint32_t batch_records;	   /* records per batch; 0 with batch_bytes 0
-				      means 256 */
+				      means 256. Each rank's last batch may be
+				      short: the batch size never changes which
+				      records an epoch delivers */
 	uint64_t batch_bytes;	   /* or: fill batches to at least this many
 				      bytes (batch_records must be 0) */
 	uint64_t memory_budget;	   /* pool bytes this stream may hold; 0: the
@@ -500,8 +518,9 @@ struct quai_stream_opts {
 	int tail;		   /* enum quai_tail */
 	unsigned flags;		   /* QUAI_STREAM_* */
 	const void *resume;	   /* a state from quai_stream_state(), or NULL;
-				      it fixes seed, epoch, partitions, window,
-				      shuffle and the position */
+				      it fixes seed, epoch, window, shuffle,
+				      tail and the position; giving another
+				      value of those with it is an error */
 	size_t resume_len;
 };
 
@@ -512,9 +531,10 @@ struct quai_stream_opts {
  * -ENOENT for a dataset the server does not have). Checks that the budget holds the stream's
  * working set (the frames that are live at once, plus the batches ahead)
  * and fails with -ENOBUFS naming the bytes needed otherwise. Errors also:
- * those of quai_dataset_open(), -EINVAL (rank, world, partitions; err lists
- * the world sizes that divide the partitions), -QUAI_EVERSION or -EINVAL
- * for a resume state from another dataset or version, -QUAI_EPOLICY for a
+ * those of quai_dataset_open(), -EINVAL (rank >= world, world above 65536,
+ * partitions not 0, options that contradict the resume state), -EINVAL for
+ * a resume state from another dataset or a damaged one, -QUAI_EVERSION for
+ * one of another version (version 1 included: err says what to do), -QUAI_EPOLICY for a
  * sensitive dataset on a context whose pool is not locked in memory, or a
  * remote one refused by quaid's policy or outside this host's zone. err as in
  * quai_pack(). Reading starts at once, in the background. */
@@ -566,12 +586,15 @@ QUAI_API void quai_release(quai_stream *s, struct quai_batch *batch);
  * data), or "" when there was none. Valid until the stream is closed. */
 QUAI_API const char *quai_stream_error(quai_stream *s);
 
-/* Writes the stream's position: the epoch's records delivered by all ranks
- * together so far (assuming, as data-parallel training does, that every
- * rank has taken the same number of batches), with what fixes the order.
- * A stream opened with it, at any world size that divides the partitions,
- * delivers exactly what the epoch had left. Returns the bytes written
- * (<= QUAI_STATE_MAX) or -ENOSPC. */
+/* Writes the stream's position: what the ranks delivered together so far,
+ * assuming (as data-parallel training checkpoints) that every rank has
+ * taken as many records as this one, with what fixes the order. The same
+ * bytes come from every rank in step. A stream opened with it, at any world
+ * size, delivers exactly the records the epoch had left, once
+ * (docs/STAGING.md, "Resuming"). Returns the bytes written
+ * (<= QUAI_STATE_MAX), -ENOSPC, or -EOVERFLOW when the position cannot be
+ * written (a fourth resume at a new world size in a row, each before the
+ * previous one's leftovers were delivered; quai_stream_error() says so). */
 QUAI_API int quai_stream_state(quai_stream *s, void *buf, size_t len);
 
 struct quai_stream_stats {
@@ -589,7 +612,8 @@ struct quai_stream_stats {
 				     system refuses O_DIRECT) */
 	int registered_buffers;	  /* 1 when io_uring reads into registered
 				     buffers */
-	uint32_t partitions;
+	uint32_t partitions;	  /* 0 (there are no partitions since state
+				     version 2) */
 	uint64_t budget_bytes;
 	uint64_t working_set_bytes; /* the least budget this stream needs */
 	uint64_t frames_in_place;   /* frames stored raw (incompressible data):

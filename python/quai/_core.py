@@ -451,23 +451,27 @@ class Stream(_Closing):
     - ``uri``: a dataset directory (str or path-like), ``file:///path``, or
       ``quai://host[:port]/name`` (remote mode: staged by the quaid there,
       the same batches as embedded mode);
-    - ``rank``/``world``: this process's share; ``world`` must divide
-      ``partitions`` (the error lists the world sizes that do);
-    - ``seed``/``epoch``: the shuffle; ``partitions`` (default: 8 x world
-      rounded up to a power of two, fewer for small datasets; keep it fixed
-      for the life of a job), ``window`` (frames per record-shuffle window,
-      default 2), ``shuffle`` (False: dataset order), ``keep_tail`` (True:
-      deliver the uneven end of the epoch too; the last batches may be short);
+    - ``rank``/``world``: this process's share, any world from 1 to 65536;
+    - ``seed``/``epoch``: the shuffle; ``partitions`` must stay None (the
+      order has none since state version 2), ``window`` (the shuffle unit,
+      in frames' worth of records, default 40), ``shuffle`` (False: dataset
+      order), ``keep_tail`` (True: deliver the remainder of the epoch, fewer
+      than ``world`` records, too: the first ranks get one more; False: it is
+      left out). Each rank's last batch may be short, alike on every rank;
     - ``batch`` records per batch (default 256), or ``batch_bytes``: fill each
       batch to at least that many bytes;
     - ``prefetch``: batches assembled ahead (default 4, or ``hold + 4``);
       ``budget``: pool bytes this stream may hold (default: the whole pool);
     - ``skip_corrupt``: skip (and count, see ``stats()``) the records of a
       frame that fails its checks instead of raising quai.CorruptError;
+    - ``global_batches``: ``batch`` is the global batch (``world`` must
+      divide it): global batch k is the same set of records at any world
+      size (QUAI_STREAM_GLOBAL_BATCHES; every rank reads every frame, so
+      meant for quai:// streams);
     - ``resume``: bytes from ``state()`` of a stream of the same dataset: it
-      fixes seed, epoch, partitions, window, shuffle and tail, and the stream
-      delivers exactly what that epoch had left, at any world size that
-      divides the partitions;
+      fixes seed, epoch, window, shuffle and tail (giving others is an
+      error), and the stream delivers exactly what that epoch had left, at
+      any world size;
     - ``context``: a quai.Context (default: quai.default_context(), or for a
       quai:// URI quai.default_context(remote=True));
     - ``hold``: how many batches, besides the newest, may stay unreleased
@@ -489,7 +493,8 @@ class Stream(_Closing):
 
     def __init__(self, uri, *, rank=0, world=1, seed=0, epoch=0, batch=None, batch_bytes=None,
                  partitions=None, window=None, shuffle=True, keep_tail=False, prefetch=None,
-                 budget=None, skip_corrupt=False, resume=None, context=None, hold=0):
+                 budget=None, skip_corrupt=False, resume=None, context=None, hold=0,
+                 global_batches=False):
         self._h = None
         self._gen = _gen
         self._mu = threading.RLock()  # re-entrant: a GC-run __del__ may release
@@ -512,7 +517,8 @@ class Stream(_Closing):
             prefetch_batches=_opt("prefetch", prefetch, 32),
             tail=_lib.QUAI_TAIL_KEEP if keep_tail else _lib.QUAI_TAIL_DROP,
             flags=(0 if shuffle else _lib.QUAI_STREAM_NO_SHUFFLE) |
-            (_lib.QUAI_STREAM_SKIP_CORRUPT if skip_corrupt else 0))
+            (_lib.QUAI_STREAM_SKIP_CORRUPT if skip_corrupt else 0) |
+            (_lib.QUAI_STREAM_GLOBAL_BATCHES if global_batches else 0))
         if resume is not None:
             resume = bytes(resume)
             o.resume = ctypes.cast(ctypes.c_char_p(resume), ctypes.c_void_p).value

@@ -86,11 +86,9 @@ class QuaiDataset(torch.utils.data.IterableDataset):
     Workers: ``num_workers=0`` is the recommended setting; quai already
     reads and decompresses on its own threads, outside the GIL. With
     ``num_workers=N > 0`` each worker streams its own share, as rank
-    ``rank + world * worker_id`` of world ``world * N`` (a subset of the
-    rank's own partitions, so the workers of a rank deliver exactly what the
-    rank alone would, as a set, whatever the other ranks use), so
-    ``world * N`` must divide the stream's partitions (pass ``partitions=``
-    to fix them); each
+    ``rank + world * worker_id`` of world ``world * N`` (any N, the same on
+    every rank: together the workers of all ranks deliver the epoch once,
+    but for a remainder of fewer than ``world * N`` records); each
     worker process has its own context (pass ``context={"pinned_bytes": ...}``
     to size it), and its batches are copied once into shared memory to cross
     to the main process (no zero copy there). ``set_epoch()`` reaches the
@@ -102,8 +100,7 @@ class QuaiDataset(torch.utils.data.IterableDataset):
     process's iterator has taken (None: the start of the epoch), assuming as
     data-parallel training does that every rank has taken as many.
     ``load_state_dict()`` makes the next iteration deliver exactly the rest of
-    that epoch, at any world size (and number of workers) that divides the
-    partitions. Saving a state needs ``num_workers=0``: with workers, the
+    that epoch, at any world size. Saving a state needs ``num_workers=0``: with workers, the
     iteration happens in the worker processes and this object does not see
     how far it went.
     """
@@ -186,10 +183,8 @@ class QuaiDataset(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         rank, world = self.rank, self.world
         if info is not None:
-            # Worker w of rank r is rank r + world*w of world*N: it owns a
-            # subset of rank r's own partitions (p = r + world*(w + N*j)), so
-            # the workers of a rank deliver exactly that rank's records, however
-            # many workers the other ranks use.
+            # Worker w of rank r is rank r + world*w of world*N: together
+            # the workers of all ranks deliver the epoch once (any N).
             rank, world = rank + world * info.id, world * info.num_workers
         resume, self._resume = self._resume, None
         kw = dict(self.stream_kwargs)
@@ -200,7 +195,7 @@ class QuaiDataset(torch.utils.data.IterableDataset):
             if info is not None:
                 raise _errors.InvalidArgumentError(
                     e.code, "%s (with %d DataLoader workers, each worker is a rank of world "
-                    "%d x %d = %d, which must divide the partitions)" %
+                    "%d x %d = %d)" %
                     (e.detail, info.num_workers, self.world, info.num_workers, world)) from None
             raise
         if info is None:

@@ -43,13 +43,12 @@
 #include "hostdecide.h"
 #include "plan.h"
 
-#define QS_ALIGN 4096u		   /* O_DIRECT offset, length and buffer alignment */
-#define QS_REG_CHUNK (1ull << 30)  /* io_uring registers buffers of up to 1 GiB */
-#define QS_STATE_MAGIC 0x31535451u /* "QTS1" */
-#define QS_STATE_VERSION 1u
-#define QS_STATE_LEN 64u
+#define QS_ALIGN 4096u		  /* O_DIRECT offset, length and buffer alignment */
+#define QS_REG_CHUNK (1ull << 30) /* io_uring registers buffers of up to 1 GiB */
 #define QS_DEFAULT_BATCH 256u
-#define QS_DEFAULT_WINDOW 2u
+/* Frames' worth of records per shuffle unit: a batch of 256 records then
+ * draws from about 40 frames (docs/STAGING.md, "Shuffle quality"). */
+#define QS_DEFAULT_WINDOW 40u
 /* Reads queued per submission. A buffered read of cached data completes
  * inside the submitting call, copying as it goes: queueing the whole depth
  * at once would copy that many frames before the first of them reached a
@@ -277,11 +276,6 @@ static void plan_ahead(struct qestream *s)
 			local_record(s, l, &it, &off, &len);
 			bytes += len;
 			l++;
-		}
-		if (bytes < s->batch_bytes && s->pp.tail == QPL_TAIL_DROP) {
-			/* The uneven last batch is dropped. */
-			s->plan_next_l = s->l_end;
-			break;
 		}
 		s->bounds[s->planned % ring] = l;
 		s->planned++;
@@ -931,56 +925,50 @@ static uint32_t max_record_size(const quai_dataset *ds)
 	return max;
 }
 
-/* The default number of canonical partitions: eight per rank of the
- * starting world rounded up to a power of two, so that every power-of-two
- * world up to that size divides it; halved while that would leave a
- * partition less than two frames. Eight partitions per rank keep a rank's
- * working set (and so its time to first batch) small while still mixing
- * records of 8 x window frames in every stretch of a batch. */
-static uint32_t default_partitions(uint64_t frames, uint32_t world)
+/* Records per shuffle unit: `window` frames of the dataset's mean size. */
+static uint32_t unit_records(const quai_dataset *ds, uint32_t window)
 {
-	uint32_t w = 1;
-	while (w < world && w < (1u << 24))
-		w <<= 1;
-	uint32_t p = 8 * w;
-	while (p > w && (uint64_t)p * 2 > frames)
-		p /= 2;
-	return p;
+	uint64_t frames = ds->m.frames ? ds->m.frames : 1;
+	uint64_t mean = (ds->m.records + frames - 1) / frames;
+	uint64_t u = (uint64_t)window * (mean ? mean : 1);
+
+	return u > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)u;
 }
 
-static int decode_state(struct qestream *s, const void *buf, size_t len, uint64_t *ret_pos,
-			char *err, size_t err_len)
+/* The resume state fixes the order: options that say otherwise are an
+ * error, not silently overridden. */
+static int decode_state(struct qestream *s, const struct quai_stream_opts *o, char *err,
+			size_t err_len)
 {
-	const uint8_t *p = buf;
-	if (len != QS_STATE_LEN || qle32(p) != QS_STATE_MAGIC) {
-		qerr_set(err, err_len, "the resume state is not a quai stream state");
-		return -EINVAL;
-	}
-	if (qle32(p + 4) != QS_STATE_VERSION) {
-		qerr_set(err, err_len,
-			 "resume state version %" PRIu32 " is not supported (this build "
-			 "reads %u)",
-			 qle32(p + 4), QS_STATE_VERSION);
+	struct qpl_params st;
+	int r = qpl_state_decode(o->resume, o->resume_len, s->ds->m.checksum, &st, err, err_len);
+
+	if (r == -EPROTO)
 		return -QUAI_EVERSION;
-	}
-	if (qle64(p + 8) != s->ds->m.checksum) {
+	if (r < 0)
+		return r;
+	const char *what = NULL;
+	if (o->seed && o->seed != st.seed)
+		what = "seed";
+	else if (o->epoch && o->epoch != st.epoch)
+		what = "epoch";
+	else if (o->window && unit_records(s->ds, o->window) != st.unit)
+		what = "window";
+	else if (o->tail && o->tail != st.tail)
+		what = "tail";
+	else if ((o->flags & QUAI_STREAM_NO_SHUFFLE) && st.shuffle)
+		what = "shuffle";
+	if (what) {
 		qerr_set(err, err_len,
-			 "the resume state belongs to another dataset (manifest %016" PRIx64
-			 ", this one is %016" PRIx64 ")",
-			 qle64(p + 8), s->ds->m.checksum);
+			 "the resume state fixes the %s (seed %" PRIu64 ", epoch %" PRIu64
+			 ", unit %" PRIu32 " records, tail %d, shuffle %s); the options ask for "
+			 "another: leave it unset, or give the state's",
+			 what, st.seed, st.epoch, st.unit, st.tail, st.shuffle ? "on" : "off");
 		return -EINVAL;
 	}
-	s->pp.seed = qle64(p + 16);
-	s->pp.epoch = qle64(p + 24);
-	s->pp.partitions = qle32(p + 32);
-	s->pp.window = qle32(p + 36);
-	s->pp.shuffle = (int)(qle32(p + 40) & 1);
-	s->pp.tail = (int)qle32(p + 44);
-	*ret_pos = qle64(p + 48);
-	if (s->pp.tail != QPL_TAIL_DROP && s->pp.tail != QPL_TAIL_KEEP) {
-		qerr_set(err, err_len, "the resume state is damaged (tail %d)", s->pp.tail);
-		return -EINVAL;
-	}
+	st.world = s->pp.world;
+	st.rank = s->pp.rank;
+	s->pp = st;
 	return 0;
 }
 
@@ -1022,30 +1010,35 @@ static int open_dataset(struct qestream *s, const char *path, char *err, size_t 
 	return 0;
 }
 
-/* Phase 2: the epoch's plan, from the options or a resume state; *ret_pos
- * is where in the global order this stream starts. */
-static int make_plan(struct qestream *s, const struct quai_stream_opts *o, uint64_t *ret_pos,
-		     char *err, size_t err_len)
+/* Records per batch the options ask for: 0 when batches are cut by bytes. */
+static uint32_t batch_records_opt(const struct quai_stream_opts *o)
+{
+	return o->batch_bytes ? 0 : (o->batch_records ? o->batch_records : QS_DEFAULT_BATCH);
+}
+
+/* Phase 2: the epoch's plan, from the options or a resume state (which
+ * starts it where the state left off). */
+static int make_plan(struct qestream *s, const struct quai_stream_opts *o, char *err,
+		     size_t err_len)
 {
 	const quai_dataset *ds = s->ds;
-	uint64_t pos = 0;
 	int r;
 
 	s->pp.world = o->world ? o->world : 1;
 	s->pp.rank = o->rank;
 	if (o->resume) {
-		r = decode_state(s, o->resume, o->resume_len, &pos, err, err_len);
+		r = decode_state(s, o, err, err_len);
 		if (r < 0)
 			return r;
 	} else {
 		s->pp.seed = o->seed;
 		s->pp.epoch = o->epoch;
-		s->pp.partitions =
-		    o->partitions ? o->partitions : default_partitions(ds->m.frames, s->pp.world);
-		s->pp.window = o->window ? o->window : QS_DEFAULT_WINDOW;
+		s->pp.unit = unit_records(ds, o->window ? o->window : QS_DEFAULT_WINDOW);
 		s->pp.shuffle = !(o->flags & QUAI_STREAM_NO_SHUFFLE);
-		s->pp.tail = o->tail == QUAI_TAIL_KEEP ? QPL_TAIL_KEEP : QPL_TAIL_DROP;
+		s->pp.tail = o->tail;
 	}
+	if (o->flags & QUAI_STREAM_GLOBAL_BATCHES)
+		s->pp.global_batch = batch_records_opt(o);
 	struct qpl_frame *pf = malloc(ds->m.frames * sizeof(*pf));
 	if (!pf)
 		return -ENOMEM;
@@ -1062,24 +1055,22 @@ static int make_plan(struct qestream *s, const struct quai_stream_opts *o, uint6
 		qerr_set(err, err_len, "%s", perr);
 		return r;
 	}
-	*ret_pos = pos;
 	return 0;
 }
 
-/* Phase 3: this rank's range of the plan from pos, and its batches. */
-static void cut_batches(struct qestream *s, const struct quai_stream_opts *o, uint64_t pos)
+/* Phase 3: this rank's range of the plan, and its batches. */
+static void cut_batches(struct qestream *s, const struct quai_stream_opts *o)
 {
+	uint32_t batch = batch_records_opt(o);
+
 	s->l_end = qpl_local_count(s->plan);
-	s->l_start = qpl_local_start(s->plan, pos);
+	s->l_start = 0; /* a resumed plan starts where the state left off */
 	s->nslots = o->prefetch_batches ? o->prefetch_batches : QS_DEFAULT_PREFETCH;
 	s->batch_bytes = o->batch_bytes;
-	s->batch_records =
-	    o->batch_bytes ? 0 : (o->batch_records ? o->batch_records : QS_DEFAULT_BATCH);
+	s->batch_records = s->pp.global_batch ? batch / s->pp.world : batch;
 	if (s->batch_records) {
 		uint64_t n = s->l_end - s->l_start;
-		s->nbatches = s->pp.tail == QPL_TAIL_KEEP
-				  ? (n + s->batch_records - 1) / s->batch_records
-				  : n / s->batch_records;
+		s->nbatches = (n + s->batch_records - 1) / s->batch_records;
 		s->planned = s->nbatches;
 	} else {
 		s->nbatches = UINT64_MAX;
@@ -1165,7 +1156,7 @@ static int open_files_and_budget(struct qestream *s, const struct quai_stream_op
 		    " MiB of pinned memory (%u batches of up to %" PRIu64
 		    " KiB ahead, and the frames they draw on), but its budget is %" PRIu64
 		    " MiB: raise the budget or the context's pool, or lower prefetch_batches, the "
-		    "batch size, the shuffle window or the partitions",
+		    "batch size or the shuffle window",
 		    (s->working_set + (1 << 20) - 1) >> 20, s->nslots, per_batch >> 10,
 		    s->budget >> 20);
 		return -ENOBUFS;
@@ -1207,7 +1198,7 @@ static int start_reader(struct qestream *s, char *err, size_t err_len)
 		qerr_set(err, err_len, "io_uring: %s", strerror(-r));
 		return r;
 	}
-	s->st.partitions = s->pp.partitions;
+	s->st.partitions = 0;
 	s->st.records_total = s->l_end - s->l_start;
 	s->st.registered_buffers = s->reg_buffers;
 	s->st.budget_bytes = s->budget;
@@ -1225,7 +1216,6 @@ int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 	     struct qestream **ret_stream, char *err, size_t err_len)
 {
 	const char *path;
-	uint64_t pos = 0;
 	int r = parse_uri(uri, &path, err, err_len);
 	if (r < 0)
 		return r;
@@ -1234,9 +1224,9 @@ int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 		return -ENOMEM;
 	r = open_dataset(s, path, err, err_len);
 	if (r == 0)
-		r = make_plan(s, o, &pos, err, err_len);
+		r = make_plan(s, o, err, err_len);
 	if (r == 0) {
-		cut_batches(s, o, pos);
+		cut_batches(s, o);
 		r = list_frames(s);
 	}
 	if (r == 0)
@@ -1272,9 +1262,6 @@ int qes_geometry(struct qestream *s, struct qstream_geometry *g)
 			n++;
 			l++;
 		}
-		int full = s->batch_records ? n == s->batch_records : bytes >= s->batch_bytes;
-		if (!full && s->pp.tail == QPL_TAIL_DROP)
-			break;
 		nb++;
 		if (n > g->max_count)
 			g->max_count = n;
@@ -1384,39 +1371,24 @@ const char *qes_error(struct qestream *s)
 
 int qes_state(struct qestream *s, void *buf, size_t len)
 {
-	if (len < QS_STATE_LEN)
-		return -ENOSPC;
 	pthread_mutex_lock(&s->mu);
-	/* The position: the global order's records the ranks have taken
-	 * together, from this rank's next record (all ranks in step). */
+	/* The position: every rank has taken as many records as this one
+	 * (lockstep, as data-parallel training checkpoints). */
 	uint64_t next_l = s->l_start;
 	if (s->next_deliver > 0) {
 		uint64_t l0, l1;
 		batch_bounds(s, s->next_deliver - 1, &l0, &l1);
 		next_l = l1;
 	}
-	uint64_t pos;
-	if (next_l < s->l_end) {
-		struct qpl_item it;
-		qpl_item(s->plan, next_l, &it);
-		pos = it.position - s->pp.rank;
-	} else {
-		pos = qpl_global_count(s->plan);
-	}
+	struct qpl_params st;
+	char perr[256];
+	int r = qpl_resume_point(s->plan, next_l, &st, perr, sizeof(perr));
+	if (r < 0)
+		snprintf(s->errmsg, sizeof(s->errmsg), "%s", perr);
 	pthread_mutex_unlock(&s->mu);
-	uint8_t *p = buf;
-	memset(p, 0, QS_STATE_LEN);
-	qput32(p, QS_STATE_MAGIC);
-	qput32(p + 4, QS_STATE_VERSION);
-	qput64(p + 8, s->ds->m.checksum);
-	qput64(p + 16, s->pp.seed);
-	qput64(p + 24, s->pp.epoch);
-	qput32(p + 32, s->pp.partitions);
-	qput32(p + 36, s->pp.window);
-	qput32(p + 40, (uint32_t)s->pp.shuffle);
-	qput32(p + 44, (uint32_t)s->pp.tail);
-	qput64(p + 48, pos);
-	return QS_STATE_LEN;
+	if (r < 0)
+		return r;
+	return qpl_state_encode(&st, s->ds->m.checksum, buf, len);
 }
 
 int qes_stats(struct qestream *s, struct quai_stream_stats *stats)

@@ -13,6 +13,7 @@
 
 #include "engine.h"
 #include "errmsg.h"
+#include "plan.h"
 #include "quai/quai.h"
 #include "remote.h"
 
@@ -38,11 +39,28 @@ static int check_opts(const struct quai_stream_opts *o, char *err, size_t err_le
 		qerr_set(err, err_len, "give batch_records or batch_bytes, not both");
 		return -EINVAL;
 	}
-	if (o->tail != QUAI_TAIL_DROP && o->tail != QUAI_TAIL_KEEP) {
+	if (o->tail != QUAI_TAIL_DROP && o->tail != QUAI_TAIL_KEEP && o->tail != QUAI_TAIL_PAD) {
 		qerr_set(err, err_len, "unknown tail policy %d", o->tail);
 		return -EINVAL;
 	}
-	if (o->flags & ~(QUAI_STREAM_NO_SHUFFLE | QUAI_STREAM_SKIP_CORRUPT)) {
+	if (world > QPL_WORLD_MAX) {
+		qerr_set(err, err_len, "world %" PRIu32 " is above the largest, %u", world,
+			 QPL_WORLD_MAX);
+		return -EINVAL;
+	}
+	if (o->partitions) {
+		qerr_set(err, err_len,
+			 "partitions are no longer an option: any world size from 1 to %u works, "
+			 "and a state resumes at any other (leave partitions 0)",
+			 QPL_WORLD_MAX);
+		return -EINVAL;
+	}
+	if ((o->flags & QUAI_STREAM_GLOBAL_BATCHES) && o->batch_bytes) {
+		qerr_set(err, err_len, "global batches are counted in records: give batch_records");
+		return -EINVAL;
+	}
+	if (o->flags &
+	    ~(QUAI_STREAM_NO_SHUFFLE | QUAI_STREAM_SKIP_CORRUPT | QUAI_STREAM_GLOBAL_BATCHES)) {
 		qerr_set(err, err_len, "unknown stream flags 0x%x", o->flags);
 		return -EINVAL;
 	}

@@ -773,11 +773,31 @@ def test_stage_json_and_ranks(quai, tmp_path):
     assert total == 3000
 
 
+@pytest.mark.parametrize("tail,extra", [("drop", []), ("keep", ["--keep-tail"]),
+                                        ("pad", ["--pad-tail"])])
+def test_stage_any_world_and_the_remainder(quai, tmp_path, tail, extra):
+    """World 7 over 3000 records (3000 = 7 x 428 + 4): drop leaves 4 out,
+    keep gives ranks 0-3 one more, pad gives every rank 429 with 3
+    repeats; --verify-order checks each rank's order and bytes."""
+    ds, _ = _tokens(quai, tmp_path)
+    counts = []
+    for r in range(7):
+        p = quai.ok("stage", "--json", "--verify-order", "--world", "7", "--rank", str(r),
+                    "--batch", "50", "--pinned", "64M", "--unlocked-ok", *extra, ds)
+        j = json.loads(p.stdout)
+        assert j["records"] == j["expected_records"]
+        counts.append(j["records"])
+    want = {"drop": [428] * 7, "keep": [429] * 4 + [428] * 3, "pad": [429] * 7}[tail]
+    assert counts == want
+
+
 def test_stage_bad_world_and_remote(quai, tmp_path):
     ds, _ = _tokens(quai, tmp_path)
     p = quai.run("stage", "--world", "3", "--partitions", "8", "--unlocked-ok", ds)
     assert p.returncode == EXIT_USAGE, p.stderr
-    assert b"world sizes that work: 1 2 4 8" in p.stderr, p.stderr
+    assert b"partitions are no longer an option" in p.stderr, p.stderr
+    p = quai.run("stage", "--world", "3", "--rank", "2", "--unlocked-ok", ds)
+    assert p.returncode == 0, p.stderr
     p = quai.run("stage", "quai://host/tok")
     assert p.returncode != 0 and b"quaid" in p.stderr, p.stderr
     p = quai.run("stage", "--batch", "1", "--batch-bytes", "1K", ds)

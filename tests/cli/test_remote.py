@@ -89,7 +89,8 @@ def test_remote_errors_name_what_is_wrong(client, served, tmp_path):
 
 @pytest.mark.parametrize("args", [(), ("--world", "4", "--rank", "3", "--seed", "9"),
                                   ("--batch-bytes", "10K", "--keep-tail"),
-                                  ("--no-shuffle", "--batch", "17", "--epochs", "2")])
+                                  ("--no-shuffle", "--batch", "17", "--epochs", "2"),
+                                  ("--world", "7", "--rank", "6", "--pad-tail", "--batch", "30")])
 @pytest.mark.parametrize("name", ["lines", "fixed"])
 def test_stage_remote_verified(client, served, name, args):
     """--verify-order checks each batch's ids against the plan of a second

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import quai
-from conftest import QUAI_BIN
+from conftest import FIXED_RECORDS, QUAI_BIN
 
 QUAID_BIN = os.environ.get("QUAID_BIN") or os.path.join(os.path.dirname(QUAI_BIN), "quaid")
 
@@ -65,7 +65,7 @@ def batches(stream, limit=None):
 
 CASES = [
     dict(),
-    dict(world=3, rank=2, seed=11, partitions=6),
+    dict(world=3, rank=2, seed=11),
     dict(world=4, rank=1, seed=5, keep_tail=True, batch=100),
     dict(shuffle=False, batch=7, epoch=3),
     dict(world=2, rank=0, batch_bytes=20000, seed=9),
@@ -108,11 +108,39 @@ def test_remote_position_resumes_embedded_and_back(server, ctx, lines_ds):
     assert [b[1] for b in rest] == [b[1] for b in want[3:]]
 
 
+def test_remote_global_batches_are_the_same_at_any_world(server, ctx, fixed_ds):
+    """Through quaid, with global_batches: global batch k (the union of every
+    rank's k-th batch) is the same set at world 2, 3 and 6, and after a
+    state taken at world 2 a world-3 run goes on with the next global
+    batches."""
+    G = 60
+
+    def global_batches(world, seed=7, **kw):
+        per_rank = []
+        for r in range(world):
+            with quai.Stream(server + "fixed", context=ctx, rank=r, world=world, seed=seed,
+                             batch=G, global_batches=True, **kw) as s:
+                per_rank.append([b.ids.tolist() for b in s])
+        assert len({len(p) for p in per_rank}) == 1
+        return [sorted(i for p in per_rank for i in p[k]) for k in range(len(per_rank[0]))]
+
+    want = global_batches(1)
+    assert len(want) == FIXED_RECORDS // G
+    assert global_batches(2) == want
+    assert global_batches(3) == global_batches(6) == want
+    with quai.Stream(server + "fixed", context=ctx, rank=1, world=2, seed=7, batch=G,
+                     global_batches=True) as s:
+        for _ in range(4):
+            next(s)
+        state = s.state()
+    assert global_batches(3, resume=state, seed=0) == want[4:]
+
+
 def test_many_remote_streams_at_once(server, ctx, fixed_ds, lines_ds, files_ds):
     """Several streams of different datasets and ranks, on one context, in
     threads: each gets exactly its embedded batches."""
     jobs = [("fixed", fixed_ds, dict(world=2, rank=0)), ("fixed", fixed_ds, dict(world=2, rank=1)),
-            ("lines", lines_ds, dict(world=3, rank=2, batch=64, partitions=3)),
+            ("lines", lines_ds, dict(world=3, rank=2, batch=64)),
             ("files", files_ds, dict(seed=4, batch=16))]
     results, errors = {}, []
 

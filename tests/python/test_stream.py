@@ -27,10 +27,9 @@ def ids_of(stream):
     return out
 
 
-def oracle(counts, partitions, rank=0, world=1, seed=0, epoch=0, shuffle=True, window=2,
-           keep_tail=False):
-    e = Epoch(counts, seed=seed, epoch=epoch, partitions=partitions, shuffle=shuffle,
-              window=window, keep_tail=keep_tail)
+def oracle(counts, rank=0, world=1, seed=0, epoch=0, shuffle=True, window=40, keep_tail=False):
+    e = Epoch(counts, seed=seed, epoch=epoch, shuffle=shuffle, window=window,
+              tail="keep" if keep_tail else "drop")
     return e, e.rank_order(rank, world)
 
 
@@ -156,7 +155,9 @@ ORDERS = [
     dict(seed=5, epoch=2, window=3, keep_tail=True),
     dict(shuffle=False),
     dict(seed=9, world=4, rank=3, keep_tail=True),
-    dict(seed=9, world=2, rank=1, window=1, partitions=6),
+    dict(seed=9, world=2, rank=1, window=1),
+    dict(seed=4, world=3, rank=2, window=5),
+    dict(seed=4, world=7, rank=6, window=2, keep_tail=True),
 ]
 
 
@@ -169,18 +170,14 @@ def test_order_is_the_specified_one(request, ctx, frame_counts, which, opts):
     batch = 100
     with quai.Stream(path, context=ctx, batch=batch, **opts) as s:
         batches = [(b.index, b.count, b.ids.tolist()) for b in s]
-        P = s.stats()["partitions"]
         total = s.stats()["records_total"]
-    _, want = oracle(frame_counts(path), P, **{k: v for k, v in opts.items() if k != "partitions"})
+    _, want = oracle(frame_counts(path), **opts)
     got = [i for _, _, ids in batches for i in ids]
     assert [b[0] for b in batches] == list(range(len(batches)))
     assert total == len(want)
-    if opts.get("keep_tail"):
-        assert got == want
-        assert all(c == batch for _, c, _ in batches[:-1]) and batches[-1][1] <= batch
-    else:  # DROP: full batches only
-        assert got == want[:len(want) // batch * batch]
-        assert all(c == batch for _, c, _ in batches)
+    # Whatever the tail: the batch size only cuts the sequence.
+    assert got == want
+    assert all(c == batch for _, c, _ in batches[:-1]) and batches[-1][1] <= batch
 
 
 @pytest.mark.parametrize("which", ["fixed_ds", "lines_ds", "files_ds"])
@@ -235,11 +232,11 @@ def test_records_refuses_varying_sizes(ctx, lines_ds):
             b.records()
 
 
-@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("world", [2, 3, 4, 6])
 def test_ranks_cover_the_epoch_once(ctx, fixed_ds, world):
     got = []
     for r in range(world):
-        with quai.Stream(fixed_ds, context=ctx, rank=r, world=world, seed=11, partitions=8,
+        with quai.Stream(fixed_ds, context=ctx, rank=r, world=world, seed=11,
                          keep_tail=True, batch=128) as s:
             got.extend(ids_of(s))
     assert sorted(got) == list(range(FIXED_RECORDS))
@@ -430,11 +427,11 @@ def test_fork_child_cannot_use_parent_objects(ctx, fixed_ds):
 # ---- resumption --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("old_world,new_world", [(2, 4), (4, 1), (1, 2)])
+@pytest.mark.parametrize("old_world,new_world", [(2, 4), (4, 1), (1, 2), (2, 3), (6, 5)])
 def test_resume_at_another_world_size(ctx, fixed_ds, frame_counts, old_world, new_world):
     """State after k batches on every rank of one world; the ranks of another
     world resumed from it deliver exactly the rest of the epoch, once."""
-    k, batch, opts = 7, 96, dict(seed=21, epoch=4, partitions=8, keep_tail=True)
+    k, batch, opts = 7, 96, dict(seed=21, epoch=4, window=3, keep_tail=True)
     before, states = [], []
     for r in range(old_world):
         with quai.Stream(fixed_ds, context=ctx, rank=r, world=old_world, batch=batch,
@@ -450,11 +447,12 @@ def test_resume_at_another_world_size(ctx, fixed_ds, frame_counts, old_world, ne
             after.extend(ids_of(s))
     assert len(before) + len(after) == FIXED_RECORDS
     assert sorted(before + after) == list(range(FIXED_RECORDS))
-    # and exactly the records of the epoch's global order from position n on
-    e = Epoch(frame_counts(fixed_ds), seed=21, epoch=4, partitions=8, keep_tail=True)
-    n = old_world * k * batch
-    assert sorted(after) == sorted(e.rest(n))
-    assert sorted(before) == sorted(e.global_order()[:n])
+    # and exactly the order docs/STAGING.md specifies for the resumed run
+    e = Epoch(frame_counts(fixed_ds), seed=21, epoch=4, window=3, tail="keep")
+    levels, done = e.resume_point(old_world, k * batch)
+    assert not done
+    want = [i for r in range(new_world) for i in e.rank_order(r, new_world, levels)]
+    assert after == want
 
 
 def test_resume_same_world_continues_in_order(ctx, fixed_ds):
@@ -464,8 +462,10 @@ def test_resume_same_world_continues_in_order(ctx, fixed_ds):
     with quai.Stream(fixed_ds, context=ctx, **opts) as s:
         head = [i for _ in range(5) for i in next(s).ids.tolist()]
         st = s.state()
-    # the resume state fixes seed and epoch: other values are ignored
-    with quai.Stream(fixed_ds, context=ctx, batch=100, seed=999, resume=st) as s:
+    # the resume state fixes seed and epoch: another value is an error
+    with pytest.raises(quai.InvalidArgumentError, match="fixes the seed"):
+        quai.Stream(fixed_ds, context=ctx, batch=100, seed=999, resume=st)
+    with quai.Stream(fixed_ds, context=ctx, batch=100, resume=st) as s:
         rest = ids_of(s)
     assert head + rest == full
 
@@ -533,7 +533,7 @@ def test_bad_arguments(ctx, fixed_ds, tmp_path):
     with pytest.raises(quai.InvalidArgumentError, match="rank 2 is not below the world size 2"):
         S(rank=2, world=2)
     with pytest.raises(ValueError, match="divid|world"):
-        S(world=3, partitions=8)  # the message lists the world sizes that work
+        S(world=3, partitions=8)  # partitions are gone: any world works
     with pytest.raises(ValueError, match="not both"):
         S(batch=10, batch_bytes=100)
     with pytest.raises(ValueError, match="rank"):
