@@ -44,12 +44,16 @@ run_build() { # dir, name
   QUAI_BIN=$dir/tools/quai /usr/bin/python3 -m pytest -q -p no:cacheprovider \
     --junitxml="$out/pytest-$name.xml" tests/cli >"$out/pytest-$name.log" 2>&1 || status=1
   tail -3 "$out/pytest-$name.log" | sed 's/^/   /'
+  echo "== $name: hostile clients, full disks, careless admins (pytest)"
+  QUAI_BIN=$dir/tools/quai /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+    --junitxml="$out/pytest-hostile-$name.xml" tests/hostile >"$out/pytest-hostile-$name.log" 2>&1 || status=1
+  tail -3 "$out/pytest-hostile-$name.log" | sed 's/^/   /'
 }
 
 sources=()
 if setup build/release --buildtype=debugoptimized; then
   run_build build/release release
-  sources=(meson=build/release junit="$out/pytest-release.xml")
+  sources=(meson=build/release junit="$out/pytest-release.xml" junit="$out/pytest-hostile-release.xml")
   echo "== release: Python binding and PyTorch layer (pytest)"
   PYTHONPATH=$top/python QUAI_LIB=$top/build/release/libquai.so QUAI_BIN=$top/build/release/tools/quai \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$out/pytest-python.xml" \
@@ -75,7 +79,7 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 if setup build/asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false; then
   run_build build/asan asan
-  sources+=(meson=build/asan junit="$out/pytest-asan.xml")
+  sources+=(meson=build/asan junit="$out/pytest-asan.xml" junit="$out/pytest-hostile-asan.xml")
 else
   note build-asan FAIL
 fi

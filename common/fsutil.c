@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "beneath.h"
 #include "fsutil.h"
 #include "quai/quai.h"
 
@@ -95,9 +96,11 @@ ssize_t qfs_read_full(int fd, void *buf, size_t len)
 int qfs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf, size_t *ret_len)
 {
 	struct stat st;
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	/* A dataset's file: beneath dirfd, no link followed, never blocking
+	 * on a FIFO (beneath.h). */
+	int fd = qfs_open_member(dirfd, name, O_RDONLY, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fstat(fd, &st) < 0) {
 		int e = -errno;
 		close(fd);
@@ -280,15 +283,17 @@ static int still_there(int fd, const char *path)
 	       a.st_ino == b.st_ino;
 }
 
-int qfs_partial_open(const char *path, int dir)
+int qfs_partial_open(const char *path, int dir, mode_t mode)
 {
+	mode_t made = mode ? mode : dir ? 0755 : 0644;
+
 	for (int tries = 0; tries < 5; tries++) {
 		int fd = dir ? open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-			     : open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+			     : open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, made);
 		if (fd < 0) {
 			int e = errno;
 			if (e == ENOENT && dir) {
-				if (mkdir(path, 0755) < 0 && errno != EEXIST)
+				if (mkdir(path, made) < 0 && errno != EEXIST)
 					return -errno;
 			} else if (e == ENOTDIR || e == ELOOP || e == EISDIR) {
 				int r = remove_other(path);
@@ -306,8 +311,14 @@ int qfs_partial_open(const char *path, int dir)
 		}
 		/* Locked; but the writer that held it before may have removed
 		 * it between the open and the lock: then again, afresh. */
-		if (still_there(fd, path))
+		if (still_there(fd, path)) {
+			if (mode && fchmod(fd, mode) < 0) {
+				int e = -errno;
+				close(fd);
+				return e;
+			}
 			return fd;
+		}
 		close(fd);
 	}
 	return -EBUSY; /* made and taken away over and over: other writers */

@@ -56,9 +56,12 @@ int qfs_remove_partial(const char *path);
  * there (the other kind, a symbolic link: not this writer's) is removed
  * first, under its own lock when it is another quai's. What the partial
  * holds is kept, for a writer that resumes: qfs_partial_clear() empties
- * it. The lock lasts until the returned fd is closed. Returns the fd,
+ * it. mode: its permissions (made with them, and set on one found there:
+ * a sensitive dataset's are 0700/0600); 0 for 0755/0644 as made, and one
+ * found there left as it is. The lock lasts until the returned fd is
+ * closed. Returns the fd,
  * -EBUSY when another writer holds the lock, or -errno. */
-int qfs_partial_open(const char *path, int dir);
+int qfs_partial_open(const char *path, int dir, mode_t mode);
 
 /* Empties a partial opened by qfs_partial_open(), whose lock the caller
  * holds: a file is truncated; a directory loses every entry (directories

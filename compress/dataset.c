@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "beneath.h"
 #include "byteorder.h"
 #include "dataset.h"
 #include "dctx.h"
@@ -46,7 +48,9 @@ int qds_load_index(int dirfd, const struct qmf *m, uint32_t i, uint8_t **ret_buf
 		return -QUAI_ECORRUPT;
 	}
 	if (r < 0) {
-		qerr_set(err, err_len, "%s: %s", s->index, quai_strerror(r));
+		qerr_set(err, err_len, "%s: %s", s->index,
+			 r == -ELOOP || r == -QFS_ENOTREG ? qfs_member_strerror(r)
+							  : quai_strerror(r));
 		return r;
 	}
 	if (XXH3_64bits(buf, len) != s->index_xxh3) {
@@ -88,6 +92,11 @@ static int load_index(struct quai_dataset *ds, uint32_t i, char *err, size_t err
 
 int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err, size_t err_len)
 {
+	return qds_open(path, false, ret_ds, err, err_len);
+}
+
+int qds_open(const char *path, bool served, quai_dataset **ret_ds, char *err, size_t err_len)
+{
 	uint8_t *text = NULL;
 	size_t len;
 	int r;
@@ -99,10 +108,16 @@ int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err, size_t
 	if (!ds)
 		return -ENOMEM;
 	ds->path = strdup(path);
-	ds->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* Served by quaid: the dataset directory itself may not be a link
+	 * (out of the roots); a user's own path may go through links. */
+	ds->dirfd = served ? qfs_open_dataset_dir(AT_FDCWD, path)
+			   : open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (!served && ds->dirfd < 0)
+		ds->dirfd = -errno;
 	if (!ds->path || ds->dirfd < 0) {
-		r = ds->path ? -errno : -ENOMEM;
-		qerr_set(err, err_len, "%s", quai_strerror(r));
+		r = ds->path ? ds->dirfd : -ENOMEM;
+		qerr_set(err, err_len, "%s",
+			 r == -ELOOP ? qfs_member_strerror(r) : quai_strerror(r));
 		if (r == -ENOTDIR) {
 			qerr_set(err, err_len, "not a dataset directory");
 			r = -QUAI_EFORMAT;
@@ -111,7 +126,9 @@ int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err, size_t
 	}
 	r = qfs_read_file(ds->dirfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
 	if (r < 0) {
-		qerr_set(err, err_len, "manifest.json: %s%s", quai_strerror(r),
+		qerr_set(err, err_len, "manifest.json: %s%s",
+			 r == -ELOOP || r == -QFS_ENOTREG ? qfs_member_strerror(r)
+							  : quai_strerror(r),
 			 r == -ENOENT ? " (not a quai dataset, or an unfinished one)" : "");
 		if (r == -EFBIG)
 			r = -QUAI_EFORMAT;
@@ -124,6 +141,9 @@ int quai_dataset_open(const char *path, quai_dataset **ret_ds, char *err, size_t
 		qerr_set(err, err_len, "manifest.json: %s", perr[0] ? perr : quai_strerror(r));
 		goto fail;
 	}
+	r = qds_check_files(ds->dirfd, &ds->m, err, err_len);
+	if (r < 0)
+		goto fail;
 	ds->ix = calloc(ds->m.nshards, sizeof(*ds->ix));
 	ds->ixbuf = calloc(ds->m.nshards, sizeof(*ds->ixbuf));
 	if (!ds->ix || !ds->ixbuf) {
@@ -322,10 +342,71 @@ void qds_record_in_frame(const struct quai_dataset *ds, uint64_t g, uint32_t ind
 	*ret_length = qle32(ix->record_ends + 4 * rec) - start;
 }
 
+int qds_check_files(int dirfd, const struct qmf *m, char *err, size_t err_len)
+{
+	for (uint32_t i = 0; i < m->nshards; i++) {
+		const char *names[2] = {m->shards[i].file, m->shards[i].index};
+
+		for (int k = 0; k < 2; k++) {
+			struct stat st;
+			int r = 0;
+
+			if (fstatat(dirfd, names[k], &st, AT_SYMLINK_NOFOLLOW) < 0)
+				r = errno == ENOENT ? 0 : -errno; /* missing: the opener says */
+			else if (S_ISLNK(st.st_mode))
+				r = -ELOOP;
+			else if (!S_ISREG(st.st_mode))
+				r = -QFS_ENOTREG;
+			if (r < 0) {
+				qerr_set(err, err_len, "%s: %s", names[k], qfs_member_strerror(r));
+				return r;
+			}
+		}
+	}
+	return 0;
+}
+
+int qds_read_manifest(int atfd, const char *path, struct qmf *ret_mf, uint8_t **ret_text,
+		      size_t *ret_len, char *err, size_t err_len)
+{
+	uint8_t *text = NULL;
+	size_t len = 0;
+	char perr[200] = "";
+	int dfd = qfs_open_dataset_dir(atfd, path), r;
+
+	if (dfd < 0) {
+		qerr_set(err, err_len, "%s", qfs_member_strerror(dfd));
+		return dfd;
+	}
+	r = qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
+	if (r < 0) {
+		qerr_set(err, err_len, "manifest.json: %s", qfs_member_strerror(r));
+		goto out;
+	}
+	r = qmf_parse((const char *)text, len, ret_mf, perr, sizeof(perr));
+	if (r < 0) {
+		qerr_set(err, err_len, "manifest.json: %s", perr[0] ? perr : quai_strerror(r));
+		goto out;
+	}
+	r = qds_check_files(dfd, ret_mf, err, err_len);
+	if (r < 0) {
+		qmf_release(ret_mf);
+		goto out;
+	}
+	if (ret_text) {
+		*ret_text = text;
+		*ret_len = len;
+		text = NULL;
+	}
+out:
+	free(text);
+	close(dfd);
+	return r;
+}
+
 int qds_open_shard(const struct quai_dataset *ds, uint32_t shard, int flags)
 {
-	int fd = openat(ds->dirfd, ds->m.shards[shard].file, O_RDONLY | O_CLOEXEC | flags);
-	return fd < 0 ? -errno : fd;
+	return qfs_open_member(ds->dirfd, ds->m.shards[shard].file, O_RDONLY | flags, 0);
 }
 
 /* ---- frames ----------------------------------------------------------- */

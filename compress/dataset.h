@@ -7,6 +7,7 @@
 #ifndef QUAI_COMPRESS_DATASET_H
 #define QUAI_COMPRESS_DATASET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <zstd.h>
@@ -51,7 +52,31 @@ uint32_t qds_shard_of(const struct quai_dataset *ds, uint64_t rec);
 int qds_load_index(int dirfd, const struct qmf *m, uint32_t i, uint8_t **ret_buf,
 		   struct qix *ret_ix, char *err, size_t err_len);
 
-/* Opens a shard file of the dataset read-only. Returns an fd or -errno. */
+/* quai_dataset_open(), and for a dataset quaid serves (served), a path
+ * whose last component, the dataset directory, is not a symbolic link:
+ * -ELOOP (err says so) otherwise. */
+int qds_open(const char *path, bool served, quai_dataset **ret_ds, char *err, size_t err_len);
+
+/* The rule of a dataset's files (docs/SECURITY.md): each shard and index
+ * the manifest names is a regular file of dirfd itself, not a symbolic
+ * link (to another dataset's shards) nor a FIFO or device. A missing file
+ * passes (its opener reports it). Returns 0, or -ELOOP / -QFS_ENOTREG /
+ * -errno with err naming the file. quai_dataset_open(), quaid's catalog
+ * and every quaid request that reads a manifest ask it. */
+int qds_check_files(int dirfd, const struct qmf *m, char *err, size_t err_len);
+
+/* Reads the manifest of the dataset directory `path` (relative to atfd, a
+ * root or AT_FDCWD) as quaid serves it: the directory not a link
+ * (qfs_open_dataset_dir()), the manifest parsed, qds_check_files() passed.
+ * On success *ret_mf (qmf_release() it) and, when ret_text is given, the
+ * text (free() it). Returns 0 or -errno / -QUAI_EFORMAT with err naming
+ * the file and the fault. */
+int qds_read_manifest(int atfd, const char *path, struct qmf *ret_mf, uint8_t **ret_text,
+		      size_t *ret_len, char *err, size_t err_len);
+
+/* Opens a shard file of the dataset read-only: beneath its directory, no
+ * link followed, a regular file (qfs_open_member()). Returns an fd or
+ * -errno (-ELOOP, -QFS_ENOTREG: qfs_member_strerror() says which). */
 int qds_open_shard(const struct quai_dataset *ds, uint32_t shard, int flags);
 
 /* Decodes one frame whose compressed bytes are in `src` (f->c_size bytes)

@@ -263,8 +263,10 @@ static int parse_tree(struct pctx *c, const qjs_value *root, struct qmf *m)
 	if (get_u64(c, root, "", "format_version", &u) < 0)
 		return -QUAI_EFORMAT;
 	if (u != QMF_VERSION) {
-		fail(c, "format_version %" PRIu64 " is not supported (this build reads %u)", u,
-		     QMF_VERSION);
+		fail(c,
+		     "format_version %" PRIu64 " is not supported (this build reads %u): "
+		     "written by a newer quai, it needs a newer quai to read it",
+		     u, QMF_VERSION);
 		return -QUAI_EVERSION;
 	}
 	m->format_version = (uint32_t)u;

@@ -32,6 +32,7 @@
 #include <zstd.h>
 
 #include "fsutil.h"
+#include "qthread.h"
 #include "dataset.h"
 #include "manifest.h"
 #include "quai/quai.h"
@@ -522,18 +523,63 @@ static int progress(struct packer *pk, int force)
 	return 0;
 }
 
+/* Opens a source. A files record's source must still be the regular
+ * file the scan found (O_NONBLOCK: one replaced by a FIFO does not block);
+ * a lines or fixed source may be a FIFO or a pipe, whose open() blocks
+ * until a writer comes: a signal ends it (EINTR, not retried), and the
+ * caller's progress callback decides whether that cancels. */
 static int open_source(struct packer *pk, const char *src, int *ret_fd)
 {
+	bool files = pk->kind == QUAI_RECORDS_FILES;
+	struct stat st;
+	int fd;
+
 	if (strcmp(src, "-") == 0) {
 		*ret_fd = STDIN_FILENO;
 		return 0;
 	}
-	int fd = open(src, O_RDONLY | O_CLOEXEC);
+	for (;;) {
+		fd = open(src, O_RDONLY | O_CLOEXEC | (files ? O_NONBLOCK : 0));
+		if (fd >= 0 || errno != EINTR)
+			break;
+		if (progress(pk, 1) < 0)
+			return -ECANCELED;
+	}
 	if (fd < 0)
 		return fail_errno(pk, -errno, src);
+	if (files && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+		      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)) {
+		close(fd);
+		qfs_err(pk->err, pk->err_len, src, "is no longer a regular file");
+		return -QUAI_EINPUT;
+	}
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	*ret_fd = fd;
 	return 0;
+}
+
+/* qfs_read_full() that lets a signal cancel: on EINTR the progress
+ * callback is asked (a pipe that never writes would block forever). */
+static ssize_t read_source(struct packer *pk, int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = read(fd, p + done, len - done);
+
+		if (n < 0 && errno == EINTR) {
+			if (progress(pk, 1) < 0)
+				return -ECANCELED;
+			continue;
+		}
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
 }
 
 static void close_source(int fd)
@@ -550,7 +596,7 @@ static int produce_lines(struct packer *pk)
 		int fd = -1;
 		r = open_source(pk, pk->srcs[s], &fd);
 		while (r == 0) {
-			ssize_t n = qfs_read_full(fd, buf, PK_CHUNK);
+			ssize_t n = read_source(pk, fd, buf, PK_CHUNK);
 			if (n < 0) {
 				r = fail_errno(pk, (int)n, pk->srcs[s]);
 				break;
@@ -609,7 +655,7 @@ static int produce_fixed(struct packer *pk)
 			r = rec_space(pk, want - j->raw_len, &dst);
 			if (r < 0)
 				break;
-			ssize_t got = qfs_read_full(fd, dst, want - j->raw_len);
+			ssize_t got = read_source(pk, fd, dst, want - j->raw_len);
 			if (got < 0) {
 				r = fail_errno(pk, (int)got, pk->srcs[s]);
 				break;
@@ -658,9 +704,10 @@ static void readahead_files(struct packer *pk, size_t upto, size_t *next)
 	char path[PATH_MAX];
 	for (; *next < upto && *next < pk->nfiles; (*next)++) {
 		file_path(pk, &pk->files[*next], path, sizeof(path));
-		int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME);
+		/* O_NONBLOCK: a file that became a FIFO never blocks here. */
+		int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME | O_NONBLOCK);
 		if (fd < 0)
-			fd = open(path, O_RDONLY | O_CLOEXEC);
+			fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 		if (fd < 0)
 			continue; /* the real open reports it */
 		posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
@@ -684,7 +731,7 @@ static int produce_files(struct packer *pk)
 			r = rec_space(pk, PK_CHUNK, &dst);
 			if (r < 0)
 				break;
-			ssize_t got = qfs_read_full(fd, dst, PK_CHUNK);
+			ssize_t got = read_source(pk, fd, dst, PK_CHUNK);
 			if (got < 0) {
 				r = fail_errno(pk, (int)got, path);
 				break;
@@ -824,6 +871,12 @@ static int scan_sources(struct packer *pk)
 		if (S_ISDIR(st.st_mode)) {
 			rel[0] = '\0';
 			r = walk(pk, &cap, (uint32_t)s, src, rel, 0);
+		} else if (!S_ISREG(st.st_mode)) {
+			/* A FIFO would block the pack in open() (issue 22 #11). */
+			qfs_err(pk->err, pk->err_len, src,
+				"is not a regular file or a directory (a FIFO, device or socket): "
+				"files records come from regular files");
+			return -QUAI_EINPUT;
 		} else {
 			const char *base = strrchr(src, '/');
 			base = base ? base + 1 : src;
@@ -972,7 +1025,7 @@ static int make_tmpdir(struct packer *pk, const char *dest)
 	int r = qfs_partial_path(dest, pk->tmpdir, sizeof(pk->tmpdir));
 	if (r < 0)
 		return fail_errno(pk, r, dest);
-	r = qfs_partial_open(pk->tmpdir, 1);
+	r = qfs_partial_open(pk->tmpdir, 1, 0);
 	if (r == -EBUSY) {
 		qfs_err(pk->err, pk->err_len, dest, "another quai is writing it");
 		return r;
@@ -1020,7 +1073,7 @@ static int start_threads(struct packer *pk)
 	if (!pk->jobs || !pk->threads || !pk->hash)
 		return -ENOMEM;
 	for (unsigned i = 0; i < pk->nthreads; i++) {
-		int r = pthread_create(&pk->threads[i], NULL, worker_main, pk);
+		int r = qthread_create(&pk->threads[i], worker_main, pk);
 		if (r)
 			return -r;
 		pk->started++;

@@ -16,15 +16,30 @@
 #include "dataset.h"
 #include "fsutil.h"
 
+/* The format keeps no file modes and no empty directories (docs/FORMAT.md):
+ * unpack writes files 0644 and directories 0755, less the umask; a
+ * sensitive dataset's 0600 and 0700, whatever the source's were (issue 22
+ * #16: a 0600 source came back world-readable). */
+struct unpack_modes {
+	mode_t file, dir;
+};
+
+static struct unpack_modes modes_for(const quai_dataset *ds)
+{
+	if (ds->m.classification == QUAI_CLASS_SENSITIVE)
+		return (struct unpack_modes){0600, 0700};
+	return (struct unpack_modes){0644, 0755};
+}
+
 /* Creates the directories leading to `name` under dirfd. */
-static int make_parents(int dirfd, const char *name, size_t len)
+static int make_parents(int dirfd, const char *name, size_t len, mode_t mode)
 {
 	char buf[QUAI_RECORD_NAME_MAX + 1];
 	memcpy(buf, name, len);
 	buf[len] = '\0';
 	for (char *p = strchr(buf, '/'); p; p = strchr(p + 1, '/')) {
 		*p = '\0';
-		if (mkdirat(dirfd, buf, 0755) < 0 && errno != EEXIST)
+		if (mkdirat(dirfd, buf, mode) < 0 && errno != EEXIST)
 			return -errno;
 		*p = '/';
 	}
@@ -35,6 +50,7 @@ static int unpack_files(quai_dataset *ds, quai_reader *rd, int dirfd, uint64_t r
 			const char *tmp, char *err, size_t err_len)
 {
 	char name[QUAI_RECORD_NAME_MAX + 1];
+	struct unpack_modes mo = modes_for(ds);
 	for (uint64_t i = 0; i < records; i++) {
 		const char *n;
 		size_t nlen;
@@ -50,12 +66,12 @@ static int unpack_files(quai_dataset *ds, quai_reader *rd, int dirfd, uint64_t r
 			qfs_err(err, err_len, name, "%s", quai_strerror(r));
 			return r;
 		}
-		r = make_parents(dirfd, name, nlen);
+		r = make_parents(dirfd, name, nlen, mo.dir);
 		if (r < 0) {
 			qfs_err(err, err_len, tmp, "%s", quai_strerror(r));
 			return r;
 		}
-		int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mo.file);
 		if (fd < 0) {
 			r = -errno;
 			qfs_err(err, err_len, name, "%s", quai_strerror(r));
@@ -149,7 +165,7 @@ int qds_unpack(const char *path, const char *dest, char *err, size_t err_len)
 	 * long as this writes it: one that another writer holds is never
 	 * touched; one an interrupted unpack left is emptied under the lock. */
 	int files = info.kind == QUAI_RECORDS_FILES;
-	fd = qfs_partial_open(tmp, files);
+	fd = qfs_partial_open(tmp, files, files ? modes_for(ds).dir : modes_for(ds).file);
 	if (fd == -EBUSY) {
 		r = fd;
 		fd = -1;

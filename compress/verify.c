@@ -15,6 +15,7 @@
  * frame) order from the calling thread.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -29,9 +30,11 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include "beneath.h"
 #include "dataset.h"
 #include "fsutil.h"
 #include "dctx.h"
+#include "qthread.h"
 #include "secmem.h"
 #include "seektable.h"
 
@@ -60,6 +63,7 @@ struct verifier {
 	uint8_t **ixbuf;
 	int *fds;
 	uint8_t *shard_ok; /* the index loaded and the file opened */
+	uint8_t *hash_bad; /* full check: the whole-file XXH3 differs */
 	uint32_t max_r, max_c;
 
 	struct vf_group *groups;
@@ -116,10 +120,10 @@ static void check_shard_file(struct verifier *v, uint32_t i)
 	const struct qix *ix = &v->ix[i];
 	struct stat st;
 
-	int fd = openat(v->dirfd, s->file, O_RDONLY | O_CLOEXEC);
+	int fd = qfs_open_member(v->dirfd, s->file, O_RDONLY, 0);
 	if (fd < 0) {
-		add_problem(v, -errno, i, -1, s->first_record, s->records, s->file,
-			    "cannot open: %s", strerror(errno));
+		add_problem(v, fd, i, -1, s->first_record, s->records, s->file, "cannot open: %s",
+			    qfs_member_strerror(fd));
 		return;
 	}
 	v->fds[i] = fd;
@@ -174,10 +178,11 @@ out:
 	free(e);
 }
 
-/* QUAI_VERIFY_FILES: the shard file whole against the manifest's XXH3, read
- * in large preads on this thread (hashing runs faster than page-cache reads
- * are served, so one thread keeps up). */
-static void check_file_hash(struct verifier *v, uint32_t i)
+/* The shard file whole against the manifest's XXH3, read in large preads
+ * on one thread (hashing runs faster than page-cache reads are served, so
+ * one thread keeps up). QUAI_VERIFY_FILES counts its progress here; a full
+ * check runs it beside the frame workers (hasher_main), which count. */
+static void check_file_hash(struct verifier *v, uint32_t i, bool counts)
 {
 	const struct qmf_shard *s = &v->m.shards[i];
 	enum { CHUNK = 8u << 20, SENSITIVE_CHUNK = 1u << 20 };
@@ -188,13 +193,19 @@ static void check_file_hash(struct verifier *v, uint32_t i)
 	uint8_t *buf = qsm_alloc(chunk, sens, &e);
 	XXH3_state_t *h = XXH3_createState();
 	if (!buf || !h || XXH3_64bits_reset(h) == XXH_ERROR) {
+		pthread_mutex_lock(&v->mu);
 		v->fatal = e == -EAGAIN ? -QUAI_EPOLICY : -ENOMEM;
+		pthread_mutex_unlock(&v->mu);
 		goto out;
 	}
 	for (uint64_t off = 0; off < s->compressed_bytes;) {
 		size_t want =
 		    s->compressed_bytes - off < chunk ? (size_t)(s->compressed_bytes - off) : chunk;
 		ssize_t n = qfs_pread_full(v->fds[i], buf, want, off);
+		if (n != (ssize_t)want && !counts) {
+			v->hash_bad[i] = 1; /* the frames' reads say why */
+			goto out;
+		}
 		if (n != (ssize_t)want) {
 			add_problem(v, n < 0 ? (int)n : -QUAI_ECORRUPT, i, -1, s->first_record,
 				    s->records, s->file, "cannot read at byte %" PRIu64 ": %s", off,
@@ -203,19 +214,160 @@ static void check_file_hash(struct verifier *v, uint32_t i)
 		}
 		XXH3_64bits_update(h, buf, want);
 		off += want;
+		if (!counts)
+			continue;
 		pthread_mutex_lock(&v->mu);
 		v->bytes_done += want;
 		pthread_mutex_unlock(&v->mu);
 	}
-	if (XXH3_64bits_digest(h) != s->xxh3)
+	if (XXH3_64bits_digest(h) != s->xxh3 && counts)
 		add_problem(v, -QUAI_ECORRUPT, i, -1, s->first_record, s->records, s->file,
 			    "file checksum differs from the manifest's");
-	pthread_mutex_lock(&v->mu);
-	v->frames_done += v->ix[i].nframes;
-	pthread_mutex_unlock(&v->mu);
+	else if (XXH3_64bits_digest(h) != s->xxh3)
+		v->hash_bad[i] = 1; /* said after the frames, if they saw nothing */
+	if (counts) {
+		pthread_mutex_lock(&v->mu);
+		v->frames_done += v->ix[i].nframes;
+		pthread_mutex_unlock(&v->mu);
+	}
 out:
 	XXH3_freeState(h);
 	qsm_free(buf, chunk, sens);
+}
+
+/* A full check hashes every shard file whole too (issue 22 #12: only
+ * QUAI_VERIFY_FILES did), on a thread of its own beside the workers. */
+static void *hasher_main(void *arg)
+{
+	struct verifier *v = arg;
+
+	for (uint32_t i = 0; i < v->m.nshards; i++) {
+		pthread_mutex_lock(&v->mu);
+		int stop = v->fatal;
+		pthread_mutex_unlock(&v->mu);
+		if (stop)
+			break;
+		if (v->shard_ok[i])
+			check_file_hash(v, i, false);
+	}
+	return NULL;
+}
+
+/* ---- the names of a files dataset --------------------------------------- */
+
+struct name_ref {
+	const char *p;
+	size_t len;
+};
+
+static int cmp_names(const char *a, size_t alen, const char *b, size_t blen)
+{
+	int c = memcmp(a, b, alen < blen ? alen : blen);
+
+	return c ? c : (alen > blen) - (alen < blen);
+}
+
+/* A set of names (open addressing on XXH3), for the directory check. */
+struct name_set {
+	struct name_ref *slot;
+	size_t mask;
+};
+
+static bool name_set_has(const struct name_set *s, const char *p, size_t len)
+{
+	for (size_t i = XXH3_64bits(p, len) & s->mask;; i = (i + 1) & s->mask) {
+		if (!s->slot[i].p)
+			return false;
+		if (s->slot[i].len == len && memcmp(s->slot[i].p, p, len) == 0)
+			return true;
+	}
+}
+
+static void name_set_add(struct name_set *s, const char *p, size_t len)
+{
+	size_t i = XXH3_64bits(p, len) & s->mask;
+
+	while (s->slot[i].p)
+		i = (i + 1) & s->mask;
+	s->slot[i] = (struct name_ref){p, len};
+}
+
+static void name_problem(struct verifier *v, uint32_t sh, uint64_t rec, const char *fmt,
+			 const char *a, size_t alen, const char *b, size_t blen)
+{
+	const struct qmf_shard *s = &v->m.shards[sh];
+	int al = alen > 80 ? 80 : (int)alen, bl = blen > 80 ? 80 : (int)blen;
+
+	add_problem(v, -QUAI_EFORMAT, sh, -1, s->first_record + rec, 1, s->index, fmt, al, a, bl,
+		    b);
+}
+
+/* Issue 22 #14: names unpack can restore. Record names must rise strictly
+ * in byte order over the whole dataset (docs/FORMAT.md: so no two are the
+ * same), and no name may be a directory of another ("a" and "a/b"): unpack
+ * would fail halfway, or write one over the other. Reports the first fault
+ * of each kind. */
+static void check_names(struct verifier *v)
+{
+	const char *prev = NULL;
+	size_t prev_len = 0, cap = 16;
+	struct name_set set = {0};
+	bool order_bad = false, dir_bad = false;
+
+	if (v->m.kind != QUAI_RECORDS_FILES)
+		return;
+	for (uint32_t sh = 0; sh < v->m.nshards; sh++)
+		if (!v->ixbuf[sh])
+			return; /* a bad index is reported already */
+	while (cap < 2 * v->m.records)
+		cap *= 2;
+	set.slot = calloc(cap, sizeof(*set.slot));
+	set.mask = cap - 1;
+	if (!set.slot) {
+		pthread_mutex_lock(&v->mu);
+		v->fatal = -ENOMEM;
+		pthread_mutex_unlock(&v->mu);
+		return;
+	}
+	for (uint32_t sh = 0; sh < v->m.nshards; sh++) {
+		for (uint64_t r = 0; r < v->ix[sh].records; r++) {
+			size_t len;
+			const char *n = qix_name(&v->ix[sh], r, &len);
+
+			if (!n)
+				continue;
+			if (prev && !order_bad && cmp_names(prev, prev_len, n, len) >= 0) {
+				order_bad = true;
+				name_problem(v, sh, r,
+					     cmp_names(prev, prev_len, n, len) == 0
+						 ? "record name '%.*s' repeats '%.*s': unpack "
+						   "cannot restore both"
+						 : "record name '%.*s' comes after '%.*s': names "
+						   "must rise in byte order",
+					     n, len, prev, prev_len);
+			}
+			prev = n;
+			prev_len = len;
+			name_set_add(&set, n, len);
+		}
+	}
+	for (uint32_t sh = 0; sh < v->m.nshards && !dir_bad; sh++) {
+		for (uint64_t r = 0; r < v->ix[sh].records && !dir_bad; r++) {
+			size_t len;
+			const char *n = qix_name(&v->ix[sh], r, &len);
+
+			for (size_t k = 1; n && k < len && !dir_bad; k++) {
+				if (n[k] != '/' || !name_set_has(&set, n, k))
+					continue;
+				dir_bad = true;
+				name_problem(v, sh, r,
+					     "record name '%.*s' makes a directory of record "
+					     "'%.*s': unpack cannot restore both",
+					     n, len, n, k);
+			}
+		}
+	}
+	free(set.slot);
 }
 
 static size_t group_bytes(const struct verifier *v)
@@ -364,7 +516,7 @@ static void run_workers(struct verifier *v, const struct quai_verify_opts *o)
 	unsigned started = 0;
 	pthread_mutex_lock(&v->mu);
 	for (unsigned i = 0; th && i < n; i++)
-		if (pthread_create(&th[i], NULL, worker_main, v) == 0)
+		if (qthread_create(&th[i], worker_main, v) == 0)
 			started++;
 	v->running = started;
 	pthread_mutex_unlock(&v->mu);
@@ -445,7 +597,8 @@ int quai_verify(const char *path, const struct quai_verify_opts *opts,
 	v.ixbuf = calloc(ns, sizeof(*v.ixbuf));
 	v.fds = malloc(ns * sizeof(*v.fds));
 	v.shard_ok = calloc(ns, 1);
-	if (!v.ix || !v.ixbuf || !v.fds || !v.shard_ok) {
+	v.hash_bad = calloc(ns, 1);
+	if (!v.ix || !v.ixbuf || !v.fds || !v.shard_ok || !v.hash_bad) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -468,16 +621,36 @@ int quai_verify(const char *path, const struct quai_verify_opts *opts,
 		}
 		check_shard_file(&v, i);
 		if (v.shard_ok[i] && files_only)
-			check_file_hash(&v, i);
+			check_file_hash(&v, i, true);
 		else if (v.shard_ok[i])
 			make_groups(&v, i);
 	}
+	check_names(&v);
 	r = 0;
 	if (v.fatal) {
 		r = v.fatal;
 		goto out;
 	}
+	pthread_t hasher;
+	bool hashing = !files_only && qthread_create(&hasher, hasher_main, &v) == 0;
 	run_workers(&v, opts);
+	if (hashing)
+		pthread_join(hasher, NULL);
+	else if (!files_only)
+		hasher_main(&v);
+	/* A shard whose frames all passed but whose bytes are not the ones
+	 * the manifest names (a header bit, padding): a file problem. Where a
+	 * frame failed, that frame is the better report. */
+	for (uint32_t i = 0; i < ns && !files_only; i++) {
+		bool seen = false;
+
+		for (size_t k = 0; k < v.nprobs && !seen; k++)
+			seen = v.probs[k].shard == (int64_t)i;
+		if (v.hash_bad[i] && !seen)
+			add_problem(&v, -QUAI_ECORRUPT, i, -1, v.m.shards[i].first_record,
+				    v.m.shards[i].records, v.m.shards[i].file,
+				    "file checksum differs from the manifest's");
+	}
 	if (v.fatal) {
 		r = v.fatal;
 		goto out;
@@ -528,6 +701,7 @@ out:
 	free(v.ixbuf);
 	free(v.fds);
 	free(v.shard_ok);
+	free(v.hash_bad);
 	free(v.groups);
 	free(v.probs);
 	qmf_release(&v.m);

@@ -519,7 +519,9 @@ Test(audit_log, reopen_follows_rotation)
 		cr_assert_eq(qaudit_log(a, &ev), 0);
 	}
 	cr_assert_eq(rename(path, old), 0);
-	/* Until reopened, lines still go to the renamed file. */
+	/* Before the SIGHUP, the next line already goes to a new file at the
+	 * path, after a line saying the old one went (issue 22 #8: lines
+	 * once went on into the renamed file). */
 	struct qaudit_event ev = numbered(4);
 	cr_assert_eq(qaudit_log(a, &ev), 0);
 	cr_assert_eq(qaudit_reopen(a, err, sizeof(err)), 0, "%s", err);
@@ -529,18 +531,21 @@ Test(audit_log, reopen_follows_rotation)
 	}
 	qaudit_close(a);
 
-	size_t n = read_log(old, &docs);
-	cr_assert_eq(n, 4);
+	size_t n = read_log(old, &docs), len;
+	cr_assert_eq(n, 3);
 	for (size_t i = 0; i < n; i++)
 		expect_u64(docs[i], "session", i + 1);
 	free_docs(docs, n);
 	n = read_log(path, &docs);
-	cr_assert_eq(n, 2);
-	for (size_t i = 0; i < n; i++)
-		expect_u64(docs[i], "session", i + 5);
+	cr_assert_eq(n, 4);
+	cr_assert_str_eq(qjs_str(field(docs[0], "event"), &len), "audit-log");
+	for (size_t i = 1; i < n; i++)
+		expect_u64(docs[i], "session", i + 3);
 	free_docs(docs, n);
 }
 
+/* SIGHUP's reopen failing keeps the old descriptor; but a line is never
+ * written to a file the path no longer names: it is refused. */
 Test(audit_log, failed_reopen_keeps_the_old_file)
 {
 	char sub[600], moved[600], path[700], err[800] = "";
@@ -555,10 +560,10 @@ Test(audit_log, failed_reopen_keeps_the_old_file)
 	cr_assert_eq(qaudit_reopen(a, err, sizeof(err)), -ENOENT);
 	cr_expect(strstr(err, path), "%s", err);
 	struct qaudit_event ev = numbered(1);
-	cr_assert_eq(qaudit_log(a, &ev), 0);
+	cr_assert_eq(qaudit_log(a, &ev), -ENOENT);
 	qaudit_close(a);
 	snprintf(path, sizeof(path), "%s/audit.log", moved);
-	cr_assert_eq(read_log(path, NULL), 1);
+	cr_assert_eq(read_log(path, NULL), 0);
 }
 
 #define CRASH_LINES 50
@@ -664,6 +669,77 @@ Test(audit_log, open_errors_name_the_path)
 	path_in_dir(path, sizeof(path), "no-such-dir/audit.log");
 	cr_assert_eq(qaudit_open(path, &a, NULL, 0), -ENOENT);
 	qaudit_close(NULL);
+}
+
+/* ---- issue 22 #8: a deleted or replaced log is noticed ------------------ */
+
+static char notices[4][600];
+static int nnotices;
+
+static void on_notice(void *arg, const char *msg)
+{
+	(void)arg;
+	if (nnotices < 4)
+		snprintf(notices[nnotices], sizeof(notices[0]), "%s", msg);
+	nnotices++;
+}
+
+static void expect_reopen_then(const char *path, uint64_t session, const char *what)
+{
+	qjs_doc **docs;
+	size_t n = read_log(path, &docs), len;
+
+	cr_assert_eq(n, 2, "%s: %zu lines", path, n);
+	cr_assert_str_eq(qjs_str(field(docs[0], "event"), &len), "audit-log");
+	cr_assert_str_eq(qjs_str(field(docs[0], "op"), &len), "reopen");
+	cr_assert(strstr(qjs_str(field(docs[0], "reason"), &len), what), "%s",
+		  qjs_str(field(docs[0], "reason"), &len));
+	expect_u64(docs[1], "session", session);
+	free_docs(docs, n);
+}
+
+Test(audit_log, deleted_or_replaced_log_is_reopened_and_said)
+{
+	char path[600], moved[600], other[600], err[700] = "";
+	struct qaudit *a = NULL;
+	struct qaudit_event ev = numbered(1);
+
+	nnotices = 0;
+	path_in_dir(path, sizeof(path), "audit.log");
+	path_in_dir(moved, sizeof(moved), "audit.log.1");
+	path_in_dir(other, sizeof(other), "other");
+	cr_assert_eq(qaudit_open(path, &a, err, sizeof(err)), 0, "%s", err);
+	qaudit_set_notify(a, on_notice, NULL);
+	cr_assert_eq(qaudit_log(a, &ev), 0);
+	/* Deleted: the next line goes to a new file at the path. */
+	cr_assert_eq(unlink(path), 0);
+	ev = numbered(2);
+	cr_assert_eq(qaudit_log(a, &ev), 0);
+	expect_reopen_then(path, 2, "was deleted");
+	cr_assert_eq(nnotices, 1);
+	cr_assert(strstr(notices[0], "was deleted"), "%s", notices[0]);
+	/* Replaced (moved away, another file moved in): the same. */
+	cr_assert_eq(rename(path, moved), 0);
+	tu_write(other, "", 0);
+	cr_assert_eq(rename(other, path), 0);
+	ev = numbered(3);
+	cr_assert_eq(qaudit_log(a, &ev), 0);
+	expect_reopen_then(path, 3, "was replaced");
+	cr_assert_eq(read_log(moved, NULL), 2, "the old file keeps its lines");
+	/* Unchanged: no more notices. */
+	ev = numbered(4);
+	cr_assert_eq(qaudit_log(a, &ev), 0);
+	cr_assert_eq(nnotices, 2);
+	/* Cannot be reopened (its directory is gone): refused, and said. */
+	cr_assert_eq(unlink(path), 0);
+	cr_assert_eq(unlink(moved), 0);
+	cr_assert_eq(rmdir(dir), 0);
+	ev = numbered(5);
+	cr_assert_lt(qaudit_log(a, &ev), 0);
+	cr_assert_eq(nnotices, 3);
+	cr_assert(strstr(notices[2], "cannot be reopened"), "%s", notices[2]);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+	qaudit_close(a);
 }
 
 /* ---- the host's decision (stager/site/hostdecide.h) ---------------------

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
+#include <ifaddrs.h>
 #include <limits.h>
 #include <munge.h>
 #include <pwd.h>
@@ -459,11 +460,19 @@ Test(auth, server_wildcard_accepted)
 	char err[512] = "", *cred;
 	int r;
 
+	struct sockaddr_in lo = v4("127.0.0.1", 7447);
+
 	NEED_MUNGED();
 	addrs();
-	cred = encode(&client_a, sizeof(client_a), &server_a, sizeof(server_a));
+	/* One of this host's addresses: a wildcard listens there. */
+	cred = encode(&client_a, sizeof(client_a), &lo, sizeof(lo));
 	r = decode(cred, &client_a, sizeof(client_a), &any, sizeof(any), &id, err, sizeof(err));
 	cr_assert_eq(r, 0, "decode: %d (%s)", r, err);
+	free(cred);
+	/* Another host's address at the same port: another server. */
+	cred = encode(&client_a, sizeof(client_a), &server_a, sizeof(server_a));
+	expect_refused(cred, &client_a, sizeof(client_a), &any, sizeof(any),
+		       "credential made for another server");
 	free(cred);
 }
 
@@ -603,13 +612,21 @@ Test(auth_payload, inet_forms)
 	struct sockaddr_in a4 = v4("192.0.2.7", 7447), any4 = v4("0.0.0.0", 7447);
 	struct sockaddr_in6 a6 = v6("2001:db8::7", 7447), any6 = v6("::", 7447);
 	struct sockaddr_in6 mapped = v6("::ffff:192.0.2.7", 7447), b6 = v6("2001:db8::8", 7447);
+	struct sockaddr_in lo4 = v4("127.0.0.1", 7447), lo4b = v4("127.0.0.2", 7447);
+	struct sockaddr_in6 lo6 = v6("::1", 7447);
 	char err[256] = "";
 	uint8_t c[3] = {1, 2, 3};
 
 	cr_assert_eq(check(c, 3, &a6, sizeof(a6), c, 3, &a6, sizeof(a6), err, sizeof(err)), 0);
-	cr_assert_eq(check(c, 3, &a6, sizeof(a6), c, 3, &any6, sizeof(any6), err, sizeof(err)), 0);
-	cr_assert_eq(check(c, 3, &a4, sizeof(a4), c, 3, &any6, sizeof(any6), err, sizeof(err)), 0);
-	cr_assert_eq(check(c, 3, &a6, sizeof(a6), c, 3, &any4, sizeof(any4), err, sizeof(err)), 0);
+	/* A wildcard listener takes the addresses this host listens on: loopback
+	 * is always one (2001:db8::/32 and 192.0.2.7 are documentation
+	 * addresses no test host has). */
+	cr_assert_eq(check(c, 3, &lo6, sizeof(lo6), c, 3, &any6, sizeof(any6), err, sizeof(err)),
+		     0);
+	cr_assert_eq(check(c, 3, &lo4, sizeof(lo4), c, 3, &any6, sizeof(any6), err, sizeof(err)),
+		     0);
+	cr_assert_eq(check(c, 3, &lo4b, sizeof(lo4b), c, 3, &any4, sizeof(any4), err, sizeof(err)),
+		     0);
 	cr_assert_eq(check(c, 3, &a4, sizeof(a4), c, 3, &mapped, sizeof(mapped), err, sizeof(err)),
 		     0);
 	cr_assert_eq(check(c, 3, &a6, sizeof(a6), c, 3, &b6, sizeof(b6), err, sizeof(err)),
@@ -621,6 +638,43 @@ Test(auth_payload, inet_forms)
 	cr_assert_eq(check(c, 3, &a6, sizeof(a6), c, 2, &a6, sizeof(a6), err, sizeof(err)),
 		     -EACCES);
 	cr_assert_str_eq(err, "credential made for another connection");
+}
+
+/* Regression (issue 22 #1): a wildcard listener took a credential made for
+ * any address at its port, so one made for another server at the same
+ * port passed. */
+Test(auth_payload, wildcard_is_this_hosts_addresses)
+{
+	struct sockaddr_in a4 = v4("198.51.100.7", 7447), any4 = v4("0.0.0.0", 7447);
+	struct sockaddr_in6 a6 = v6("2001:db8::7", 7447), any6 = v6("::", 7447);
+	struct sockaddr_in lo4 = v4("127.0.0.1", 7447);
+	struct ifaddrs *ifs, *i;
+	char err[256] = "";
+	uint8_t c[3] = {1, 2, 3};
+
+	cr_assert_eq(check(c, 3, &a4, sizeof(a4), c, 3, &any4, sizeof(any4), err, sizeof(err)),
+		     -EACCES);
+	cr_assert_str_eq(err, "credential made for another server");
+	cr_assert_eq(check(c, 3, &a6, sizeof(a6), c, 3, &any6, sizeof(any6), err, sizeof(err)),
+		     -EACCES);
+	cr_assert_eq(check(c, 3, &a4, sizeof(a4), c, 3, &any6, sizeof(any6), err, sizeof(err)),
+		     -EACCES);
+	cr_assert_eq(check(c, 3, &lo4, sizeof(lo4), c, 3, &any4, sizeof(any4), err, sizeof(err)), 0,
+		     "%s", err);
+	/* Every IPv4 address of this host's interfaces passes. */
+	cr_assert_eq(getifaddrs(&ifs), 0);
+	for (i = ifs; i; i = i->ifa_next) {
+		struct sockaddr_in s;
+
+		if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET)
+			continue;
+		memcpy(&s, i->ifa_addr, sizeof(s));
+		s.sin_port = htons(7447);
+		cr_assert_eq(
+		    check(c, 3, &s, sizeof(s), c, 3, &any4, sizeof(any4), err, sizeof(err)), 0,
+		    "%s: %s", i->ifa_name, err);
+	}
+	freeifaddrs(ifs);
 }
 
 Test(auth_payload, other_forms_byte_for_byte)

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #include <xxhash.h>
 
+#include "beneath.h"
 #include "dataset.h"
 #include "testutil.h"
 
@@ -627,6 +629,77 @@ Test(dataset, only_all_raw_well_formed_frames_are_mapped)
 	cr_assert_eq(qds_stored_segments(c, f.c_size, f.r_size, segs, 16, &at), 3, "restored");
 	free(c);
 	free(raw);
+}
+
+/* ---- issue 22 #5: a dataset's files are regular files of its directory -- */
+
+static void beneath_refusals(bool walk)
+{
+	int dfd, fd;
+
+	qfs_beneath_force_walk(walk);
+	cr_assert_eq(mkdir(path("b"), 0700), 0);
+	cr_assert_eq(mkdir(path("b/sub"), 0700), 0);
+	tu_write(path("b/real"), "x", 1);
+	tu_write(path("b/sub/deep"), "y", 1);
+	tu_write(path("outside"), "z", 1);
+	cr_assert_eq(symlink(path("outside"), path("b/link")), 0);
+	cr_assert_eq(symlink(path("b/sub"), path("b/sublink")), 0);
+	cr_assert_eq(mkfifo(path("b/fifo"), 0600), 0);
+	dfd = open(path("b"), O_RDONLY | O_DIRECTORY);
+	cr_assert_geq(dfd, 0);
+	fd = qfs_open_member(dfd, "real", O_RDONLY, 0);
+	cr_assert_geq(fd, 0, "%s", strerror(-fd));
+	cr_assert_eq(fcntl(fd, F_GETFL) & O_NONBLOCK, 0, "O_NONBLOCK stays off");
+	close(fd);
+	fd = qfs_open_beneath(dfd, "sub/deep", O_RDONLY, 0);
+	cr_assert_geq(fd, 0, "%s", strerror(-fd));
+	close(fd);
+	cr_assert_eq(qfs_open_member(dfd, "link", O_RDONLY, 0), -ELOOP);
+	cr_assert_eq(qfs_open_beneath(dfd, "sublink/deep", O_RDONLY, 0), -ELOOP);
+	cr_assert_eq(qfs_open_beneath(dfd, "../outside", O_RDONLY, 0), -EXDEV);
+	cr_assert_eq(qfs_open_beneath(dfd, path("outside"), O_RDONLY, 0), -EXDEV);
+	/* A FIFO neither blocks the open nor passes. */
+	cr_assert_eq(qfs_open_member(dfd, "fifo", O_RDONLY, 0), -QFS_ENOTREG);
+	cr_assert_eq(qfs_open_member(dfd, "sub", O_RDONLY, 0), -QFS_ENOTREG);
+	close(dfd);
+	qfs_beneath_force_walk(false);
+}
+
+Test(dataset, files_open_beneath_without_links)
+{
+	beneath_refusals(false);
+}
+
+Test(dataset, files_open_beneath_without_links_fallback)
+{
+	beneath_refusals(true);
+}
+
+/* A shard linked to another dataset's, under a manifest of its own: the
+ * dataset is refused by the opener, whatever the link points at. */
+Test(dataset, linked_shard_is_refused)
+{
+	quai_dataset *ds;
+	char err[256] = "";
+	char shard[700];
+
+	tu_write_lines(path("in.txt"), 20000, 1, 26, 0, 1, 1);
+	const char *srcs[] = {path("in.txt")};
+	struct quai_pack_opts o = {.size = sizeof(o), .kind = QUAI_RECORDS_LINES};
+	tu_pack(srcs, 1, path("ds"), &o);
+	snprintf(shard, sizeof(shard), "%s", path("ds/shard-00000.zst"));
+	cr_assert_eq(rename(shard, path("elsewhere.zst")), 0);
+	cr_assert_eq(symlink(path("elsewhere.zst"), shard), 0);
+	cr_assert_eq(quai_dataset_open(path("ds"), &ds, err, sizeof(err)), -ELOOP);
+	cr_assert(strstr(err, "shard-00000.zst: a symbolic link"), "%s", err);
+	/* quaid's opener: the dataset directory itself may not be a link. */
+	cr_assert_eq(unlink(shard), 0);
+	cr_assert_eq(rename(path("elsewhere.zst"), shard), 0);
+	cr_assert_eq(symlink(path("ds"), path("dslink")), 0);
+	cr_assert_eq(qds_open(path("dslink"), true, &ds, err, sizeof(err)), -ELOOP);
+	cr_assert_eq(qds_open(path("dslink"), false, &ds, err, sizeof(err)), 0, "%s", err);
+	quai_dataset_close(ds);
 }
 
 /* Regression: unpack removed a partial without taking its lock, so a

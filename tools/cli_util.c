@@ -37,8 +37,9 @@ int cli_exit_code(int err)
 	case EBADMSG:
 	case ESHUTDOWN:
 	case EUSERS:
-	case QUAI_EVERSION:
 		return CLI_EXIT_REMOTE;
+	case QUAI_EVERSION:
+		return CLI_EXIT_VERSION;
 	case QUAI_EPOLICY:
 		return CLI_EXIT_REFUSED;
 	default:
@@ -358,15 +359,6 @@ int cli_finish_stdout(const char *verb)
 	return CLI_EXIT_FAILURE;
 }
 
-int cli_out_init(struct cli_out *o, int fd, size_t cap)
-{
-	o->fd = fd;
-	o->len = 0;
-	o->cap = cap;
-	o->buf = cap ? malloc(cap) : NULL; /* 0: every write goes straight out */
-	return o->buf || !cap ? 0 : -ENOMEM;
-}
-
 static int write_all(int fd, const char *data, size_t len)
 {
 	while (len) {
@@ -383,37 +375,187 @@ static int write_all(int fd, const char *data, size_t len)
 	return 0;
 }
 
+static void *out_main(void *arg)
+{
+	struct cli_out *o = arg;
+
+	pthread_mutex_lock(&o->mu);
+	for (;;) {
+		while (!o->busy && !o->stop)
+			pthread_cond_wait(&o->cv, &o->mu);
+		if (!o->busy)
+			break;
+		char *p = o->busy;
+		size_t n = o->busy_len;
+		pthread_mutex_unlock(&o->mu);
+		int r = o->err ? 0 : write_all(o->fd, p, n);
+		pthread_mutex_lock(&o->mu);
+		if (r < 0 && !o->err)
+			o->err = r;
+		o->spare = p;
+		o->busy = NULL;
+		pthread_cond_broadcast(&o->cv);
+	}
+	bool own = o->detached;
+	pthread_mutex_unlock(&o->mu);
+	if (own) {
+		/* cli_out_free() left o to this thread. */
+		free(o->spare);
+		pthread_mutex_destroy(&o->mu);
+		pthread_cond_destroy(&o->cv);
+		free(o);
+	}
+	return NULL;
+}
+
+int cli_out_new(int fd, size_t cap, struct cli_out **ret_out)
+{
+	sigset_t stop, old;
+	struct cli_out *o = calloc(1, sizeof(*o));
+	int r;
+
+	if (!o)
+		return -ENOMEM;
+	o->fd = fd;
+	o->cap = cap;
+	if (!cap) {
+		*ret_out = o;
+		return 0;
+	}
+	o->buf = malloc(cap);
+	o->spare = malloc(cap);
+	if (!o->buf || !o->spare) {
+		cli_out_free(o);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&o->mu, NULL);
+	pthread_cond_init(&o->cv, NULL);
+	/* Signals stay with the caller's thread, which notices them. */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop, &old);
+	r = pthread_create(&o->thread, NULL, out_main, o);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r) {
+		pthread_mutex_destroy(&o->mu);
+		pthread_cond_destroy(&o->cv);
+		cli_out_free(o);
+		return -r;
+	}
+	o->started = true;
+	*ret_out = o;
+	return 0;
+}
+
+/* Waits, under o->mu, until the writer is idle or failed. The writer
+ * takes no SIGINT or SIGTERM (they come here), and may be blocked on a
+ * reader that reads no more: a caught signal ends the wait, -EINTR. */
+static int out_wait_idle(struct cli_out *o)
+{
+	while (o->busy && !o->err) {
+		struct timespec ts;
+
+		if (cli_interrupted())
+			return -EINTR;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&o->cv, &o->mu, &ts);
+	}
+	return o->err;
+}
+
+/* Hands the filled buffer to the writer once it is idle, and takes the
+ * other one. Returns the writer's error, if any, or -EINTR. */
+static int out_hand_off(struct cli_out *o)
+{
+	int r;
+
+	pthread_mutex_lock(&o->mu);
+	r = out_wait_idle(o);
+	if (r == 0 && o->len) {
+		o->busy = o->buf;
+		o->busy_len = o->len;
+		o->buf = o->spare;
+		o->spare = NULL;
+		o->len = 0;
+		pthread_cond_broadcast(&o->cv);
+	}
+	pthread_mutex_unlock(&o->mu);
+	return r;
+}
+
 int cli_out_flush(struct cli_out *o)
 {
-	int r = write_all(o->fd, o->buf, o->len);
+	int r;
 
-	o->len = 0;
+	if (!o->cap)
+		return 0;
+	r = out_hand_off(o);
+	pthread_mutex_lock(&o->mu);
+	if (r == 0)
+		r = out_wait_idle(o);
+	pthread_mutex_unlock(&o->mu);
 	return r;
 }
 
 int cli_out_write(struct cli_out *o, const void *data, size_t len)
 {
-	int r;
+	const char *p = data;
 
-	if (o->len + len <= o->cap) {
-		memcpy(o->buf + o->len, data, len);
-		o->len += len;
-		return 0;
+	if (!o->cap)
+		return write_all(o->fd, p, len);
+	while (len) {
+		size_t n = o->cap - o->len < len ? o->cap - o->len : len;
+
+		memcpy(o->buf + o->len, p, n);
+		o->len += n;
+		p += n;
+		len -= n;
+		if (o->len == o->cap) {
+			int r = out_hand_off(o);
+
+			if (r < 0)
+				return r;
+		}
 	}
-	r = cli_out_flush(o);
-	if (r < 0)
-		return r;
-	if (len >= o->cap)
-		return write_all(o->fd, data, len);
-	memcpy(o->buf, data, len);
-	o->len = len;
 	return 0;
 }
 
 void cli_out_free(struct cli_out *o)
 {
+	if (!o)
+		return;
+	if (o->started) {
+		pthread_mutex_lock(&o->mu);
+		o->stop = true;
+		pthread_cond_broadcast(&o->cv);
+		if (o->busy && cli_interrupted()) {
+			/* Maybe blocked on a reader that reads no more: the
+			 * process ends without waiting for it. The writer
+			 * frees o when it ends (out_main); the buffer being
+			 * filled goes now. */
+			free(o->buf);
+			o->buf = NULL;
+			o->detached = true;
+			pthread_mutex_unlock(&o->mu);
+			pthread_detach(o->thread);
+			return;
+		}
+		pthread_mutex_unlock(&o->mu);
+		pthread_join(o->thread, NULL);
+		pthread_mutex_destroy(&o->mu);
+		pthread_cond_destroy(&o->cv);
+		o->started = false;
+	}
 	free(o->buf);
-	o->buf = NULL;
+	free(o->spare);
+	free(o->busy);
+	free(o);
 }
 
 /* ---- JSON ------------------------------------------------------------- */

@@ -8,6 +8,7 @@
 #ifndef QUAI_TOOLS_CLI_UTIL_H
 #define QUAI_TOOLS_CLI_UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,9 +21,12 @@ enum cli_exit {
 	CLI_EXIT_USAGE = 2,	   /* bad command line */
 	CLI_EXIT_FAILURE = 3,	   /* operating-system or input error */
 	CLI_EXIT_REMOTE = 4,	   /* the network or quaid failed: unreachable,
-				      silent, shutting down, another protocol */
+				      silent, shutting down */
 	CLI_EXIT_REFUSED = 5,	   /* refused by the data policy (QUAI_EPOLICY),
 				      here or by quaid */
+	CLI_EXIT_VERSION = 6,	   /* a version this build does not know
+				      (QUAI_EVERSION): a dataset from a newer
+				      quai, a quaid of another protocol */
 	CLI_EXIT_INTERRUPTED = 130 /* SIGINT (128 + the signal number) */
 };
 
@@ -117,21 +121,39 @@ void cli_progress_clear(struct cli_progress *p);
  * counts as success: the reader wanted no more), else CLI_EXIT_OK. */
 int cli_finish_stdout(const char *verb);
 
-/* Batched writes to a file descriptor, for cat. */
+/* Batched writes to a file descriptor, for cat. With a buffer (cap > 0)
+ * the writes run on a thread of their own, from one buffer while the
+ * caller fills the other, so that decoding and write(2) overlap (issue 22
+ * #15: into a pipe they took turns). cap 0: every write goes straight out
+ * from the caller's memory (a sensitive dataset's locked buffer). */
 struct cli_out {
 	int fd;
-	char *buf;
+	char *buf; /* the one being filled */
 	size_t len;
 	size_t cap;
+	/* The writer thread (cap > 0). */
+	char *spare; /* the other buffer, while not being written */
+	char *busy;  /* handed to the writer, NULL when it is idle */
+	size_t busy_len;
+	int err; /* the writer's first error, returned by the next call */
+	bool stop, started, detached;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
 };
 
-/* Returns 0 or -ENOMEM. */
-int cli_out_init(struct cli_out *o, int fd, size_t cap);
-/* Appends, writing out whenever the buffer fills; large blocks go straight
- * through. Returns 0, -EPIPE (the reader has gone), -EINTR (a signal was
- * caught: see cli_interrupted()) or another -errno. */
+/* A new writer to fd, in *ret_out. Returns 0, -ENOMEM or -errno (the
+ * thread). */
+int cli_out_new(int fd, size_t cap, struct cli_out **ret_out);
+/* Appends, handing a full buffer to the writer. Returns 0, -EPIPE (the
+ * reader has gone), -EINTR (a signal was caught: see cli_interrupted()) or
+ * another -errno, from this write or an earlier one. */
 int cli_out_write(struct cli_out *o, const void *data, size_t len);
+/* Writes out what is buffered and waits for it. Same returns. */
 int cli_out_flush(struct cli_out *o);
+/* Stops the writer (what is not flushed is dropped) and frees o; NULL:
+ * no-op. After a caught signal, a writer still blocked on its reader is
+ * left to the process's exit, with o (which it holds). */
 void cli_out_free(struct cli_out *o);
 
 /* ---- JSON ------------------------------------------------------------- */

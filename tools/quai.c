@@ -34,10 +34,11 @@ const char exit_status_help[] =
     "  2    usage error\n"
     "  3    operating-system or input error (missing source, destination exists,\n"
     "       disk full, permission, input that does not fit the record kind)\n"
-    "  4    quaid could not be reached, stopped answering, shut down, or speaks\n"
-    "       another protocol version\n"
+    "  4    quaid could not be reached, stopped answering or shut down\n"
     "  5    refused by the data policy (a sensitive dataset outside its zone or\n"
     "       its host's sovereign paths, or a rule of quaid's)\n"
+    "  6    a version this build does not know: a dataset written by a newer\n"
+    "       quai, or a quaid speaking another protocol version\n"
     "  130  interrupted (SIGINT; nothing is left half-written)\n";
 
 /* ---- messages --------------------------------------------------------- */
@@ -256,7 +257,8 @@ static const char verify_help[] =
     "Usage: quai verify [OPTION]... DATASET\n"
     "Check a dataset whole: the manifest and its checksum, every record index,\n"
     "every shard file's checksum and layout, and every frame (decoded, its\n"
-    "checksums compared). Each problem is printed on stderr, one per line; the\n"
+    "checksums compared); for files records, that unpack can restore every name.\n"
+    "Each problem is printed on stderr, one per line; the\n"
     "last line names the first bad place and the number of bad frames and files.\n"
     "\n"
     "  --threads N         checking threads (default: online cores)\n"
@@ -419,6 +421,13 @@ static int cmd_verify(int argc, char **argv)
 	if (cli_interrupted() || r == -ECANCELED) {
 		cli_errorf("verify", "interrupted");
 		return cli_exit_code(-ECANCELED);
+	}
+	if (r == -QUAI_EVERSION) {
+		/* A newer format is not damage: its own status (the problem
+		 * line above said which file and version). */
+		cli_errorf("verify", "cannot verify '%s': %s", show(&sh, ctx.path),
+			   quai_strerror(r));
+		return cli_exit_code(r);
 	}
 	if (ctx.problems || r == -QUAI_ECORRUPT || r == -QUAI_EFORMAT) {
 		if (!ctx.have_first) {
@@ -643,6 +652,10 @@ static int cmd_info(int argc, char **argv)
 
 	if (quai_uri_is_remote(argv[optind])) {
 		char err[PATH_BUF] = "";
+		/* A bad URI is a usage error here as in pull (issue 22 #10). */
+		r = cli_check_dataset_uri("info", argv[optind]);
+		if (r)
+			return r;
 		r = quai_remote_open(argv[optind], &ds, err, sizeof(err));
 		if (r < 0) {
 			cli_errorf("info", "%s", show(&sh, err[0] ? err : quai_strerror(r)));
@@ -718,7 +731,7 @@ static int cmd_cat(int argc, char **argv)
 	    {0},
 	};
 	struct quai_dataset_info in;
-	struct cli_out out = {0};
+	struct cli_out *out = NULL;
 	quai_reader *reader = NULL;
 	quai_dataset *ds = NULL;
 	const char *path, *range = NULL;
@@ -795,8 +808,8 @@ static int cmd_cat(int argc, char **argv)
 	/* A sensitive dataset's records go straight from the reader's locked
 	 * buffer to the output, never through an unlocked one of ours. */
 	if (r == 0)
-		r = cli_out_init(&out, STDOUT_FILENO,
-				 in.classification == QUAI_CLASS_SENSITIVE ? 0 : CAT_BUFFER);
+		r = cli_out_new(STDOUT_FILENO,
+				in.classification == QUAI_CLASS_SENSITIVE ? 0 : CAT_BUFFER, &out);
 	if (r < 0) {
 		cli_errorf("cat", "%s", quai_strerror(r));
 		ret = cli_exit_code(r);
@@ -819,13 +832,13 @@ static int cmd_cat(int argc, char **argv)
 			if (cli_interrupted())
 				break;
 			/* What came before the bad record is good: let it out. */
-			if (cli_out_flush(&out) == 0)
+			if (cli_out_flush(out) == 0)
 				ret = cat_read_error(ds, path, i, r);
 			else
 				ret = cli_exit_code(r);
 			goto out;
 		}
-		r = cli_out_write(&out, data, len);
+		r = cli_out_write(out, data, len);
 		if (r < 0)
 			goto write_failed;
 	}
@@ -833,7 +846,7 @@ static int cmd_cat(int argc, char **argv)
 		ret = cli_exit_code(-ECANCELED);
 		goto out;
 	}
-	r = cli_out_flush(&out);
+	r = cli_out_flush(out);
 	if (r < 0)
 		goto write_failed;
 	goto out;
@@ -848,7 +861,7 @@ write_failed:
 		ret = CLI_EXIT_FAILURE;
 	}
 out:
-	cli_out_free(&out);
+	cli_out_free(out);
 	quai_reader_free(reader);
 	quai_dataset_close(ds);
 	return ret;
@@ -862,6 +875,12 @@ static const char unpack_help[] =
     "holding every record under its relative name; for lines and fixed, one file\n"
     "holding the records concatenated. Every frame is verified before its bytes\n"
     "are written, and DEST appears whole or not at all.\n"
+    "\n"
+    "NOT RESTORED: file modes, owners, times and empty directories. The format\n"
+    "does not keep them: files come back 0644 and directories 0755 (less the\n"
+    "umask) whatever they were, so a 0600 source comes back readable by all\n"
+    "unless the umask says otherwise. A sensitive dataset's files come back\n"
+    "0600 and its directories 0700.\n"
     "\n"
     "  -q, --quiet         no summary\n"
     "  -h, --help          show this help\n"

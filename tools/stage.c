@@ -438,6 +438,8 @@ int cmd_stage(int argc, char **argv)
 	char err[512];
 	quai_ctx *ctx;
 	const int remote = quai_uri_is_remote(uri);
+	if (remote && (r = cli_check_dataset_uri("stage", uri)) != 0)
+		return r;
 	cli_catch_signals();
 	/* A remote stream's batches land in a small ring of the pool: the
 	 * rest need not be touched. */

@@ -99,6 +99,13 @@ static int check_uri(const char *verb, const char *uri, struct qconn_uri *u)
 	return 0;
 }
 
+int cli_check_dataset_uri(const char *verb, const char *uri)
+{
+	struct qconn_uri u;
+
+	return check_uri(verb, uri, &u);
+}
+
 /* ---- progress and summary --------------------------------------------- */
 
 struct xfer_ctx {

@@ -23,7 +23,9 @@
 #include "errmsg.h"
 #include "fabric.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <pthread.h>
@@ -1195,31 +1197,19 @@ static int alloc_bounce(struct qf_ep *ep)
 	return 0;
 }
 
-int qf_open(const struct qf_opts *o, struct qf_ep **ret_ep, char *err, size_t err_len)
+/* qf_open() in phases, each a step a reader can name: a new endpoint
+ * record, the provider's offer, its limits, the libfabric objects, the
+ * posted receive buffers and the progress thread. Each phase sets err on
+ * failure and returns -errno; qf_close() undoes whatever was done. */
+
+static struct qf_ep *ep_new(const struct qf_opts *o)
 {
 	static const struct qf_handlers no_handlers;
-	struct fi_info *hints = NULL, *info = NULL, *i;
-	struct fi_av_attr av_attr = {0};
-	const char *prov, *env, *why = NULL;
-	struct qf_ep *ep;
-	uint64_t flags;
-	size_t cq_size;
-	int r;
+	pthread_condattr_t ca;
+	struct qf_ep *ep = calloc(1, sizeof(*ep));
 
-	set_err(err, err_len, "%s", "");
-	if (o == NULL || ret_ep == NULL) {
-		set_err(err, err_len, "qf_open: no options");
-		return -EINVAL;
-	}
-	env = getenv("FI_PROVIDER");
-	prov = o->provider ? o->provider : env && *env ? env : QF_DEFAULT_PROVIDER;
-	r = lib_ready(o->server, err, err_len);
-	if (r < 0)
-		return r;
-
-	ep = calloc(1, sizeof(*ep));
 	if (ep == NULL)
-		return -ENOMEM;
+		return NULL;
 	ep->h = o->h ? *o->h : no_handlers;
 	ep->msg_max = o->msg_max ? o->msg_max : 64 * 1024;
 	ep->rx_depth = o->rx_depth ? o->rx_depth : 64;
@@ -1229,63 +1219,135 @@ int qf_open(const struct qf_opts *o, struct qf_ep **ret_ep, char *err, size_t er
 	atomic_init(&ep->next_key, 1);
 	pthread_mutex_init(&ep->lock, NULL);
 	pthread_mutex_init(&ep->prog_lock, NULL);
-	{
-		pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&ep->prog_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	return ep;
+}
 
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&ep->prog_cond, &ca);
-		pthread_condattr_destroy(&ca);
+/* The family of a numeric wildcard node ("0.0.0.0", "::"), else 0. */
+static int wildcard_family(const char *node)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (node == NULL)
+		return 0;
+	if (inet_pton(AF_INET, node, &a4) == 1)
+		return a4.s_addr == htonl(INADDR_ANY) ? AF_INET : 0;
+	if (inet_pton(AF_INET6, node, &a6) == 1)
+		return IN6_IS_ADDR_UNSPECIFIED(&a6) ? AF_INET6 : 0;
+	return 0;
+}
+
+/* Points a wildcard listener's source address at the wildcard itself.
+ * libfabric 1.17's fi_getinfo("0.0.0.0", PORT, FI_SOURCE) walks the
+ * interfaces and returns the `lo` domain with 127.0.0.1 first: taking it
+ * bound loopback only. Asked with port 0 it returns the interface-less
+ * domain with the wildcard address; the port asked for goes back in here. */
+static int bind_wildcard(struct fi_info *i, int family, const char *service, char *err,
+			 size_t err_len)
+{
+	char *end;
+	unsigned long port = strtoul(service ? service : "0", &end, 10);
+	size_t len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	void *sa;
+
+	if (*end != '\0' || port > 65535) {
+		set_err(err, err_len, "listen on a wildcard: port '%s' is not a number", service);
+		return -EINVAL;
 	}
+	if ((family == AF_INET && i->addr_format != FI_SOCKADDR_IN &&
+	     i->addr_format != FI_SOCKADDR) ||
+	    (family == AF_INET6 && i->addr_format != FI_SOCKADDR_IN6 &&
+	     i->addr_format != FI_SOCKADDR)) {
+		set_err(err, err_len,
+			"provider \"%s\" does not take IP socket addresses: name an address "
+			"to listen on, not a wildcard",
+			i->fabric_attr->prov_name);
+		return -EINVAL;
+	}
+	sa = calloc(1, len);
+	if (sa == NULL)
+		return -ENOMEM;
+	if (family == AF_INET) {
+		struct sockaddr_in *s = sa;
 
+		s->sin_family = AF_INET;
+		s->sin_port = htons((uint16_t)port);
+		s->sin_addr.s_addr = htonl(INADDR_ANY);
+	} else {
+		struct sockaddr_in6 *s = sa;
+
+		s->sin6_family = AF_INET6;
+		s->sin6_port = htons((uint16_t)port);
+		s->sin6_addr = in6addr_any;
+	}
+	/* fi_freeinfo() frees src_addr with free(). */
+	free(i->src_addr);
+	i->src_addr = sa;
+	i->src_addrlen = len;
+	i->addr_format = family == AF_INET ? FI_SOCKADDR_IN : FI_SOCKADDR_IN6;
+	return 0;
+}
+
+/* Phase: asks the provider for RDM endpoints (with write ordering, else
+ * without: split writes are then refused) and keeps the first offer quai
+ * can drive, in ep->info. */
+static int pick_info(struct qf_ep *ep, const struct qf_opts *o, const char *prov, char *err,
+		     size_t err_len)
+{
+	struct fi_info *hints = NULL, *info = NULL, *i;
+	const char *why = NULL;
+	int family = wildcard_family(o->node);
 	/* With node/service, FI_SOURCE: they name where this endpoint binds
 	 * (service "0": an ephemeral port, which qf_name() then reports). */
-	flags = o->node || o->service ? FI_SOURCE : 0;
+	uint64_t flags = o->node || o->service ? FI_SOURCE : 0;
+	const char *service = family ? "0" : o->service;
+	int r;
+
 	ep->can_split = true;
-	hints = make_hints(prov, true);
-	if (hints == NULL) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	r = fi_getinfo(API_VERSION, o->node, o->service, flags, hints, &info);
-	if (r == -FI_ENODATA) {
-		/* Without write ordering; split writes are then refused. */
+	for (int ordered = 1; ordered >= 0; ordered--) {
+		hints = make_hints(prov, ordered);
+		if (hints == NULL)
+			return -ENOMEM;
+		r = fi_getinfo(API_VERSION, o->node, service, flags, hints, &info);
 		fi_freeinfo(hints);
+		if (r != -FI_ENODATA)
+			break;
 		ep->can_split = false;
-		hints = make_hints(prov, false);
-		if (hints == NULL) {
-			r = -ENOMEM;
-			goto fail;
-		}
-		r = fi_getinfo(API_VERSION, o->node, o->service, flags, hints, &info);
 	}
 	if (r == -FI_ENODATA) {
 		explain_nodata(prov, err, err_len);
-		r = -ENODATA;
-		goto fail;
+		return -ENODATA;
 	}
 	if (r) {
 		set_err(err, err_len, "fi_getinfo(provider \"%s\", %s:%s): %s", prov,
 			o->node ? o->node : "*", o->service ? o->service : "*", fi_strerror(-r));
-		r = neg_errno(r);
-		goto fail;
+		return neg_errno(r);
 	}
 	for (i = info; i; i = i->next)
 		if ((why = unusable(i)) == NULL)
 			break;
 	if (i == NULL) {
 		set_err(err, err_len, "provider \"%s\" %s, which quai does not handle", prov, why);
-		r = -ENODATA;
-		goto fail;
+		fi_freeinfo(info);
+		return -ENODATA;
 	}
 	ep->info = fi_dupinfo(i);
-	if (ep->info == NULL) {
-		r = -ENOMEM;
-		goto fail;
-	}
 	fi_freeinfo(info);
-	info = NULL;
-	i = ep->info;
+	if (ep->info == NULL)
+		return -ENOMEM;
+	return family ? bind_wildcard(ep->info, family, o->service, err, err_len) : 0;
+}
+
+/* Phase: the offer's limits, checked against what the caller asked. */
+static int take_limits(struct qf_ep *ep, const char *prov, char *err, size_t err_len)
+{
+	const struct fi_info *i = ep->info;
+	const char *env;
+
 	ep->mr_mode = i->domain_attr->mr_mode;
 	ep->iov_limit = i->tx_attr->iov_limit;
 	if (ep->iov_limit > IOV_MAX_QF)
@@ -1304,69 +1366,83 @@ int qf_open(const struct qf_opts *o, struct qf_ep **ret_ep, char *err, size_t er
 			"provider \"%s\" takes messages up to %zu bytes and queues of %zu (rx) "
 			"and %zu (tx)",
 			prov, i->ep_attr->max_msg_size, i->rx_attr->size, i->tx_attr->size);
-		r = -EINVAL;
-		goto fail;
+		return -EINVAL;
 	}
 	ep->rma_nops = i->tx_attr->size > ep->tx_depth ? i->tx_attr->size - ep->tx_depth : 16;
 	if (ep->rma_nops > RMA_OPS_MAX)
 		ep->rma_nops = RMA_OPS_MAX;
+	return 0;
+}
 
-	r = fi_fabric(i->fabric_attr, &ep->fabric, NULL);
-	if (r) {
-		set_err(err, err_len, "fi_fabric(%s): %s", prov, fi_strerror(-r));
-		goto fail_r;
-	}
-	r = fi_domain(ep->fabric, i, &ep->domain, NULL);
-	if (r) {
-		set_err(err, err_len, "fi_domain(%s): %s", prov, fi_strerror(-r));
-		goto fail_r;
-	}
+/* Phase: fabric, domain, completion queue, address vector and the enabled
+ * endpoint bound to both; then the address length every peer's has. */
+static int open_objects(struct qf_ep *ep, const struct qf_opts *o, const char *prov, char *err,
+			size_t err_len)
+{
+	struct fi_info *i = ep->info;
+	struct fi_av_attr av_attr = {0};
 	/* Room for every op we can post, and as many peers' writes again. */
-	cq_size = 2 * (size_t)ep->rx_depth + ep->tx_depth + ep->rma_nops;
+	size_t cq_size = 2 * (size_t)ep->rx_depth + ep->tx_depth + ep->rma_nops;
+	const char *call;
+	int r;
+
+	call = "fi_fabric";
+	r = fi_fabric(i->fabric_attr, &ep->fabric, NULL);
+	if (r)
+		goto fail;
+	call = "fi_domain";
+	r = fi_domain(ep->fabric, i, &ep->domain, NULL);
+	if (r)
+		goto fail;
+	call = "fi_cq_open";
 	r = open_cq(ep, cq_size);
-	if (r) {
-		set_err(err, err_len, "fi_cq_open(%s): %s", prov, fi_strerror(-r));
-		goto fail_r;
-	}
+	if (r)
+		goto fail;
 	av_attr.type =
 	    i->domain_attr->av_type == FI_AV_UNSPEC ? FI_AV_TABLE : i->domain_attr->av_type;
 	ep->av_table = av_attr.type == FI_AV_TABLE;
+	call = "fi_av_open";
 	r = fi_av_open(ep->domain, &av_attr, &ep->av, NULL);
-	if (r) {
-		set_err(err, err_len, "fi_av_open(%s): %s", prov, fi_strerror(-r));
-		goto fail_r;
-	}
+	if (r)
+		goto fail;
+	call = "fi_endpoint";
 	r = fi_endpoint(ep->domain, i, &ep->ep, NULL);
-	if (r) {
-		set_err(err, err_len, "fi_endpoint(%s): %s", prov, fi_strerror(-r));
-		goto fail_r;
-	}
+	if (r)
+		goto fail;
+	call = "fi_ep_bind";
 	r = fi_ep_bind(ep->ep, &ep->av->fid, 0);
 	if (r == 0)
 		r = fi_ep_bind(ep->ep, &ep->cq->fid, FI_TRANSMIT | FI_RECV);
-	if (r) {
-		set_err(err, err_len, "fi_ep_bind(%s): %s", prov, fi_strerror(-r));
-		goto fail_r;
-	}
+	if (r)
+		goto fail;
 	r = fi_enable(ep->ep);
 	if (r) {
 		set_err(err, err_len, "fi_enable(%s, %s:%s): %s", prov, o->node ? o->node : "*",
 			o->service ? o->service : "*", fi_strerror(-r));
-		goto fail_r;
+		return neg_errno(r);
 	}
 	/* The length of our own address is that of every peer's. */
 	ep->addrlen = QF_ADDR_MAX;
+	call = "fi_getname";
 	r = fi_getname(&ep->ep->fid, (char[QF_ADDR_MAX]){0}, &ep->addrlen);
-	if (r) {
-		set_err(err, err_len, "fi_getname(%s): %s", prov, fi_strerror(-r));
-		goto fail_r;
-	}
+	if (r)
+		goto fail;
+	return 0;
+fail:
+	set_err(err, err_len, "%s(%s): %s", call, prov, fi_strerror(-r));
+	return neg_errno(r);
+}
 
-	r = alloc_bounce(ep);
+/* Phase: bounce buffers (registered under FI_MR_LOCAL), every receive
+ * posted. */
+static int post_buffers(struct qf_ep *ep, const char *prov, char *err, size_t err_len)
+{
+	int r = alloc_bounce(ep);
+
 	if (r) {
 		set_err(err, err_len, "qf_open: out of memory for %u+%u buffers of %zu bytes",
 			ep->rx_depth, ep->tx_depth, ep->msg_max);
-		goto fail;
+		return r;
 	}
 	if (ep->mr_mode & FI_MR_LOCAL) {
 		r = mr_register(ep, ep->rx_buf, (size_t)ep->rx_depth * ep->msg_max, FI_RECV,
@@ -1377,7 +1453,7 @@ int qf_open(const struct qf_opts *o, struct qf_ep **ret_ep, char *err, size_t er
 		if (r) {
 			set_err(err, err_len, "fi_mr_reg(%s, bounce buffers): %s", prov,
 				strerror(-r));
-			goto fail;
+			return r;
 		}
 	}
 	for (unsigned k = 0; k < ep->rx_depth; k++) {
@@ -1387,34 +1463,66 @@ int qf_open(const struct qf_opts *o, struct qf_ep **ret_ep, char *err, size_t er
 			    &op->ctx);
 		if (r) {
 			set_err(err, err_len, "fi_recv(%s): %s", prov, fi_strerror(-r));
-			goto fail_r;
+			return neg_errno(r);
 		}
 	}
+	return 0;
+}
+
+/* Phase: the kick eventfd and the progress thread. */
+static int start_progress(struct qf_ep *ep, char *err, size_t err_len)
+{
+	int r;
 
 	ep->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (ep->kick_fd < 0) {
 		r = -errno;
-		set_err(err, err_len, "eventfd: %s", strerror(errno));
-		goto fail;
+		set_err(err, err_len, "eventfd: %s", strerror(-r));
+		return r;
 	}
 	r = pthread_create(&ep->thread, NULL, progress_main, ep);
 	if (r) {
 		set_err(err, err_len, "pthread_create: %s", strerror(r));
-		r = -r;
-		goto fail;
+		return -r;
 	}
 	ep->thread_started = true;
-	fi_freeinfo(hints);
+	return 0;
+}
+
+int qf_open(const struct qf_opts *o, struct qf_ep **ret_ep, char *err, size_t err_len)
+{
+	const char *prov, *env;
+	struct qf_ep *ep;
+	int r;
+
+	set_err(err, err_len, "%s", "");
+	if (o == NULL || ret_ep == NULL) {
+		set_err(err, err_len, "qf_open: no options");
+		return -EINVAL;
+	}
+	env = getenv("FI_PROVIDER");
+	prov = o->provider ? o->provider : env && *env ? env : QF_DEFAULT_PROVIDER;
+	r = lib_ready(o->server, err, err_len);
+	if (r < 0)
+		return r;
+	ep = ep_new(o);
+	if (ep == NULL)
+		return -ENOMEM;
+	r = pick_info(ep, o, prov, err, err_len);
+	if (r == 0)
+		r = take_limits(ep, prov, err, err_len);
+	if (r == 0)
+		r = open_objects(ep, o, prov, err, err_len);
+	if (r == 0)
+		r = post_buffers(ep, prov, err, err_len);
+	if (r == 0)
+		r = start_progress(ep, err, err_len);
+	if (r < 0) {
+		qf_close(ep);
+		return r;
+	}
 	*ret_ep = ep;
 	return 0;
-
-fail_r:
-	r = neg_errno(r);
-fail:
-	fi_freeinfo(info);
-	fi_freeinfo(hints);
-	qf_close(ep);
-	return r;
 }
 
 /* Waits (bounded) for our sends and writes in flight, so that a message

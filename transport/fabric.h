@@ -56,7 +56,8 @@ struct qf_opts {
 				 QF_DEFAULT_PROVIDER; "tcp;ofi_rxm",
 				 "verbs;ofi_rxm", "cxi", "shm", "sockets"... */
 	const char *node;     /* with service: the address to listen on; NULL:
-				 any address the provider picks */
+				 any address the provider picks; "0.0.0.0"
+				 or "::": every interface (IP providers) */
 	const char *service;
 	size_t msg_max;	   /* largest message; 0 means 64 KiB */
 	unsigned rx_depth; /* receive buffers posted; 0 means 64 */

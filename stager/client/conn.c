@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,9 +125,11 @@ int qconn_parse_uri(const char *uri, struct qconn_uri *u, char *err, size_t err_
 		size_t n = strlen(name);
 		while (n && name[n - 1] == '/')
 			n--;
-		if (n > QP_NAME_MAX || memchr(name, '/', n)) {
+		if (n > QP_NAME_MAX || memchr(name, '/', n) || (n == 1 && name[0] == '.') ||
+		    (n == 2 && name[0] == '.' && name[1] == '.')) {
 			qerr_set(err, err_len,
-				 "%s: a dataset name is one path component of at most %d bytes",
+				 "%s: a dataset name is one path component of at most %d bytes, "
+				 "not . or ..",
 				 uri, QP_NAME_MAX);
 			return -EINVAL;
 		}
@@ -551,13 +554,24 @@ int qconn_open(const struct qconn_uri *u, struct qconn **ret, char *err, size_t 
 	m->u.hello.pid = (uint32_t)getpid();
 
 	/* A MUNGE credential bound to this endpoint and that server. Without
-	 * one the HELLO goes unauthenticated: a quaid that allows it serves
-	 * public datasets; any other refuses, and the refusal then says why
-	 * there was no credential. */
+	 * one nothing is sent (issue 22 #10): a broken munged must not turn a
+	 * user's session into an anonymous one, nor show quaid who is
+	 * knocking. A client asks for an unauthenticated session only on
+	 * purpose, with QUAI_AUTH=none (a quaid with `unauthenticated =
+	 * public` serves it public datasets; any other refuses it). */
 	char *cred = NULL, sock[256], cred_err[512] = "";
 	uint8_t saddr[QF_ADDR_MAX];
 	size_t slen = sizeof(saddr);
-	r = qauth_client_socket(sock, sizeof(sock), cred_err, sizeof(cred_err));
+	const char *auth = secure_getenv("QUAI_AUTH");
+	bool anonymous = auth && strcmp(auth, "none") == 0;
+	if (auth && *auth && !anonymous && strcmp(auth, "munge") != 0) {
+		free(m);
+		qerr_set(err, err_len, "QUAI_AUTH: '%s': expected munge (the default) or none",
+			 auth);
+		r = -EINVAL;
+		goto fail;
+	}
+	r = anonymous ? 1 : qauth_client_socket(sock, sizeof(sock), cred_err, sizeof(cred_err));
 	if (r == 0) {
 		r = qf_peer_addr(c->ep, c->peer, saddr, &slen);
 		if (r < 0)
@@ -574,6 +588,17 @@ int qconn_open(const struct qconn_uri *u, struct qconn **ret, char *err, size_t 
 	} else if (r == 0) {
 		snprintf(cred_err, sizeof(cred_err), "the credential is over %u bytes",
 			 QP_AUTH_MAX);
+		r = -EMSGSIZE;
+	}
+	if (r < 0) {
+		free(m);
+		free(cred);
+		qerr_set(err, err_len,
+			 "%s: no MUNGE credential, so nothing was sent: %s (QUAI_AUTH=none "
+			 "connects without one, to a quaid that serves unauthenticated clients)",
+			 c->name, cred_err);
+		r = -EACCES;
+		goto fail;
 	}
 
 	r = -pthread_create(&c->keepalive, NULL, keepalive_main, c);
@@ -597,9 +622,10 @@ int qconn_open(const struct qconn_uri *u, struct qconn **ret, char *err, size_t 
 				 "%s did not answer within %d s (is quaid running there, "
 				 "with provider %s?)",
 				 c->name, c->timeout_ms / 1000, qf_provider(c->ep));
-		else if (r == -EACCES && cred_err[0])
-			qerr_set(err, err_len, "%s: %s (this client has no MUNGE credential: %s)",
-				 c->name, cerr, cred_err);
+		else if (r == -EACCES && anonymous)
+			qerr_set(err, err_len,
+				 "%s: %s (QUAI_AUTH=none: this client sent no credential)", c->name,
+				 cerr);
 		else
 			qerr_set(err, err_len, "%s: %s", c->name, cerr);
 		/* Not let in: the site's policy refused this client. */

@@ -548,7 +548,7 @@ static int fetch_manifest(struct xfer *x, uint8_t **ret, size_t *ret_len, char *
 static int open_partial(const char *pdir, const uint8_t *text, size_t len, int *ret_kept, char *err,
 			size_t err_len)
 {
-	int dfd = qfs_partial_open(pdir, 1), r;
+	int dfd = qfs_partial_open(pdir, 1, 0), r;
 	if (dfd < 0) {
 		qfs_err(err, err_len, pdir, "%s",
 			dfd == -EBUSY ? "another quai is writing it" : strerror(-dfd));

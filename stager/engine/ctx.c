@@ -9,6 +9,7 @@
 #include "ctxmem.h"
 #include "engine.h"
 #include "dctx.h"
+#include "qthread.h"
 
 #define CTX_DEFAULT_POOL (512ull << 20)
 #define CTX_MAX_WORKERS 256u
@@ -162,7 +163,7 @@ int quai_ctx_new(const struct quai_ctx_opts *opts, quai_ctx **ret_ctx, char *err
 		goto fail;
 	}
 	for (unsigned i = 0; i < n; i++) {
-		r = -pthread_create(&ctx->workers[i], NULL, worker_main, ctx);
+		r = -qthread_create(&ctx->workers[i], worker_main, ctx);
 		if (r < 0) {
 			if (err)
 				snprintf(err, err_len, "cannot start worker threads: %s",

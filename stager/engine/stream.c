@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "beneath.h"
 #include "byteorder.h"
 #include "clock.h"
 #include "dataset.h"
@@ -42,6 +43,7 @@
 #include "engine.h"
 #include "hostdecide.h"
 #include "plan.h"
+#include "qthread.h"
 
 #define QS_ALIGN 4096u		  /* O_DIRECT offset, length and buffer alignment */
 #define QS_REG_CHUNK (1ull << 30) /* io_uring registers buffers of up to 1 GiB */
@@ -799,7 +801,8 @@ static int open_shards(struct qestream *s, void *probe, char *err, size_t err_le
 	for (uint32_t i = 0; i < n; i++) {
 		int fd = qds_open_shard(s->ds, i, 0);
 		if (fd < 0) {
-			qerr_set(err, err_len, "%s: %s", s->ds->m.shards[i].file, strerror(-fd));
+			qerr_set(err, err_len, "%s: %s", s->ds->m.shards[i].file,
+				 qfs_member_strerror(fd));
 			return fd;
 		}
 		s->fds[i] = fd;
@@ -996,7 +999,7 @@ static struct qestream *stream_new(quai_ctx *ctx, const struct quai_stream_opts 
 static int open_dataset(struct qestream *s, const char *path, char *err, size_t err_len)
 {
 	char derr[256];
-	int r = quai_dataset_open(path, &s->ds, derr, sizeof(derr));
+	int r = qds_open(path, s->ctx->served, &s->ds, derr, sizeof(derr));
 	if (r < 0) {
 		qerr_set(err, err_len, "'%s': %s", path, derr);
 		return r;
@@ -1203,7 +1206,7 @@ static int start_reader(struct qestream *s, char *err, size_t err_len)
 	s->st.registered_buffers = s->reg_buffers;
 	s->st.budget_bytes = s->budget;
 	s->st.working_set_bytes = s->working_set;
-	r = -pthread_create(&s->reader, NULL, reader_main, s);
+	r = -qthread_create(&s->reader, reader_main, s);
 	if (r < 0) {
 		qerr_set(err, err_len, "cannot start the reader thread: %s", strerror(-r));
 		return r;

@@ -37,6 +37,8 @@
 #include <unistd.h>
 
 #include "errmsg.h"
+#include "beneath.h"
+#include "dataset.h"
 #include "fsutil.h"
 #include "manifest.h"
 #include "policy.h"
@@ -322,7 +324,6 @@ static int valid_name(const char *name)
 
 int srv_dataset_path(struct qsrv *srv, const char *name, char *buf, size_t len)
 {
-	struct stat sb;
 	char probe[PATH_MAX];
 	if (!valid_name(name))
 		return -EINVAL;
@@ -333,7 +334,7 @@ int srv_dataset_path(struct qsrv *srv, const char *name, char *buf, size_t len)
 		if ((size_t)snprintf(probe, sizeof(probe), "%s/%s/manifest.json", root, name) >=
 		    sizeof(probe))
 			continue;
-		if (stat(probe, &sb) == 0 && S_ISREG(sb.st_mode)) {
+		if (qfs_is_dataset(root, name) == 0) {
 			if ((size_t)snprintf(buf, len, "%s/%s", root, name) >= len)
 				return -ENAMETOOLONG;
 			return 0;
@@ -569,30 +570,11 @@ static struct sstream *find_stream_locked(struct session *se, uint64_t id)
 static int load_manifest(const char *path, const char *name, struct qmf *mf, uint8_t **ret_text,
 			 size_t *ret_len, char *err, size_t err_len)
 {
-	uint8_t *text = NULL;
-	size_t len = 0;
-	char perr[256];
-	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = dfd < 0 ? -errno : qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
-	if (dfd >= 0)
-		close(dfd);
-	if (r < 0) {
-		snprintf(err, err_len, "%s/manifest.json: %s", name, strerror(-r));
-		return r;
-	}
-	r = qmf_parse((const char *)text, len, mf, perr, sizeof(perr));
-	if (r < 0) {
-		snprintf(err, err_len, "%s/manifest.json: %s", name, perr);
-		free(text);
-		return r;
-	}
-	if (ret_text) {
-		*ret_text = text;
-		*ret_len = len;
-	} else {
-		free(text);
-	}
-	return 0;
+	char derr[256];
+	int r = qds_read_manifest(AT_FDCWD, path, mf, ret_text, ret_len, derr, sizeof(derr));
+	if (r < 0)
+		snprintf(err, err_len, "%s/%s", name, derr);
+	return r;
 }
 
 static void stream_open(struct session *se, const struct qp_msg *m)
@@ -907,19 +889,10 @@ static int catalog(struct qsrv *srv, struct entry **ret, uint32_t *ret_n)
 				dup = strcmp(v[k].e.name, de->d_name) == 0;
 			if (dup)
 				continue;
-			int dfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (dfd < 0)
-				continue;
-			uint8_t *text = NULL;
-			size_t len;
 			struct qmf mf;
-			int r = qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, &text, &len);
-			close(dfd);
-			if (r < 0)
-				continue;
-			r = qmf_parse((const char *)text, len, &mf, NULL, 0);
-			free(text);
-			if (r < 0)
+			/* The rule of what is a dataset here (dataset.h): links and
+			 * files that are not regular keep a directory out. */
+			if (qds_read_manifest(dirfd(d), de->d_name, &mf, NULL, NULL, NULL, 0) < 0)
 				continue;
 			if (n == cap) {
 				cap = cap ? cap * 2 : 32;
@@ -1670,6 +1643,12 @@ static int copy_conf(struct qsvc_conf *dst, const struct qsvc_conf *src)
 	return 0;
 }
 
+/* The audit log was deleted or replaced under quaid (audit.h). */
+static void audit_notice(void *arg, const char *msg)
+{
+	srv_log(arg, QSVC_LOG_WARNING, "%s", msg);
+}
+
 int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struct qsrv **ret,
 	     char *err, size_t err_len)
 {
@@ -1694,6 +1673,7 @@ int qsrv_new(const struct qsvc_conf *conf, qsrv_log_fn log, void *log_arg, struc
 		r = qaudit_open(conf->audit_log, &srv->audit, err, err_len);
 		if (r < 0)
 			goto fail_quiet;
+		qaudit_set_notify(srv->audit, audit_notice, srv);
 	}
 	srv->rx = malloc(sizeof(*srv->rx));
 	if (!srv->rx || pipe2(srv->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {

@@ -41,6 +41,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "beneath.h"
+#include "dataset.h"
 #include "fsutil.h"
 #include "manifest.h"
 #include "policy.h"
@@ -423,8 +425,8 @@ void srvx_pull_open(struct session *se, const struct qp_msg *m)
 	snprintf(x->dir, sizeof(x->dir), "%s", path);
 	/* The directory stays open: what is served is what was opened, even
 	 * if the name is moved meanwhile. */
-	x->dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	r = x->dfd < 0 ? -errno : qfs_read_file(x->dfd, SX_MANIFEST, QMF_MAX_BYTES, &text, &len);
+	x->dfd = qfs_open_dataset_dir(AT_FDCWD, path);
+	r = x->dfd < 0 ? x->dfd : qfs_read_file(x->dfd, SX_MANIFEST, QMF_MAX_BYTES, &text, &len);
 	if (r < 0) {
 		srv_error(se, m->h.req, r, "%s/%s: %s", po->name, SX_MANIFEST, strerror(-r));
 		goto fail;
@@ -433,6 +435,12 @@ void srvx_pull_open(struct session *se, const struct qp_msg *m)
 	free(text);
 	if (r < 0) {
 		srv_error(se, m->h.req, r, "%s/%s: %s", po->name, SX_MANIFEST, perr);
+		goto fail;
+	}
+	r = qds_check_files(x->dfd, &mf, perr, sizeof(perr));
+	if (r < 0) {
+		qmf_release(&mf);
+		srv_error(se, m->h.req, r, "%s/%s", po->name, perr);
 		goto fail;
 	}
 	if (!srv_authorize(se, m->h.req, QPOL_PULL, "pull", po->name, mf.classification, mf.zone,
@@ -546,9 +554,9 @@ static int file_fd(struct sxfer *x, struct sxfile *f, int flags)
 	pthread_mutex_unlock(&srv->mu);
 	if (fd >= 0)
 		return fd;
-	fd = openat(x->dfd, f->name, flags | O_CLOEXEC, 0644);
+	fd = qfs_open_member(x->dfd, f->name, flags, 0644);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	pthread_mutex_lock(&srv->mu);
 	if (f->fd >= 0) {
 		close(fd);
@@ -911,7 +919,7 @@ static void put_done(struct srv_op *op, int status)
 /* Opens (creating) and locks the partial directory of a push. */
 static int open_partial(struct sxfer *x, char *msg, size_t msg_len)
 {
-	x->dfd = qfs_partial_open(x->dir, 1);
+	x->dfd = qfs_partial_open(x->dir, 1, 0);
 	if (x->dfd == -EBUSY)
 		snprintf(msg, msg_len,
 			 "a push of '%s' is in progress (another client, or one that went away "

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -32,6 +33,10 @@
 struct qaudit {
 	pthread_mutex_t mu; /* orders write + fdatasync, guards fd */
 	int fd;
+	dev_t dev; /* the file fd has open, to notice it deleted or replaced */
+	ino_t ino;
+	void (*notify)(void *arg, const char *msg);
+	void *notify_arg;
 	char path[]; /* as given to qaudit_open(), for qaudit_reopen() */
 };
 
@@ -246,6 +251,23 @@ static int open_log(const char *path, char *err, size_t err_len)
 	return fd;
 }
 
+/* Makes fd the log's descriptor (closing the old one: every line written
+ * to it was synced before its qaudit_log() returned) and notes its file. */
+static void adopt(struct qaudit *a, int fd)
+{
+	struct stat st;
+
+	if (a->fd >= 0)
+		close(a->fd);
+	a->fd = fd;
+	a->dev = 0;
+	a->ino = 0;
+	if (fstat(fd, &st) == 0) {
+		a->dev = st.st_dev;
+		a->ino = st.st_ino;
+	}
+}
+
 int qaudit_open(const char *path, struct qaudit **ret, char *err, size_t err_len)
 {
 	struct qaudit *a;
@@ -264,7 +286,9 @@ int qaudit_open(const char *path, struct qaudit **ret, char *err, size_t err_len
 		return fd;
 	}
 	pthread_mutex_init(&a->mu, NULL);
-	a->fd = fd;
+	a->fd = -1;
+	a->notify = NULL;
+	adopt(a, fd);
 	memcpy(a->path, path, plen + 1);
 	*ret = a;
 	return 0;
@@ -292,6 +316,59 @@ static int write_line(int fd, const char *line, size_t len)
 	return -EIO;
 }
 
+/* Before each line, under the lock: whether the path still names the file
+ * the descriptor has open. An administrator who deleted or replaced the
+ * log (rm, mv, a rotation without SIGHUP) would otherwise have every later
+ * line appended to a file nobody can read. Then the path is reopened (a
+ * new file), and the new file's first line says what happened; when it
+ * cannot be reopened the line is refused, and so the access. */
+static int check_file(struct qaudit *a, int64_t now_ms)
+{
+	struct stat st;
+	char why[PATH_MAX + 160], line[PATH_MAX + 512];
+	const char *what;
+	int fd, r;
+
+	int gone = stat(a->path, &st) < 0;
+
+	if (!gone && st.st_dev == a->dev && st.st_ino == a->ino)
+		return 0;
+	what = gone ? "deleted" : "replaced";
+	fd = open_log(a->path, NULL, 0);
+	if (fd < 0) {
+		snprintf(why, sizeof(why),
+			 "audit log %s was %s and cannot be reopened (%s): refusing every access",
+			 a->path, what, strerror(-fd));
+		if (a->notify)
+			a->notify(a->notify_arg, why);
+		return fd;
+	}
+	snprintf(why, sizeof(why),
+		 "audit log %s was %s while it was open (inode %ju): reopened as a new file",
+		 a->path, what, (uintmax_t)a->ino);
+	adopt(a, fd);
+	struct qaudit_event ev = {.event = "audit-log",
+				  .uid = -1,
+				  .gid = -1,
+				  .op = "reopen",
+				  .bytes = -1,
+				  .granted = 1,
+				  .reason = why};
+	size_t n = qaudit_format(&ev, now_ms, line, sizeof(line));
+	r = n < sizeof(line) ? write_line(a->fd, line, n) : -ENAMETOOLONG;
+	if (a->notify)
+		a->notify(a->notify_arg, why);
+	return r;
+}
+
+void qaudit_set_notify(struct qaudit *a, void (*notify)(void *arg, const char *msg), void *arg)
+{
+	pthread_mutex_lock(&a->mu);
+	a->notify = notify;
+	a->notify_arg = arg;
+	pthread_mutex_unlock(&a->mu);
+}
+
 int qaudit_log(struct qaudit *a, const struct qaudit_event *ev)
 {
 	char stack[2048], *line = stack;
@@ -315,7 +392,9 @@ int qaudit_log(struct qaudit *a, const struct qaudit_event *ev)
 		}
 		qaudit_format(ev, now_ms, line, n + 1);
 	}
-	r = write_line(a->fd, line, n);
+	r = check_file(a, now_ms);
+	if (r == 0)
+		r = write_line(a->fd, line, n);
 	if (r == 0) {
 		while (fdatasync(a->fd) < 0) {
 			if (errno != EINTR) {
@@ -333,7 +412,7 @@ out:
 
 int qaudit_reopen(struct qaudit *a, char *err, size_t err_len)
 {
-	int fd, old;
+	int fd;
 
 	if (!a)
 		return -EINVAL;
@@ -341,12 +420,8 @@ int qaudit_reopen(struct qaudit *a, char *err, size_t err_len)
 	if (fd < 0)
 		return fd;
 	pthread_mutex_lock(&a->mu);
-	old = a->fd;
-	a->fd = fd;
+	adopt(a, fd);
 	pthread_mutex_unlock(&a->mu);
-	/* Every line written to the old file was synced before its
-	 * qaudit_log() returned; closing loses nothing. */
-	close(old);
 	return 0;
 }
 

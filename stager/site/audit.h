@@ -62,6 +62,15 @@ int qaudit_reopen(struct qaudit *a, char *err, size_t err_len);
 
 void qaudit_close(struct qaudit *a); /* NULL: no-op */
 
+/* Before each line qaudit_log() checks that the path still names the file
+ * it has open (same device and inode). A log deleted or replaced while
+ * open is reopened (created anew), and the new file's first line is an
+ * event "audit-log", op "reopen", saying so; when the path cannot be
+ * reopened, qaudit_log() fails (the access is refused). Either way
+ * notify(arg, message) is called, with a's lock held (it may not log to
+ * a). notify NULL: none. Thread-safe. */
+void qaudit_set_notify(struct qaudit *a, void (*notify)(void *arg, const char *msg), void *arg);
+
 /* The host's own audit log: the `audit_log` key of the host configuration
  * (quai.conf, hostconf.h; an absolute path). What a process decides on its
  * own goes there: embedded streams of local datasets, and the refusals a

@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
+#include <ifaddrs.h>
 #include <munge.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -245,13 +246,48 @@ static bool endpoint_wildcard(const struct endpoint *ep)
 	return IN6_IS_ADDR_UNSPECIFIED(&ep->addr) || memcmp(ep->addr.s6_addr, any4, 16) == 0;
 }
 
+/* Whether addr (IPv4 as IPv4-mapped) is one this host listens on when
+ * bound to a wildcard: loopback (127.0.0.0/8, ::1) or an address of one of
+ * its interfaces now. A credential naming any other address was made for
+ * another server, even on the same port. */
+static bool host_has_addr(const struct in6_addr *addr)
+{
+	static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
+	struct ifaddrs *ifs, *i;
+	bool found = false;
+
+	if (IN6_IS_ADDR_LOOPBACK(addr) ||
+	    (memcmp(addr->s6_addr, mapped, 12) == 0 && addr->s6_addr[12] == 127))
+		return true;
+	if (getifaddrs(&ifs) != 0)
+		return false;
+	for (i = ifs; i && !found; i = i->ifa_next) {
+		struct endpoint e;
+		size_t len;
+
+		if (i->ifa_addr == NULL)
+			continue;
+		if (i->ifa_addr->sa_family == AF_INET)
+			len = sizeof(struct sockaddr_in);
+		else if (i->ifa_addr->sa_family == AF_INET6)
+			len = sizeof(struct sockaddr_in6);
+		else
+			continue;
+		found =
+		    endpoint_of(i->ifa_addr, len, &e) && memcmp(&e.addr, addr, sizeof(e.addr)) == 0;
+	}
+	freeifaddrs(ifs);
+	return found;
+}
+
 static bool server_matches(const uint8_t *named, size_t nlen, const void *own, size_t olen)
 {
 	struct endpoint n, o;
 
 	if (endpoint_of(named, nlen, &n) && endpoint_of(own, olen, &o))
 		return n.port == o.port &&
-		       (endpoint_wildcard(&o) || memcmp(&n.addr, &o.addr, sizeof(n.addr)) == 0);
+		       (endpoint_wildcard(&o) ? host_has_addr(&n.addr)
+					      : memcmp(&n.addr, &o.addr, sizeof(n.addr)) == 0);
 	return nlen == olen && (!nlen || memcmp(named, own, nlen) == 0);
 }
 

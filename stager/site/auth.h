@@ -82,16 +82,18 @@ int qauth_munge_decode(const char *socket, const void *cred, size_t cred_len,
 		       const void *client_addr, size_t client_len, const void *server_addr,
 		       size_t server_len, struct qauth_identity *id, char *err, size_t err_len);
 
-/* The check of a decoded payload, pure for tests and fuzzing: the layout
+/* The check of a decoded payload, for tests and fuzzing: the layout
  * above exactly (magic, both lengths within the payload, 16 random bytes,
  * nothing after), client equal to the payload's client address byte for
  * byte, and server matching the payload's server address: when both are a
  * sockaddr_in or sockaddr_in6 (by length and family), the same port and
  * the same address (an IPv4 address and its IPv4-mapped IPv6 form are the
- * same), any address when server's is a wildcard (0.0.0.0, ::); otherwise
- * byte for byte. Returns 0, or -EACCES with err "credential made for
- * another connection", "credential made for another server" or
- * "credential malformed: ..." (what is wrong with the layout). */
+ * same), and when server's is a wildcard (0.0.0.0, ::), an address this
+ * host listens on there (loopback, or an interface's address as
+ * getifaddrs() tells at each call); otherwise byte for byte. Returns 0,
+ * or -EACCES with err "credential made for another connection",
+ * "credential made for another server" or "credential malformed: ..."
+ * (what is wrong with the layout). */
 int qauth_payload_check(const void *payload, size_t len, const void *client, size_t clen,
 			const void *server, size_t slen, char *err, size_t err_len);
 

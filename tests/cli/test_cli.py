@@ -147,7 +147,7 @@ def test_main_help_lists_verbs_and_exit_codes(quai):
     for verb in VERBS:
         assert re.search(rf"^\s+{verb}\s", out, re.M), f"{verb} missing from --help"
     assert "not yet available" not in out
-    for code in ("0", "1", "2", "3", "4", "130"):
+    for code in ("0", "1", "2", "3", "4", "5", "6", "130"):
         assert re.search(rf"^\s+{code}\s", out, re.M), f"exit code {code} not documented"
 
 

@@ -369,11 +369,18 @@ def test_bad_credentials_are_refused(site, mode, reason):
 
 
 def test_cli_without_munged_is_told_why(site):
+    # Without a credential the client sends nothing (issue 22 #10) and
+    # says why; asked on purpose (QUAI_AUTH=none), quaid refuses it.
+    before = len(site.audit_lines())
     p = site.run("trainee", "ls", site.uri(),
                  env=site.env(QUAI_MUNGE_SOCKET=os.path.join(site.base, "no-munged")))
+    assert p.returncode == 3, p.stderr
+    assert "nothing was sent" in p.stderr, p.stderr
+    assert "no-munged" in p.stderr, p.stderr  # why this client had no credential
+    assert len(site.audit_lines()) == before
+    p = site.run("trainee", "ls", site.uri(), env=site.env(QUAI_AUTH="none"))
     assert p.returncode == EXIT_REFUSED, p.stderr
     assert "authentication required" in p.stderr, p.stderr
-    assert "no-munged" in p.stderr, p.stderr  # why this client had no credential
 
 
 def test_unauthenticated_public_access_when_allowed(munged):
@@ -382,7 +389,7 @@ def test_unauthenticated_public_access_when_allowed(munged):
         for name, (cls, zone) in DATASETS.items():
             s.pack(os.path.join(s.roots, name), cls, zone, seed=len(name))
         s.start_quaid("unauthenticated = public\n")
-        env = s.env(QUAI_MUNGE_SOCKET=os.path.join(s.base, "no-munged"))
+        env = s.env(QUAI_AUTH="none")
         p = s.run("outsider", "ls", s.uri(), env=env)
         assert p.returncode == 0, p.stderr
         assert "pub" in p.stdout and "int" not in p.stdout.replace("internal", "")
