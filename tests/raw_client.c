@@ -17,12 +17,20 @@
  * Authentication (a MUNGE credential from $QUAI_MUNGE_SOCKET's munged, as
  * quai makes it, unless the mode spoils it): auth-none (no credential),
  * auth-forged (one byte of it changed), auth-expired (a TTL of 1 s, sent
- * 2.5 s later), auth-replay (a good credential, then the same one again in
+ * 2.5 s later), auth-replay (a good credential, then, after a BYE, the same one again in
  * a second HELLO), auth-other (bound to another client address),
  * auth-kind (an unknown method). Each prints "welcome" or "error CODE
  * MESSAGE" for the last HELLO. push-open NAME CLASS ZONE: PUSH_OPEN of a
  * dataset of that classification and zone, as a client that does not
- * check; prints the answer.
+ * check; prints the answer. idle HOSTNAME: a well-behaved session that
+ * declares HOSTNAME as its host (any bytes: quai stat must show them as
+ * they are), prints "welcome ADDR" (its fabric address in hex), then
+ * "heard TYPE [CODE MESSAGE]" for every message but PONG it gets, and
+ * pings until killed. hijack ADDR [none]: a HELLO that claims the fabric
+ * address ADDR (another client's), with a credential of this process's
+ * user bound to it (or none); prints "answer TYPE ..." or "no answer".
+ * flood ADDR N: N HELLOs without a credential, back to back, claiming
+ * ADDR (an address that never answers); prints "sent N".
  * Exit status 0 when the exchange ran, 1 on a local failure.
  */
 #include <errno.h>
@@ -43,11 +51,22 @@ static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static uint8_t last[QP_MSG_MAX];
 static size_t last_len;
 static unsigned landed;
+static int watch; /* idle: print what arrives */
 
 static void on_msg(void *arg, uint64_t peer, const void *msg, size_t len)
 {
 	(void)arg, (void)peer;
 	pthread_mutex_lock(&mu);
+	if (watch) {
+		static struct qp_msg w;
+		if (qp_decode(msg, len, &w, NULL, 0) == 0 && w.h.type != QP_PONG) {
+			if (w.h.type == QP_ERROR)
+				printf("heard ERROR %d %s\n", w.u.error.code, w.u.error.message);
+			else
+				printf("heard %s\n", qp_type_name(w.h.type));
+			fflush(stdout);
+		}
+	}
 	memcpy(last, msg, len);
 	last_len = len;
 	pthread_cond_broadcast(&cv);
@@ -137,9 +156,32 @@ int main(int argc, char **argv)
 		fprintf(stderr, "raw_client: cannot reach %s:%s: %s\n", argv[1], argv[2], err);
 		return 1;
 	}
+	/* hijack: the address of another client, from hex. */
+	uint8_t claimed[QF_ADDR_MAX];
+	size_t clen = 0;
+	int flood = strcmp(mode, "flood") == 0;
+	if (strcmp(mode, "hijack") == 0 || flood) {
+		const char *hex = argc > 4 ? argv[4] : "";
+		for (; hex[0] && hex[1] && clen < sizeof(claimed); hex += 2) {
+			unsigned v;
+			if (sscanf(hex, "%2x", &v) != 1)
+				break;
+			claimed[clen++] = (uint8_t)v;
+		}
+		if (!clen) {
+			fprintf(stderr, "raw_client: hijack needs an address in hex\n");
+			return 1;
+		}
+	}
 	m.h.type = QP_HELLO;
 	m.u.hello.addr = (struct qp_blob){addr, alen};
-	snprintf(m.u.hello.host, sizeof(m.u.hello.host), "raw-client");
+	if (clen) {
+		memcpy(addr, claimed, clen);
+		alen = clen;
+		m.u.hello.addr = (struct qp_blob){addr, alen};
+	}
+	snprintf(m.u.hello.host, sizeof(m.u.hello.host), "%s",
+		 strcmp(mode, "idle") == 0 && argc > 4 ? argv[4] : "raw-client");
 	m.u.hello.pid = (uint32_t)getpid();
 
 	/* The credential, bound as quai binds it, or spoilt as the mode says. */
@@ -147,7 +189,9 @@ int main(int argc, char **argv)
 	size_t slen = sizeof(saddr);
 	char sock[256], *cred = NULL;
 	int auth_mode = strncmp(mode, "auth-", 5) == 0;
-	if (strcmp(mode, "auth-none") != 0) {
+	int no_cred = strcmp(mode, "auth-none") == 0 || flood ||
+		      (clen && argc > 5 && strcmp(argv[5], "none") == 0);
+	if (!no_cred) {
 		const uint8_t *bound = addr;
 		memcpy(other, addr, alen);
 		if (strcmp(mode, "auth-other") == 0) {
@@ -171,6 +215,28 @@ int main(int argc, char **argv)
 			 strcmp(mode, "auth-kind") == 0 ? "kerberos" : "munge");
 		m.u.hello.auth = (struct qp_blob){(const uint8_t *)cred, strlen(cred)};
 	}
+	if (flood) {
+		int n = argc > 5 ? atoi(argv[5]) : 16, sent = 0;
+		for (int i = 0; i < n; i++) {
+			struct qp_msg hello = m;
+			sent += send_msg(&hello) == 0;
+		}
+		printf("sent %d\n", sent);
+		qf_close(ep);
+		return 0;
+	}
+	if (clen) {
+		send_msg(&m);
+		if (wait_msg(2000, &m) < 0)
+			puts("no answer");
+		else if (m.h.type == QP_ERROR)
+			printf("answer ERROR %d %s\n", m.u.error.code, m.u.error.message);
+		else
+			printf("answer %s\n", qp_type_name(m.h.type));
+		free(cred);
+		qf_close(ep);
+		return 0;
+	}
 	if (auth_mode) {
 		int rounds = strcmp(mode, "auth-replay") == 0 ? 2 : 1;
 		for (int i = 0; i < rounds; i++) {
@@ -180,8 +246,17 @@ int main(int argc, char **argv)
 				puts("no answer");
 				return 0;
 			}
-			if (i + 1 < rounds)
+			if (i + 1 < rounds) {
+				/* The session ends before the replay: a HELLO that
+				 * claims a live session's address is answered by
+				 * silence, whoever sent it (docs/SECURITY.md). */
+				struct qp_msg bye = {.h = {.type = QP_BYE}};
+				session = (uint32_t)hello.u.welcome.session;
+				send_msg(&bye);
+				session = 0;
+				usleep(1500 * 1000);
 				continue;
+			}
 			if (hello.h.type == QP_WELCOME)
 				puts("welcome");
 			else
@@ -211,6 +286,22 @@ int main(int argc, char **argv)
 	free(cred);
 
 	memset(&m, 0, sizeof(m));
+	if (strcmp(mode, "idle") == 0) {
+		printf("welcome ");
+		for (size_t i = 0; i < alen; i++)
+			printf("%02x", addr[i]);
+		printf("\n");
+		fflush(stdout);
+		pthread_mutex_lock(&mu);
+		watch = 1;
+		pthread_mutex_unlock(&mu);
+		for (;;) { /* until killed */
+			memset(&m, 0, sizeof(m));
+			m.h.type = QP_PING;
+			send_msg(&m);
+			sleep(1);
+		}
+	}
 	if (strcmp(mode, "garbage") == 0) {
 		for (int i = 0; i < 100; i++)
 			buf[i] = (uint8_t)(i * 37 + 11);

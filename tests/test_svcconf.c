@@ -214,6 +214,8 @@ static void expect_defaults(const struct qsvc_conf *c)
 	cr_expect_eq(c->pinned, 1 * GiB);
 	cr_expect_eq(c->workers, 0);
 	cr_expect_eq(c->idle_timeout, 60);
+	cr_expect_eq(c->handshake_timeout, 10);
+	cr_expect_eq(c->host_conn_max, 256);
 	cr_expect_eq(c->log_level, QSVC_LOG_INFO);
 	cr_expect_null(c->log_file);
 	cr_assert_not_null(c->policy);
@@ -528,10 +530,9 @@ Test(svcconf, counts_and_their_bounds)
 		const char *key;
 		unsigned min, max;
 	} keys[] = {
-	    {"max_clients", 1, 4096},
-	    {"max_streams", 1, 1024},
-	    {"workers", 0, 1024},
-	    {"idle_timeout", 1, 86400},
+	    {"max_clients", 1, 4096},	    {"max_streams", 1, 1024},
+	    {"workers", 0, 1024},	    {"idle_timeout", 1, 86400},
+	    {"handshake_timeout", 1, 3600}, {"max_host_connections", 1, 65536},
 	};
 	const char *bad[] = {"-1",   "+5",  "1.5", "ten",
 			     "0x10", "5 0", "1e3", "18446744073709551617"};
@@ -548,10 +549,13 @@ Test(svcconf, counts_and_their_bounds)
 
 			snprintf(v, sizeof(v), "%u", want);
 			c = value_ok(keys[i].key, v);
-			field = strcmp(keys[i].key, "max_clients") == 0	  ? &c.max_clients
-				: strcmp(keys[i].key, "max_streams") == 0 ? &c.max_streams
-				: strcmp(keys[i].key, "workers") == 0	  ? &c.workers
-									  : &c.idle_timeout;
+			field =
+			    strcmp(keys[i].key, "max_clients") == 0	    ? &c.max_clients
+			    : strcmp(keys[i].key, "max_streams") == 0	    ? &c.max_streams
+			    : strcmp(keys[i].key, "workers") == 0	    ? &c.workers
+			    : strcmp(keys[i].key, "handshake_timeout") == 0 ? &c.handshake_timeout
+			    : strcmp(keys[i].key, "max_host_connections") == 0 ? &c.host_conn_max
+									       : &c.idle_timeout;
 			cr_expect_eq(*field, want, "%s = %s", keys[i].key, v);
 			qsvc_conf_free(&c);
 		}
@@ -707,11 +711,25 @@ Test(svcconf, malformed_lines)
 
 Test(svcconf, empty_values)
 {
-	const char *keys[] = {"listen",	   "provider",	  "zone",	  "roots",
-			      "push_root", "max_clients", "max_streams",  "client_memory",
-			      "pinned",	   "workers",	  "idle_timeout", "log_level",
-			      "log_file",  "audit_log",	  "munge_socket", "unauthenticated",
-			      "zone_hosts"};
+	const char *keys[] = {"listen",
+			      "provider",
+			      "zone",
+			      "roots",
+			      "push_root",
+			      "max_clients",
+			      "max_streams",
+			      "client_memory",
+			      "pinned",
+			      "workers",
+			      "idle_timeout",
+			      "log_level",
+			      "log_file",
+			      "audit_log",
+			      "munge_socket",
+			      "unauthenticated",
+			      "zone_hosts",
+			      "handshake_timeout",
+			      "max_host_connections"};
 
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		char text[64], want[128];
@@ -1074,6 +1092,8 @@ Test(svcconf, print_defaults_commented_out)
 		 "# pinned = 1GiB (default)\n"
 		 "# workers = 0 (default: one per online core)\n"
 		 "# idle_timeout = 60 (default: seconds)\n"
+		 "# handshake_timeout = 10 (default: seconds)\n"
+		 "# max_host_connections = 256 (default: per client address)\n"
 		 "# log_level = info (default)\n"
 		 "# log_file = (default: standard error)\n"
 		 "# audit_log = (default: none: requests are not audited)\n"
@@ -1105,6 +1125,8 @@ static const char every_key_text[] = "listen = [fe80::1%eth0]:7000\n"
 				     "pinned = 3T\n"
 				     "workers = 12\n"
 				     "idle_timeout = 300\n"
+				     "handshake_timeout = 30\n"
+				     "max_host_connections = 1000\n"
 				     "log_level = debug\n"
 				     "log_file = /var/log/quaid #1.log\n"
 				     "rule_all_root = allow all users=root\n"
@@ -1131,6 +1153,8 @@ Test(svcconf, print_settings)
 			      "pinned = 3TiB\n"
 			      "workers = 12\n"
 			      "idle_timeout = 300\n"
+			      "handshake_timeout = 30\n"
+			      "max_host_connections = 1000\n"
 			      "log_level = debug\n"
 			      "log_file = /var/log/quaid #1.log\n"
 			      "audit_log = /var/log/quai/audit.log\n"
@@ -1161,6 +1185,8 @@ static void expect_same(const struct qsvc_conf *a, const struct qsvc_conf *b)
 	cr_expect_eq(a->pinned, b->pinned);
 	cr_expect_eq(a->workers, b->workers);
 	cr_expect_eq(a->idle_timeout, b->idle_timeout);
+	cr_expect_eq(a->handshake_timeout, b->handshake_timeout);
+	cr_expect_eq(a->host_conn_max, b->host_conn_max);
 	cr_expect_eq(a->log_level, b->log_level);
 	cr_expect((!a->log_file && !b->log_file) ||
 		  (a->log_file && b->log_file && strcmp(a->log_file, b->log_file) == 0));

@@ -373,12 +373,19 @@ static void w_enum3(struct cur *c, uint8_t *v, const char *field)
 	NEED(c, *v >= 1 && *v <= 3, field, "%u is not 1, 2 or 3", (unsigned)*v);
 }
 
-static void walk_hello(struct cur *c, struct qp_hello *x)
+/* HELLO's first two fields, the same in every version (docs/PROTOCOL.md,
+ * "Versions"): flags, and the address a refusal goes to. */
+static void walk_hello_frozen(struct cur *c, struct qp_hello *x)
 {
 	w_u32(c, &x->flags, "flags");
-	NEED(c, x->flags == 0, "flags", "0x%" PRIx32 " set, none are defined", x->flags);
 	/* Without its address the server cannot answer. */
 	w_blob(c, &x->addr, 1, QP_ADDR_MAX, "addr");
+}
+
+static void walk_hello(struct cur *c, struct qp_hello *x)
+{
+	walk_hello_frozen(c, x);
+	NEED(c, x->flags == 0, "flags", "0x%" PRIx32 " set, none are defined", x->flags);
 	w_str(c, x->host, sizeof(x->host), S_ANY, "host");
 	w_u32(c, &x->pid, "pid");
 	w_str(c, x->auth_kind, sizeof(x->auth_kind), S_ANY, "auth_kind");
@@ -777,6 +784,22 @@ int qp_decode(const void *buf, size_t len, struct qp_msg *m, char *err, size_t e
 	return c.r;
 }
 
+int qp_hello_addr(const void *buf, size_t len, struct qp_blob *ret_addr)
+{
+	struct cur c = {.in = buf, .len = len, .off = QP_HEADER_SIZE, .type = "HELLO"};
+	struct qp_hello x;
+
+	if (!buf || len < QP_HEADER_SIZE || qle32(buf) != QP_MAGIC ||
+	    qle16((const uint8_t *)buf + 6) != QP_HELLO)
+		return -EBADMSG;
+	/* Whatever the version and the rest: only the frozen prefix is read. */
+	walk_hello_frozen(&c, &x);
+	if (c.r)
+		return c.r;
+	*ret_addr = x.addr;
+	return 0;
+}
+
 /* 192 + 8 count + 8 (count + 1), rounded up to 64 so that the records
  * start cache-line aligned. Saturates at UINT64_MAX, which no slot holds. */
 uint64_t qp_slot_data_off(uint64_t count)
@@ -795,38 +818,6 @@ uint64_t qp_slot_need(uint64_t count, uint64_t bytes)
 	return off + bytes;
 }
 
-/* The slot header's layout (docs/PROTOCOL.md, "The slot header"). */
-enum {
-	SH_MAGIC = 0,
-	SH_COUNT = 4,
-	SH_BYTES = 8,
-	SH_INDEX = 16,
-	SH_DATA_OFF = 24,
-	SH_STATE_LEN = 32,
-	SH_RESERVED0 = 36,
-	SH_RESERVED = 40,
-	SH_STATE = 64,
-	SH_PAD = SH_STATE + QP_STATE_MAX,
-};
-_Static_assert(SH_PAD + 32 == QP_SLOT_HEADER_SIZE, "the slot header is 192 bytes");
-
-void qp_slot_encode(const struct qp_slot_header *h, void *slot)
-{
-	uint8_t *p = slot;
-	size_t state = h->state_len < QP_STATE_MAX ? h->state_len : QP_STATE_MAX;
-
-	/* Reserved bytes, padding and the state past state_len are written
-	 * as zeros whatever the struct holds: the check insists on them. */
-	memset(p, 0, QP_SLOT_HEADER_SIZE);
-	qput32(p + SH_MAGIC, h->magic);
-	qput32(p + SH_COUNT, h->count);
-	qput64(p + SH_BYTES, h->bytes);
-	qput64(p + SH_INDEX, h->index);
-	qput64(p + SH_DATA_OFF, h->data_off);
-	qput32(p + SH_STATE_LEN, h->state_len);
-	memcpy(p + SH_STATE, h->state, state);
-}
-
 static bool all_zero(const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -835,48 +826,134 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
+/* n bytes that hold nothing: written as zeros, refused unless zero. */
+static void w_zero(struct cur *c, size_t n, const char *field)
+{
+	if (!room(c, n, field))
+		return;
+	if (c->enc) {
+		memset(c->out + c->off, 0, n);
+	} else if (!all_zero(c->in + c->off, n)) {
+		BAD(c, field, "holds a byte that is not 0");
+		return;
+	}
+	c->off += n;
+}
+
+/* The slot header's state: len bytes (checked <= QP_STATE_MAX by the
+ * caller), then zeros to QP_STATE_MAX. */
+static void w_state(struct cur *c, uint8_t *state, uint32_t len, const char *field)
+{
+	if (!room(c, QP_STATE_MAX, field))
+		return;
+	if (c->enc)
+		memcpy(c->out + c->off, state, len);
+	else
+		memcpy(state, c->in + c->off, len);
+	c->off += len;
+	w_zero(c, QP_STATE_MAX - len, field);
+}
+
+/* The slot header (docs/PROTOCOL.md, "The slot header"): 192 bytes. */
+static void walk_slot_header(struct cur *c, struct qp_slot_header *h)
+{
+	w_u32(c, &h->magic, "magic");
+	NEED(c, h->magic == QP_SLOT_MAGIC, "magic", "0x%08" PRIx32 " is not 0x%08x (\"QBAT\")",
+	     h->magic, QP_SLOT_MAGIC);
+	w_u32(c, &h->count, "count");
+	w_u64(c, &h->bytes, "bytes");
+	w_u64(c, &h->index, "index");
+	w_u64(c, &h->data_off, "data_off");
+	/* count is 32 bits, so data_off cannot saturate here. */
+	NEED(c, h->data_off == qp_slot_data_off(h->count), "data_off",
+	     "%" PRIu64 " is not %" PRIu64 " for %" PRIu32 " records", h->data_off,
+	     qp_slot_data_off(h->count), h->count);
+	w_u32(c, &h->state_len, "state_len");
+	NEED(c, h->state_len <= QP_STATE_MAX, "state_len", "%" PRIu32 " is over %u", h->state_len,
+	     QP_STATE_MAX);
+	w_zero(c, 4, "reserved0");
+	w_zero(c, 24, "reserved");
+	w_state(c, h->state, h->state_len, "state");
+	w_zero(c, 32, "pad");
+}
+
+/* After the header, up to data_off: the record ids (any values), the
+ * offsets (0 first, never decreasing, bytes last), then padding. Encoding
+ * writes ids[] and offsets[], and zeros for the padding; decoding checks
+ * the offsets where they are (a client hands them to the application
+ * where they landed), and does not look at the padding, which holds
+ * nothing. */
+static void walk_slot_records(struct cur *c, const struct qp_slot_header *h, const uint64_t *ids,
+			      const uint64_t *offsets)
+{
+	size_t n = h->count, i;
+	uint64_t prev = 0;
+
+	/* One check for both arrays: 16 n + 8 bytes, n < 2^32. */
+	if (!room(c, 16 * n + 8, "ids"))
+		return;
+	if (c->enc)
+		for (i = 0; i < n; i++)
+			qput64(c->out + c->off + 8 * i, ids[i]);
+	c->off += 8 * n;
+	for (i = 0; i <= n && !c->r; i++, c->off += 8) {
+		uint64_t o = c->enc ? offsets[i] : qle64(c->in + c->off);
+
+		NEED(c, i > 0 || o == 0, "offsets", "[0] is %" PRIu64 ", not 0", o);
+		NEED(c, o >= prev, "offsets",
+		     "[%zu] = %" PRIu64 " is below the one before, %" PRIu64, i, o, prev);
+		if (c->enc)
+			qput64(c->out + c->off, o);
+		prev = o;
+	}
+	NEED(c, prev == h->bytes, "offsets", "[%zu] = %" PRIu64 " is not bytes, %" PRIu64, n, prev,
+	     h->bytes);
+	if (c->enc)
+		w_zero(c, h->data_off - c->off, "padding");
+}
+
+int qp_slot_encode(const struct qp_slot_header *h, void *slot)
+{
+	struct cur c = {.out = slot, .len = QP_SLOT_HEADER_SIZE, .enc = true, .type = "slot"};
+
+	if (!h || !slot)
+		return -EINVAL;
+	/* Encoding, the walker only reads the header. */
+	walk_slot_header(&c, (struct qp_slot_header *)h);
+	return c.r;
+}
+
+int qp_slot_write(const struct qp_slot_header *h, const uint64_t *ids, const uint64_t *offsets,
+		  void *slot, size_t cap)
+{
+	struct cur c = {.out = slot, .len = cap, .enc = true, .type = "slot"};
+
+	if (!h || !slot || (h->count && !ids) || !offsets)
+		return -EINVAL;
+	walk_slot_header(&c, (struct qp_slot_header *)h);
+	if (!c.r && h->data_off > cap)
+		return -EMSGSIZE;
+	walk_slot_records(&c, h, ids, offsets);
+	return c.r;
+}
+
 int qp_slot_check(const void *slot, uint64_t slot_bytes, struct qp_slot_header *ret)
 {
-	const uint8_t *p = slot;
+	struct cur c = {.in = slot, .len = slot_bytes, .type = "slot"};
 	struct qp_slot_header h;
-	const uint8_t *offsets;
-	uint64_t prev = 0;
 
 	if (!slot || slot_bytes < QP_SLOT_HEADER_SIZE)
 		return -EBADMSG;
 	memset(&h, 0, sizeof(h));
-	h.magic = qle32(p + SH_MAGIC);
-	h.count = qle32(p + SH_COUNT);
-	h.bytes = qle64(p + SH_BYTES);
-	h.index = qle64(p + SH_INDEX);
-	h.data_off = qle64(p + SH_DATA_OFF);
-	h.state_len = qle32(p + SH_STATE_LEN);
-	if (h.magic != QP_SLOT_MAGIC)
-		return -EBADMSG;
-	if (!all_zero(p + SH_RESERVED0, SH_STATE - SH_RESERVED0))
-		return -EBADMSG;
-	if (h.state_len > QP_STATE_MAX)
-		return -EBADMSG;
-	if (!all_zero(p + SH_STATE + h.state_len, QP_SLOT_HEADER_SIZE - SH_STATE - h.state_len))
-		return -EBADMSG;
-	memcpy(h.state, p + SH_STATE, h.state_len);
-	/* count is 32 bits, so data_off cannot saturate here. */
-	if (h.data_off != qp_slot_data_off(h.count))
+	walk_slot_header(&c, &h);
+	if (c.r)
 		return -EBADMSG;
 	if (h.data_off > slot_bytes || h.bytes > slot_bytes - h.data_off)
 		return -EBADMSG;
-	/* ids, then count + 1 offsets: before data_off, so inside the slot. */
-	offsets = p + QP_SLOT_HEADER_SIZE + 8 * (size_t)h.count;
-	if (qle64(offsets) != 0)
-		return -EBADMSG;
-	for (uint64_t i = 1; i <= h.count; i++) {
-		uint64_t o = qle64(offsets + 8 * i);
-
-		if (o < prev)
-			return -EBADMSG;
-		prev = o;
-	}
-	if (prev != h.bytes)
+	/* The ids and offsets lie before data_off, so inside the slot. */
+	c.len = h.data_off;
+	walk_slot_records(&c, &h, NULL, NULL);
+	if (c.r)
 		return -EBADMSG;
 	if (ret)
 		*ret = h;

@@ -321,14 +321,37 @@ int qp_decode(const void *buf, size_t len, struct qp_msg *m, char *err, size_t e
 /* "HELLO", "STREAM_OPEN"...; "?" for an unknown type. */
 const char *qp_type_name(unsigned type);
 
-/* Decodes the slot header at the start of a slot of slot_bytes bytes, and
- * checks it: magic, count and bytes within the slot, data_off in place,
- * state_len <= QP_STATE_MAX. Returns 0 or -EBADMSG. */
+/* Reads the client's address from a HELLO of any protocol version: the
+ * header and HELLO's first two fields (flags, addr) are the same in every
+ * version (docs/PROTOCOL.md, "Versions"), so a server can answer a client
+ * whose version it does not speak. ret_addr points into buf. Returns 0, or
+ * -EBADMSG when buf is not a HELLO (magic, type) or its addr is not 1 to
+ * QP_ADDR_MAX bytes within len. Nothing else of the message is checked. */
+int qp_hello_addr(const void *buf, size_t len, struct qp_blob *ret_addr);
+
+/* Decodes the slot layout at the start of a slot of slot_bytes bytes, and
+ * checks it: the header (magic, data_off for count, state_len <=
+ * QP_STATE_MAX, reserved bytes, padding and the state past state_len
+ * zero), count and bytes within the slot, and the offsets (0 first, never
+ * decreasing, bytes last). The bytes between the offsets and data_off are
+ * not looked at. Returns 0 or -EBADMSG. */
 int qp_slot_check(const void *slot, uint64_t slot_bytes, struct qp_slot_header *ret);
 
-/* Writes h as the 192 little-endian bytes at the start of a slot (the
- * server's side of qp_slot_check()). Reserved fields, padding and the state
- * bytes past state_len are written as zeros. Never fails. */
-void qp_slot_encode(const struct qp_slot_header *h, void *slot);
+/* Writes h as the 192 little-endian bytes at the start of a slot. Reserved
+ * fields, padding and the state bytes past state_len are written as zeros
+ * whatever h holds. Returns 0, or -EINVAL when h would not pass
+ * qp_slot_check() (magic, data_off for count, state_len), the bytes then
+ * being unspecified. */
+int qp_slot_encode(const struct qp_slot_header *h, void *slot);
+
+/* Writes the whole layout of a batch's slot up to h->data_off (the
+ * server's side of qp_slot_check()): the header, ids (h->count u64s),
+ * offsets (h->count + 1 u64s, 0 first, never decreasing, h->bytes last)
+ * and zeros up to data_off, all little-endian whatever the host. The
+ * records themselves go at data_off. Returns 0; -EINVAL when h or the
+ * offsets would not pass qp_slot_check(); -EMSGSIZE when data_off is over
+ * cap. */
+int qp_slot_write(const struct qp_slot_header *h, const uint64_t *ids, const uint64_t *offsets,
+		  void *slot, size_t cap);
 
 #endif /* QUAI_TRANSPORT_PROTO_H */

@@ -49,6 +49,9 @@
 
 #define SX_MAX_CHUNK (4u << 20)
 #define SX_MAX_INFLIGHT 8u
+/* Chunks a transfer has: one per block (SX_MAX_INFLIGHT at most), and as
+ * many again that are being answered after their block went back. */
+#define SX_CHUNKS (2 * SX_MAX_INFLIGHT)
 #define SX_POOL_WAIT_NS (10ull * 1000000000ull)
 #define SX_DRAIN_WAIT_NS (10ull * 1000000000ull)
 #define SX_MANIFEST "manifest.json"
@@ -78,6 +81,20 @@ struct sxchunk {
 	struct sxchunk *next;
 };
 
+/* A transfer's life. Its transitions are sx_move_locked()'s table. */
+enum sx_state {
+	SX_NEED_RING,	  /* a pull, before its SLOTS */
+	SX_SERVING,	  /* a pull with its ring: READs are served */
+	SX_NEED_MANIFEST, /* a push, before the whole manifest.json */
+	SX_RECEIVING,	  /* a push with its manifest: PUTs of its files */
+	SX_COMMITTING,	  /* a COMMIT runs: no PUT is taken */
+	SX_COMMITTED,	  /* published */
+	SX_CLOSING,	  /* being torn down: no new request; RMA drains, and
+			     the writer still writes what was read */
+	SX_DRAINED,	  /* nothing is on the wire: the writer ends once its
+			     queue is empty */
+};
+
 struct sxfer {
 	struct session *se;
 	uint64_t id;
@@ -93,8 +110,9 @@ struct sxfer {
 	struct sxfile *files;
 	uint32_t nfiles;
 
+	enum sx_state state;
+
 	/* pull */
-	int have_slots;
 	uint32_t nslots;
 	uint64_t slot_bytes, raddr, rkey;
 
@@ -104,29 +122,51 @@ struct sxfer {
 	char zone[QP_ZONE_MAX + 1];
 	uint8_t *mtext;
 	uint64_t mgot;
-	int have_manifest;
 	uint32_t have_cursor; /* PUSH_STATUS pages */
 	struct sxchunk *wq_head, *wq_tail;
-	pthread_t writer;
-	int writer_started, writer_stop;
-	int werr; /* a write failed: every later PUT fails with it */
+	pthread_t writer; /* a push has one from its link into the session on */
+	int werr;	  /* a write failed: every later PUT fails with it */
 	char werr_msg[QP_TEXT_MAX + 1];
-	int committing; /* COMMIT runs: no PUT is taken */
-	int committed;
 
-	unsigned refs;	 /* service threads using it */
-	unsigned rma;	 /* RMA operations posted, not completed */
-	unsigned nbuf;	 /* pool blocks held */
-	unsigned queued; /* push: chunks read, not yet written */
-	int closing;
+	unsigned refs;		/* service threads using it */
+	unsigned rma;		/* RMA operations posted, not completed */
+	unsigned nbuf;		/* pool blocks held */
+	struct sxchunk *chunks; /* SX_CHUNKS, made with the transfer: no READ
+				   or PUT allocates one */
+	struct sxchunk *spare;	/* those not in use */
+	unsigned queued;	/* push: chunks read, not yet written */
 	struct sxfer *next;
 };
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static int valid_name(const char *name)
+/* Moves x to `to` when its table allows it. Returns the state it was in,
+ * or -1 (and x stays) when the move is not one of its transitions. Under
+ * srv->mu. */
+static int sx_move_locked(struct sxfer *x, enum sx_state to)
 {
-	return name[0] && name[0] != '.' && qmf_check_name(name) == 0;
+	static const unsigned short allowed[SX_DRAINED + 1] = {
+	    [SX_NEED_RING] = 1u << SX_SERVING | 1u << SX_CLOSING,
+	    [SX_SERVING] = 1u << SX_CLOSING,
+	    [SX_NEED_MANIFEST] = 1u << SX_RECEIVING | 1u << SX_CLOSING,
+	    [SX_RECEIVING] = 1u << SX_COMMITTING | 1u << SX_CLOSING,
+	    [SX_COMMITTING] = 1u << SX_RECEIVING | 1u << SX_COMMITTED,
+	    [SX_COMMITTED] = 1u << SX_CLOSING,
+	    [SX_CLOSING] = 1u << SX_DRAINED,
+	    [SX_DRAINED] = 0,
+	};
+	enum sx_state from = x->state;
+	if (!(allowed[from] & 1u << to))
+		return -1;
+	x->state = to;
+	pthread_cond_broadcast(&x->se->srv->cv);
+	return (int)from;
+}
+
+/* Whether a push has its whole manifest (and so its list of files). */
+static int has_manifest(enum sx_state st)
+{
+	return st == SX_RECEIVING || st == SX_COMMITTING || st == SX_COMMITTED;
 }
 
 static void timed_wait(struct qsrv *srv, int ms)
@@ -154,7 +194,7 @@ static struct sxfile *find_file(struct sxfer *x, const char *name)
 static struct sxfer *get_locked(struct session *se, uint64_t id)
 {
 	for (struct sxfer *x = se->xfers; x; x = x->next)
-		if (x->id == id && !x->closing) {
+		if (x->id == id && x->state < SX_CLOSING) {
 			x->refs++;
 			return x;
 		}
@@ -181,7 +221,7 @@ static void put(struct sxfer *x)
 /* Whether work on x should stop. Under srv->mu. */
 static int stopping_locked(struct sxfer *x)
 {
-	return x->closing || x->se->dead || x->se->srv->stopping;
+	return x->state >= SX_CLOSING || x->se->dead || x->se->srv->stopping;
 }
 
 /* The provider refused an RMA for now (-EAGAIN: its queue is full): waits
@@ -197,10 +237,11 @@ static int busy_wait(struct qsrv *srv, struct sxfer *x)
 	return stop;
 }
 
-/* A pool block for a chunk: at most max_inflight per transfer, and, when
- * the pool is full, waiting a while for other streams and transfers to
- * give blocks back. Returns 0, -ENOBUFS or -ECANCELED. */
-static int take_block(struct sxfer *x, size_t len, uint8_t **ret)
+/* A chunk of the transfer's own, with a pool block of len bytes: at most
+ * max_inflight blocks per transfer, and, when the pool is full, waiting a
+ * while for other streams and transfers to give blocks back. Nothing is
+ * allocated but the pool block. Returns 0, -ENOBUFS or -ECANCELED. */
+static int take_chunk(struct sxfer *x, uint32_t len, struct sxchunk **ret)
 {
 	struct qsrv *srv = x->se->srv;
 	uint64_t t0 = srv_now_ns();
@@ -214,10 +255,15 @@ static int take_block(struct sxfer *x, size_t len, uint8_t **ret)
 		/* The client counts a READ done when its bytes land, a moment
 		 * before the write completes here: wait for that moment rather
 		 * than refuse. */
-		if (x->nbuf < x->max_inflight) {
-			r = qpool_alloc(srv->ctx->pool, len, (void **)ret);
+		if (x->nbuf < x->max_inflight && x->spare) {
+			uint8_t *buf;
+			r = qpool_alloc(srv->ctx->pool, len, (void **)&buf);
 			if (r == 0) {
+				struct sxchunk *c = x->spare;
+				x->spare = c->next;
+				*c = (struct sxchunk){.x = x, .len = len, .buf = buf};
 				x->nbuf++;
+				*ret = c;
 				break;
 			}
 			if (r != -ENOMEM || srv_now_ns() - t0 > SX_POOL_WAIT_NS) {
@@ -244,10 +290,19 @@ static void give_block_locked(struct sxfer *x, struct sxchunk *c)
 	pthread_cond_broadcast(&x->se->srv->cv);
 }
 
-static void give_block(struct sxfer *x, struct sxchunk *c)
+/* Gives a chunk back, block and all: c is no longer valid. */
+static void drop_chunk_locked(struct sxfer *x, struct sxchunk *c)
+{
+	give_block_locked(x, c);
+	c->next = x->spare;
+	x->spare = c;
+	pthread_cond_broadcast(&x->se->srv->cv);
+}
+
+static void drop_chunk(struct sxfer *x, struct sxchunk *c)
 {
 	pthread_mutex_lock(&x->se->srv->mu);
-	give_block_locked(x, c);
+	drop_chunk_locked(x, c);
 	pthread_mutex_unlock(&x->se->srv->mu);
 }
 
@@ -282,9 +337,19 @@ static struct sxfer *xfer_new(struct session *se, uint32_t tag, int push, const 
 	struct sxfer *x = calloc(1, sizeof(*x));
 	if (!x)
 		return NULL;
+	x->chunks = calloc(SX_CHUNKS, sizeof(*x->chunks));
+	if (!x->chunks) {
+		free(x);
+		return NULL;
+	}
+	for (unsigned i = 0; i < SX_CHUNKS; i++) {
+		x->chunks[i].next = x->spare;
+		x->spare = &x->chunks[i];
+	}
 	x->se = se;
 	x->tag = tag;
 	x->push = push;
+	x->state = push ? SX_NEED_MANIFEST : SX_NEED_RING;
 	x->dfd = -1;
 	snprintf(x->name, sizeof(x->name), "%s", name);
 	return x;
@@ -309,15 +374,13 @@ static void xfer_release(struct sxfer *x)
 	while (x->wq_head) {
 		struct sxchunk *c = x->wq_head;
 		x->wq_head = c->next;
-		give_block_locked(x, c);
-		free(c);
+		drop_chunk_locked(x, c);
 	}
 	for (uint32_t i = 0; i < x->nfiles; i++)
 		while (x->files[i].held) {
 			struct sxchunk *c = x->files[i].held;
 			x->files[i].held = c->next;
-			give_block_locked(x, c);
-			free(c);
+			drop_chunk_locked(x, c);
 		}
 	srv_mem_give_locked(x->se, x->mem);
 	x->mem = 0;
@@ -327,6 +390,7 @@ static void xfer_release(struct sxfer *x)
 		close(x->dfd);
 	free(x->files);
 	free(x->mtext);
+	free(x->chunks);
 	free(x);
 }
 
@@ -337,20 +401,25 @@ static void xfer_free(struct sxfer *x)
 {
 	struct qsrv *srv = x->se->srv;
 	pthread_mutex_lock(&srv->mu);
-	x->closing = 1;
+	/* A COMMIT under way ends first (its service thread holds a
+	 * reference anyway), so that what it did is known: published or not. */
+	while (x->state == SX_COMMITTING)
+		pthread_cond_wait(&srv->cv, &srv->mu);
+	int was = sx_move_locked(x, SX_CLOSING);
 	pthread_cond_broadcast(&srv->cv);
 	while (x->refs)
 		pthread_cond_wait(&srv->cv, &srv->mu);
 	/* Operations still on the wire read or write its blocks: they
 	 * complete (or fail) before any block is given back. */
 	uint64_t t0 = srv_now_ns();
-	while (x->rma && srv_now_ns() - t0 < SX_DRAIN_WAIT_NS)
+	while (x->rma && !srv_overdue(srv, t0, SX_DRAIN_WAIT_NS))
 		timed_wait(srv, 100);
 	int stuck = x->rma != 0;
-	x->writer_stop = 1;
-	pthread_cond_broadcast(&srv->cv);
+	sx_move_locked(x, SX_DRAINED);
 	pthread_mutex_unlock(&srv->mu);
-	if (x->writer_started)
+	/* Only a push that has its writer comes here (a push whose writer
+	 * could not start is released before it is linked). */
+	if (x->push)
 		pthread_join(x->writer, NULL);
 	if (stuck) {
 		srv_log(srv, QSVC_LOG_WARNING,
@@ -361,7 +430,7 @@ static void xfer_free(struct sxfer *x)
 	}
 	srv_log(srv, QSVC_LOG_INFO, "session %" PRIu64 ": %s of %s closed%s", x->se->id,
 		x->push ? "push" : "pull", x->name,
-		x->push && !x->committed ? " (the partial stays for a resumed push)" : "");
+		x->push && was != SX_COMMITTED ? " (the partial stays for a resumed push)" : "");
 	xfer_release(x);
 }
 
@@ -501,14 +570,14 @@ int srvx_slots(struct session *se, const struct qp_msg *m)
 	}
 	if (x->push)
 		bad = "a push has no slots: quaid reads from the client's buffers";
-	else if (x->have_slots)
+	else if (x->state != SX_NEED_RING)
 		bad = "the transfer has its slots already";
 	else if (sl->nslots == 0 || sl->nslots > QP_SLOTS_MAX)
 		bad = "a ring holds 1 to 65536 slots";
 	else if (sl->slot_bytes == 0 || sl->slot_bytes > UINT64_MAX / sl->nslots)
 		bad = "the slots have no room";
 	if (!bad) {
-		x->have_slots = 1;
+		sx_move_locked(x, SX_SERVING);
 		x->nslots = sl->nslots;
 		x->slot_bytes = sl->slot_bytes;
 		x->raddr = sl->addr;
@@ -531,7 +600,6 @@ static void read_done(struct srv_op *op, int status)
 	struct session *se = x->se;
 	struct qsrv *srv = se->srv;
 	pthread_mutex_lock(&srv->mu);
-	give_block_locked(x, c);
 	x->rma--;
 	/* The client waits for the landing, which will never come: only the
 	 * end of the session tells it (a failed write means the client's
@@ -539,9 +607,9 @@ static void read_done(struct srv_op *op, int status)
 	if (status < 0)
 		srv_kill_locked(se, "writing %s of %s to the client failed: %s", c->f->name,
 				x->name, strerror(-status));
+	drop_chunk_locked(x, c);
 	pthread_cond_broadcast(&srv->cv);
 	pthread_mutex_unlock(&srv->mu);
-	free(c);
 }
 
 /* Opens (once) a file of the transfer's directory. Under no lock: two
@@ -573,7 +641,7 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 	const struct qp_read *rd = &m->u.read;
 	struct qsrv *srv = se->srv;
 	struct sxfer *x = get(se, rd->xfer);
-	uint8_t *buf = NULL;
+	struct sxchunk *c;
 	int r;
 	if (!x) {
 		srv_error(se, m->h.req, -ENOENT, "no transfer %" PRIu64, rd->xfer);
@@ -589,7 +657,10 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 			  x->name);
 		goto out;
 	}
-	if (!x->have_slots) {
+	pthread_mutex_lock(&srv->mu);
+	enum sx_state state = x->state;
+	pthread_mutex_unlock(&srv->mu);
+	if (state == SX_NEED_RING) {
 		srv_error(se, m->h.req, -EPROTO, "READ before SLOTS");
 		goto out;
 	}
@@ -603,7 +674,7 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 			  x->slot_bytes);
 		goto out;
 	}
-	r = take_block(x, rd->len, &buf);
+	r = take_chunk(x, rd->len, &c);
 	if (r == -ECANCELED)
 		goto out;
 	if (r < 0) {
@@ -611,10 +682,9 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 		goto out;
 	}
 	int fd = file_fd(x, f, O_RDONLY);
-	ssize_t n = fd < 0 ? fd : qfs_pread_full(fd, buf, rd->len, rd->offset);
+	ssize_t n = fd < 0 ? fd : qfs_pread_full(fd, c->buf, rd->len, rd->offset);
 	if (n < 0 || (size_t)n < rd->len) {
-		struct sxchunk tmp = {.buf = buf, .len = rd->len};
-		give_block(x, &tmp);
+		drop_chunk(x, c);
 		if (n < 0)
 			srv_error(se, m->h.req, (int)n, "%s/%s: read error: %s", x->name, f->name,
 				  strerror((int)-n));
@@ -625,21 +695,11 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 				  x->name, f->name, rd->offset + (uint64_t)n, f->size);
 		goto out;
 	}
-	struct sxchunk *c = calloc(1, sizeof(*c));
-	if (!c) {
-		struct sxchunk tmp = {.buf = buf, .len = rd->len};
-		give_block(x, &tmp);
-		srv_error(se, m->h.req, -ENOMEM, "out of memory");
-		goto out;
-	}
-	*c = (struct sxchunk){.op.done = read_done,
-			      .x = x,
-			      .f = f,
-			      .req = m->h.req,
-			      .off = rd->offset,
-			      .len = rd->len,
-			      .buf = buf};
-	struct qf_iov iov = {buf, rd->len, srv->pool_mr};
+	c->op.done = read_done;
+	c->f = f;
+	c->req = m->h.req;
+	c->off = rd->offset;
+	struct qf_iov iov = {c->buf, rd->len, srv->pool_mr};
 	uint64_t raddr = x->raddr + (uint64_t)rd->slot * x->slot_bytes;
 	uint32_t data = qp_cq_data(x->tag, rd->slot);
 	pthread_mutex_lock(&srv->mu);
@@ -652,9 +712,8 @@ void srvx_read(struct session *se, const struct qp_msg *m)
 	if (r < 0) {
 		pthread_mutex_lock(&srv->mu);
 		x->rma--;
-		give_block_locked(x, c);
+		drop_chunk_locked(x, c);
 		pthread_mutex_unlock(&srv->mu);
-		free(c);
 		if (r != -EAGAIN)
 			srv_error(se, m->h.req, r, "%s/%s: cannot write to the client: %s", x->name,
 				  f->name, strerror(-r));
@@ -769,7 +828,7 @@ static int manifest_complete(struct sxfer *x, char *msg, size_t msg_len)
 	pthread_mutex_lock(&srv->mu);
 	x->files = files;
 	x->nfiles = nfiles;
-	x->have_manifest = 1;
+	sx_move_locked(x, SX_RECEIVING);
 	pthread_mutex_unlock(&srv->mu);
 	return 0;
 }
@@ -782,6 +841,21 @@ static void set_werr(struct sxfer *x, int err, const char *msg)
 	pthread_mutex_lock(&srv->mu);
 	x->werr = err;
 	pthread_mutex_unlock(&srv->mu);
+}
+
+/* A PUT's chunk is through (written, or failed with r and msg): it goes
+ * back to the transfer, and the client hears how it went. Writer thread. */
+static void chunk_written(struct sxfer *x, struct sxchunk *c, int r, const char *msg)
+{
+	struct qsrv *srv = x->se->srv;
+	pthread_mutex_lock(&srv->mu);
+	uint64_t req = c->req;
+	x->queued--;
+	if (r == 0)
+		x->se->bytes_in += c->len;
+	drop_chunk_locked(x, c);
+	pthread_mutex_unlock(&srv->mu);
+	put_reply(x, req, r, msg);
 }
 
 /* Writes what can be written of f: its held chunks from `next` on. */
@@ -812,22 +886,12 @@ static void write_held(struct sxfer *x, struct sxfile *f)
 				f->next = c->off + c->len;
 			}
 		}
-		pthread_mutex_lock(&srv->mu);
-		give_block_locked(x, c);
-		x->queued--;
-		if (r == 0) {
-			x->se->bytes_in += c->len;
-		}
-		pthread_cond_broadcast(&srv->cv);
-		pthread_mutex_unlock(&srv->mu);
-		put_reply(x, c->req, r, msg);
-		free(c);
+		chunk_written(x, c, r, msg);
 	}
 }
 
 static void write_chunk(struct sxfer *x, struct sxchunk *c)
 {
-	struct qsrv *srv = x->se->srv;
 	char msg[QP_TEXT_MAX + 1];
 	int r = c->status;
 	if (r < 0) {
@@ -854,15 +918,7 @@ static void write_chunk(struct sxfer *x, struct sxchunk *c)
 		write_held(x, c->f);
 		return;
 	}
-	pthread_mutex_lock(&srv->mu);
-	give_block_locked(x, c);
-	x->queued--;
-	if (r == 0)
-		x->se->bytes_in += c->len;
-	pthread_cond_broadcast(&srv->cv);
-	pthread_mutex_unlock(&srv->mu);
-	put_reply(x, c->req, r, msg);
-	free(c);
+	chunk_written(x, c, r, msg);
 }
 
 static void *writer_main(void *arg)
@@ -871,7 +927,7 @@ static void *writer_main(void *arg)
 	struct qsrv *srv = x->se->srv;
 	pthread_mutex_lock(&srv->mu);
 	for (;;) {
-		while (!x->wq_head && !x->writer_stop)
+		while (!x->wq_head && x->state != SX_DRAINED)
 			pthread_cond_wait(&srv->cv, &srv->mu);
 		/* Closing: what was read is still written (a resumed push
 		 * needs it less), what waits for a gap is dropped by free. */
@@ -946,7 +1002,7 @@ void srvx_push_open(struct session *se, const struct qp_msg *m)
 		srv_error(se, m->h.req, -EPERM, "this quaid accepts no pushes (no push_root)");
 		return;
 	}
-	if (!valid_name(po->name)) {
+	if (!srv_valid_name(po->name)) {
 		srv_error(se, m->h.req, -EINVAL, "'%s' is not a dataset name", po->name);
 		return;
 	}
@@ -1013,7 +1069,6 @@ void srvx_push_open(struct session *se, const struct qp_msg *m)
 		srv_error(se, m->h.req, r, "cannot start a thread: %s", strerror(-r));
 		goto fail;
 	}
-	x->writer_started = 1;
 	if (link_xfer(se, x) < 0) {
 		xfer_free(x);
 		return;
@@ -1033,7 +1088,7 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 	struct qsrv *srv = se->srv;
 	struct sxfer *x = get(se, pt->xfer);
 	struct sxfile *f = NULL;
-	uint8_t *buf = NULL;
+	struct sxchunk *c;
 	int r;
 	if (!x) {
 		srv_error(se, m->h.req, -ENOENT, "no transfer %" PRIu64, pt->xfer);
@@ -1044,7 +1099,7 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 		goto out;
 	}
 	pthread_mutex_lock(&srv->mu);
-	int have_manifest = x->have_manifest;
+	int have_manifest = has_manifest(x->state);
 	int werr = x->werr;
 	uint64_t mgot = x->mgot;
 	pthread_mutex_unlock(&srv->mu);
@@ -1082,30 +1137,20 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 			  pt->file, pt->offset, pt->len, f->size);
 		goto out;
 	}
-	r = take_block(x, pt->len, &buf);
+	r = take_chunk(x, pt->len, &c);
 	if (r == -ECANCELED)
 		goto out;
 	if (r < 0) {
 		srv_error(se, m->h.req, r, "quaid's pinned pool is full: try again later");
 		goto out;
 	}
-	struct sxchunk *c = calloc(1, sizeof(*c));
-	if (!c) {
-		struct sxchunk tmp = {.buf = buf, .len = pt->len};
-		give_block(x, &tmp);
-		srv_error(se, m->h.req, -ENOMEM, "out of memory");
-		goto out;
-	}
-	*c = (struct sxchunk){.op.done = put_done,
-			      .x = x,
-			      .f = f,
-			      .req = m->h.req,
-			      .off = pt->offset,
-			      .len = pt->len,
-			      .buf = buf};
+	c->op.done = put_done;
+	c->f = f;
+	c->req = m->h.req;
+	c->off = pt->offset;
 	/* Taken under the lock COMMIT claims the transfer under. */
 	pthread_mutex_lock(&srv->mu);
-	int closed = x->committing || x->committed;
+	int closed = x->state == SX_COMMITTING || x->state == SX_COMMITTED;
 	werr = x->werr;
 	if (!closed && !werr) {
 		x->rma++;
@@ -1113,8 +1158,7 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 	}
 	pthread_mutex_unlock(&srv->mu);
 	if (closed || werr) {
-		give_block(x, c);
-		free(c);
+		drop_chunk(x, c);
 		if (werr)
 			srv_error(se, m->h.req, werr, "%s", x->werr_msg);
 		else
@@ -1122,7 +1166,7 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 				  pt->file, x->name);
 		goto out;
 	}
-	while ((r = qf_read(srv->ep, se->peer, buf, pt->len, srv->pool_mr, pt->addr, pt->key,
+	while ((r = qf_read(srv->ep, se->peer, c->buf, pt->len, srv->pool_mr, pt->addr, pt->key,
 			    &c->op)) == -EAGAIN &&
 	       !busy_wait(srv, x))
 		;
@@ -1130,9 +1174,8 @@ void srvx_put(struct session *se, const struct qp_msg *m)
 		pthread_mutex_lock(&srv->mu);
 		x->rma--;
 		x->queued--;
-		give_block_locked(x, c);
+		drop_chunk_locked(x, c);
 		pthread_mutex_unlock(&srv->mu);
-		free(c);
 		if (r != -EAGAIN)
 			srv_error(se, m->h.req, r, "%s: cannot read from the client: %s", pt->file,
 				  strerror(-r));
@@ -1155,7 +1198,7 @@ void srvx_push_status(struct session *se, const struct qp_msg *m)
 		goto out;
 	}
 	pthread_mutex_lock(&srv->mu);
-	int have_manifest = x->have_manifest;
+	int have_manifest = has_manifest(x->state);
 	pthread_mutex_unlock(&srv->mu);
 	if (!x->push || !have_manifest) {
 		srv_error(se, m->h.req, -EPROTO, "PUSH_STATUS %s",
@@ -1273,17 +1316,18 @@ void srvx_commit(struct session *se, const struct qp_msg *m)
 	/* Claimed under the lock that PUTs are taken under: from here on no
 	 * byte can change in what is checked and published. */
 	pthread_mutex_lock(&srv->mu);
-	int busy = x->queued || x->rma || x->committing;
-	int ready = x->push && x->have_manifest && !x->committed;
+	enum sx_state state = x->state;
+	int busy = x->queued || x->rma || state == SX_COMMITTING;
+	int ready = x->push && (state == SX_RECEIVING || state == SX_COMMITTING);
 	int werr = x->werr;
-	if (ready && !busy && werr == 0)
-		x->committing = 1;
+	/* Only the COMMIT that made the move moves back. */
+	int mine = ready && !busy && werr == 0 && sx_move_locked(x, SX_COMMITTING) >= 0;
 	pthread_mutex_unlock(&srv->mu);
 	if (!ready) {
 		srv_error(se, m->h.req, -EPROTO, "COMMIT %s",
-			  !x->push	 ? "of a pull"
-			  : x->committed ? "again: the dataset is published"
-					 : "before the whole manifest.json");
+			  !x->push		  ? "of a pull"
+			  : state == SX_COMMITTED ? "again: the dataset is published"
+						  : "before the whole manifest.json");
 		goto out;
 	}
 	if (werr < 0) {
@@ -1323,8 +1367,8 @@ void srvx_commit(struct session *se, const struct qp_msg *m)
 		goto out;
 	}
 	pthread_mutex_lock(&srv->mu);
-	x->committed = 1;
-	x->committing = 0;
+	sx_move_locked(x, SX_COMMITTED);
+	mine = 0;
 	uint64_t in = se->bytes_in;
 	pthread_mutex_unlock(&srv->mu);
 	srv_log(srv, QSVC_LOG_NOTICE,
@@ -1334,7 +1378,8 @@ void srvx_commit(struct session *se, const struct qp_msg *m)
 	srv_ok(se, m->h.req);
 out:
 	pthread_mutex_lock(&srv->mu);
-	x->committing = 0;
+	if (mine)
+		sx_move_locked(x, SX_RECEIVING);
 	pthread_mutex_unlock(&srv->mu);
 	put(x);
 }

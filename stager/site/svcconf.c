@@ -34,6 +34,8 @@
 #define DEFAULT_PINNED (UINT64_C(1) << 30)
 #define DEFAULT_WORKERS 0
 #define DEFAULT_IDLE_TIMEOUT 60
+#define DEFAULT_HANDSHAKE_TIMEOUT 10
+#define DEFAULT_MAX_HOST_CONNECTIONS 256
 #define DEFAULT_LOG_LEVEL QSVC_LOG_INFO
 /* Below this a client's slot ring holds too few batches of a useful size
  * to keep a GPU fed; the bound also catches "client_memory = 256" meant as
@@ -511,6 +513,16 @@ static int set_idle_timeout(struct qsvc_conf *c, const char *v, char *msg, size_
 	return parse_count(v, 1, 86400, &c->idle_timeout, msg, len);
 }
 
+static int set_handshake_timeout(struct qsvc_conf *c, const char *v, char *msg, size_t len)
+{
+	return parse_count(v, 1, 3600, &c->handshake_timeout, msg, len);
+}
+
+static int set_max_host_connections(struct qsvc_conf *c, const char *v, char *msg, size_t len)
+{
+	return parse_count(v, 1, 65536, &c->host_conn_max, msg, len);
+}
+
 /* Digits, optional blanks, then an optional binary suffix, any case: B,
  * K/KiB, M/MiB, G/GiB, T/TiB, the same as the quai CLI's SIZE
  * (qstr_parse_size()). */
@@ -585,6 +597,8 @@ enum key_id {
 	K_PINNED,
 	K_WORKERS,
 	K_IDLE_TIMEOUT,
+	K_HANDSHAKE_TIMEOUT,
+	K_MAX_HOST_CONNECTIONS,
 	K_LOG_LEVEL,
 	K_LOG_FILE,
 	K_AUDIT_LOG,
@@ -610,6 +624,8 @@ static const struct key {
     [K_PINNED] = {"pinned", set_pinned},
     [K_WORKERS] = {"workers", set_workers},
     [K_IDLE_TIMEOUT] = {"idle_timeout", set_idle_timeout},
+    [K_HANDSHAKE_TIMEOUT] = {"handshake_timeout", set_handshake_timeout},
+    [K_MAX_HOST_CONNECTIONS] = {"max_host_connections", set_max_host_connections},
     [K_LOG_LEVEL] = {"log_level", set_log_level},
     [K_LOG_FILE] = {"log_file", set_log_file},
     [K_AUDIT_LOG] = {"audit_log", set_audit_log},
@@ -727,6 +743,8 @@ void qsvc_conf_init(struct qsvc_conf *c)
 	    .pinned = DEFAULT_PINNED,
 	    .workers = DEFAULT_WORKERS,
 	    .idle_timeout = DEFAULT_IDLE_TIMEOUT,
+	    .handshake_timeout = DEFAULT_HANDSHAKE_TIMEOUT,
+	    .host_conn_max = DEFAULT_MAX_HOST_CONNECTIONS,
 	    .log_level = DEFAULT_LOG_LEVEL,
 	};
 	/* A malformed host file leaves the zone empty: check() reports it,
@@ -1114,6 +1132,10 @@ void qsvc_conf_print(const struct qsvc_conf *c, FILE *out)
 	put(out, c->pinned == DEFAULT_PINNED, "pinned", size_str(c->pinned, buf), NULL);
 	put_count(out, "workers", c->workers, DEFAULT_WORKERS, "one per online core");
 	put_count(out, "idle_timeout", c->idle_timeout, DEFAULT_IDLE_TIMEOUT, "seconds");
+	put_count(out, "handshake_timeout", c->handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT,
+		  "seconds");
+	put_count(out, "max_host_connections", c->host_conn_max, DEFAULT_MAX_HOST_CONNECTIONS,
+		  "per client address");
 	put(out, c->log_level == DEFAULT_LOG_LEVEL, "log_level",
 	    qsvc_log_level_name(c->log_level) ? qsvc_log_level_name(c->log_level) : "?", NULL);
 	put(out, !c->log_file, "log_file", c->log_file ? c->log_file : "",

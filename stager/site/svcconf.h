@@ -43,6 +43,10 @@ struct qsvc_conf {
 	unsigned workers;	     /* decompression threads; 0: online cores */
 	unsigned idle_timeout;	     /* seconds without a message before a client
 					is dropped; default 60 */
+	unsigned handshake_timeout;  /* seconds a connection may stay open with
+					nothing received on it; default 10 */
+	unsigned host_conn_max;	     /* max_host_connections: connections at
+					once from one address; default 256 */
 	int log_level;		     /* enum qsvc_log_level; default info */
 	char *log_file;		     /* NULL: stderr */
 	struct qpol *policy;	     /* the access policy (policy.h): the rule_NAME

@@ -193,11 +193,13 @@ def test_check_config_prints_the_defaults(quaid):
                  "# pinned = 1GiB (default)",
                  "# workers = 0 (default: one per online core)",
                  "# idle_timeout = 60 (default: seconds)",
+                 "# handshake_timeout = 10 (default: seconds)",
+                 "# max_host_connections = 256 (default: per client address)",
                  "# log_level = info (default)",
                  "# log_file = (default: standard error)"):
         assert line in lines, (line, p.stdout)
     assert f"roots = {quaid.dir}/r" in lines
-    assert len(settings(p.stdout)) == 17
+    assert len(settings(p.stdout)) == 19
     for key in ("zone_hosts", "unauthenticated", "audit_log", "munge_socket"):
         assert any(line.startswith(f"# {key} = ") for line in lines), (key, p.stdout)
     # Valid, but surely not meant: said, without refusing to start.

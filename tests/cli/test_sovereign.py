@@ -157,6 +157,9 @@ class Site:
     def uri(self, name=""):
         return f"quai://127.0.0.1:{self.port}/{name}"
 
+    def quaid_log(self):
+        return read(self.log_path).decode(errors="replace")
+
     def audit_lines(self):
         try:
             data = read(self.audit)
@@ -366,6 +369,64 @@ def test_bad_credentials_are_refused(site, mode, reason):
     lines = [ln for ln in site.audit_lines()[before:] if ln["result"] == "refused"]
     assert len(lines) == 1 and lines[0]["op"] == "connect", lines
     assert lines[0]["reason"] and reason in lines[0]["reason"], lines
+
+
+def as_user(user):
+    uid, gid = USERS[user]
+
+    def become():
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    return become
+
+
+@pytest.mark.parametrize("credential", ["own", "none"])
+def test_hello_never_touches_another_users_session(munged, credential):
+    """A HELLO that claims another client's fabric address, with the
+    sender's own credential bound to it (or none, where unauthenticated
+    clients are served), neither ends that client's session nor reaches
+    it: no WELCOME, no ERROR. quaid audits the refusal (issue 22, item 4;
+    docs/SECURITY.md). Before, the victim's session ended ("the client
+    said HELLO again") and the intruder got a session of its own."""
+    if not os.access(RAW_CLIENT, os.X_OK):
+        pytest.skip(f"no {RAW_CLIENT}")
+    s = Site(munged.socket)
+    victim = None
+    try:
+        s.pack(os.path.join(s.roots, "pub"), "public", ZONE, seed=1)
+        s.start_quaid("unauthenticated = public\n")
+        raw_client = os.path.join(s.bin, "raw_client")
+        shutil.copy2(RAW_CLIENT, raw_client)
+        os.chmod(raw_client, 0o755)
+        victim = subprocess.Popen([raw_client, "127.0.0.1", str(s.port), "idle", "victim-host"],
+                                  env=s.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=as_user("trainee"))
+        line = victim.stdout.readline()
+        assert line.startswith("welcome "), line + victim.stderr.read()
+        before = len(s.audit_lines())
+        args = [raw_client, "127.0.0.1", str(s.port), "hijack", line.split()[1]]
+        if credential == "none":
+            args.append("none")
+        p = subprocess.run(args, env=s.env(), stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=30, preexec_fn=as_user("outsider"))
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip() == "no answer", p.stdout
+        time.sleep(1.5)  # quaid reaps ended sessions every 0.5 s
+        st = json.loads(s.run("trainee", "stat", "--json", s.uri()).stdout)
+        assert "victim-host" in [c["host"] for c in st["clients"]], st
+        assert victim.poll() is None
+        refused = [ln for ln in s.audit_lines()[before:]
+                   if ln["op"] == "connect" and ln["result"] == "refused"]
+        assert len(refused) == 1 and refused[0]["rule"] == "auth:address", refused
+        assert "never touches" in s.quaid_log(), s.quaid_log()
+    finally:
+        if victim:
+            victim.kill()
+            out, _ = victim.communicate()
+            assert "heard" not in out, out  # nothing reached the victim
+        s.close()
 
 
 def test_cli_without_munged_is_told_why(site):
