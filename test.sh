@@ -80,6 +80,15 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 if setup build/asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false; then
   run_build build/asan asan
   sources+=(meson=build/asan junit="$out/pytest-asan.xml" junit="$out/pytest-hostile-asan.xml")
+  # Python over the ASan libquai (libasan preloaded into Python; leak
+  # checks off, the interpreter keeps memory at exit): batch lifetimes.
+  echo "== asan: Python batch lifetimes (pytest)"
+  PYTHONPATH=$top/python QUAI_LIB=$top/build/release/libquai.so QUAI_BIN=$top/build/release/tools/quai \
+    QUAI_ASAN_LIB=$top/build/asan/libquai.so /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+    --junitxml="$out/pytest-python-asan.xml" tests/python/test_lifetime.py \
+    >"$out/pytest-python-asan.log" 2>&1 || status=1
+  tail -3 "$out/pytest-python-asan.log" | sed 's/^/   /'
+  sources+=(junit="$out/pytest-python-asan.xml")
 else
   note build-asan FAIL
 fi

@@ -6,7 +6,8 @@
 #                          the fuzzers and sanitizers, pytest, and PyTorch
 #                          for the torch layer of the Python binding; Slurm
 #                          22.05 with its burst_buffer/lua plugin, iproute2
-#                          and util-linux for the virtual cluster's tests)
+#                          and util-linux for the virtual cluster's tests;
+#                          pip and venv for the offline install test)
 set -euo pipefail
 # time: demo.sh measures each step with /usr/bin/time (wall time and peak
 # RSS), which Debian's minimal images leave out.
@@ -14,7 +15,7 @@ run_pkgs=(build-essential meson ninja-build pkg-config liburing-dev libfabric-de
           libzstd-dev libxxhash-dev zstd munge libmunge-dev python3 python3-numpy time)
 test_pkgs=(libcriterion-dev clang libclang-rt-14-dev clang-format python3-pytest python3-torch
            slurmctld slurmd slurm-client slurm-wlm-basic-plugins liblua5.1-0 iproute2
-           util-linux passwd)
+           util-linux passwd python3-pip python3-venv)
 case "${1:-run}" in
   run) pkgs=("${run_pkgs[@]}") ;;
   test) pkgs=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;

@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -169,6 +170,48 @@ Test(stream, lazy_pool_context_streams_the_same)
 	free(got[0]);
 	free(got[1]);
 	quai_ctx_free(lazy);
+	ctx = eager;
+}
+
+/* On a lazy pool a stream's default budget follows its working set (1.5
+ * times it, at least 32 MiB, at most the pool), an explicit budget is
+ * kept, and the pool is not registered with io_uring (registering would
+ * touch every page); an eager pool's default budget is the whole pool. */
+Test(stream, lazy_pool_budget_follows_the_working_set)
+{
+	quai_ctx *eager = ctx;
+	struct quai_stream_opts o = {.size = sizeof(o), .batch_records = 9};
+	struct quai_stream_stats st = {.size = sizeof(st)};
+	quai_stream *s = open_stream(ds_path, &o);
+	cr_assert_eq(quai_stream_stats(s, &st), 0);
+	struct quai_ctx_info ci = {.size = sizeof(ci)};
+	cr_assert_eq(quai_ctx_info(ctx, &ci), 0);
+	cr_assert_eq(st.budget_bytes, ci.pinned_bytes, "eager: the whole pool");
+	quai_stream_close(s);
+
+	make_ctx(256ull << 20, QUAI_CTX_LAZY_POOL);
+	s = open_stream(ds_path, &o);
+	cr_assert_eq(quai_stream_stats(s, &st), 0);
+	uint64_t want = st.working_set_bytes + st.working_set_bytes / 2;
+	if (want < (32ull << 20))
+		want = 32ull << 20;
+	cr_assert_eq(st.budget_bytes, want, "lazy: %" PRIu64 " for a working set of %" PRIu64,
+		     st.budget_bytes, st.working_set_bytes);
+	cr_assert_eq(st.registered_buffers, 0, "a lazy pool is not registered");
+	quai_stream_close(s);
+	o.memory_budget = 100ull << 20;
+	s = open_stream(ds_path, &o);
+	cr_assert_eq(quai_stream_stats(s, &st), 0);
+	cr_assert_eq(st.budget_bytes, 100ull << 20, "an explicit budget is kept");
+	quai_stream_close(s);
+	quai_ctx_free(ctx);
+	make_ctx(16ull << 20, QUAI_CTX_LAZY_POOL);
+	o.memory_budget = 0;
+	s = open_stream(ds_path, &o);
+	cr_assert_eq(quai_stream_stats(s, &st), 0);
+	cr_assert_eq(st.budget_bytes, 16ull << 20, "at most the pool");
+	quai_stream_close(s);
+	quai_ctx_free(ctx);
 	ctx = eager;
 }
 
@@ -620,10 +663,63 @@ Test(stream, held_batches_and_close)
 	struct quai_batch a, b, c;
 	cr_assert_eq(quai_next(s, &a), 1);
 	cr_assert_eq(quai_next(s, &b), 1);
-	cr_assert_eq(quai_next(s, &c), -EBUSY, "all slots held");
+	/* a's slot is needed again: a keeps its memory, the slot a new block. */
+	cr_assert_eq(quai_next(s, &c), 1, "a batch held past its slot's turn");
+	cr_assert_eq(c.index, 2);
+	quai_release(s, &a);
+	quai_release(s, &a); /* twice: the second finds nothing (ASan) */
+	/* Closed with two batches still held: nothing leaks (ASan). */
+	quai_stream_close(s);
+}
+
+/* Batches held while many later ones are taken keep their bytes: the pool
+ * never reuses a held batch's memory. */
+Test(stream, held_batches_keep_their_bytes)
+{
+	struct quai_stream_opts o = {.size = sizeof(o), .batch_records = 16, .prefetch_batches = 2};
+	quai_stream *s = open_stream(fixed_path, &o);
+	struct quai_batch kept[3], b;
+	uint8_t *copy[3];
+	for (int k = 0; k < 3; k++) {
+		cr_assert_eq(quai_next(s, &kept[k]), 1);
+		copy[k] = malloc(kept[k].bytes + 1);
+		memcpy(copy[k], kept[k].data, kept[k].bytes);
+	}
+	int n = 0;
+	while (quai_next(s, &b) > 0) {
+		quai_release(s, &b);
+		n++;
+	}
+	cr_assert_gt(n, 10);
+	for (int k = 0; k < 3; k++) {
+		cr_assert_eq(memcmp(copy[k], kept[k].data, kept[k].bytes), 0, "batch %d", k);
+		quai_release(s, &kept[k]);
+		free(copy[k]);
+	}
+	quai_stream_close(s);
+}
+
+/* Held batches count against the budget: past its slack over the working
+ * set, quai_next() says -EBUSY rather than wait for memory only the caller
+ * can free; a release lets it go on. */
+Test(stream, held_batches_beyond_the_budget_are_refused)
+{
+	struct quai_stream_opts o = {.size = sizeof(o), .batch_records = 4, .prefetch_batches = 2};
+	quai_stream *s = open_stream(ds_path, &o);
+	struct quai_stream_stats st = {.size = sizeof(st)};
+	cr_assert_eq(quai_stream_stats(s, &st), 0);
+	quai_stream_close(s);
+	o.memory_budget = st.working_set_bytes; /* no slack */
+	s = open_stream(ds_path, &o);
+	struct quai_batch a, b, c;
+	cr_assert_eq(quai_next(s, &a), 1);
+	cr_assert_eq(quai_next(s, &b), 1);
+	cr_assert_eq(quai_next(s, &c), -EBUSY, "held beyond the budget");
 	quai_release(s, &a);
 	cr_assert_eq(quai_next(s, &c), 1);
-	/* Closed with two batches still held: nothing leaks (ASan). */
+	cr_assert_eq(c.index, 2);
+	quai_release(s, &b);
+	quai_release(s, &c);
 	quai_stream_close(s);
 }
 

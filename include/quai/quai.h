@@ -426,8 +426,11 @@ enum quai_gpu {
  * remote streams, whose batches land in a ring of a few MiB of the pool,
  * that is spent on pages never used: `quai stage` sets this for quai://
  * URIs. The pool is as locked either way (never swapped; RLIMIT_MEMLOCK
- * counts all of it at creation). An embedded stream registers the whole pool with
- * io_uring when it opens, which touches every page then. */
+ * counts all of it at creation). An embedded stream registers an eager
+ * pool with io_uring when it opens; a lazy one is not registered (that would
+ * touch every page), and a stream's default memory_budget there is 1.5
+ * times its working set (at least 32 MiB) instead of the whole pool, so
+ * that the pages touched follow what the streams need. */
 #define QUAI_CTX_LAZY_POOL 0x10u
 
 struct quai_ctx_opts {
@@ -513,7 +516,8 @@ struct quai_stream_opts {
 	uint64_t batch_bytes;	   /* or: fill batches to at least this many
 				      bytes (batch_records must be 0) */
 	uint64_t memory_budget;	   /* pool bytes this stream may hold; 0: the
-				      whole pool */
+				      whole pool (a lazy pool: 1.5 x the
+				      working set, at least 32 MiB) */
 	uint32_t prefetch_batches; /* batches assembled ahead; 0 means 4 */
 	int tail;		   /* enum quai_tail */
 	unsigned flags;		   /* QUAI_STREAM_* */
@@ -570,8 +574,12 @@ struct quai_batch {
  * the epoch (not an error); or a negative error: -QUAI_ECORRUPT when a
  * frame fails its checks (quai_stream_error() names the shard and frame;
  * no byte of it is ever handed out), -EIO and other read errors. After an
- * error the stream only returns that error. Up to prefetch_batches batches
- * may be held at once; holding more waits for none and returns -EBUSY. */
+ * error the stream only returns that error. Batches may be held while
+ * later ones are taken: a batch still held when its slot's next turn comes
+ * (prefetch_batches later) keeps its memory, which then counts against the
+ * stream's memory budget. When the batches held past their turn would
+ * leave less of the budget than the stream's working set, quai_next()
+ * waits for none and returns -EBUSY; releasing one lets it go on. */
 QUAI_API int quai_next(quai_stream *s, struct quai_batch *batch);
 
 /* Gives a batch's memory back. Batches may be released in any order, from

@@ -21,9 +21,10 @@ from ._lib import QUAI_STATE_MAX as STATE_MAX
 from ._lib import quai_version as _quai_version
 from ._errors import (ClosedError, CompressError, CorruptError, Error, ExistsError,
                       FormatError, InputError, InvalidArgumentError, NotFoundError,
-                      PolicyError, UnsupportedError, VersionError)
+                      PolicyError, PoolHeldError, UnsupportedError, VersionError)
 from ._core import (Batch, BatchCopy, Context, Dataset, RecordLocation, Stream,
                     default_context, rank_from_env)
+from ._mix import Mix
 
 __version__ = "0.1.0"
 
@@ -35,7 +36,8 @@ def version():
 
 __all__ = ["Batch", "BatchCopy", "ClosedError", "CompressError", "Context", "CorruptError",
            "Dataset", "Error", "ExistsError", "FormatError", "InputError",
-           "InvalidArgumentError", "NotFoundError", "PolicyError", "RecordLocation",
+           "InvalidArgumentError", "Mix", "NotFoundError", "PolicyError", "PoolHeldError",
+           "RecordLocation",
            "STATE_MAX", "Stream", "UnsupportedError", "VersionError", "default_context",
            "rank_from_env",
            "lib_path", "version"]

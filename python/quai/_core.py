@@ -3,14 +3,16 @@
 import collections
 import ctypes
 import errno
+import gc
 import os
 import threading
+import warnings
 import weakref
 
 import numpy as np
 
 from . import _lib
-from ._errors import ClosedError, check, from_code
+from ._errors import ClosedError, PoolHeldError, check, from_code
 
 # ---- fork -------------------------------------------------------------------
 #
@@ -88,17 +90,19 @@ class Context(_Closing):
     lazy_pool=False, gpu="auto")`` calls ``quai_ctx_new()``; None means the
     library's default (a 512 MiB pool, one worker per online core, 32 reads
     in flight). ``lazy_pool=True`` locks the pool's pages as they are first
-    touched instead of all of them up front (QUAI_CTX_LAZY_POOL): for a
-    context whose streams are remote (quai://), which use a few MiB of it.
+    touched instead of all of them up front (QUAI_CTX_LAZY_POOL), and its
+    streams' default budget follows their working set (default_context()
+    is made so).
     ``flags`` holds the QUAI_CTX_* flags it was made with.
     ``gpu`` is "auto", "none", "hip" or "cuda". The pool is locked in memory:
     RLIMIT_MEMLOCK must allow ``pinned_bytes`` (the error says how to raise
     it) unless ``unlocked_ok=True``.
 
     Streams opened on a context share its pool and workers. ``close()`` (or
-    leaving a ``with`` block) closes the context's open streams first, which
-    releases their batches. A context cannot cross fork(): a child creates
-    its own. Thread-safe, as the C context is.
+    leaving a ``with`` block) closes the context's open streams first; the
+    pool is freed when the last view over its memory is gone (see close()).
+    A context cannot cross fork(): a child creates its own. Thread-safe, as
+    the C context is.
     """
 
     def __reduce__(self):
@@ -111,7 +115,10 @@ class Context(_Closing):
         self._h = None
         self._gen = _gen
         self._streams = weakref.WeakSet()
-        self._lock = threading.Lock()
+        # Re-entrant: a stream freed while the context closes tells it so.
+        self._lock = threading.RLock()
+        self._closing = False
+        self._nopen = 0  # streams whose C handle is still open
         f = _uint("flags", flags, 32)
         f |= _lib.QUAI_CTX_NO_HUGEPAGES if no_hugepages else 0
         f |= _lib.QUAI_CTX_NO_DIRECT if no_direct else 0
@@ -129,20 +136,36 @@ class Context(_Closing):
                                queue_depth=_opt("queue_depth", queue_depth, 32), flags=f, gpu=g)
         h = ctypes.c_void_p()
         err = _lib.err_buffer()
-        check(_lib.quai_ctx_new(o, ctypes.byref(h), err, _lib.ERR_LEN), err)
+        rc = _lib.quai_ctx_new(o, ctypes.byref(h), err, _lib.ERR_LEN)
+        if rc < 0:
+            msg = _lib.text(err.value)
+            if "RLIMIT_MEMLOCK" in msg:
+                msg += (". From Python: quai.Context(pinned_bytes=...) with a smaller pool, or "
+                        "quai.Context(unlocked_ok=True) to go on unlocked (its pages may then "
+                        "be swapped out; streams of sensitive datasets refuse it); pass it as "
+                        "context= to quai.Stream (quai.torch.QuaiDataset takes context= a dict "
+                        "of these options). The default context reads $QUAI_PINNED_BYTES "
+                        "(e.g. 64M) and $QUAI_UNLOCKED_OK=1")
+            raise from_code(rc, msg)
         self._h = h.value
         self.flags = f
 
     def _handle(self):
         if self._gen != _gen:
             raise _forked("Context")
-        if not self._h:
+        if not self._h or self._closing:
             raise ClosedError("the context is closed")
         return self._h
 
     @property
     def closed(self):
-        return not self._h or self._gen != _gen
+        return self._closing or not self._h or self._gen != _gen
+
+    @property
+    def live_batches(self):
+        """Batches of this context's streams still alive in this process (a
+        Batch object, a numpy view or a torch tensor over one referenced)."""
+        return sum(s.live_batches for s in list(self._streams))
 
     def info(self):
         """quai_ctx_info() as a dict: pinned_bytes, hugepages (2 hugetlbfs, 1
@@ -156,17 +179,43 @@ class Context(_Closing):
                 "pinned_peak": i.pinned_peak}
 
     def close(self):
-        """Closes the context's streams (releasing their batches), then frees
-        the context. Idempotent."""
+        """Closes the context's streams, then frees the context. Idempotent.
+
+        Never frees memory under a live view: a stream with batches still
+        alive (a Batch, a numpy view or a torch tensor over one) is closed
+        for use at once, and its memory, and the pool with it, are freed
+        when the last of them is gone. Closing with live batches emits a
+        ResourceWarning naming how many; ``live_batches`` counts them."""
         if self._gen != _gen:
             self._h = None  # the parent's: never touch it here
             return
         with self._lock:
-            for s in list(self._streams):
-                s.close()
+            if self._closing:
+                return
+            self._closing = True
+            streams = list(self._streams)
+        live = 0
+        for s in streams:
+            live += s.live_batches
+            s.close()
+        if live:
+            warnings.warn("quai.Context.close(): %d batch%s still alive (a Batch, a numpy view "
+                          "or a torch tensor over one): the pinned pool stays mapped until the "
+                          "last is gone" % (live, "es are" if live != 1 else " is"),
+                          ResourceWarning, stacklevel=2)
+        self._maybe_free()
+
+    def _stream_freed(self):
+        with self._lock:
+            self._nopen -= 1
+        self._maybe_free()
+
+    def _maybe_free(self):
+        with self._lock:
+            if not (self._closing and self._nopen == 0 and self._h):
+                return
             h, self._h = self._h, None
-        if h:
-            _lib.quai_ctx_free(h)
+        _lib.quai_ctx_free(h)
 
     def __repr__(self):
         if self.closed:
@@ -179,19 +228,61 @@ _defaults = {}
 _default_lock = threading.Lock()
 
 
+def _size(name, text):
+    """A byte count from the environment: 123, 64K, 512M, 2G."""
+    t = text.strip().upper().rstrip("B").rstrip("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    try:
+        n = int(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise ValueError("$%s=%r is not a size (e.g. 268435456, 256M, 1G)" % (name, text)) from None
+    if n <= 0:
+        raise ValueError("$%s=%r must be positive" % (name, text))
+    return n
+
+
 def default_context(remote=False):
-    """The context shared by the streams opened without one, created on first
-    use with the library's defaults (a 512 MiB pinned pool). Streams of
-    quai:// URIs share another, ``default_context(remote=True)``, whose pool
-    is locked as its pages are first touched (``lazy_pool=True``): their
-    batches land in a ring of a few MiB of it. A process that wants other
-    settings creates its own Context and passes it to Stream."""
-    remote = bool(remote)
+    """The context shared by every stream of this process opened without
+    one (local and quai:// alike; ``remote`` is accepted for compatibility),
+    created on first use: the library's default pool size (512 MiB, or
+    $QUAI_PINNED_BYTES) reserved, but locked only as its pages are first
+    touched (``lazy_pool=True``), and each stream's default budget on it is
+    a few times its working set (quai.h, QUAI_CTX_LAZY_POOL): the memory a
+    process uses follows what its streams need, and making the context
+    touches nothing. $QUAI_UNLOCKED_OK=1 lets it go on where RLIMIT_MEMLOCK
+    forbids locking. A process that wants other settings creates its own
+    Context and passes it to Stream."""
     with _default_lock:
-        c = _defaults.get(remote)
+        c = _defaults.get(True)
         if c is None or c.closed:
-            c = _defaults[remote] = Context(lazy_pool=remote)
+            kw = {"lazy_pool": True}
+            env = os.environ.get("QUAI_PINNED_BYTES")
+            if env:
+                kw["pinned_bytes"] = _size("QUAI_PINNED_BYTES", env)
+            if os.environ.get("QUAI_UNLOCKED_OK", "").lower() in ("1", "yes", "true", "on"):
+                kw["unlocked_ok"] = True
+            c = _defaults[True] = Context(**kw)
         return c
+
+
+# The library's error text names its C options; a Python user knows the
+# keywords. Whole words only, longest first.
+_KEYWORDS = (("prefetch_batches", "prefetch="), ("memory_budget", "budget="),
+             ("batch_records", "batch="), ("the budget", "the budget (budget=)"),
+             ("the context's pool", "the context's pool (quai.Context(pinned_bytes=...))"),
+             ("the batch size", "the batch size (batch=)"),
+             ("the shuffle window", "the shuffle window (window=)"))
+
+
+def _python_words(msg, code, path):
+    """The library's message for a failed open, in Python's terms: the
+    keywords instead of the C option names, and the path when the library
+    did not name it."""
+    for c, py in _KEYWORDS:
+        msg = msg.replace(c, py)
+    if code == -errno.ENOENT and path not in msg:
+        msg = path if not msg or msg == _lib.strerror(code) else "%s: %s" % (path, msg)
+    return msg or None
 
 
 def rank_from_env():
@@ -219,20 +310,33 @@ def _is_remote(uri):
 
 
 class _Slot:
-    """One quai_batch handed out by quai_next(), until quai_release()."""
-    __slots__ = ("cb", "live")
+    """One quai_batch handed out by quai_next(): the owner of its memory.
 
-    def __init__(self):
+    The Batch (until its release()) and every numpy view over the memory
+    hold a reference to it, and so, through the buffer they were made from,
+    does every torch tensor (torch.frombuffer keeps its buffer alive). When
+    the last reference is gone, the memory goes back to the pool
+    (quai_release): never earlier, so no view ever sees reused memory."""
+    __slots__ = ("cb", "live", "stream", "__weakref__")
+
+    def __init__(self, stream):
         self.cb = _lib.struct_quai_batch()
         self.live = False
+        self.stream = stream
+
+    def __del__(self):
+        if self.live:
+            try:
+                self.stream._give_back(self)
+            except Exception:
+                pass
 
 
 class _View:
-    """Exports raw memory to numpy through __array_interface__. Holding the
-    Batch ties every view's lifetime to the Batch object: a Batch that is
-    only referenced by its views is not released by garbage collection. (It
-    is still released by release(), by the stream's next batch, or by the
-    stream's close(): see Batch.)"""
+    """Exports raw memory to numpy through __array_interface__. It holds the
+    memory's owner (the _Slot): numpy keeps the _View as the base of every
+    array made from it, slices included, so the memory lives as long as
+    any of them."""
     __slots__ = ("__array_interface__", "owner")
 
     def __init__(self, owner, addr, shape, typestr, readonly):
@@ -304,27 +408,23 @@ class Batch(_BatchBase):
     i as such a view, ``records(dtype)`` the records of a fixed-size dataset
     as a 2-D view, ``copy()`` an owning copy of everything.
 
-    Lifetime. The memory belongs to the batch until the batch is *released*,
-    which happens at the first of:
+    Lifetime. The memory goes back to the pool when the Batch and every view
+    made from it (numpy arrays, slices of them, torch tensors made with
+    torch.frombuffer or torch.from_numpy) are all gone: a view stays valid
+    as long as it is referenced, whatever happens to the Batch, the stream
+    or the context. ``release()`` (or the end of a ``with batch:`` block)
+    ends the Batch's own hold: afterwards ``data``, ``offsets``, ``ids``,
+    ``batch[i]``, ``records()`` and ``copy()`` raise quai.ClosedError
+    (``count``, ``nbytes``, ``index`` stay readable), and the memory goes
+    back at once unless a view still holds it. Closing the stream or its
+    context does the same for every batch of the stream.
 
-    - ``batch.release()`` (idempotent), or the end of a ``with batch:`` block;
-    - the stream taking a later batch: each ``next()`` on the stream (a
-      ``for`` loop's next turn included, and its final turn that finds the
-      end of the epoch) first releases every batch it handed out except the
-      ``hold`` most recent ones (``Stream(hold=0)``, the default, releases
-      them all: only the batch of the current loop turn is alive);
-    - ``stream.close()`` (or leaving the stream's ``with`` block, or closing
-      its context);
-    - garbage collection of the Batch object, which its views keep alive:
-      a numpy view therefore never loses its memory to garbage collection.
-
-    After release, touching the memory through the Batch (``data``,
-    ``offsets``, ``ids``, ``batch[i]``, ``records()``, ``copy()``) raises
-    quai.ClosedError; ``count``, ``nbytes``, ``index`` stay readable. Views
-    taken *before* the release cannot be revoked: they then point at pool
-    memory that quai reuses for later batches (and wipes, for sensitive
-    datasets), so they must not be used after it. Keep data past the release
-    with ``copy()`` (or ``np.array(view)``).
+    A batch kept alive while later ones are taken keeps its memory, which
+    counts against the stream's budget. When the batches kept would leave
+    the stream less than its working set, the stream raises
+    quai.PoolHeldError, naming how many are alive, instead of waiting
+    forever: keep fewer, copy() what must be kept, or give the stream more
+    memory (``budget=``, a larger context).
     """
     __slots__ = ("_stream", "_slot", "count", "nbytes", "index", "__weakref__")
 
@@ -341,36 +441,40 @@ class Batch(_BatchBase):
         self.index = cb.index
 
     def _cb(self):
-        if self._slot.live and self._stream._gen == _gen:
-            return self._slot.cb
-        if self._slot.live:
+        slot = self._slot
+        if slot is not None and slot.live and not self._stream._closing:
+            if self._stream._gen == _gen:
+                return slot.cb
             raise _forked("Batch")
-        raise ClosedError("batch %d was released (by release(), by the stream's next batch "
-                          "beyond hold=%d, or by closing the stream): copy() what must outlive "
-                          "it" % (self.index, self._stream._hold))
+        if slot is not None and self._stream._gen != _gen:
+            raise _forked("Batch")
+        raise ClosedError("batch %d was released (by release(), the end of its with block, or "
+                          "closing its stream or context): take views before the release, or "
+                          "copy() what must outlive it" % self.index)
 
     @property
     def released(self):
-        return not self._slot.live
+        slot = self._slot
+        return slot is None or not slot.live or self._stream._closing
 
     @property
     def data(self):
         """The records, back to back: a read-only uint8 view, ``nbytes`` long."""
         cb = self._cb()
-        return _array(self, cb.data, (cb.bytes,), _U8)
+        return _array(self._slot, cb.data, (cb.bytes,), _U8)
 
     @property
     def offsets(self):
         """``count + 1`` offsets into data, a read-only uint64 view."""
         cb = self._cb()
-        return _array(self, cb.offsets, (cb.count + 1,), _U64)
+        return _array(self._slot, cb.offsets, (cb.count + 1,), _U64)
 
     @property
     def ids(self):
         """The records' global ids (their numbers in the dataset), a read-only
         uint64 view."""
         cb = self._cb()
-        return _array(self, cb.ids, (cb.count,), _U64)
+        return _array(self._slot, cb.ids, (cb.count,), _U64)
 
     @property
     def address(self):
@@ -378,14 +482,13 @@ class Batch(_BatchBase):
         return self._cb().data
 
     def _records(self, n, rs, dt):
-        return _array(self, self._cb().data, (n, rs // dt.itemsize), dt)
+        return _array(self._slot, self._cb().data, (n, rs // dt.itemsize), dt)
 
     def _buffer(self, writable):
-        """The records as a flat uint8 array; writable ones are for
-        torch.frombuffer, which warns on read-only buffers (quai does not read
-        a batch's memory back after handing it out)."""
+        """The records as a flat uint8 array, for torch.frombuffer (which
+        warns on read-only buffers; torch has no read-only tensors)."""
         cb = self._cb()
-        return _array(self, cb.data, (cb.bytes,), _U8, readonly=not writable)
+        return _array(self._slot, cb.data, (cb.bytes,), _U8, readonly=not writable)
 
     def copy(self):
         """An owning copy (data, offsets, ids in fresh numpy arrays) that
@@ -394,9 +497,9 @@ class Batch(_BatchBase):
         return BatchCopy(self.data.copy(), self.offsets.copy(), self.ids.copy(), self.index)
 
     def release(self):
-        """Gives the batch's memory back to the pool. Idempotent."""
-        if self._slot.live:
-            self._stream._release(self._slot)
+        """Ends the Batch's hold on its memory (idempotent): the memory goes
+        back to the pool now, or when the last view made from it is gone."""
+        self._slot = None
 
     def __enter__(self):
         return self
@@ -404,16 +507,9 @@ class Batch(_BatchBase):
     def __exit__(self, *exc):
         self.release()
 
-    def __del__(self):
-        try:
-            if self._slot.live:
-                self._stream._release(self._slot)
-        except Exception:
-            pass
-
     def __repr__(self):
         return "<quai.Batch %d: %d records, %d bytes%s>" % (
-            self.index, self.count, self.nbytes, "" if self._slot.live else ", released")
+            self.index, self.count, self.nbytes, ", released" if self.released else "")
 
 
 class BatchCopy(_BatchBase):
@@ -461,7 +557,8 @@ class Stream(_Closing):
     - ``batch`` records per batch (default 256), or ``batch_bytes``: fill each
       batch to at least that many bytes;
     - ``prefetch``: batches assembled ahead (default 4, or ``hold + 4``);
-      ``budget``: pool bytes this stream may hold (default: the whole pool);
+      ``budget``: pool bytes this stream may hold (default: the whole pool;
+      on a lazy pool, default_context()'s, 1.5 times the working set);
     - ``skip_corrupt``: skip (and count, see ``stats()``) the records of a
       frame that fails its checks instead of raising quai.CorruptError;
     - ``global_batches``: ``batch`` is the global batch (``world`` must
@@ -472,19 +569,17 @@ class Stream(_Closing):
       fixes seed, epoch, window, shuffle and tail (giving others is an
       error), and the stream delivers exactly what that epoch had left, at
       any world size;
-    - ``context``: a quai.Context (default: quai.default_context(), or for a
-      quai:// URI quai.default_context(remote=True));
-    - ``hold``: how many batches, besides the newest, may stay unreleased
-      when the next one is taken (see Batch for the lifetime rule); e.g. 1
-      to copy batch k+1 to a GPU while batch k is still in use. At most
-      ``prefetch - 1``.
+    - ``context``: a quai.Context (default: quai.default_context());
+    - ``hold``: how many batches, besides the newest, you mean to keep while
+      taking the next: it raises the default prefetch to ``hold + 4``. At
+      most ``prefetch - 1``.
 
-    Iterating yields Batch objects (``next()`` releases earlier ones as Batch
-    describes) and ends at the end of the epoch; a corrupt frame raises
-    quai.CorruptError naming the shard and frame, and the stream then only
-    raises that error. ``close()`` (or leaving a ``with`` block) closes the
-    stream and releases every batch still held. One thread takes batches
-    (iterates) and closes; ``Batch.release()`` may be called from any thread.
+    Iterating yields Batch objects (see Batch for their lifetime) and ends at
+    the end of the epoch; a corrupt frame raises quai.CorruptError naming
+    the shard and frame, and the stream then only raises that error.
+    ``close()`` (or leaving a ``with`` block) closes the stream; views of its
+    batches stay valid until they go. One thread takes batches (iterates)
+    and closes; ``Batch.release()`` may be called from any thread.
     """
 
     def __reduce__(self):
@@ -498,15 +593,20 @@ class Stream(_Closing):
         self._h = None
         self._gen = _gen
         self._mu = threading.RLock()  # re-entrant: a GC-run __del__ may release
-        self._held = collections.deque()
+        self._closing = False
+        self._live = 0  # batches handed out whose memory is not back in the pool
+        self._taken = 0
         self._hold = _uint("hold", hold, 31)
         if batch is not None and batch_bytes is not None:
             raise ValueError("give batch (records per batch) or batch_bytes, not both")
         if prefetch is None:
             prefetch = 4 + self._hold if self._hold else None
+            self._slots = 4 + self._hold
         elif _uint("prefetch", prefetch, 32, 1) <= self._hold:
             raise ValueError("hold=%d needs prefetch > hold (the library hands out at most "
                              "prefetch batches at once); prefetch is %d" % (self._hold, prefetch))
+        else:
+            self._slots = prefetch
         o = _lib.struct_quai_stream_opts(
             rank=_uint("rank", rank, 32), world=_uint("world", world, 32, 1),
             seed=_uint("seed", seed, 64), epoch=_uint("epoch", epoch, 64),
@@ -535,22 +635,31 @@ class Stream(_Closing):
         h = ctypes.c_void_p()
         err = _lib.err_buffer()
         with ctx._lock:
-            check(_lib.quai_stream_open(ctx._handle(), os.fsencode(self.uri), o, ctypes.byref(h),
-                                        err, _lib.ERR_LEN), err)
+            rc = _lib.quai_stream_open(ctx._handle(), os.fsencode(self.uri), o, ctypes.byref(h),
+                                       err, _lib.ERR_LEN)
+            if rc < 0:
+                raise from_code(rc, _python_words(_lib.text(err.value), rc, self.uri))
             self._h = h.value
             ctx._streams.add(self)
+            ctx._nopen += 1
         self._resume = resume  # kept alive with the stream: cheap, and simple
 
     def _handle(self):
         if self._gen != _gen:
             raise _forked("Stream")
-        if not self._h:
+        if not self._h or self._closing:
             raise ClosedError("the stream is closed")
         return self._h
 
     @property
     def closed(self):
-        return not self._h or self._gen != _gen
+        return self._closing or not self._h or self._gen != _gen
+
+    @property
+    def live_batches(self):
+        """Batches of this stream whose memory is not back in the pool: a
+        Batch, a numpy view or a torch tensor over each is still referenced."""
+        return self._live if self._gen == _gen else 0
 
     def __iter__(self):
         return self
@@ -558,37 +667,63 @@ class Stream(_Closing):
     def __next__(self):
         # The hot path: one quai_next() call and two small objects per
         # batch, no work per record.
-        if self._gen != _gen or not self._h:
+        if self._closing or self._gen != _gen or not self._h:
             self._handle()
-        held = self._held
-        while len(held) > self._hold:
-            self._release(held[0])
-        slot = _Slot()
+        slot = _Slot(self)
         r = _lib.quai_next(self._h, slot.cb)
+        if r == -errno.EBUSY:
+            # The slot the next batch goes to is held by a batch still
+            # alive. Reference cycles (a traceback's frames, say) may be
+            # all that keeps it: collect them once before reporting.
+            gc.collect()
+            r = _lib.quai_next(self._h, slot.cb)
         if r > 0:
-            slot.live = True
-            held.append(slot)
+            with self._mu:
+                slot.live = True
+                self._live += 1
+            self._taken += 1
             return Batch(self, slot)
         if r == 0:
             raise StopIteration
+        if r == -errno.EBUSY and _is_remote(self.uri):
+            raise PoolHeldError(
+                r, "the stream cannot take batch %d: %d batch%s of this stream %s still alive "
+                "(a Batch, a numpy view or a torch tensor over each is still referenced), "
+                "holding every slot of its ring in the pool (prefetch=%d); quai never reuses "
+                "memory under a view. Drop what you no longer need, copy() (numpy) or clone() "
+                "(torch) what you keep, or open the stream with a larger prefetch=" % (
+                    self._taken, self._live, "es" if self._live != 1 else "",
+                    "are" if self._live != 1 else "is", self._slots))
+        if r == -errno.EBUSY:
+            raise PoolHeldError(
+                r, "the stream cannot take batch %d: %d batch%s of this stream %s still alive "
+                "(a Batch, a numpy view or a torch tensor over each is still referenced), and "
+                "together they hold more of its pinned memory than it can spare beyond what "
+                "it needs to go on; quai never reuses memory under a view. Drop what you no "
+                "longer need, copy() (numpy) or clone() (torch) what you keep, or give the "
+                "stream more memory: budget= or the context's pool (quai.Context("
+                "pinned_bytes=...))" % (self._taken, self._live, "es" if self._live != 1 else "",
+                                        "are" if self._live != 1 else "is"))
         raise from_code(r, self.error)
 
     next = __next__
 
-    def _release(self, slot):
-        # Under a lock: a batch may be released from another thread (say,
-        # one that copies it to a GPU) while this one takes the next.
+    def _give_back(self, slot):
+        # The last reference to a batch's memory is gone (possibly in another
+        # thread, say one that copied it to a GPU, or in garbage collection).
+        ctx = None
         with self._mu:
             if not slot.live:
                 return
             slot.live = False
             if self._gen != _gen or not self._h:
                 return  # inherited across fork(): never call the parent's stream
+            self._live -= 1
             _lib.quai_release(self._h, slot.cb)
-            try:
-                self._held.remove(slot)
-            except ValueError:
-                pass
+            if self._closing and not self._live:
+                ctx = self._free()
+        if ctx is not None:
+            ctx._stream_freed()
 
     @property
     def error(self):
@@ -615,23 +750,34 @@ class Stream(_Closing):
         return {name: getattr(st, name) for name, _ in st._fields_ if name != "size"}
 
     def close(self):
-        """Closes the stream; every batch it handed out that is still held is
-        released. Idempotent."""
+        """Closes the stream (idempotent): it takes no more batches, and
+        its batches' own access to their memory ends (Batch.data and the rest
+        raise quai.ClosedError). Views over that memory stay valid: the
+        library's stream, and the memory, are freed when the last of them is
+        gone (at once when none is alive)."""
         if self._gen != _gen:
             self._h = None
             return
+        ctx = None
         with self._mu:
-            h, self._h = self._h, None
-            if not h:
+            if self._closing:
                 return
-            for slot in self._held:
-                slot.live = False  # quai_stream_close() releases them
-            self._held.clear()
-            _lib.quai_stream_close(h)
+            self._closing = True
+            if self._h and not self._live:
+                ctx = self._free()
+        if ctx is not None:
+            ctx._stream_freed()
+
+    def _free(self):
+        """Frees the C stream (under _mu, no batch alive); returns the
+        context to tell once the lock is dropped."""
+        h, self._h = self._h, None
+        _lib.quai_stream_close(h)
         try:
             self.context._streams.discard(self)
         except Exception:
             pass
+        return self.context
 
     def __repr__(self):
         return "<quai.Stream %r rank %d of %d%s>" % (self.uri, self.rank, self.world,
@@ -672,8 +818,9 @@ class Dataset(_Closing):
         self.path = os.fspath(path) if not isinstance(path, bytes) else os.fsdecode(path)
         h = ctypes.c_void_p()
         err = _lib.err_buffer()
-        check(_lib.quai_dataset_open(os.fsencode(self.path), ctypes.byref(h), err, _lib.ERR_LEN),
-              err)
+        rc = _lib.quai_dataset_open(os.fsencode(self.path), ctypes.byref(h), err, _lib.ERR_LEN)
+        if rc < 0:
+            raise from_code(rc, _python_words(_lib.text(err.value), rc, self.path))
         self._h = h.value
         # The host decides before any record is read (quai_dataset_allow:
         # a sensitive dataset only on a host of its zone; audited).
@@ -749,6 +896,16 @@ class Dataset(_Closing):
             self._handle()
             check(_lib.quai_reader_record(self._r, i, ctypes.byref(p), ctypes.byref(n)))
             return ctypes.string_at(p.value, n.value) if n.value else b""
+
+    def _frame_bytes(self, i, loc):
+        """The whole decoded (and verified) frame of record i, whose location
+        is loc, as bytes: the reader decodes the frame into its buffer to
+        read the record, and the record is at loc.offset in it."""
+        p, n = ctypes.c_void_p(), ctypes.c_size_t()
+        with self._lock:
+            self._handle()
+            check(_lib.quai_reader_record(self._r, i, ctypes.byref(p), ctypes.byref(n)))
+            return ctypes.string_at(p.value - loc.offset, loc.frame_rsize)
 
     def close(self):
         if self._gen != _gen:

@@ -100,6 +100,15 @@ class UnsupportedError(Error):
     code = -_errno.EPROTONOSUPPORT
 
 
+class PoolHeldError(Error):
+    """A stream cannot take its next batch because the batches still alive
+    in this process (Batch objects, numpy views or torch tensors over them)
+    hold all of its prefetch slots: waiting would never end. The message
+    says how many are alive and the ways out."""
+
+    code = -_errno.EBUSY
+
+
 _CLASSES = {
     -_lib.QUAI_ECORRUPT: CorruptError,
     -_lib.QUAI_EFORMAT: FormatError,
@@ -111,6 +120,7 @@ _CLASSES = {
     -_errno.EINVAL: InvalidArgumentError,
     -_errno.ENOENT: NotFoundError,
     -_errno.EPROTONOSUPPORT: UnsupportedError,
+    -_errno.EBUSY: PoolHeldError,
 }
 
 

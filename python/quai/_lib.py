@@ -18,21 +18,43 @@ _REPO = os.path.dirname(os.path.dirname(_HERE))
 
 
 def _candidates():
-    """(description, path-or-None) in the order they are tried."""
+    """(description, path-or-None) in the order they are tried, lazily: a
+    later way is looked at only when the earlier ones fail."""
     env = os.environ.get("QUAI_LIB")
     if env:
         # An explicit choice is final: falling back silently to another
         # build would test or run the wrong library.
-        return [("$QUAI_LIB", env)]
-    out = []
+        yield "$QUAI_LIB", env
+        return
     build = os.path.join(_REPO, "build", "release")
-    found = sorted(glob.glob(os.path.join(build, "libquai.so*")), key=len)
-    out.append(("the build tree", found[0] if found else None))
-    if not found:
-        out[-1] = ("the build tree (%s/libquai.so*)" % build, None)
-    name = ctypes.util.find_library("quai")
-    out.append(('ctypes.util.find_library("quai")', name))
-    return out
+    if os.path.exists(os.path.join(_REPO, "meson.build")):  # run from the source tree
+        found = sorted(glob.glob(os.path.join(build, "libquai.so*")), key=len)
+        if found:
+            yield "the build tree", found[0]
+        else:
+            yield "the build tree (%s/libquai.so*)" % build, None
+    # An installed package: where libquai was when it was built (pip install).
+    try:
+        from . import _installed
+        yield "the library recorded at install time", _installed.LIB
+    except ImportError:
+        pass
+    yield "pkg-config's libdir of quai", _pkg_config()
+    yield 'ctypes.util.find_library("quai")', ctypes.util.find_library("quai")
+
+
+def _pkg_config():
+    """libquai.so.0 in the libdir that pkg-config gives for quai (the quai.pc
+    that meson install writes), or None."""
+    import subprocess
+    try:
+        p = subprocess.run(["pkg-config", "--variable=libdir", "quai"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    libdir = p.stdout.decode().strip()
+    path = os.path.join(libdir, "libquai.so.0")
+    return path if p.returncode == 0 and libdir and os.path.exists(path) else None
 
 
 def _load():
@@ -47,8 +69,8 @@ def _load():
             tried.append("%s: %s: %s" % (what, path, e))
     raise ImportError(
         "quai: cannot load libquai; tried " + "; ".join(tried) +
-        ". Build it (ninja -C build/release) or set QUAI_LIB to the path of "
-        "libquai.so.")
+        ". Install it (meson install, then reinstall this package so that it records where), "
+        "build it (ninja -C build/release), or set QUAI_LIB to the path of libquai.so.")
 
 
 lib, LIB_PATH = _load()

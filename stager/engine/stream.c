@@ -58,6 +58,11 @@
  * next group is copied; reads that go to the device (O_DIRECT, a cold
  * cache) return at once, and the queue still fills to its depth. */
 #define QS_SUBMIT_GROUP 4u
+/* The default budget of a stream on a lazy pool (QUAI_CTX_LAZY_POOL): its
+ * working set and half as much again to read ahead, at least
+ * QS_LAZY_BUDGET_MIN. (bench/torch_peers.py: 1.25-2x gave the best rate
+ * here; 4x touched 440 MiB for a 116 MiB working set, and was no faster.) */
+#define QS_LAZY_BUDGET_MIN (32ull << 20)
 
 enum { F_IDLE, F_READING, F_DECODING, F_READY, F_BAD, F_FREED };
 enum { B_FREE, B_ASSEMBLING, B_READY, B_HELD };
@@ -110,6 +115,15 @@ struct qs_batch {
 	uint32_t count;
 };
 
+/* A batch the caller still holds when its slot is needed for a later one:
+ * its block leaves the slot (the caller's pointers stay valid) and waits
+ * here for quai_release(). */
+struct qs_kept {
+	struct qs_kept *next;
+	uint8_t *block;
+	size_t block_len;
+};
+
 struct qestream {
 	struct quai_ctx *ctx;
 	quai_dataset *ds;
@@ -120,6 +134,8 @@ struct qestream {
 	uint64_t batch_bytes;
 	uint32_t nslots;
 	uint64_t budget, reserve, working_set;
+	struct qs_kept *kept; /* batches held past their slot's turn */
+	uint64_t kept_bytes;
 	uint64_t span;	   /* how far ahead (local records) the reader may read */
 	uint64_t min_span; /* what the working set was checked for at open */
 	int wipe;	   /* sensitive: wipe every block on release */
@@ -581,7 +597,8 @@ static int start_read(struct qestream *s, struct qs_frame *f)
 	uint64_t start, end;
 	size_t clen, rlen;
 	frame_layout(s, f, &start, &end, &clen, &rlen);
-	if (s->frame_bytes + clen + rlen > s->budget - s->reserve && s->frame_bytes > 0)
+	if (s->frame_bytes + s->kept_bytes + clen + rlen > s->budget - s->reserve &&
+	    s->frame_bytes > 0)
 		return 1;
 	/* Reading beyond what the stream strictly needs is opportunistic: it
 	 * leaves a quarter of the pool to the other streams of the context,
@@ -838,7 +855,10 @@ static int setup_ring(struct qestream *s)
 	s->ring_ok = 1;
 	if (io_uring_register_files(&s->ring, s->fds, s->ds->m.nshards) == 0)
 		s->fixed_files = 1;
-	/* The whole pool as registered buffers, in chunks of at most 1 GiB. */
+	/* The whole pool as registered buffers, in chunks of at most 1 GiB;
+	 * not a lazy pool's: registering pins, and so touches, every page. */
+	if (s->ctx->flags & QUAI_CTX_LAZY_POOL)
+		return 0;
 	uint64_t total = s->ctx->pool_info.bytes;
 	unsigned n = (unsigned)((total + QS_REG_CHUNK - 1) / QS_REG_CHUNK);
 	struct iovec *iov = calloc(n, sizeof(*iov));
@@ -1150,6 +1170,12 @@ static int open_files_and_budget(struct qestream *s, const struct quai_stream_op
 	s->span = span;
 	s->min_span = span;
 	s->budget = o->memory_budget ? o->memory_budget : ctx->pool_info.bytes;
+	/* A lazy pool costs only the pages touched: by default a stream there
+	 * reads ahead within 1.5 times its working set, not the whole pool. */
+	if (!o->memory_budget && (ctx->flags & QUAI_CTX_LAZY_POOL)) {
+		uint64_t lazy = s->working_set + s->working_set / 2;
+		s->budget = lazy > QS_LAZY_BUDGET_MIN ? lazy : QS_LAZY_BUDGET_MIN;
+	}
 	if (s->budget > ctx->pool_info.bytes)
 		s->budget = ctx->pool_info.bytes;
 	if (s->budget < s->working_set) {
@@ -1296,8 +1322,23 @@ int qes_next(struct qestream *s, struct quai_batch *batch, const int *cancel)
 	}
 	struct qs_batch *slot = &s->slots[s->next_deliver % s->nslots];
 	if (slot->state == B_HELD) {
-		pthread_mutex_unlock(&s->mu);
-		return -EBUSY;
+		/* The caller still holds the batch of this slot's last turn.
+		 * Within the budget's slack over the working set, that batch
+		 * keeps its block and the slot gets a new one; beyond it,
+		 * waiting would never end: say so. */
+		struct qs_kept *k = NULL;
+		if (s->kept_bytes + slot->block_len <= s->budget - s->working_set)
+			k = malloc(sizeof(*k));
+		if (!k) {
+			pthread_mutex_unlock(&s->mu);
+			return -EBUSY;
+		}
+		*k = (struct qs_kept){s->kept, slot->block, slot->block_len};
+		s->kept = k;
+		s->kept_bytes += slot->block_len;
+		slot->block = NULL;
+		slot->state = B_FREE;
+		pump(s);
 	}
 	uint64_t t0 = 0;
 	while (!s->err && s->next_deliver < s->nbatches &&
@@ -1359,8 +1400,19 @@ void qes_release(struct qestream *s, struct quai_batch *batch)
 {
 	struct qs_batch *slot = batch->internal;
 	pthread_mutex_lock(&s->mu);
-	if (slot >= s->slots && slot < s->slots + s->nslots && slot->state == B_HELD)
+	struct qs_kept **kp = &s->kept;
+	while (*kp && (*kp)->block != batch->data)
+		kp = &(*kp)->next;
+	if (*kp) {
+		struct qs_kept *k = *kp;
+		*kp = k->next;
+		give_back(s, k->block, k->block_len);
+		s->kept_bytes -= k->block_len;
+		free(k);
+	} else if (slot >= s->slots && slot < s->slots + s->nslots && slot->state == B_HELD &&
+		   slot->block == batch->data) {
 		release_slot(s, slot);
+	}
 	batch->internal = NULL;
 	pump(s);
 	pthread_cond_signal(&s->cv_reader);
@@ -1434,6 +1486,12 @@ void qes_close(struct qestream *s)
 		if (s->slots[i].block)
 			release_slot(s, &s->slots[i]);
 		free(s->slots[i].recs);
+	}
+	while (s->kept) {
+		struct qs_kept *k = s->kept;
+		s->kept = k->next;
+		give_back(s, k->block, k->block_len);
+		free(k);
 	}
 	if (s->ring_ok)
 		io_uring_queue_exit(&s->ring);

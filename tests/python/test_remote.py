@@ -180,3 +180,25 @@ def test_closing_with_batches_held(server, ctx):
     # The server keeps serving.
     with quai.Stream(server + "fixed", context=ctx, batch=1000) as s2:
         assert sum(len(b) for b in s2) > 0
+
+
+def test_remote_views_kept_past_the_ring_raise_instead_of_hanging(server, ctx, fixed_ds):
+    """A remote stream's batches live in a ring of 2 x prefetch slots in the
+    pool, never reused while held: keeping them alive ends in
+    quai.PoolHeldError with the count, not a hang; dropping one lets the
+    stream go on, and the kept views hold their records."""
+    with quai.Dataset(fixed_ds) as d, quai.Stream(server + "fixed", context=ctx, batch=100,
+                                                 prefetch=3) as s:
+        kept = []
+        with pytest.raises(quai.PoolHeldError, match=r"batches of this stream are still alive"
+                           r".*prefetch=3") as e:
+            for _ in range(7):
+                b = next(s)
+                kept.append((b.records(), b.ids))
+                del b
+        assert 3 <= len(kept) <= 6 and "%d batches" % len(kept) in str(e.value)
+        kept.pop(0)
+        b = next(s)
+        assert b[0].tobytes() == d[int(b.ids[0])]
+        for recs, ids in kept:
+            assert recs[50].tobytes() == d[int(ids[50])]
