@@ -6,8 +6,8 @@
 # binding's tests (with PyTorch) and the multi-node tests on a virtual
 # cluster (Slurm, munged, quaid) against the optimised build, runs each
 # libFuzzer harness for a bounded time, runs the engine's stress program
-# under ThreadSanitizer, checks formatting, and ends with one
-# line: "N passed, N failed, N skipped".
+# under ThreadSanitizer, checks the room graph (scripts/rooms.py) and
+# formatting, and ends with one line: "N passed, N failed, N skipped".
 #
 # Environment: QUAI_FUZZ_SECONDS (default 20) per fuzz harness; 0 skips.
 set -uo pipefail
@@ -135,6 +135,18 @@ if [ "$fuzz_s" -gt 0 ]; then
     note build-fuzz FAIL
   fi
 fi
+
+# The room graph: every #include is an arrow DESIGN.md's "Rooms" table
+# allows (the build's per-room include directories catch most; this names
+# them all, and engine -> client inside stager/).
+echo "== rooms: include graph (scripts/rooms.py)"
+if /usr/bin/python3 scripts/rooms.py >"$out/rooms.log" 2>&1; then
+  note rooms PASS
+else
+  note rooms FAIL
+  status=1
+fi
+sed 's/^/   /' "$out/rooms.log"
 
 # Formatting of every C file.
 if command -v clang-format >/dev/null; then

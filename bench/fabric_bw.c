@@ -19,9 +19,10 @@
  * MB is 1e6 bytes, as fi_pingpong's MB/sec. Timed from the client's
  * "start" to its seeing the last batch land; set-up and connection are
  * not. The server waits for every slot to come back before it closes.
- * Build: cc -O2 -pthread bench/fabric_bw.c -lfabric
+ * Build: cc -O2 -pthread -Icommon bench/fabric_bw.c -lfabric
  */
 #define _GNU_SOURCE
+#include "../common/errmsg.c"
 #include "../transport/fabric.c"
 
 #include <arpa/inet.h>

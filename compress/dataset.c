@@ -13,6 +13,7 @@
 #include "beneath.h"
 #include "byteorder.h"
 #include "dataset.h"
+#include "dctx.h"
 #include "errmsg.h"
 #include "fsutil.h"
 #include "secmem.h"
@@ -589,7 +590,7 @@ int quai_reader_new(quai_dataset *ds, quai_reader **ret_reader)
 	 * decompression context too. */
 	int e0, e1 = 0, e2 = 0;
 	r->sensitive = ds->m.classification == QUAI_CLASS_SENSITIVE;
-	r->dctx = qsm_dctx_new(r->sensitive, &e0);
+	r->dctx = qdc_new(r->sensitive, &e0);
 	r->cbuf = r->dctx ? qsm_alloc((size_t)ds->max_frame_csize + 1, r->sensitive, &e1) : NULL;
 	if (r->cbuf)
 		r->rbuf = qsm_alloc((size_t)ds->max_frame_rsize + 1, r->sensitive, &e2);
@@ -606,7 +607,7 @@ void quai_reader_free(quai_reader *r)
 {
 	if (!r)
 		return;
-	qsm_dctx_free(r->dctx, r->sensitive);
+	qdc_free(r->dctx, r->sensitive);
 	qsm_free(r->cbuf, (size_t)r->ds->max_frame_csize + 1, r->sensitive);
 	qsm_free(r->rbuf, (size_t)r->ds->max_frame_rsize + 1, r->sensitive);
 	if (r->fd >= 0)

@@ -1017,34 +1017,25 @@ static int check_opts(struct packer *pk, const struct quai_pack_opts *o, const c
 	return 0;
 }
 
-/* Creates the partial directory and locks it against a second writer. A
- * partial left by an interrupted pack is removed first. */
+/* Opens (creating) the partial directory and locks it against a second
+ * writer (qfs_partial_open()); what an interrupted pack left in it is
+ * removed under that lock. */
 static int make_tmpdir(struct packer *pk, const char *dest)
 {
 	int r = qfs_partial_path(dest, pk->tmpdir, sizeof(pk->tmpdir));
 	if (r < 0)
 		return fail_errno(pk, r, dest);
-	int lfd = open(pk->tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (lfd >= 0) {
-		if (flock(lfd, LOCK_EX | LOCK_NB) < 0) {
-			close(lfd);
-			qfs_err(pk->err, pk->err_len, dest, "another quai is writing it");
-			return -EBUSY;
-		}
-		close(lfd);
+	r = qfs_partial_open(pk->tmpdir, 1, 0);
+	if (r == -EBUSY) {
+		qfs_err(pk->err, pk->err_len, dest, "another quai is writing it");
+		return r;
 	}
-	r = qfs_remove_partial(pk->tmpdir);
 	if (r < 0)
 		return fail_errno(pk, r, pk->tmpdir);
-	if (mkdir(pk->tmpdir, 0755) < 0)
-		return fail_errno(pk, -errno, pk->tmpdir);
-	pk->tmpfd = open(pk->tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (pk->tmpfd < 0)
-		return fail_errno(pk, -errno, pk->tmpdir);
-	if (flock(pk->tmpfd, LOCK_EX | LOCK_NB) < 0) {
-		qfs_err(pk->err, pk->err_len, dest, "another quai is writing it");
-		return -EBUSY;
-	}
+	pk->tmpfd = r;
+	r = qfs_partial_clear(pk->tmpfd, NULL);
+	if (r < 0)
+		return fail_errno(pk, r, pk->tmpdir);
 	return 0;
 }
 
@@ -1070,14 +1061,7 @@ static int finish(struct packer *pk, const char *dest)
 		r = -errno;
 	if (r < 0)
 		return fail_errno(pk, r, pk->tmpdir);
-	r = qfs_publish(pk->tmpdir, dest);
-	if (r == -EEXIST || r == -ENOTEMPTY) {
-		qfs_err(pk->err, pk->err_len, dest, "%s", quai_strerror(QUAI_EEXISTS));
-		return -QUAI_EEXISTS;
-	}
-	if (r < 0)
-		return fail_errno(pk, r, dest);
-	return 0;
+	return qfs_publish_new(pk->tmpdir, dest, pk->err, pk->err_len);
 }
 
 static int start_threads(struct packer *pk)

@@ -156,46 +156,47 @@ int qds_unpack(const char *path, const char *dest, char *err, size_t err_len)
 		qfs_err(err, err_len, dest, "%s", quai_strerror(r));
 		goto out;
 	}
-	r = qfs_remove_partial(tmp);
-	if (r == 0)
-		r = quai_reader_new(ds, &rd);
+	r = quai_reader_new(ds, &rd);
 	if (r < 0) {
 		qfs_err(err, err_len, tmp, "%s", quai_strerror(r));
 		goto out;
 	}
-	if (info.kind == QUAI_RECORDS_FILES) {
-		if (mkdir(tmp, modes_for(ds).dir) < 0 ||
-		    (fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-			r = -errno;
-			qfs_err(err, err_len, tmp, "%s", quai_strerror(r));
-			goto out;
-		}
-		made = 1;
-		r = unpack_files(ds, rd, fd, info.records, tmp, err, err_len);
-	} else {
-		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, modes_for(ds).file);
-		if (fd < 0) {
-			r = -errno;
-			qfs_err(err, err_len, tmp, "%s", quai_strerror(r));
-			goto out;
-		}
-		made = 1;
-		r = unpack_stream(ds, rd, fd, tmp, err, err_len);
+	/* The partial (a directory of files, or one file), locked for as
+	 * long as this writes it: one that another writer holds is never
+	 * touched; one an interrupted unpack left is emptied under the lock. */
+	int files = info.kind == QUAI_RECORDS_FILES;
+	fd = qfs_partial_open(tmp, files, files ? modes_for(ds).dir : modes_for(ds).file);
+	if (fd == -EBUSY) {
+		r = fd;
+		fd = -1;
+		qfs_err(err, err_len, dest, "another quai is writing it");
+		goto out;
 	}
+	if (fd < 0) {
+		r = fd;
+		fd = -1;
+		qfs_err(err, err_len, tmp, "%s", quai_strerror(r));
+		goto out;
+	}
+	made = 1;
+	r = qfs_partial_clear(fd, NULL);
+	if (r < 0) {
+		qfs_err(err, err_len, tmp, "%s", quai_strerror(r));
+		goto out;
+	}
+	if (files)
+		r = unpack_files(ds, rd, fd, info.records, tmp, err, err_len);
+	else
+		r = unpack_stream(ds, rd, fd, tmp, err, err_len);
 	if (r < 0)
 		goto out;
-	r = qfs_publish(tmp, dest);
-	if (r == -EEXIST || r == -ENOTEMPTY) {
-		qfs_err(err, err_len, dest, "%s", quai_strerror(QUAI_EEXISTS));
-		r = -QUAI_EEXISTS;
-	} else if (r < 0) {
-		qfs_err(err, err_len, dest, "%s", quai_strerror(r));
-	}
+	r = qfs_publish_new(tmp, dest, err, err_len);
 out:
-	if (fd >= 0)
-		close(fd);
+	/* Removed while still locked: no other writer has it meanwhile. */
 	if (r < 0 && made)
 		qfs_remove_partial(tmp);
+	if (fd >= 0)
+		close(fd);
 	quai_reader_free(rd);
 	quai_dataset_close(ds);
 	return r;

@@ -33,6 +33,7 @@
 #include "beneath.h"
 #include "dataset.h"
 #include "fsutil.h"
+#include "dctx.h"
 #include "qthread.h"
 #include "secmem.h"
 #include "seektable.h"
@@ -458,7 +459,7 @@ static void *worker_main(void *arg)
 	/* A sensitive dataset's bytes only in locked memory (secmem.h), the
 	 * decompression context's included. */
 	int sens = v->m.classification == QUAI_CLASS_SENSITIVE, e0, e1 = 0, e2 = 0;
-	ZSTD_DCtx *dctx = qsm_dctx_new(sens, &e0);
+	ZSTD_DCtx *dctx = qdc_new(sens, &e0);
 	uint8_t *cbuf = dctx ? qsm_alloc(clen + 1, sens, &e1) : NULL;
 	uint8_t *rbuf = cbuf ? qsm_alloc((size_t)v->max_r + 1, sens, &e2) : NULL;
 	if (!dctx || !cbuf || !rbuf) {
@@ -476,7 +477,7 @@ static void *worker_main(void *arg)
 			break;
 		check_group(v, &v->groups[gi], dctx, cbuf, rbuf);
 	}
-	qsm_dctx_free(dctx, sens);
+	qdc_free(dctx, sens);
 	qsm_free(cbuf, clen + 1, sens);
 	qsm_free(rbuf, (size_t)v->max_r + 1, sens);
 	pthread_mutex_lock(&v->mu);

@@ -9,8 +9,10 @@
 #                          and util-linux for the virtual cluster's tests;
 #                          pip and venv for the offline install test)
 set -euo pipefail
+# time: demo.sh measures each step with /usr/bin/time (wall time and peak
+# RSS), which Debian's minimal images leave out.
 run_pkgs=(build-essential meson ninja-build pkg-config liburing-dev libfabric-dev
-          libzstd-dev libxxhash-dev zstd munge libmunge-dev libsodium-dev python3 python3-numpy)
+          libzstd-dev libxxhash-dev zstd munge libmunge-dev libsodium-dev python3 python3-numpy time)
 test_pkgs=(libcriterion-dev clang libclang-rt-14-dev clang-format python3-pytest python3-torch
            slurmctld slurmd slurm-client slurm-wlm-basic-plugins liblua5.1-0 iproute2
            util-linux passwd python3-pip python3-venv)

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Adds up what the test command ran and prints one line:
-"N passed, N failed, N skipped".
+"N passed, N failed, N skipped", after the skipped tests by name, each
+with its reason.
 
 Sources: each meson build's testlog.json (a Criterion suite counts its
 individual tests, from the JSON report it wrote beside it), pytest's JUnit
@@ -13,6 +14,18 @@ import xml.etree.ElementTree as ET
 
 passed = failed = skipped = 0
 failures = []
+skips = []  # (test, reason)
+
+
+def criterion_skips(build, short, report):
+    """The skipped tests of a Criterion suite's JSON report, with the
+    message each gave (cr_skip_test)."""
+    for suite in report.get("test_suites", []):
+        for t in suite.get("tests", []):
+            if t.get("status") == "SKIPPED":
+                msgs = [m for m in t.get("messages", []) if m] or ["(no reason given)"]
+                skips.append((f"{build}: {suite.get('name', short)}::{t.get('name')}",
+                              "; ".join(msgs)))
 
 
 def meson_build(build):
@@ -33,10 +46,13 @@ def meson_build(build):
             passed += r["passed"]
             failed += r["failed"] + r["errored"]
             skipped += r["skipped"]
+            criterion_skips(build, short, r)
         elif result in ("OK", "EXPECTEDFAIL"):
             passed += 1
         elif result == "SKIP":
             skipped += 1
+            out = (t.get("stdout") or "").strip().splitlines()
+            skips.append((f"{build}: {name}", out[-1] if out else "(no reason given)"))
         else:
             if os.path.exists(report):
                 r = json.load(open(report))
@@ -65,6 +81,12 @@ def junit(path):
         skipped += k
         if f:
             failures.append(f"{path}: {f} failed")
+        for case in s.iter("testcase"):
+            sk = case.find("skipped")
+            if sk is not None:
+                reason = sk.get("message") or (sk.text or "").strip() or "(no reason given)"
+                skips.append((f"{os.path.basename(path)}: {case.get('classname')}::"
+                              f"{case.get('name')}", reason))
 
 
 def plain(path):
@@ -86,6 +108,10 @@ for arg in sys.argv[1:]:
     kind, _, path = arg.partition("=")
     {"meson": meson_build, "junit": junit, "plain": plain}[kind](path)
 
+if skips:
+    print(f"skipped ({len(skips)}):")
+    for test, reason in skips:
+        print(f"  {test}: {reason}")
 for f in failures:
     print("FAILED:", f)
 print(f"{passed} passed, {failed} failed, {skipped} skipped")

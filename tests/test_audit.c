@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "hostdecide.h"
 #include "json.h"
 #include "testutil.h"
 
@@ -747,4 +748,134 @@ Test(audit_log, deleted_or_replaced_log_is_reopened_and_said)
 	cr_assert(strstr(notices[2], "cannot be reopened"), "%s", notices[2]);
 	cr_assert_eq(mkdir(dir, 0700), 0);
 	qaudit_close(a);
+}
+
+/* ---- the host's decision (stager/site/hostdecide.h) ---------------------
+ * One decision for every path of a process (local and remote streams,
+ * pull, push, pack, unpack, cat): each answer, granted or refused, is one
+ * line of the host's audit log, with the rule that made it. */
+
+TestSuite(hostdecide, .init = make_dir, .fini = remove_dir);
+
+/* A host configuration of zone fr-1 with dir/sov as its sovereign storage
+ * and dir/host-audit.log as its audit log, in force through QUAI_CONF. */
+static void host_conf(char *log, size_t log_len)
+{
+	char conf[600], sov[600], text[2048];
+
+	path_in_dir(conf, sizeof(conf), "quai.conf");
+	path_in_dir(sov, sizeof(sov), "sov");
+	path_in_dir(log, log_len, "host-audit.log");
+	cr_assert_eq(mkdir(sov, 0755), 0);
+	int n = snprintf(text, sizeof(text), "zone = fr-1\nsovereign_paths = %s\naudit_log = %s\n",
+			 sov, log);
+	tu_write(conf, text, (size_t)n);
+	tu_write(log, "", 0);
+	cr_assert_eq(setenv("QUAI_CONF", conf, 1), 0);
+}
+
+static void expect_line(qjs_doc *doc, const char *op, const char *result, const char *rule)
+{
+	expect_str(doc, "event", "local", 5);
+	expect_str(doc, "op", op, strlen(op));
+	expect_str(doc, "result", result, strlen(result));
+	expect_str(doc, "rule", rule, strlen(rule));
+}
+
+Test(hostdecide, every_answer_is_one_audit_line)
+{
+	char log[600], sov_dest[700], elsewhere[700], err[1024];
+
+	host_conf(log, sizeof(log));
+	snprintf(sov_dest, sizeof(sov_dest), "%s/sov/got", dir);
+	snprintf(elsewhere, sizeof(elsewhere), "%s/got", dir);
+
+	const struct qhd_request base = {
+	    .op = "pull",
+	    .dataset = "sens",
+	    .classification = QUAI_CLASS_SENSITIVE,
+	    .zone = "fr-1",
+	    .bytes = 1234,
+	    .what = "pulled",
+	};
+	/* Granted: sensitive, this zone, to a sovereign path. */
+	struct qhd_request q = base;
+	q.dests[0] = sov_dest;
+	cr_expect_eq(qhd_decide(&q, err, sizeof(err)), 0, "%s", err);
+	/* Refused: not a sovereign path (either of two). */
+	q.dests[1] = elsewhere;
+	cr_expect_eq(qhd_decide(&q, err, sizeof(err)), -QUAI_EPOLICY);
+	cr_expect(strstr(err, "dataset sens is sensitive (zone fr-1)"), "%s", err);
+	/* Refused: another zone. */
+	q = base;
+	q.zone = "de-1";
+	cr_expect_eq(qhd_decide(&q, err, sizeof(err)), -QUAI_EPOLICY);
+	cr_expect(strstr(err, "de-1"), "%s", err);
+	/* Refused: a stream into memory that could not be locked. */
+	q = base;
+	q.op = "stream";
+	q.what = "streamed";
+	q.memory = QHD_MEM_POOL_UNLOCKED;
+	cr_expect_eq(qhd_decide(&q, err, sizeof(err)), -QUAI_EPOLICY);
+	cr_expect(strstr(err, "locked memory"), "%s", err);
+	/* Refused: a push out of the zone. */
+	q = base;
+	q.op = "push";
+	q.what = NULL;
+	q.peer = "quai://elsewhere";
+	q.peer_zone = "de-1";
+	cr_expect_eq(qhd_decide(&q, err, sizeof(err)), -QUAI_EPOLICY);
+	cr_expect(strstr(err, "never pushed outside its zone"), "%s", err);
+	/* Refused: a destination whose path cannot be told. */
+	q = base;
+	q.op = "cat";
+	q.what = "read";
+	q.dest_untold = "standard output";
+	cr_expect_eq(qhd_decide(&q, err, sizeof(err)), -QUAI_EPOLICY);
+	cr_expect(strstr(err, "standard output is a file whose path cannot be told"), "%s", err);
+	/* Granted: not sensitive, whatever the zone, memory and paths. */
+	q = base;
+	q.classification = QUAI_CLASS_INTERNAL;
+	q.zone = "de-1";
+	q.memory = QHD_MEM_POOL_UNLOCKED;
+	q.dests[0] = elsewhere;
+	cr_expect_eq(qhd_decide(&q, err, sizeof(err)), 0, "%s", err);
+	/* quaid's own streams: decided there, nothing written here. */
+	q = base;
+	q.op = "stream";
+	q.zone = "de-1";
+	q.served = 1;
+	cr_expect_eq(qhd_decide(&q, err, sizeof(err)), 0, "%s", err);
+
+	qjs_doc **docs;
+	size_t n = read_log(log, &docs);
+	cr_assert_eq(n, 7, "%zu lines", n);
+	expect_line(docs[0], "pull", "granted", "local");
+	expect_u64(docs[0], "bytes", 1234);
+	expect_line(docs[1], "pull", "refused", "sovereign:paths");
+	expect_line(docs[2], "pull", "refused", "sovereign:zone");
+	expect_line(docs[3], "stream", "refused", "sovereign:memory");
+	expect_line(docs[4], "push", "refused", "sovereign:zone");
+	expect_line(docs[5], "cat", "refused", "sovereign:paths");
+	expect_line(docs[6], "pull", "granted", "local");
+	free_docs(docs, n);
+}
+
+Test(hostdecide, a_grant_that_cannot_be_audited_is_refused)
+{
+	char log[600], err[1024];
+
+	host_conf(log, sizeof(log));
+	cr_assert_eq(unlink(log), 0);
+	cr_assert_eq(mkdir(log, 0755), 0); /* a directory: no line can be appended */
+	struct qhd_request q = {.op = "stream",
+				.dataset = "pub",
+				.classification = QUAI_CLASS_PUBLIC,
+				.zone = "fr-1",
+				.bytes = -1,
+				.what = "read"};
+	int r = qhd_decide(&q, err, sizeof(err));
+	cr_expect_lt(r, 0);
+	cr_expect_neq(r, -QUAI_EPOLICY);
+	cr_expect(strstr(err, "nothing is read unaudited"), "%s", err);
 }

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -698,4 +700,74 @@ Test(dataset, linked_shard_is_refused)
 	cr_assert_eq(qds_open(path("dslink"), true, &ds, err, sizeof(err)), -ELOOP);
 	cr_assert_eq(qds_open(path("dslink"), false, &ds, err, sizeof(err)), 0, "%s", err);
 	quai_dataset_close(ds);
+}
+
+/* Regression: unpack removed a partial without taking its lock, so a
+ * second unpack of the same destination deleted the first one's work
+ * from under it. The partial another writer holds is never touched. */
+static void pack_lines(const char *ds, uint64_t seed)
+{
+	tu_write_lines(path("lines.txt"), 64 << 10, seed, 16, 10, 7, 200);
+	const char *srcs[] = {path("lines.txt")};
+	struct quai_pack_opts o = {
+	    .size = sizeof(o), .kind = QUAI_RECORDS_LINES, .frame_size = QUAI_FRAME_SIZE_MIN};
+	tu_pack(srcs, 1, ds, &o);
+}
+
+Test(dataset, unpack_leaves_another_writers_locked_partial)
+{
+	char err[512];
+	pack_lines(path("ds"), 5);
+	/* Another writer's partial of out.txt: a file, locked. */
+	const char *partial = path(".out.txt.quai-partial");
+	tu_write(partial, "another writer's bytes", 22);
+	int fd = open(partial, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+
+	cr_expect_eq(quai_unpack(path("ds"), path("out.txt"), err, sizeof(err)), -EBUSY);
+	cr_expect(strstr(err, "another quai is writing it"), "%s", err);
+	size_t len;
+	uint8_t *left = tu_read(partial, &len);
+	cr_expect_eq(len, 22, "the other writer's partial was touched");
+	free(left);
+	cr_expect_eq(access(path("out.txt"), F_OK), -1);
+
+	/* Once that writer is gone, its leftover is this unpack's to empty. */
+	close(fd);
+	cr_expect_eq(quai_unpack(path("ds"), path("out.txt"), err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(access(partial, F_OK), -1);
+	uint8_t *out = tu_read(path("out.txt"), &len);
+	uint8_t *in = tu_read(path("lines.txt"), &(size_t){0});
+	cr_expect_eq(len, 64 << 10);
+	cr_expect(memcmp(out, in, len) == 0);
+	free(out);
+	free(in);
+}
+
+Test(dataset, unpack_of_files_leaves_another_writers_locked_partial)
+{
+	char err[512];
+	mkdir(path("tree"), 0755);
+	tu_write(path("tree/a"), "alpha", 5);
+	tu_write(path("tree/b"), "beta", 4);
+	const char *srcs[] = {path("tree")};
+	struct quai_pack_opts o = {.size = sizeof(o), .kind = QUAI_RECORDS_FILES};
+	tu_pack(srcs, 1, path("fds"), &o);
+	/* Another writer's partial directory, locked, with a file in it. */
+	const char *partial = path(".outdir.quai-partial");
+	cr_assert_eq(mkdir(partial, 0755), 0);
+	tu_write(path(".outdir.quai-partial/mine"), "x", 1);
+	int fd = open(partial, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+
+	cr_expect_eq(quai_unpack(path("fds"), path("outdir"), err, sizeof(err)), -EBUSY);
+	cr_expect_eq(access(path(".outdir.quai-partial/mine"), F_OK), 0,
+		     "the other writer's file was removed");
+	close(fd);
+	cr_expect_eq(quai_unpack(path("fds"), path("outdir"), err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(access(partial, F_OK), -1);
+	cr_expect_eq(access(path("outdir/a"), F_OK), 0);
+	cr_expect_eq(access(path("outdir/mine"), F_OK), -1, "a leftover was published");
 }

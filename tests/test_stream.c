@@ -1094,7 +1094,7 @@ Test(stream, corrupt_stored_frame_is_never_delivered)
 }
 
 /* Outside the pool, a sensitive dataset's bytes are read only into locked
- * buffers (compress/secmem.h): where memory cannot be locked, readers and
+ * buffers (common/secmem.h): where memory cannot be locked, readers and
  * quai_verify() refuse; other datasets are unaffected. */
 static int locked_readers_child(const char *p)
 {

@@ -14,6 +14,7 @@
 
 #include "quai/quai.h"
 #include "cli_util.h"
+#include "strutil.h"
 
 int cli_exit_code(int err)
 {
@@ -71,33 +72,13 @@ int cli_usage_error(const char *verb, const char *fmt, ...)
 
 /* ---- parsing ---------------------------------------------------------- */
 
-/* Parses leading decimal digits; *end points after them. */
-static int parse_digits(const char *s, uint64_t *ret, const char **end)
-{
-	uint64_t v = 0;
-	const char *p = s;
-
-	if (*p < '0' || *p > '9')
-		return -EINVAL;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		unsigned d = (unsigned)(*p - '0');
-
-		if (v > (UINT64_MAX - d) / 10)
-			return -ERANGE;
-		v = v * 10 + d;
-	}
-	*ret = v;
-	*end = p;
-	return 0;
-}
-
 int cli_parse_u64(const char *s, uint64_t *ret)
 {
 	const char *end;
 	uint64_t v;
 	int r;
 
-	r = parse_digits(s, &v, &end);
+	r = qstr_parse_digits(s, &end, &v);
 	if (r < 0)
 		return r;
 	if (*end)
@@ -127,29 +108,7 @@ int cli_parse_int(const char *s, int *ret)
 
 int cli_parse_size(const char *s, uint64_t *ret)
 {
-	static const struct {
-		const char *name;
-		unsigned shift;
-	} suffixes[] = {
-	    {"", 0},	 {"b", 0},  {"k", 10},	 {"kib", 10}, {"m", 20},
-	    {"mib", 20}, {"g", 30}, {"gib", 30}, {"t", 40},   {"tib", 40},
-	};
-	const char *end;
-	uint64_t v;
-	int r;
-
-	r = parse_digits(s, &v, &end);
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-		if (strcasecmp(end, suffixes[i].name) != 0)
-			continue;
-		if (suffixes[i].shift && v > (UINT64_MAX >> suffixes[i].shift))
-			return -ERANGE;
-		*ret = v << suffixes[i].shift;
-		return 0;
-	}
-	return -EINVAL;
+	return qstr_parse_size(s, 0, ret);
 }
 
 int cli_parse_range(const char *s, uint64_t *ret_a, uint64_t *ret_b, bool *ret_has_b)
@@ -162,7 +121,7 @@ int cli_parse_range(const char *s, uint64_t *ret_a, uint64_t *ret_b, bool *ret_h
 	if (!colon)
 		return -EINVAL;
 	if (colon != s) {
-		r = parse_digits(s, &a, &end);
+		r = qstr_parse_digits(s, &end, &a);
 		if (r < 0)
 			return r;
 		if (end != colon)

@@ -14,9 +14,7 @@
 #include <unistd.h>
 
 #include "cli_util.h"
-#include "fsutil.h"
 #include "label.h"
-#include "manifest.h"
 #include "quai/quai.h"
 #include "sitekey.h"
 #include "verbs.h"
@@ -35,71 +33,28 @@ static const char sign_help[] =
     "  -h, --help          show this help\n"
     "\n";
 
-/* The dataset's manifest, parsed, and its bytes; dirfd of its directory. */
-static int load_manifest(const char *path, int *ret_dirfd, struct qmf *ret_m, uint8_t **ret_text,
-			 size_t *ret_len, char *err, size_t err_len)
-{
-	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r;
-
-	if (dfd < 0) {
-		r = -errno;
-		snprintf(err, err_len, "'%s': %s", path, strerror(-r));
-		return r;
-	}
-	r = qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, ret_text, ret_len);
-	if (r < 0) {
-		snprintf(err, err_len, "'%s/manifest.json': %s", path, quai_strerror(r));
-		close(dfd);
-		return r;
-	}
-	char merr[512] = "";
-	r = qmf_parse((const char *)*ret_text, *ret_len, ret_m, merr, sizeof(merr));
-	if (r < 0) {
-		snprintf(err, err_len, "'%s/manifest.json': %s", path,
-			 merr[0] ? merr : quai_strerror(r));
-		free(*ret_text);
-		close(dfd);
-		return r;
-	}
-	*ret_dirfd = dfd;
-	return 0;
-}
-
 int label_sign(const char *verb, const char *path, const char *key, bool replace, bool quiet)
 {
 	uint8_t sk[QKEY_SK_BYTES], pk[QKEY_PK_BYTES];
-	char err[4400] = "", id[QKEY_ID_LEN + 1];
-	struct qmf m;
-	uint8_t *text;
-	size_t len;
-	int r, dfd;
+	char err[4400] = "", id[QKEY_ID_LEN + 1], zone[QUAI_ZONE_MAX + 1];
+	int r, cls;
 
 	r = qkey_load_secret(key, sk, pk, err, sizeof(err));
 	if (r < 0) {
 		cli_errorf(verb, "%s", err);
 		return CLI_EXIT_FAILURE;
 	}
-	r = load_manifest(path, &dfd, &m, &text, &len, err, sizeof(err));
-	if (r < 0) {
-		explicit_bzero(sk, sizeof(sk));
-		cli_errorf(verb, "%s", err);
-		return cli_exit_code(r);
-	}
-	r = qlbl_sign(dfd, &m, (const char *)text, len, sk, replace, err, sizeof(err));
+	r = qlbl_sign_dataset(path, sk, replace, &cls, zone, err, sizeof(err));
 	explicit_bzero(sk, sizeof(sk));
-	if (r == 0 && !quiet) {
-		qkey_id(pk, id);
-		printf("%s: signed as %s, zone %s, by key %s\n", path,
-		       quai_class_name(m.classification), m.zone, id);
-	} else if (r < 0) {
-		cli_errorf(verb, "'%s': %s", path, err);
-	}
-	qmf_release(&m);
-	free(text);
-	close(dfd);
-	if (r < 0)
+	if (r < 0) {
+		cli_errorf(verb, "%s", err);
 		return r == -QUAI_EEXISTS ? CLI_EXIT_FAILURE : cli_exit_code(r);
+	}
+	if (!quiet) {
+		qkey_id(pk, id);
+		printf("%s: signed as %s, zone %s, by key %s\n", path, quai_class_name(cls), zone,
+		       id);
+	}
 	return 0;
 }
 
@@ -161,10 +116,7 @@ int label_report(const char *path, const char *keys_spec, bool require, char *li
 	uint8_t *keys = NULL;
 	size_t nkeys = 0;
 	char err[4400] = "", why[1024] = "";
-	struct qmf m;
-	uint8_t *text;
-	size_t len;
-	int r, dfd, st;
+	int r, st;
 
 	r = qlbl_host_keys(&keys, &nkeys, err, sizeof(err));
 	if (r == 0 && keys_spec)
@@ -176,16 +128,10 @@ int label_report(const char *path, const char *keys_spec, bool require, char *li
 	}
 	/* A dataset whose manifest does not open is left to the data check,
 	 * which says why. */
-	r = load_manifest(path, &dfd, &m, &text, &len, err, sizeof(err));
-	if (r < 0) {
-		free(keys);
-		return 0;
-	}
-	st = qlbl_check(dfd, &m, (const char *)text, len, keys, nkeys, true, why, sizeof(why));
-	qmf_release(&m);
-	free(text);
+	st = qlbl_check_dataset(path, keys, nkeys, true, why, sizeof(why));
 	free(keys);
-	close(dfd);
+	if (st == -QLBL_NO_MANIFEST)
+		return 0;
 	if (st < 0) {
 		cli_errorf("verify", "'%s': cannot check its signature: %s", path, why);
 		return cli_exit_code(st);

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "quai/quai.h"
-#include "audit.h"
+#include "hostdecide.h"
 #include "cli_util.h"
 #include "pack_opts.h"
 #include "verbs.h"
@@ -153,7 +153,7 @@ static void report(const char *verb, int err, const char *msg, const char *conte
 }
 
 /* What a reader or quai verify of a sensitive dataset says when its
- * buffers cannot be locked (compress/secmem.h). */
+ * buffers cannot be locked (common/secmem.h). */
 #define MEMLOCK_REFUSAL                                                                            \
 	"the dataset is sensitive: its bytes are read only into locked memory, and "               \
 	"RLIMIT_MEMLOCK does not allow enough of it (raise it, e.g. ulimit -l)"
@@ -829,22 +829,9 @@ static int cmd_cat(int argc, char **argv)
 		char where[PATH_BUF];
 		int werr;
 		const char *file = cli_stdout_file(where, sizeof(where), &werr);
-		if (werr && in.classification == QUAI_CLASS_SENSITIVE) {
-			char why[256];
-			snprintf(why, sizeof(why),
-				 "dataset %s is sensitive: standard output is a file whose path "
-				 "cannot be told, so it cannot be checked against this host's "
-				 "sovereign paths",
-				 in.name);
-			/* A refusal this host makes: its audit log has it. */
-			qaudit_local("cat", in.name, in.classification, in.zone,
-				     (int64_t)in.raw_bytes, 0, "sovereign:paths", why, NULL, 0);
-			cli_errorf("cat", "%s", why);
-			ret = CLI_EXIT_REFUSED;
-			goto out;
-		}
 		char err[PATH_BUF];
-		r = quai_dataset_allow(ds, "cat", file, err, sizeof(err));
+		r = qhd_dataset_allow(ds, "cat", file, werr ? "standard output" : NULL, err,
+				      sizeof(err));
 		if (r < 0) {
 			cli_errorf("cat", "%s", err);
 			ret = cli_exit_code(r);

@@ -19,7 +19,6 @@
 
 #include "cli_util.h"
 #include "conn.h"
-#include "hostconf.h"
 #include "pack_opts.h"
 #include "quai/quai.h"
 #include "verbs.h"
@@ -179,20 +178,6 @@ static int pack_to_temp(int nsrcs, char **srcs, const char *name, struct pack_cl
 
 	if (!base || !base[0])
 		base = "/tmp";
-	/* The packed copy is sensitive data on this host's disk: only on
-	 * sovereign storage, like a pull's. */
-	if (pc->o.classification == QUAI_CLASS_SENSITIVE) {
-		r = qhc_sovereign_check(base, err, sizeof(err));
-		if (r < 0) {
-			cli_errorf("push",
-				   "dataset %s is sensitive, and raw input is packed into a "
-				   "temporary copy under $TMPDIR first: %s; set TMPDIR to a "
-				   "sovereign path, or pack the dataset there with 'quai pack' and "
-				   "push that",
-				   name, cli_printable(err, shown, sizeof(shown)));
-			return cli_exit_code(-QUAI_EPOLICY);
-		}
-	}
 	if ((size_t)snprintf(tmp, tmp_len, "%s/quai-push-XXXXXX", base) >= tmp_len ||
 	    !mkdtemp(tmp)) {
 		r = errno ? -errno : -ENAMETOOLONG;
@@ -224,6 +209,13 @@ static int pack_to_temp(int nsrcs, char **srcs, const char *name, struct pack_cl
 	if (r < 0) {
 		snprintf(context, sizeof(context), "cannot pack the input of '%s'", name);
 		report("push", r, err, context);
+		/* quai_pack() made the host's decision on the temporary copy. */
+		if (r == -QUAI_EPOLICY && pc->o.classification == QUAI_CLASS_SENSITIVE)
+			fprintf(stderr,
+				"quai push: raw input is packed into a temporary copy under "
+				"$TMPDIR (%s) first: set TMPDIR to a sovereign path, or pack the "
+				"dataset there with 'quai pack' and push that\n",
+				cli_printable(base, shown, sizeof(shown)));
 		return cli_exit_code(r);
 	}
 	if (!quiet) {

@@ -20,6 +20,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* ppoll; meson defines it, bench/ builds without */
 #endif
+#include "errmsg.h"
 #include "fabric.h"
 
 #include <arpa/inet.h>
@@ -27,7 +28,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -316,19 +316,6 @@ static int neg_errno(long r)
 	}
 }
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || err_len == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, err_len, fmt, ap);
-	va_end(ap);
-}
-
 static void stat_add(atomic_uint_fast64_t *c, uint64_t n)
 {
 	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
@@ -426,10 +413,10 @@ out:
 	/* libfabric itself loads only the providers $FI_PROVIDER names. */
 	env = getenv("FI_PROVIDER");
 	if (env && *env && strcmp(env, prov) != 0)
-		set_err(err, err_len, "provider \"%s\": %s (FI_PROVIDER=%s hides the others)", prov,
-			why, env);
+		qerr_set(err, err_len, "provider \"%s\": %s (FI_PROVIDER=%s hides the others)",
+			 prov, why, env);
 	else
-		set_err(err, err_len, "provider \"%s\": %s", prov, why);
+		qerr_set(err, err_len, "provider \"%s\": %s", prov, why);
 }
 
 /* Whether quai can drive this info; else a reason. */
@@ -1265,17 +1252,17 @@ static int bind_wildcard(struct fi_info *i, int family, const char *service, cha
 	void *sa;
 
 	if (*end != '\0' || port > 65535) {
-		set_err(err, err_len, "listen on a wildcard: port '%s' is not a number", service);
+		qerr_set(err, err_len, "listen on a wildcard: port '%s' is not a number", service);
 		return -EINVAL;
 	}
 	if ((family == AF_INET && i->addr_format != FI_SOCKADDR_IN &&
 	     i->addr_format != FI_SOCKADDR) ||
 	    (family == AF_INET6 && i->addr_format != FI_SOCKADDR_IN6 &&
 	     i->addr_format != FI_SOCKADDR)) {
-		set_err(err, err_len,
-			"provider \"%s\" does not take IP socket addresses: name an address "
-			"to listen on, not a wildcard",
-			i->fabric_attr->prov_name);
+		qerr_set(err, err_len,
+			 "provider \"%s\" does not take IP socket addresses: name an address "
+			 "to listen on, not a wildcard",
+			 i->fabric_attr->prov_name);
 		return -EINVAL;
 	}
 	sa = calloc(1, len);
@@ -1333,15 +1320,15 @@ static int pick_info(struct qf_ep *ep, const struct qf_opts *o, const char *prov
 		return -ENODATA;
 	}
 	if (r) {
-		set_err(err, err_len, "fi_getinfo(provider \"%s\", %s:%s): %s", prov,
-			o->node ? o->node : "*", o->service ? o->service : "*", fi_strerror(-r));
+		qerr_set(err, err_len, "fi_getinfo(provider \"%s\", %s:%s): %s", prov,
+			 o->node ? o->node : "*", o->service ? o->service : "*", fi_strerror(-r));
 		return neg_errno(r);
 	}
 	for (i = info; i; i = i->next)
 		if ((why = unusable(i)) == NULL)
 			break;
 	if (i == NULL) {
-		set_err(err, err_len, "provider \"%s\" %s, which quai does not handle", prov, why);
+		qerr_set(err, err_len, "provider \"%s\" %s, which quai does not handle", prov, why);
 		fi_freeinfo(info);
 		return -ENODATA;
 	}
@@ -1372,10 +1359,10 @@ static int take_limits(struct qf_ep *ep, const char *prov, char *err, size_t err
 		ep->iov_limit = (size_t)atoi(env);
 	if (ep->msg_max > i->ep_attr->max_msg_size || ep->rx_depth > i->rx_attr->size ||
 	    ep->tx_depth > i->tx_attr->size) {
-		set_err(err, err_len,
-			"provider \"%s\" takes messages up to %zu bytes and queues of %zu (rx) "
-			"and %zu (tx)",
-			prov, i->ep_attr->max_msg_size, i->rx_attr->size, i->tx_attr->size);
+		qerr_set(err, err_len,
+			 "provider \"%s\" takes messages up to %zu bytes and queues of %zu (rx) "
+			 "and %zu (tx)",
+			 prov, i->ep_attr->max_msg_size, i->rx_attr->size, i->tx_attr->size);
 		return -EINVAL;
 	}
 	ep->rma_nops = i->tx_attr->size > ep->tx_depth ? i->tx_attr->size - ep->tx_depth : 16;
@@ -1427,8 +1414,8 @@ static int open_objects(struct qf_ep *ep, const struct qf_opts *o, const char *p
 		goto fail;
 	r = fi_enable(ep->ep);
 	if (r) {
-		set_err(err, err_len, "fi_enable(%s, %s:%s): %s", prov, o->node ? o->node : "*",
-			o->service ? o->service : "*", fi_strerror(-r));
+		qerr_set(err, err_len, "fi_enable(%s, %s:%s): %s", prov, o->node ? o->node : "*",
+			 o->service ? o->service : "*", fi_strerror(-r));
 		return neg_errno(r);
 	}
 	/* The length of our own address is that of every peer's. */
@@ -1439,7 +1426,7 @@ static int open_objects(struct qf_ep *ep, const struct qf_opts *o, const char *p
 		goto fail;
 	return 0;
 fail:
-	set_err(err, err_len, "%s(%s): %s", call, prov, fi_strerror(-r));
+	qerr_set(err, err_len, "%s(%s): %s", call, prov, fi_strerror(-r));
 	return neg_errno(r);
 }
 
@@ -1450,8 +1437,8 @@ static int post_buffers(struct qf_ep *ep, const char *prov, char *err, size_t er
 	int r = alloc_bounce(ep);
 
 	if (r) {
-		set_err(err, err_len, "qf_open: out of memory for %u+%u buffers of %zu bytes",
-			ep->rx_depth, ep->tx_depth, ep->msg_max);
+		qerr_set(err, err_len, "qf_open: out of memory for %u+%u buffers of %zu bytes",
+			 ep->rx_depth, ep->tx_depth, ep->msg_max);
 		return r;
 	}
 	if (ep->mr_mode & FI_MR_LOCAL) {
@@ -1461,8 +1448,8 @@ static int post_buffers(struct qf_ep *ep, const char *prov, char *err, size_t er
 			r = mr_register(ep, ep->tx_buf, (size_t)ep->tx_depth * ep->msg_max, FI_SEND,
 					&ep->tx_mr);
 		if (r) {
-			set_err(err, err_len, "fi_mr_reg(%s, bounce buffers): %s", prov,
-				strerror(-r));
+			qerr_set(err, err_len, "fi_mr_reg(%s, bounce buffers): %s", prov,
+				 strerror(-r));
 			return r;
 		}
 	}
@@ -1472,7 +1459,7 @@ static int post_buffers(struct qf_ep *ep, const char *prov, char *err, size_t er
 		r = fi_recv(ep->ep, op->buf, ep->msg_max, mr_desc(ep->rx_mr), FI_ADDR_UNSPEC,
 			    &op->ctx);
 		if (r) {
-			set_err(err, err_len, "fi_recv(%s): %s", prov, fi_strerror(-r));
+			qerr_set(err, err_len, "fi_recv(%s): %s", prov, fi_strerror(-r));
 			return neg_errno(r);
 		}
 	}
@@ -1487,12 +1474,12 @@ static int start_progress(struct qf_ep *ep, char *err, size_t err_len)
 	ep->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (ep->kick_fd < 0) {
 		r = -errno;
-		set_err(err, err_len, "eventfd: %s", strerror(-r));
+		qerr_set(err, err_len, "eventfd: %s", strerror(-r));
 		return r;
 	}
 	r = pthread_create(&ep->thread, NULL, progress_main, ep);
 	if (r) {
-		set_err(err, err_len, "pthread_create: %s", strerror(r));
+		qerr_set(err, err_len, "pthread_create: %s", strerror(r));
 		return -r;
 	}
 	ep->thread_started = true;
@@ -1505,9 +1492,9 @@ int qf_open(const struct qf_opts *o, struct qf_ep **ret_ep, char *err, size_t er
 	struct qf_ep *ep;
 	int r;
 
-	set_err(err, err_len, "%s", "");
+	qerr_set(err, err_len, "%s", "");
 	if (o == NULL || ret_ep == NULL) {
-		set_err(err, err_len, "qf_open: no options");
+		qerr_set(err, err_len, "qf_open: no options");
 		return -EINVAL;
 	}
 	env = getenv("FI_PROVIDER");

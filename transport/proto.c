@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "byteorder.h"
 #include "proto.h"
 
 static const char *const type_names[QP_TYPE_LAST] = {
@@ -56,41 +57,6 @@ const char *qp_type_name(unsigned type)
 	if (type == 0 || type >= QP_TYPE_LAST)
 		return "?";
 	return type_names[type];
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)v);
-	put32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
 }
 
 /* Where a walker stands in a message, in either direction. */
@@ -176,9 +142,9 @@ static void w_u16(struct cur *c, uint16_t *v, const char *field)
 	if (!room(c, 2, field))
 		return;
 	if (c->enc)
-		put16(c->out + c->off, *v);
+		qput16(c->out + c->off, *v);
 	else
-		*v = get16(c->in + c->off);
+		*v = qle16(c->in + c->off);
 	c->off += 2;
 }
 
@@ -187,9 +153,9 @@ static void w_u32(struct cur *c, uint32_t *v, const char *field)
 	if (!room(c, 4, field))
 		return;
 	if (c->enc)
-		put32(c->out + c->off, *v);
+		qput32(c->out + c->off, *v);
 	else
-		*v = get32(c->in + c->off);
+		*v = qle32(c->in + c->off);
 	c->off += 4;
 }
 
@@ -198,9 +164,9 @@ static void w_u64(struct cur *c, uint64_t *v, const char *field)
 	if (!room(c, 8, field))
 		return;
 	if (c->enc)
-		put64(c->out + c->off, *v);
+		qput64(c->out + c->off, *v);
 	else
-		*v = get64(c->in + c->off);
+		*v = qle64(c->in + c->off);
 	c->off += 8;
 }
 
@@ -744,12 +710,12 @@ int qp_encode(const struct qp_msg *m, void *buf, size_t cap)
 	walk(&c, (struct qp_msg *)m);
 	if (c.r)
 		return c.r;
-	put32(c.out, QP_MAGIC);
-	put16(c.out + 4, QP_VERSION);
-	put16(c.out + 6, m->h.type);
-	put32(c.out + 8, (uint32_t)(c.off - QP_HEADER_SIZE));
-	put32(c.out + 12, m->h.session);
-	put64(c.out + 16, m->h.req);
+	qput32(c.out, QP_MAGIC);
+	qput16(c.out + 4, QP_VERSION);
+	qput16(c.out + 6, m->h.type);
+	qput32(c.out + 8, (uint32_t)(c.off - QP_HEADER_SIZE));
+	qput32(c.out + 12, m->h.session);
+	qput64(c.out + 16, m->h.req);
 	return (int)c.off;
 }
 
@@ -775,18 +741,18 @@ int qp_decode(const void *buf, size_t len, struct qp_msg *m, char *err, size_t e
 		     QP_HEADER_SIZE);
 		return c.r;
 	}
-	magic = get32(p);
+	magic = qle32(p);
 	if (magic != QP_MAGIC) {
 		fail(&c, -EBADMSG, "magic", "0x%08" PRIx32 " is not 0x%08x (\"QUAI\")", magic,
 		     QP_MAGIC);
 		return c.r;
 	}
 	m->h.magic = magic;
-	m->h.version = get16(p + 4);
-	m->h.type = get16(p + 6);
-	m->h.length = get32(p + 8);
-	m->h.session = get32(p + 12);
-	m->h.req = get64(p + 16);
+	m->h.version = qle16(p + 4);
+	m->h.type = qle16(p + 6);
+	m->h.length = qle32(p + 8);
+	m->h.session = qle32(p + 12);
+	m->h.req = qle64(p + 16);
 	c.type = qp_type_name(m->h.type);
 	if (!strcmp(c.type, "?"))
 		c.type = "message";
@@ -823,8 +789,8 @@ int qp_hello_addr(const void *buf, size_t len, struct qp_blob *ret_addr)
 	struct cur c = {.in = buf, .len = len, .off = QP_HEADER_SIZE, .type = "HELLO"};
 	struct qp_hello x;
 
-	if (!buf || len < QP_HEADER_SIZE || get32(buf) != QP_MAGIC ||
-	    get16((const uint8_t *)buf + 6) != QP_HELLO)
+	if (!buf || len < QP_HEADER_SIZE || qle32(buf) != QP_MAGIC ||
+	    qle16((const uint8_t *)buf + 6) != QP_HELLO)
 		return -EBADMSG;
 	/* Whatever the version and the rest: only the frozen prefix is read. */
 	walk_hello_frozen(&c, &x);
@@ -928,16 +894,16 @@ static void walk_slot_records(struct cur *c, const struct qp_slot_header *h, con
 		return;
 	if (c->enc)
 		for (i = 0; i < n; i++)
-			put64(c->out + c->off + 8 * i, ids[i]);
+			qput64(c->out + c->off + 8 * i, ids[i]);
 	c->off += 8 * n;
 	for (i = 0; i <= n && !c->r; i++, c->off += 8) {
-		uint64_t o = c->enc ? offsets[i] : get64(c->in + c->off);
+		uint64_t o = c->enc ? offsets[i] : qle64(c->in + c->off);
 
 		NEED(c, i > 0 || o == 0, "offsets", "[0] is %" PRIu64 ", not 0", o);
 		NEED(c, o >= prev, "offsets",
 		     "[%zu] = %" PRIu64 " is below the one before, %" PRIu64, i, o, prev);
 		if (c->enc)
-			put64(c->out + c->off, o);
+			qput64(c->out + c->off, o);
 		prev = o;
 	}
 	NEED(c, prev == h->bytes, "offsets", "[%zu] = %" PRIu64 " is not bytes, %" PRIu64, n, prev,

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "auth.h"
 #include "errmsg.h"
 #include "quai/quai.h"
@@ -57,13 +58,6 @@ struct qconn {
 	int keepalive_started;
 	struct qf_handlers *h; /* the endpoint's: freed after it is closed */
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void deadline_in(struct timespec *ts, int ms)
 {
@@ -186,7 +180,7 @@ static void on_msg(void *arg, uint64_t peer, const void *msg, size_t len)
 	}
 	int r = qp_decode(msg, len, m, derr, sizeof(derr));
 	pthread_mutex_lock(&c->mu);
-	c->last_rx_ns = now_ns();
+	c->last_rx_ns = qclock_now_ns();
 	if (r == -EPROTONOSUPPORT) {
 		set_dead_locked(c, -QUAI_EVERSION,
 				"%s speaks protocol version %u; this client speaks version %u",
@@ -263,7 +257,7 @@ static void on_write_in(void *arg, uint64_t peer, uint64_t data)
 	if (peer != c->peer && peer != QF_PEER_UNKNOWN)
 		return;
 	pthread_mutex_lock(&c->mu);
-	c->last_rx_ns = now_ns();
+	c->last_rx_ns = qclock_now_ns();
 	struct qconn_sink *s;
 	for (s = c->sinks; s; s = s->next)
 		if (s->tag == tag)
@@ -294,7 +288,7 @@ static void *keepalive_main(void *arg)
 		pthread_cond_timedwait(&c->cv, &c->mu, &ts);
 		if (c->stop || c->dead)
 			break;
-		uint64_t quiet = now_ns() - c->last_rx_ns;
+		uint64_t quiet = qclock_now_ns() - c->last_rx_ns;
 		if (quiet > (uint64_t)c->timeout_ms * 1000000ull) {
 			set_dead_locked(c, -ETIMEDOUT, "%s stopped answering (nothing for %d s)",
 					c->name, c->timeout_ms / 1000);
@@ -308,7 +302,7 @@ static void *keepalive_main(void *arg)
 					   .h.req = c->next_req++,
 					   .h.session = (uint32_t)c->welcome.session};
 			uint8_t buf[64];
-			m.u.ping.stamp = now_ns();
+			m.u.ping.stamp = qclock_now_ns();
 			int n = qp_encode(&m, buf, sizeof(buf));
 			pthread_mutex_unlock(&c->mu);
 			if (n > 0)
@@ -512,7 +506,7 @@ int qconn_open(const struct qconn_uri *u, struct qconn **ret, char *err, size_t 
 	const char *t = getenv("QUAI_REMOTE_TIMEOUT");
 	if (t && atoi(t) > 0)
 		c->timeout_ms = atoi(t) * 1000;
-	c->last_rx_ns = now_ns();
+	c->last_rx_ns = qclock_now_ns();
 
 	/* The handlers live as long as the endpoint: inside the connection. */
 	h = malloc(sizeof(*h));

@@ -20,11 +20,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "audit.h"
+#include "clock.h"
 #include "conn.h"
-#include "engine.h"
+#include "ctxmem.h"
 #include "errmsg.h"
-#include "hostconf.h"
+#include "hostdecide.h"
 #include "json.h"
 #include "dataset.h"
 #include "manifest.h"
@@ -55,13 +55,6 @@ struct qrstream {
 	uint32_t state_len;
 	struct quai_stream_stats st;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void fail_locked(struct qrstream *r, int err, const char *msg)
 {
@@ -139,7 +132,7 @@ int qrs_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 	s->end_batches = UINT64_MAX;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
-	__atomic_add_fetch(&ctx->streams, 1, __ATOMIC_RELAXED);
+	qctx_streams_add(ctx, 1);
 
 	r = qconn_open(&u, &s->c, err, err_len);
 	if (r < 0)
@@ -179,34 +172,31 @@ int qrs_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 	const struct qp_stream_ready *rd = &rep.m.u.stream_ready;
 	s->id = rd->stream;
 	s->nslots = rd->slots;
-	s->slot_bytes = (rd->slot_bytes + QPOOL_ALIGN - 1) / QPOOL_ALIGN * QPOOL_ALIGN;
+	s->slot_bytes = (rd->slot_bytes + QCTX_MEM_ALIGN - 1) / QCTX_MEM_ALIGN * QCTX_MEM_ALIGN;
 	s->state_len = (uint32_t)rd->state.len;
 	memcpy(s->state, rd->state.p, rd->state.len);
 	s->st.records_total = rd->records_total;
 	s->st.partitions = rd->partitions;
 	s->st.budget_bytes = rd->budget;
 	s->st.working_set_bytes = rd->working_set;
+	/* Both sides decide: quaid streams sensitive data only to the hosts
+	 * of its zone, and this host must say it is one, with locked memory
+	 * for the slots (hostdecide.h; audited here either way). */
+	struct qhd_request hq = {
+	    .op = "stream",
+	    .dataset = u.name,
+	    .classification = rd->classification,
+	    .zone = rd->zone,
+	    .bytes = -1,
+	    .what = "streamed",
+	    .memory = qctx_mem_locked(ctx) ? QHD_MEM_LOCKED : QHD_MEM_POOL_UNLOCKED,
+	};
+	r = qhd_decide(&hq, err, err_len);
+	if (r < 0)
+		goto fail;
 	if (rd->classification == QUAI_CLASS_SENSITIVE) {
-		if (!ctx->pool_info.locked) {
-			qerr_set(err, err_len,
-				 "dataset %s is sensitive: its batches must live in locked memory, "
-				 "but this context's pinned pool could not be locked (raise "
-				 "RLIMIT_MEMLOCK, e.g. ulimit -l, and create the context without "
-				 "QUAI_CTX_UNLOCKED_OK)",
-				 u.name);
-			r = -QUAI_EPOLICY;
-			goto fail;
-		}
-		/* Both sides refuse: quaid streams sensitive data only to the
-		 * hosts of its zone, and this host must say it is one. */
-		r = qhc_zone_allows(u.name, rd->zone, "streamed", err, err_len);
-		if (r < 0) {
-			qaudit_local("stream", u.name, rd->classification, rd->zone, -1, 0,
-				     "sovereign:zone", err, NULL, 0);
-			goto fail;
-		}
 		s->wipe = 1;
-		qpool_wipe_on_free(ctx->pool);
+		qctx_mem_wipe_on_free(ctx);
 	}
 	qconn_reply_free(&rep);
 
@@ -217,7 +207,7 @@ int qrs_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
 		r = -ENOMEM;
 		goto fail;
 	}
-	r = qpool_alloc(ctx->pool, s->ring_bytes, (void **)&s->ring);
+	r = qctx_mem_alloc(ctx, s->ring_bytes, (void **)&s->ring);
 	if (r < 0) {
 		qerr_set(err, err_len,
 			 "%s: the stream needs %u slots of %" PRIu64 " KiB (%" PRIu64
@@ -303,11 +293,11 @@ int qrs_next(struct qrstream *r, struct quai_batch *batch)
 			return -EBUSY;
 		}
 		if (!t0)
-			t0 = now_ns();
+			t0 = qclock_now_ns();
 		pthread_cond_wait(&r->cv, &r->mu);
 	}
 	if (t0)
-		r->st.wait_ns += now_ns() - t0;
+		r->st.wait_ns += qclock_now_ns() - t0;
 	if (slot < 0) {
 		int e = r->err ? r->err : r->end_status;
 		pthread_mutex_unlock(&r->mu);
@@ -424,10 +414,9 @@ void qrs_close(struct qrstream *r)
 	qconn_close(r->c);
 	if (r->ring && r->wipe)
 		explicit_bzero(r->ring, r->ring_bytes); /* what landed and was never taken */
-	if (r->ring)
-		qpool_release(r->ctx->pool, r->ring);
+	qctx_mem_release(r->ctx, r->ring);
 	free(r->slot_state);
-	__atomic_sub_fetch(&r->ctx->streams, 1, __ATOMIC_RELAXED);
+	qctx_streams_add(r->ctx, -1);
 	pthread_mutex_destroy(&r->mu);
 	pthread_cond_destroy(&r->cv);
 	free(r);

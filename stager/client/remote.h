@@ -2,9 +2,10 @@
 /*
  * The client side of a remote stream (quai://HOST[:PORT]/NAME): quaid
  * runs the staging engine next to the storage and RMA-writes each batch
- * into a ring of slots in this context's pinned pool. quai_stream_open()
- * and the calls on the stream come here for remote URIs, so that a
- * training job switches between embedded and remote mode by URI only.
+ * into a ring of slots in this context's pinned pool. The front door
+ * (stager/front/stream_front.c) sends the public stream calls here for
+ * quai:// URIs, so that a training job switches between embedded and remote
+ * mode by URI only; it checks the arguments and options first.
  */
 #ifndef QUAI_STAGER_REMOTE_H
 #define QUAI_STAGER_REMOTE_H

@@ -35,11 +35,11 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "audit.h"
+#include "clock.h"
 #include "conn.h"
 #include "errmsg.h"
 #include "fsutil.h"
-#include "hostconf.h"
+#include "hostdecide.h"
 #include "manifest.h"
 #include "pool.h"
 #include "quai/quai.h"
@@ -110,13 +110,6 @@ struct xfer {
 	struct quai_xfer_progress prog;
 	uint64_t last_prog_ns;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void fail_locked(struct xfer *x, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -217,7 +210,7 @@ static int report(struct xfer *x, int force)
 {
 	if (!x->opts || !x->opts->progress)
 		return 0;
-	uint64_t now = now_ns();
+	uint64_t now = qclock_now_ns();
 	if (!force && now - x->last_prog_ns < (uint64_t)XF_TICK_MS * 1000000ull)
 		return 0;
 	x->last_prog_ns = now;
@@ -550,57 +543,16 @@ static int fetch_manifest(struct xfer *x, uint8_t **ret, size_t *ret_len, char *
 	return 0;
 }
 
-/* Removes every entry of a directory (a partial copy holds only files). */
-static int clear_dir(int dfd)
-{
-	int fd = dup(dfd);
-	DIR *d = fd < 0 ? NULL : fdopendir(fd);
-	if (!d) {
-		int e = -errno;
-		if (fd >= 0)
-			close(fd);
-		return e;
-	}
-	int r = 0;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT && r == 0)
-			r = -errno;
-	}
-	closedir(d);
-	return r;
-}
-
 /* Opens (creating) and locks the partial copy; keeps its files when they
  * belong to this manifest, else empties it. Returns the directory's fd. */
 static int open_partial(const char *pdir, const uint8_t *text, size_t len, int *ret_kept, char *err,
 			size_t err_len)
 {
-	int dfd = -1, r;
-	for (int tries = 0; tries < 3 && dfd < 0; tries++) {
-		dfd = open(pdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (dfd >= 0)
-			break;
-		if (errno == ENOTDIR || errno == ELOOP) {
-			if (unlink(pdir) < 0 && errno != ENOENT)
-				break;
-		} else if (errno != ENOENT || (mkdir(pdir, 0755) < 0 && errno != EEXIST)) {
-			break;
-		}
-	}
+	int dfd = qfs_partial_open(pdir, 1, 0), r;
 	if (dfd < 0) {
-		r = -errno;
-		qfs_err(err, err_len, pdir, "%s", strerror(-r));
-		return r;
-	}
-	if (flock(dfd, LOCK_EX | LOCK_NB) < 0) {
-		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		qfs_err(err, err_len, pdir, "%s",
-			r == -EBUSY ? "another quai is writing it" : strerror(-r));
-		close(dfd);
-		return r;
+			dfd == -EBUSY ? "another quai is writing it" : strerror(-dfd));
+		return dfd;
 	}
 	uint8_t *old = NULL;
 	size_t old_len = 0;
@@ -611,7 +563,7 @@ static int open_partial(const char *pdir, const uint8_t *text, size_t len, int *
 		free(old);
 	}
 	if (!same) {
-		r = clear_dir(dfd);
+		r = qfs_partial_clear(dfd, NULL);
 		if (r == 0)
 			r = qfs_write_file(dfd, XF_MANIFEST_TMP, text, len);
 		if (r == 0 && fsync(dfd) < 0)
@@ -787,37 +739,229 @@ static int pull_seal(struct xfer *x, int dfd, const char *pdir, char *err, size_
 	return 0;
 }
 
-/* Sensitive data is never pulled to a host outside its zone. */
-static int check_zone(const struct qmf *mf, char *err, size_t err_len)
+/* ---- quai_pull, phase by phase ------------------------------------------
+ * quai_pull() runs these in order; each returns 0 (or what it says) or
+ * -errno with err set; what they make lives in the xfer and in quai_pull's
+ * locals, which it frees once. */
+
+/* Phase 1: DEST must not exist; *pdir is the partial copy beside it (of
+ * DEST, or of DEST's unpacked-from name when unpacking). */
+static int pull_paths(const char *dest, int unpack, char *pdir, size_t pdir_len, char *err,
+		      size_t err_len)
 {
-	if (mf->classification != QUAI_CLASS_SENSITIVE)
-		return 0;
-	return qhc_zone_allows(mf->name, mf->zone, "pulled", err, err_len);
+	int r;
+	if (qfs_exists(dest)) {
+		qfs_err(err, err_len, dest, "%s", quai_strerror(QUAI_EEXISTS));
+		return -QUAI_EEXISTS;
+	}
+	if (unpack) {
+		char base[PATH_MAX];
+		if ((size_t)snprintf(base, sizeof(base), "%s" XF_UNPACK_SUFFIX, dest) >=
+		    sizeof(base))
+			r = -ENAMETOOLONG;
+		else
+			r = qfs_partial_path(base, pdir, pdir_len);
+	} else {
+		r = qfs_partial_path(dest, pdir, pdir_len);
+	}
+	if (r < 0)
+		qfs_err(err, err_len, dest, "%s", quai_strerror(r));
+	return r;
 }
 
-/* Sensitive data is only written to the sovereign storage of this host
- * (sovereign_paths in the host configuration): DEST, and the partial copy
- * beside it, where the bytes land first. Checked before anything is made. */
-static int check_sovereign(const struct qmf *mf, const char *dest, const char *pdir, char *err,
-			   size_t err_len)
+/* Phase 2: a session with quaid, and the pull opened on it (m: a message
+ * buffer to use). */
+static int pull_connect(struct xfer *x, struct qp_msg *m, struct qp_xfer_ready *rd, char *err,
+			size_t err_len)
 {
-	char serr[PATH_MAX + 256] = "";
-	int r;
+	int r = qconn_open(&x->u, &x->c, err, err_len);
+	if (r < 0)
+		return r;
+	x->sink = (struct qconn_sink){
+	    .tag = qconn_tag(x->c), .landed = on_landed, .dead = on_dead, .arg = x};
+	memset(m, 0, sizeof(*m));
+	m->h.type = QP_PULL_OPEN;
+	m->u.pull_open.tag = x->sink.tag;
+	snprintf(m->u.pull_open.name, sizeof(m->u.pull_open.name), "%s", x->u.name);
+	r = open_xfer(x, m, rd, err, err_len);
+	if (r < 0)
+		return r;
+	x->sink.id = x->id;
+	qconn_add_sink(x->c, &x->sink);
+	x->sink_added = 1;
+	return 0;
+}
 
-	if (mf->classification != QUAI_CLASS_SENSITIVE)
-		return 0;
-	r = qhc_sovereign_check(dest, serr, sizeof(serr));
-	if (r == 0)
-		r = qhc_sovereign_check(pdir, serr, sizeof(serr));
-	if (r == -QUAI_EPOLICY)
-		qerr_set(err, err_len, "dataset %s is sensitive (zone %s): %s", mf->name, mf->zone,
-			 serr);
-	else if (r < 0)
+/* Phase 3: the dataset's manifest (*text, parsed into *mf), and the host's
+ * decision (hostdecide.h): sensitive data is pulled only to a host of its
+ * zone, and written only to its sovereign storage: DEST, and the partial
+ * copy beside it, where the bytes land first. Decided, and audited,
+ * before anything is made. *ret_parsed says whether *mf needs releasing. */
+static int pull_manifest(struct xfer *x, const char *uri, const char *dest, const char *pdir,
+			 uint8_t **text, size_t *len, struct qmf *mf, int *ret_parsed, char *err,
+			 size_t err_len)
+{
+	char perr[300];
+	int r = fetch_manifest(x, text, len, err, err_len);
+	if (r < 0)
+		return r;
+	r = qmf_parse((const char *)*text, *len, mf, perr, sizeof(perr));
+	if (r < 0) {
+		qerr_set(err, err_len, "%s: %s: %s", uri, XF_MANIFEST, perr);
+		return r;
+	}
+	*ret_parsed = 1;
+	struct qhd_request hq = {
+	    .op = "pull",
+	    .dataset = mf->name,
+	    .classification = mf->classification,
+	    .zone = mf->zone,
+	    .bytes = (int64_t)(mf->raw_bytes > INT64_MAX ? INT64_MAX : mf->raw_bytes),
+	    .what = "pulled",
+	    .dests = {dest, pdir, NULL},
+	};
+	r = qhd_decide(&hq, err, err_len);
+	if (r < 0)
+		return r;
+	x->sensitive = mf->classification == QUAI_CLASS_SENSITIVE;
+	return 0;
+}
+
+/* Phase 4: the files to move, from the manifest: each shard and its
+ * index, with the checksums they must have. */
+static int pull_file_list(struct xfer *x, const struct qmf *mf)
+{
+	x->nfiles = 2 * mf->nshards;
+	x->files = calloc(x->nfiles, sizeof(*x->files));
+	if (!x->files)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < x->nfiles; i++) {
+		const struct qmf_shard *s = &mf->shards[i / 2];
+		snprintf(x->files[i].name, sizeof(x->files[i].name), "%s",
+			 i % 2 ? s->index : s->file);
+		x->files[i].size = i % 2 ? s->index_bytes : s->compressed_bytes;
+		x->files[i].xxh3 = i % 2 ? s->index_xxh3 : s->xxh3;
+		x->files[i].h = XXH3_createState();
+		if (!x->files[i].h || XXH3_64bits_reset(x->files[i].h) == XXH_ERROR)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Phase 5: the partial copy, opened and locked (qfs_partial_open()); the
+ * files an earlier run of the same dataset left are kept, each from its
+ * start. Returns the partial's fd. */
+static int pull_resume(struct xfer *x, const char *pdir, const uint8_t *text, size_t len, char *err,
+		       size_t err_len)
+{
+	int kept = 0;
+	int dfd = open_partial(pdir, text, len, &kept, err, err_len);
+	if (dfd < 0)
+		return dfd;
+	/* What a re-run keeps: each file's bytes from the start. */
+	for (uint32_t i = 0; i < x->nfiles; i++) {
+		struct xfile *f = &x->files[i];
+		struct stat st;
+		if (!kept || fstatat(dfd, f->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > f->size) {
+			unlinkat(dfd, f->name, 0);
+			continue;
+		}
+		f->have = (uint64_t)st.st_size;
+		x->prog.bytes_skipped += f->have;
+		x->prog.files_done += f->have == f->size;
+	}
+	/* The manifest is a file of the dataset too, and here already. */
+	x->prog.files_total = x->nfiles + 1;
+	x->prog.files_done++;
+	for (uint32_t i = 0; i < x->nfiles; i++)
+		x->prog.bytes_total += x->files[i].size - x->files[i].have;
+	return dfd;
+}
+
+/* Phase 6: the ring of slots the server writes into, registered, and
+ * their keys sent to it. */
+static int pull_slots(struct xfer *x, struct qp_msg *m, const struct qp_xfer_ready *rd, char *err,
+		      size_t err_len)
+{
+	char perr[300];
+	int r = make_ring(x, rd, QF_REMOTE_WRITE, err, err_len);
+	if (r < 0)
+		return r;
+	struct qconn_reply rep = {0};
+	memset(m, 0, sizeof(*m));
+	m->h.type = QP_SLOTS;
+	m->u.slots = (struct qp_slots){.id = x->id,
+				       .nslots = x->nslots,
+				       .slot_bytes = x->chunk,
+				       .addr = qf_mr_addr(x->mr, x->ring),
+				       .key = qf_mr_key(x->mr)};
+	r = qconn_call(x->c, m, &rep, perr, sizeof(perr));
+	qconn_reply_free(&rep);
+	if (r < 0) {
+		call_failed(x, r, perr);
+		qerr_set(err, err_len, "%s", x->errmsg);
+	}
+	return r;
+}
+
+/* Phase 7, once every byte is here: the copy sealed and checked against
+ * the manifest's checksums (hashed as the bytes landed, or read back for
+ * files an earlier run kept). A copy that fails is removed. */
+static int pull_check(struct xfer *x, const char *uri, int dfd, const char *pdir, char *err,
+		      size_t err_len)
+{
+	int r = pull_seal(x, dfd, pdir, err, err_len);
+	if (r < 0)
+		return r;
+	r = pull_hashes(x);
+	if (r == -QUAI_ECORRUPT) {
+		qfs_remove_partial(pdir);
 		qerr_set(err, err_len,
-			 "dataset %s is sensitive (zone %s), and whether %s is sovereign storage "
-			 "cannot be told: %s",
-			 mf->name, mf->zone, dest, serr[0] ? serr : quai_strerror(r));
-	return r < 0 ? -QUAI_EPOLICY : 0;
+			 "%s: the copy fails verification (%s); it was removed, nothing was "
+			 "published",
+			 uri, x->errmsg);
+		return r;
+	}
+	struct first_problem fp = {0};
+	struct quai_verify_opts vo = {.size = sizeof(vo),
+				      .problem = on_problem,
+				      .problem_arg = &fp,
+				      .progress = verify_progress,
+				      .progress_arg = x,
+				      /* A copy: every file against the manifest's
+				       * checksums; the frames decoded on the server's
+				       * side when the dataset was packed or pushed. */
+				      .flags = QUAI_VERIFY_FILES};
+	/* Files kept from an earlier run were not hashed as they landed:
+	 * then every file is checked from the disk. */
+	r = r == 0 ? 0 : quai_verify(pdir, &vo, NULL);
+	if (r == -ECANCELED)
+		return r;
+	if (r < 0 || fp.have) {
+		/* Nothing half-good is kept: a re-run starts afresh. */
+		qfs_remove_partial(pdir);
+		qerr_set(err, err_len,
+			 "%s: the copy fails verification (%s); it was removed, nothing was "
+			 "published",
+			 uri, fp.have ? fp.text : quai_strerror(r));
+		return r == -QUAI_EFORMAT ? r : -QUAI_ECORRUPT;
+	}
+	return 0;
+}
+
+/* Phase 8: the checked copy published at DEST (renamed, or unpacked). */
+static int pull_publish(const char *pdir, const char *dest, int unpack, char *err, size_t err_len)
+{
+	int r;
+	if (unpack) {
+		r = quai_unpack(pdir, dest, err, err_len);
+		if (r == 0)
+			qfs_remove_partial(pdir);
+		return r;
+	}
+	return qfs_publish_new(pdir, dest, err, err_len);
 }
 
 QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer_opts *opts,
@@ -829,8 +973,8 @@ QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer
 	uint8_t *text = NULL;
 	size_t len = 0;
 	struct qmf mf = {0};
-	char pdir[PATH_MAX], perr[300];
-	int dfd = -1, kept = 0, have_mf = 0, r;
+	char pdir[PATH_MAX];
+	int dfd = -1, have_mf = 0, unpack = 0, r;
 
 	if (err && err_len)
 		err[0] = '\0';
@@ -839,28 +983,8 @@ QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer
 	r = xfer_init(&x, uri, opts, err, err_len);
 	if (r < 0)
 		goto out;
-	if (qfs_exists(dest)) {
-		qfs_err(err, err_len, dest, "%s", quai_strerror(QUAI_EEXISTS));
-		r = -QUAI_EEXISTS;
-		goto out;
-	}
-	int unpack = x.opts && x.opts->unpack;
-	if (unpack) {
-		char base[PATH_MAX];
-		if ((size_t)snprintf(base, sizeof(base), "%s" XF_UNPACK_SUFFIX, dest) >=
-		    sizeof(base))
-			r = -ENAMETOOLONG;
-		else
-			r = qfs_partial_path(base, pdir, sizeof(pdir));
-	} else {
-		r = qfs_partial_path(dest, pdir, sizeof(pdir));
-	}
-	if (r < 0) {
-		qfs_err(err, err_len, dest, "%s", quai_strerror(r));
-		goto out;
-	}
-
-	r = qconn_open(&x.u, &x.c, err, err_len);
+	unpack = x.opts && x.opts->unpack;
+	r = pull_paths(dest, unpack, pdir, sizeof(pdir), err, err_len);
 	if (r < 0)
 		goto out;
 	m = calloc(1, sizeof(*m));
@@ -868,102 +992,21 @@ QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer
 		r = -ENOMEM;
 		goto out;
 	}
-	x.sink = (struct qconn_sink){
-	    .tag = qconn_tag(x.c), .landed = on_landed, .dead = on_dead, .arg = &x};
-	m->h.type = QP_PULL_OPEN;
-	m->u.pull_open.tag = x.sink.tag;
-	snprintf(m->u.pull_open.name, sizeof(m->u.pull_open.name), "%s", x.u.name);
-	r = open_xfer(&x, m, &rd, err, err_len);
+	r = pull_connect(&x, m, &rd, err, err_len);
+	if (r == 0)
+		r = pull_manifest(&x, uri, dest, pdir, &text, &len, &mf, &have_mf, err, err_len);
+	if (r == 0)
+		r = pull_file_list(&x, &mf);
 	if (r < 0)
 		goto out;
-	x.sink.id = x.id;
-	qconn_add_sink(x.c, &x.sink);
-	x.sink_added = 1;
-
-	r = fetch_manifest(&x, &text, &len, err, err_len);
-	if (r < 0)
-		goto out;
-	r = qmf_parse((const char *)text, len, &mf, perr, sizeof(perr));
-	if (r < 0) {
-		qerr_set(err, err_len, "%s: %s: %s", uri, XF_MANIFEST, perr);
-		goto out;
-	}
-	have_mf = 1;
-	r = check_zone(&mf, err, err_len);
-	if (r < 0) {
-		qaudit_local("pull", mf.name, mf.classification, mf.zone, -1, 0, "sovereign:zone",
-			     err, NULL, 0);
-		goto out;
-	}
-	r = check_sovereign(&mf, dest, pdir, err, err_len);
-	if (r < 0) {
-		qaudit_local("pull", mf.name, mf.classification, mf.zone, -1, 0, "sovereign:paths",
-			     err, NULL, 0);
-		goto out;
-	}
-	x.sensitive = mf.classification == QUAI_CLASS_SENSITIVE;
-	x.nfiles = 2 * mf.nshards;
-	x.files = calloc(x.nfiles, sizeof(*x.files));
-	if (!x.files) {
-		r = -ENOMEM;
-		goto out;
-	}
-	for (uint32_t i = 0; i < x.nfiles; i++) {
-		const struct qmf_shard *s = &mf.shards[i / 2];
-		snprintf(x.files[i].name, sizeof(x.files[i].name), "%s",
-			 i % 2 ? s->index : s->file);
-		x.files[i].size = i % 2 ? s->index_bytes : s->compressed_bytes;
-		x.files[i].xxh3 = i % 2 ? s->index_xxh3 : s->xxh3;
-		x.files[i].h = XXH3_createState();
-		if (!x.files[i].h || XXH3_64bits_reset(x.files[i].h) == XXH_ERROR) {
-			r = -ENOMEM;
-			goto out;
-		}
-	}
-
-	dfd = open_partial(pdir, text, len, &kept, err, err_len);
+	dfd = pull_resume(&x, pdir, text, len, err, err_len);
 	if (dfd < 0) {
 		r = dfd;
 		goto out;
 	}
-	/* What a re-run keeps: each file's bytes from the start. */
-	for (uint32_t i = 0; i < x.nfiles; i++) {
-		struct xfile *f = &x.files[i];
-		struct stat st;
-		if (!kept || fstatat(dfd, f->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > f->size) {
-			unlinkat(dfd, f->name, 0);
-			continue;
-		}
-		f->have = (uint64_t)st.st_size;
-		x.prog.bytes_skipped += f->have;
-		x.prog.files_done += f->have == f->size;
-	}
-	/* The manifest is a file of the dataset too, and here already. */
-	x.prog.files_total = x.nfiles + 1;
-	x.prog.files_done++;
-	for (uint32_t i = 0; i < x.nfiles; i++)
-		x.prog.bytes_total += x.files[i].size - x.files[i].have;
-
-	r = make_ring(&x, &rd, QF_REMOTE_WRITE, err, err_len);
+	r = pull_slots(&x, m, &rd, err, err_len);
 	if (r < 0)
 		goto out;
-	struct qconn_reply rep = {0};
-	memset(m, 0, sizeof(*m));
-	m->h.type = QP_SLOTS;
-	m->u.slots = (struct qp_slots){.id = x.id,
-				       .nslots = x.nslots,
-				       .slot_bytes = x.chunk,
-				       .addr = qf_mr_addr(x.mr, x.ring),
-				       .key = qf_mr_key(x.mr)};
-	r = qconn_call(x.c, m, &rep, perr, sizeof(perr));
-	qconn_reply_free(&rep);
-	if (r < 0) {
-		call_failed(&x, r, perr);
-		qerr_set(err, err_len, "%s", x.errmsg);
-		goto out;
-	}
 	report(&x, 1);
 	r = pull_data(&x, dfd, pdir);
 	if (r < 0) {
@@ -972,56 +1015,9 @@ QUAI_API int quai_pull(const char *uri, const char *dest, const struct quai_xfer
 	}
 	/* Everything is here: let the server go before the long local check. */
 	xfer_end(&x);
-	r = pull_seal(&x, dfd, pdir, err, err_len);
-	if (r < 0)
-		goto out;
-	r = pull_hashes(&x);
-	if (r == -QUAI_ECORRUPT) {
-		qfs_remove_partial(pdir);
-		qerr_set(err, err_len,
-			 "%s: the copy fails verification (%s); it was removed, nothing was "
-			 "published",
-			 uri, x.errmsg);
-		goto out;
-	}
-	struct first_problem fp = {0};
-	struct quai_verify_opts vo = {.size = sizeof(vo),
-				      .problem = on_problem,
-				      .problem_arg = &fp,
-				      .progress = verify_progress,
-				      .progress_arg = &x,
-				      /* A copy: every file against the manifest's
-				       * checksums; the frames decoded on the server's
-				       * side when the dataset was packed or pushed. */
-				      .flags = QUAI_VERIFY_FILES};
-	/* Files kept from an earlier run were not hashed as they landed:
-	 * then every file is checked from the disk. */
-	r = r == 0 ? 0 : quai_verify(pdir, &vo, NULL);
-	if (r == -ECANCELED)
-		goto out;
-	if (r < 0 || fp.have) {
-		/* Nothing half-good is kept: a re-run starts afresh. */
-		qfs_remove_partial(pdir);
-		qerr_set(err, err_len,
-			 "%s: the copy fails verification (%s); it was removed, nothing was "
-			 "published",
-			 uri, fp.have ? fp.text : quai_strerror(r));
-		r = r == -QUAI_EFORMAT ? r : -QUAI_ECORRUPT;
-		goto out;
-	}
-	if (unpack) {
-		r = quai_unpack(pdir, dest, err, err_len);
-		if (r == 0)
-			qfs_remove_partial(pdir);
-	} else {
-		r = qfs_publish(pdir, dest);
-		if (r == -EEXIST || r == -ENOTEMPTY) {
-			qfs_err(err, err_len, dest, "%s", quai_strerror(QUAI_EEXISTS));
-			r = -QUAI_EEXISTS;
-		} else if (r < 0) {
-			qfs_err(err, err_len, dest, "%s", strerror(-r));
-		}
-	}
+	r = pull_check(&x, uri, dfd, pdir, err, err_len);
+	if (r == 0)
+		r = pull_publish(pdir, dest, unpack, err, err_len);
 	if (r < 0)
 		goto out;
 	report(&x, 1);
@@ -1318,18 +1314,19 @@ QUAI_API int quai_push(const char *src, const char *uri, const struct quai_xfer_
 	if (r < 0)
 		goto out;
 	/* Both sides refuse to move sensitive data out of its zone: this one
-	 * before a byte is sent. */
-	if (x.sensitive && strcmp(qconn_welcome(x.c)->zone, info.zone) != 0) {
-		qerr_set(
-		    err, err_len,
-		    "dataset %s is sensitive, of zone %s; %s is in zone %s, and sensitive data "
-		    "is never pushed outside its zone",
-		    info.name, info.zone, qconn_name(x.c), qconn_welcome(x.c)->zone);
-		qaudit_local("push", info.name, info.classification, info.zone, -1, 0,
-			     "sovereign:zone", err, NULL, 0);
-		r = -QUAI_EPOLICY;
+	 * before a byte is sent (hostdecide.h; audited here either way). */
+	struct qhd_request hq = {
+	    .op = "push",
+	    .dataset = info.name,
+	    .classification = info.classification,
+	    .zone = info.zone,
+	    .bytes = (int64_t)(info.raw_bytes > INT64_MAX ? INT64_MAX : info.raw_bytes),
+	    .peer = qconn_name(x.c),
+	    .peer_zone = qconn_welcome(x.c)->zone,
+	};
+	r = qhd_decide(&hq, err, err_len);
+	if (r < 0)
 		goto out;
-	}
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		r = -ENOMEM;

@@ -6,9 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ctxmem.h"
 #include "engine.h"
+#include "dctx.h"
 #include "qthread.h"
-#include "secmem.h"
 
 #define CTX_DEFAULT_POOL (512ull << 20)
 #define CTX_MAX_WORKERS 256u
@@ -65,7 +66,7 @@ static void *worker_main(void *arg)
 	 * its literals buffer holds bytes of the frame being decoded, and a
 	 * sensitive dataset's bytes live only in locked memory. */
 	int locked = ctx->pool_info.locked, e;
-	ZSTD_DCtx *dctx = qsm_dctx_new(locked, &e);
+	ZSTD_DCtx *dctx = qdc_new(locked, &e);
 	int unlocked = 0;
 	if (!dctx && locked) {
 		dctx = ZSTD_createDCtx();
@@ -92,7 +93,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&ctx->mu);
 	}
 	pthread_mutex_unlock(&ctx->mu);
-	qsm_dctx_free(dctx, locked && !unlocked);
+	qdc_free(dctx, locked && !unlocked);
 	return NULL;
 }
 
@@ -233,4 +234,37 @@ int quai_ctx_info(quai_ctx *ctx, struct quai_ctx_info *info)
 	size_t n = info->size < sizeof(i) ? info->size : sizeof(i);
 	memcpy(info, &i, n);
 	return 0;
+}
+
+/* ---- the pinned pool, for the client's remote streams (ctxmem.h) ------- */
+
+_Static_assert(QCTX_MEM_ALIGN == QPOOL_ALIGN, "ctxmem.h and pool.h disagree on alignment");
+
+int qctx_mem_locked(const quai_ctx *ctx)
+{
+	return ctx->pool_info.locked ? 1 : 0;
+}
+
+void qctx_mem_wipe_on_free(quai_ctx *ctx)
+{
+	qpool_wipe_on_free(ctx->pool);
+}
+
+int qctx_mem_alloc(quai_ctx *ctx, size_t size, void **ret_block)
+{
+	return qpool_alloc(ctx->pool, size, ret_block);
+}
+
+void qctx_mem_release(quai_ctx *ctx, void *block)
+{
+	if (block)
+		qpool_release(ctx->pool, block);
+}
+
+void qctx_streams_add(quai_ctx *ctx, int delta)
+{
+	if (delta > 0)
+		__atomic_add_fetch(&ctx->streams, (unsigned)delta, __ATOMIC_RELAXED);
+	else
+		__atomic_sub_fetch(&ctx->streams, (unsigned)-delta, __ATOMIC_RELAXED);
 }

@@ -50,6 +50,26 @@ void qctx_submit_front(struct quai_ctx *ctx, struct qjob *job);
  * still queued (no worker will run it), 0 when a worker has it. */
 int qctx_steal(struct quai_ctx *ctx, struct qjob *job);
 
+/* ---- the engine's stream: a local dataset, staged ----------------------
+ * The public quai_stream_* calls reach these through the front door
+ * (stager/front/stream_front.c), which checks the options and the
+ * arguments first: here the stream and the options are never NULL, and
+ * the options are checked. */
+struct qestream;
+
+/* quai_stream_open() for a local path or file:// URI. */
+int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
+	     struct qestream **ret_stream, char *err, size_t err_len);
+/* quai_next(); with cancel (may be NULL), see qstream_next(). */
+int qes_next(struct qestream *s, struct quai_batch *batch, const int *cancel);
+/* quai_release() of a batch this stream handed out (batch->internal set). */
+void qes_release(struct qestream *s, struct quai_batch *batch);
+const char *qes_error(struct qestream *s);
+int qes_state(struct qestream *s, void *buf, size_t len);
+int qes_stats(struct qestream *s, struct quai_stream_stats *stats);
+/* Accepts NULL. */
+void qes_close(struct qestream *s);
+
 /* A stream's batches, for quaid to size the slots it writes them into. */
 /* prefetch_batches when a stream's options leave it 0 (quai.h). */
 #define QS_DEFAULT_PREFETCH 4u
@@ -62,14 +82,16 @@ struct qstream_geometry {
 	int classification, kind;
 	char zone[QUAI_ZONE_MAX + 1];
 };
-/* Walks the stream's epoch once (no I/O). Returns 0, or -EINVAL for a
- * remote stream. */
+/* Walks the engine stream's epoch once (no I/O). Returns 0. */
+int qes_geometry(struct qestream *s, struct qstream_geometry *g);
+
+/* The same on a public stream handle (defined by the front door, for
+ * quaid): -EINVAL for a remote stream. */
 int qstream_geometry(quai_stream *s, struct qstream_geometry *g);
 
-/* quai_next() for quaid's pumps: the same, but a wait for the next batch
- * ends with -ECANCELED once *cancel is nonzero (read atomically, every
- * 20 ms at the most), so that a pump whose client stopped taking batches
- * never blocks a shutdown. */
+/* quai_next() for quaid's pumps (defined by the front door): the same, but a wait for the next
+ * batch ends with -ECANCELED once *cancel is nonzero (read atomically, every 20 ms at the most), so
+ * that a pump whose client stopped taking batches never blocks a shutdown. */
 int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel);
 
 #endif

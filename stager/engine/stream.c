@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * quai_stream: one rank's epoch of a dataset, staged into pinned batches.
+ * The engine's stream: one rank's epoch of a local dataset, staged into
+ * pinned batches. The public quai_stream_* calls reach it through the front
+ * door (stager/front/stream_front.c), which sends quai:// URIs to the
+ * client instead; nothing here knows of remote streams.
  *
  * Three roles, overlapping fully:
  *  - the reader thread (one per stream, with its own io_uring ring) reads
@@ -32,16 +35,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "audit.h"
 #include "beneath.h"
 #include "byteorder.h"
+#include "clock.h"
 #include "dataset.h"
 #include "errmsg.h"
 #include "engine.h"
-#include "hostconf.h"
+#include "hostdecide.h"
 #include "plan.h"
 #include "qthread.h"
-#include "remote.h"
 
 #define QS_ALIGN 4096u		  /* O_DIRECT offset, length and buffer alignment */
 #define QS_REG_CHUNK (1ull << 30) /* io_uring registers buffers of up to 1 GiB */
@@ -67,7 +69,7 @@ enum { B_FREE, B_ASSEMBLING, B_READY, B_HELD };
 
 struct qs_frame {
 	struct qjob job;
-	struct quai_stream *s;
+	struct qestream *s;
 	uint64_t gframe;
 	uint32_t shard;
 	const struct qix_frame *fx;
@@ -102,7 +104,7 @@ struct qs_batch {
 	size_t recs_cap;
 	uint32_t nrecs;
 	uint64_t skipped; /* records of frames that failed (SKIP_CORRUPT) */
-	struct quai_stream *s;
+	struct qestream *s;
 	int state;
 	uint64_t index;
 	uint64_t l0, l1; /* local record range */
@@ -122,9 +124,8 @@ struct qs_kept {
 	size_t block_len;
 };
 
-struct quai_stream {
+struct qestream {
 	struct quai_ctx *ctx;
-	struct qrstream *remote; /* quai:// streams: everything happens there */
 	quai_dataset *ds;
 	qpl_plan *plan;
 	struct qpl_params pp;
@@ -189,10 +190,10 @@ static uint64_t align_up(uint64_t v, uint64_t a)
 }
 
 /* Records the stream's first error (under s->mu) and wakes everyone. */
-static void fail_locked(struct quai_stream *s, int err, const char *fmt, ...)
+static void fail_locked(struct qestream *s, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void fail_locked(struct quai_stream *s, int err, const char *fmt, ...)
+static void fail_locked(struct qestream *s, int err, const char *fmt, ...)
 {
 	if (s->err)
 		return;
@@ -225,65 +226,38 @@ static void wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long ms)
  * Sensitive data: only into locked memory (no silent fallback: its bytes
  * never sit in memory that may be swapped out), and only on a host of its
  * zone. Returns 0 or -QUAI_EPOLICY / the audit log's error, with err. */
+/* The host's decision on reading this dataset into this context's memory
+ * (hostdecide.h): the engine supplies the facts, site/ makes the rule. */
 static int local_decision(const quai_ctx *ctx, const quai_dataset *ds, char *err, size_t err_len)
 {
 	const struct qmf *m = &ds->m;
-	char aerr[PATH_MAX + 256];
-	const char *rule = "local";
-	int r = 0;
-
-	if (m->classification == QUAI_CLASS_SENSITIVE && !ctx->pool_info.locked) {
-		qerr_set(err, err_len,
-			 "dataset %s is sensitive: its batches must live in locked memory, but "
-			 "this context's pinned pool could not be locked (raise RLIMIT_MEMLOCK, "
-			 "e.g. ulimit -l, and create the context without QUAI_CTX_UNLOCKED_OK)",
-			 m->name);
-		rule = "sovereign:memory";
-		r = -QUAI_EPOLICY;
-	} else if (m->classification == QUAI_CLASS_SENSITIVE && ctx->dctx_unlocked) {
-		qerr_set(err, err_len,
-			 "dataset %s is sensitive: its frames must be decoded in locked memory, "
-			 "but RLIMIT_MEMLOCK left no room for the workers' decompression "
-			 "contexts (about 96 KiB each) beside the pinned pool: raise it (e.g. "
-			 "ulimit -l) or make the pool that much smaller",
-			 m->name);
-		rule = "sovereign:memory";
-		r = -QUAI_EPOLICY;
-	} else if (m->classification == QUAI_CLASS_SENSITIVE && !ctx->served) {
-		r = qhc_zone_allows(m->name, m->zone, "read", err, err_len);
-		if (r < 0)
-			rule = "sovereign:zone";
-	}
-	if (ctx->served)
-		return r;
-	int ar = qaudit_local("stream", m->name, m->classification, m->zone, (int64_t)m->raw_bytes,
-			      r == 0, rule, r < 0 ? err : NULL, aerr, sizeof(aerr));
-	if (r == 0 && ar < 0) {
-		qerr_set(err, err_len, "%s: nothing is read unaudited", aerr);
-		r = ar;
-	}
-	return r;
+	struct qhd_request q = {
+	    .op = "stream",
+	    .dataset = m->name,
+	    .classification = m->classification,
+	    .zone = m->zone,
+	    .bytes = (int64_t)(m->raw_bytes > INT64_MAX ? INT64_MAX : m->raw_bytes),
+	    .what = "read",
+	    .memory = !ctx->pool_info.locked ? QHD_MEM_POOL_UNLOCKED
+		      : ctx->dctx_unlocked   ? QHD_MEM_DCTX_UNLOCKED
+					     : QHD_MEM_LOCKED,
+	    .served = ctx->served,
+	};
+	return qhd_decide(&q, err, err_len);
 }
 
 /* Gives a block back to the pool; a sensitive dataset's bytes are wiped
  * first (the pool wipes everything again when it is destroyed). */
-static void give_back(struct quai_stream *s, void *block, size_t len)
+static void give_back(struct qestream *s, void *block, size_t len)
 {
 	if (s->wipe)
 		explicit_bzero(block, len);
 	qpool_release(s->ctx->pool, block);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* The raw bytes of the l-th local record: where it is, and how long. */
-static void local_record(const struct quai_stream *s, uint64_t l, struct qpl_item *it,
-			 uint32_t *off, uint32_t *len)
+static void local_record(const struct qestream *s, uint64_t l, struct qpl_item *it, uint32_t *off,
+			 uint32_t *len)
 {
 	qpl_item(s->plan, l, it);
 	qds_record_in_frame(s->ds, it->frame, it->index, off, len);
@@ -292,7 +266,7 @@ static void local_record(const struct quai_stream *s, uint64_t l, struct qpl_ite
 /* ---- batch planning --------------------------------------------------- */
 
 /* Bounds of batch b (b < planned): [l0, l1). */
-static void batch_bounds(const struct quai_stream *s, uint64_t b, uint64_t *l0, uint64_t *l1)
+static void batch_bounds(const struct qestream *s, uint64_t b, uint64_t *l0, uint64_t *l1)
 {
 	if (s->batch_records) {
 		*l0 = s->l_start + b * s->batch_records;
@@ -307,7 +281,7 @@ static void batch_bounds(const struct quai_stream *s, uint64_t b, uint64_t *l0, 
 }
 
 /* Plans batch bounds (batch_bytes mode) up to the prefetch window. */
-static void plan_ahead(struct quai_stream *s)
+static void plan_ahead(struct qestream *s)
 {
 	if (s->batch_records)
 		return;
@@ -331,7 +305,7 @@ static void plan_ahead(struct quai_stream *s)
 
 /* The local index up to which the reader may read: as far past the
  * batch being delivered as the budget allows (the span fixed at open). */
-static uint64_t lookahead(const struct quai_stream *s)
+static uint64_t lookahead(const struct qestream *s)
 {
 	uint64_t l0 = s->assembled_l;
 	uint64_t l = l0 + s->span;
@@ -339,7 +313,7 @@ static uint64_t lookahead(const struct quai_stream *s)
 }
 
 /* Frames whose first use is below l (they are a prefix of need order). */
-static uint64_t frames_needed(const struct quai_stream *s, uint64_t l)
+static uint64_t frames_needed(const struct qestream *s, uint64_t l)
 {
 	uint64_t lo = 0, hi = s->nframes;
 	while (lo < hi) {
@@ -397,7 +371,7 @@ static void gather(const struct qs_frame *f, uint32_t off, uint32_t len, uint8_t
 /* Starts assembling the next batch if it can be: it is planned, its slot
  * is free, its frames are all decoded, and its memory can be had. Only one
  * batch of a stream is assembled at a time, in order. Under s->mu. */
-static void pump(struct quai_stream *s)
+static void pump(struct qestream *s)
 {
 	plan_ahead(s);
 	if (s->assembling || s->err || s->closing)
@@ -464,7 +438,7 @@ static void pump(struct quai_stream *s)
 }
 
 /* Frees the frames no batch still to be assembled needs. Under s->mu. */
-static void free_frames(struct quai_stream *s)
+static void free_frames(struct qestream *s)
 {
 	int freed = 0;
 	for (uint64_t i = s->oldest_live; i < s->next_read; i++) {
@@ -492,7 +466,7 @@ static void free_frames(struct quai_stream *s)
 		pthread_cond_signal(&s->cv_reader);
 }
 
-static void job_done(struct quai_stream *s)
+static void job_done(struct qestream *s)
 {
 	if (--s->jobs == 0)
 		pthread_cond_broadcast(&s->cv_idle);
@@ -501,7 +475,7 @@ static void job_done(struct quai_stream *s)
 static void assemble_run(struct qjob *job, ZSTD_DCtx *dctx)
 {
 	struct qs_batch *slot = (struct qs_batch *)job;
-	struct quai_stream *s = slot->s;
+	struct qestream *s = slot->s;
 	uint64_t bytes = 0;
 	(void)dctx;
 	for (uint32_t k = 0; k < slot->nrecs; k++) {
@@ -536,7 +510,7 @@ static void assemble_run(struct qjob *job, ZSTD_DCtx *dctx)
 static void decode_run(struct qjob *job, ZSTD_DCtx *dctx)
 {
 	struct qs_frame *f = (struct qs_frame *)job;
-	struct quai_stream *s = f->s;
+	struct qestream *s = f->s;
 	const uint8_t *src = f->cblock + f->cdelta;
 	/* A frame larger than its raw bytes is most likely stored raw: then
 	 * its records are assembled straight from the read, saving a copy. */
@@ -588,7 +562,7 @@ static void decode_run(struct qjob *job, ZSTD_DCtx *dctx)
 /* ---- the reader ------------------------------------------------------- */
 
 /* Index of the registered buffer holding [p, p + len), or -1. */
-static int reg_index(const struct quai_stream *s, const void *p, size_t len)
+static int reg_index(const struct qestream *s, const void *p, size_t len)
 {
 	if (!s->reg_buffers)
 		return -1;
@@ -602,7 +576,7 @@ static int reg_index(const struct quai_stream *s, const void *p, size_t len)
  * the pool blocks it takes: clen for the read, and after it, for a frame
  * that may be stored raw, the table of its pieces; rlen for its raw bytes.
  * The one place both reading and the working-set estimate take it from. */
-static void frame_layout(const struct quai_stream *s, const struct qs_frame *f, uint64_t *start,
+static void frame_layout(const struct qestream *s, const struct qs_frame *f, uint64_t *start,
 			 uint64_t *end, size_t *clen, size_t *rlen)
 {
 	*start = f->fx->c_offset;
@@ -618,7 +592,7 @@ static void frame_layout(const struct quai_stream *s, const struct qs_frame *f, 
 
 /* Claims memory for frame i and queues its read. Under s->mu; returns 0
  * when queued, 1 when it must wait (memory), <0 on error. */
-static int start_read(struct quai_stream *s, struct qs_frame *f)
+static int start_read(struct qestream *s, struct qs_frame *f)
 {
 	uint64_t start, end;
 	size_t clen, rlen;
@@ -671,7 +645,7 @@ static int start_read(struct quai_stream *s, struct qs_frame *f)
 	return 0;
 }
 
-static void complete_read(struct quai_stream *s, struct io_uring_cqe *cqe)
+static void complete_read(struct qestream *s, struct io_uring_cqe *cqe)
 {
 	struct qs_frame *f = io_uring_cqe_get_data(cqe);
 	uint64_t want = f->cdelta + (uint64_t)f->fx->c_size;
@@ -703,7 +677,7 @@ static void complete_read(struct quai_stream *s, struct io_uring_cqe *cqe)
 
 static void *reader_main(void *arg)
 {
-	struct quai_stream *s = arg;
+	struct qestream *s = arg;
 	unsigned qd = s->ctx->queue_depth;
 
 	pthread_mutex_lock(&s->mu);
@@ -826,15 +800,20 @@ static int cached_percent(int fd, uint64_t size)
  * page cache, no cache thrashing on datasets larger than memory) where the
  * file system takes it, unless most of the shard already sits in the page
  * cache: then buffered reads serve it from memory. Detected per shard. */
-static int open_shards(struct quai_stream *s, void *probe, char *err, size_t err_len)
+static int open_shards(struct qestream *s, void *probe, char *err, size_t err_len)
 {
 	uint32_t n = s->ds->m.nshards;
+	/* Every fd -1 before anything can fail: qes_close() closes the ones
+	 * that are not (it once closed uninitialised ones when the second
+	 * allocation failed). */
 	s->fds = malloc(n * sizeof(*s->fds));
-	s->direct = calloc(n, 1);
-	if (!s->fds || !s->direct)
+	if (!s->fds)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++)
 		s->fds[i] = -1;
+	s->direct = calloc(n, 1);
+	if (!s->direct)
+		return -ENOMEM;
 	int fs_direct = !(s->ctx->flags & QUAI_CTX_NO_DIRECT);
 	for (uint32_t i = 0; i < n; i++) {
 		int fd = qds_open_shard(s->ds, i, 0);
@@ -863,7 +842,7 @@ static int open_shards(struct quai_stream *s, void *probe, char *err, size_t err
 	return 0;
 }
 
-static int setup_ring(struct quai_stream *s)
+static int setup_ring(struct qestream *s)
 {
 	struct io_uring_params p = {0};
 	if (s->ctx->flags & QUAI_CTX_SQPOLL) {
@@ -921,7 +900,7 @@ static int cmp_event(const void *a, const void *b)
 /* The most frame memory live at once when the reader runs `span` records
  * ahead of the batch being assembled: frames whose use overlaps any window
  * of `span` records. Looks at the first `nf` frames in need order only. */
-static uint64_t frames_working_set(const struct quai_stream *s, uint64_t span, uint64_t nf)
+static uint64_t frames_working_set(const struct qestream *s, uint64_t span, uint64_t nf)
 {
 	struct ws_event *ev = malloc(2 * (nf ? nf : 1) * sizeof(*ev));
 	if (!ev)
@@ -981,7 +960,7 @@ static uint32_t unit_records(const quai_dataset *ds, uint32_t window)
 
 /* The resume state fixes the order: options that say otherwise are an
  * error, not silently overridden. */
-static int decode_state(struct quai_stream *s, const struct quai_stream_opts *o, char *err,
+static int decode_state(struct qestream *s, const struct quai_stream_opts *o, char *err,
 			size_t err_len)
 {
 	struct qpl_params st;
@@ -1016,86 +995,16 @@ static int decode_state(struct quai_stream *s, const struct quai_stream_opts *o,
 	return 0;
 }
 
-static int check_opts(const struct quai_stream_opts *o, char *err, size_t err_len)
+/* ---- opening, phase by phase --------------------------------------------
+ * qes_open() runs these in order; each returns 0 or -errno with err set,
+ * and leaves what it made in the stream for qes_close() to undo. */
+
+/* A stream with its locks, counted on the context; nothing else yet. */
+static struct qestream *stream_new(quai_ctx *ctx, const struct quai_stream_opts *o)
 {
-	if (o->size < sizeof(size_t) || o->size > sizeof(*o)) {
-		qerr_set(err, err_len, "bad quai_stream_opts size %zu", o->size);
-		return -EINVAL;
-	}
-	uint32_t world = o->world ? o->world : 1;
-	if (o->rank >= world) {
-		qerr_set(err, err_len, "rank %" PRIu32 " is not below the world size %" PRIu32,
-			 o->rank, world);
-		return -EINVAL;
-	}
-	if (o->batch_records && o->batch_bytes) {
-		qerr_set(err, err_len, "give batch_records or batch_bytes, not both");
-		return -EINVAL;
-	}
-	if (o->tail != QUAI_TAIL_DROP && o->tail != QUAI_TAIL_KEEP && o->tail != QUAI_TAIL_PAD) {
-		qerr_set(err, err_len, "unknown tail policy %d", o->tail);
-		return -EINVAL;
-	}
-	if (world > QPL_WORLD_MAX) {
-		qerr_set(err, err_len, "world %" PRIu32 " is above the largest, %u", world,
-			 QPL_WORLD_MAX);
-		return -EINVAL;
-	}
-	if (o->partitions) {
-		qerr_set(err, err_len,
-			 "partitions are no longer an option: any world size from 1 to %u works, "
-			 "and a state resumes at any other (leave partitions 0)",
-			 QPL_WORLD_MAX);
-		return -EINVAL;
-	}
-	if ((o->flags & QUAI_STREAM_GLOBAL_BATCHES) && o->batch_bytes) {
-		qerr_set(err, err_len, "global batches are counted in records: give batch_records");
-		return -EINVAL;
-	}
-	if (o->flags &
-	    ~(QUAI_STREAM_NO_SHUFFLE | QUAI_STREAM_SKIP_CORRUPT | QUAI_STREAM_GLOBAL_BATCHES)) {
-		qerr_set(err, err_len, "unknown stream flags 0x%x", o->flags);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *opts,
-		     quai_stream **ret_stream, char *err, size_t err_len)
-{
-	static const struct quai_stream_opts defaults = {.size = sizeof(defaults)};
-	const struct quai_stream_opts *o = opts ? opts : &defaults;
-	const char *path;
-	struct qpl_frame *pf = NULL;
-	void *probe = NULL;
-	int r;
-
-	qerr_set(err, err_len, "%s", "");
-	if (!ctx || !uri || !ret_stream)
-		return -EINVAL;
-	r = check_opts(o, err, err_len);
-	if (r < 0)
-		return r;
-	if (quai_uri_is_remote(uri)) {
-		struct quai_stream *s = calloc(1, sizeof(*s));
-		if (!s)
-			return -ENOMEM;
-		s->ctx = ctx;
-		r = qrs_open(ctx, uri, o, &s->remote, err, err_len);
-		if (r < 0) {
-			free(s);
-			return r;
-		}
-		*ret_stream = s;
-		return 0;
-	}
-	r = parse_uri(uri, &path, err, err_len);
-	if (r < 0)
-		return r;
-
-	struct quai_stream *s = calloc(1, sizeof(*s));
+	struct qestream *s = calloc(1, sizeof(*s));
 	if (!s)
-		return -ENOMEM;
+		return NULL;
 	s->ctx = ctx;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
@@ -1103,27 +1012,47 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	pthread_cond_init(&s->cv_idle, NULL);
 	s->flags = o->flags;
 	__atomic_add_fetch(&ctx->streams, 1, __ATOMIC_RELAXED);
+	return s;
+}
 
+/* Phase 1: the dataset, and the host's decision on reading it here. */
+static int open_dataset(struct qestream *s, const char *path, char *err, size_t err_len)
+{
 	char derr[256];
-	r = qds_open(path, ctx->served, &s->ds, derr, sizeof(derr));
+	int r = qds_open(path, s->ctx->served, &s->ds, derr, sizeof(derr));
 	if (r < 0) {
 		qerr_set(err, err_len, "'%s': %s", path, derr);
-		goto fail;
+		return r;
 	}
-	const quai_dataset *ds = s->ds;
-	s->wipe = ds->m.classification == QUAI_CLASS_SENSITIVE;
-	r = local_decision(ctx, ds, err, err_len);
+	s->wipe = s->ds->m.classification == QUAI_CLASS_SENSITIVE;
+	r = local_decision(s->ctx, s->ds, err, err_len);
 	if (r < 0)
-		goto fail;
+		return r;
 	if (s->wipe)
-		qpool_wipe_on_free(ctx->pool);
+		qpool_wipe_on_free(s->ctx->pool);
+	return 0;
+}
+
+/* Records per batch the options ask for: 0 when batches are cut by bytes. */
+static uint32_t batch_records_opt(const struct quai_stream_opts *o)
+{
+	return o->batch_bytes ? 0 : (o->batch_records ? o->batch_records : QS_DEFAULT_BATCH);
+}
+
+/* Phase 2: the epoch's plan, from the options or a resume state (which
+ * starts it where the state left off). */
+static int make_plan(struct qestream *s, const struct quai_stream_opts *o, char *err,
+		     size_t err_len)
+{
+	const quai_dataset *ds = s->ds;
+	int r;
 
 	s->pp.world = o->world ? o->world : 1;
 	s->pp.rank = o->rank;
 	if (o->resume) {
 		r = decode_state(s, o, err, err_len);
 		if (r < 0)
-			goto fail;
+			return r;
 	} else {
 		s->pp.seed = o->seed;
 		s->pp.epoch = o->epoch;
@@ -1131,16 +1060,11 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 		s->pp.shuffle = !(o->flags & QUAI_STREAM_NO_SHUFFLE);
 		s->pp.tail = o->tail;
 	}
-
-	uint32_t batch =
-	    o->batch_bytes ? 0 : (o->batch_records ? o->batch_records : QS_DEFAULT_BATCH);
 	if (o->flags & QUAI_STREAM_GLOBAL_BATCHES)
-		s->pp.global_batch = batch;
-	pf = malloc(ds->m.frames * sizeof(*pf));
-	if (!pf) {
-		r = -ENOMEM;
-		goto fail;
-	}
+		s->pp.global_batch = batch_records_opt(o);
+	struct qpl_frame *pf = malloc(ds->m.frames * sizeof(*pf));
+	if (!pf)
+		return -ENOMEM;
 	for (uint64_t g = 0; g < ds->m.frames; g++) {
 		uint32_t sh, fr;
 		qds_frame_at(ds, g, &sh, &fr);
@@ -1150,13 +1074,18 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	char perr[256];
 	r = qpl_new(pf, ds->m.frames, &s->pp, &s->plan, perr, sizeof(perr));
 	free(pf);
-	pf = NULL;
 	if (r < 0) {
 		qerr_set(err, err_len, "%s", perr);
-		goto fail;
+		return r;
 	}
+	return 0;
+}
 
-	/* This rank's range, and its batches. */
+/* Phase 3: this rank's range of the plan, and its batches. */
+static void cut_batches(struct qestream *s, const struct quai_stream_opts *o)
+{
+	uint32_t batch = batch_records_opt(o);
+
 	s->l_end = qpl_local_count(s->plan);
 	s->l_start = 0; /* a resumed plan starts where the state left off */
 	s->nslots = o->prefetch_batches ? o->prefetch_batches : QS_DEFAULT_PREFETCH;
@@ -1169,15 +1098,21 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	} else {
 		s->nbatches = UINT64_MAX;
 	}
+}
+
+/* Phase 4: the batch slots, and the frames this rank still needs, in the
+ * order it first needs them. */
+static int list_frames(struct qestream *s)
+{
+	const quai_dataset *ds = s->ds;
+
 	s->slots = calloc(s->nslots, sizeof(*s->slots));
 	s->bounds = calloc(2 * (size_t)s->nslots, sizeof(*s->bounds));
 	s->frame_of = malloc(ds->m.frames * sizeof(*s->frame_of));
 	uint64_t nuse = qpl_frame_count(s->plan);
 	s->frames = calloc(nuse ? nuse : 1, sizeof(*s->frames));
-	if (!s->slots || !s->bounds || !s->frame_of || !s->frames) {
-		r = -ENOMEM;
-		goto fail;
-	}
+	if (!s->slots || !s->bounds || !s->frame_of || !s->frames)
+		return -ENOMEM;
 	for (uint64_t g = 0; g < ds->m.frames; g++)
 		s->frame_of[g] = UINT32_MAX;
 	for (uint64_t i = 0; i < nuse; i++) {
@@ -1200,8 +1135,19 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	for (uint64_t i = 0; i < s->nframes; i++)
 		s->frame_of[s->frames[i].gframe] = (uint32_t)i;
 	s->assembled_l = s->l_start;
+	return 0;
+}
 
-	/* Memory: the batches ahead, and the frames live at once. */
+/* Phase 5: the shard files (O_DIRECT where it works, probed with a block
+ * of the pool), and the memory the stream needs at the least: the batches
+ * ahead and the frames live at once, checked against its budget. */
+static int open_files_and_budget(struct qestream *s, const struct quai_stream_opts *o, char *err,
+				 size_t err_len)
+{
+	const quai_dataset *ds = s->ds;
+	quai_ctx *ctx = s->ctx;
+	void *probe = NULL;
+
 	s->max_record = max_record_size(ds);
 	uint64_t per_batch = s->batch_records ? (uint64_t)s->batch_records * s->max_record
 					      : s->batch_bytes + s->max_record;
@@ -1210,19 +1156,14 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 			    : s->batch_bytes / (ds->m.raw_bytes / ds->m.records + 1) + 1;
 	per_batch = align_up(per_batch + (2 * nrec + 1) * 8, QPOOL_ALIGN);
 	s->reserve = per_batch * s->nslots;
-	probe = NULL;
-	if (qpool_alloc(ctx->pool, QS_ALIGN, &probe) < 0)
-		probe = NULL;
-	if (!probe) {
+	if (qpool_alloc(ctx->pool, QS_ALIGN, &probe) < 0 || !probe) {
 		qerr_set(err, err_len, "the pinned pool is full");
-		r = -ENOBUFS;
-		goto fail;
+		return -ENOBUFS;
 	}
-	r = open_shards(s, probe, err, err_len);
+	int r = open_shards(s, probe, err, err_len);
 	qpool_release(ctx->pool, probe);
-	probe = NULL;
 	if (r < 0)
-		goto fail;
+		return r;
 	uint64_t span =
 	    s->batch_records ? (uint64_t)s->nslots * s->batch_records : nrec * s->nslots;
 	s->working_set = s->reserve + frames_working_set(s, span, s->nframes);
@@ -1247,14 +1188,18 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 		    "batch size or the shuffle window",
 		    (s->working_set + (1 << 20) - 1) >> 20, s->nslots, per_batch >> 10,
 		    s->budget >> 20);
-		r = -ENOBUFS;
-		goto fail;
+		return -ENOBUFS;
 	}
+	return 0;
+}
 
-	/* Read as far ahead as the budget allows: the longest span whose
-	 * working set fits. Searched (doubling, then bisecting) on the first
-	 * frames of the epoch, which keeps opening fast on huge datasets,
-	 * then checked on all of them; the minimum span fits (checked above). */
+/* Phase 6: read as far ahead as the budget allows: the longest span whose
+ * working set fits. Searched (doubling, then bisecting) on the first
+ * frames of the epoch, which keeps opening fast on huge datasets, then
+ * checked on all of them; the minimum span fits (phase 5). */
+static void choose_span(struct qestream *s)
+{
+	uint64_t span = s->min_span;
 	uint64_t total = s->l_end - s->l_start;
 	uint64_t nf = s->nframes < 4096 ? s->nframes : 4096;
 	uint64_t lo = span, up;
@@ -1271,38 +1216,66 @@ int quai_stream_open(quai_ctx *ctx, const char *uri, const struct quai_stream_op
 	while (lo > span && s->reserve + frames_working_set(s, lo, s->nframes) > s->budget)
 		lo = lo / 2 > span ? lo / 2 : span;
 	s->span = lo;
+}
 
-	r = setup_ring(s);
+/* Phase 7: the io_uring ring, the statistics known at open, and the
+ * reader thread: from here on the stream runs. */
+static int start_reader(struct qestream *s, char *err, size_t err_len)
+{
+	int r = setup_ring(s);
 	if (r < 0) {
 		qerr_set(err, err_len, "io_uring: %s", strerror(-r));
-		goto fail;
+		return r;
 	}
 	s->st.partitions = 0;
 	s->st.records_total = s->l_end - s->l_start;
 	s->st.registered_buffers = s->reg_buffers;
 	s->st.budget_bytes = s->budget;
 	s->st.working_set_bytes = s->working_set;
-
 	r = -qthread_create(&s->reader, reader_main, s);
 	if (r < 0) {
 		qerr_set(err, err_len, "cannot start the reader thread: %s", strerror(-r));
-		goto fail;
+		return r;
 	}
 	s->reader_started = 1;
+	return 0;
+}
+
+int qes_open(quai_ctx *ctx, const char *uri, const struct quai_stream_opts *o,
+	     struct qestream **ret_stream, char *err, size_t err_len)
+{
+	const char *path;
+	int r = parse_uri(uri, &path, err, err_len);
+	if (r < 0)
+		return r;
+	struct qestream *s = stream_new(ctx, o);
+	if (!s)
+		return -ENOMEM;
+	r = open_dataset(s, path, err, err_len);
+	if (r == 0)
+		r = make_plan(s, o, err, err_len);
+	if (r == 0) {
+		cut_batches(s, o);
+		r = list_frames(s);
+	}
+	if (r == 0)
+		r = open_files_and_budget(s, o, err, err_len);
+	if (r == 0) {
+		choose_span(s);
+		r = start_reader(s, err, err_len);
+	}
+	if (r < 0) {
+		qes_close(s);
+		return r;
+	}
 	*ret_stream = s;
 	return 0;
-fail:
-	free(pf);
-	quai_stream_close(s);
-	return r;
 }
 
 /* ---- for quaid --------------------------------------------------------- */
 
-int qstream_geometry(quai_stream *s, struct qstream_geometry *g)
+int qes_geometry(struct qestream *s, struct qstream_geometry *g)
 {
-	if (s->remote)
-		return -EINVAL;
 	memset(g, 0, sizeof(*g));
 	/* One pass over this rank's records, cut into batches exactly as
 	 * batch_bounds() and plan_ahead() cut them. */
@@ -1334,17 +1307,8 @@ int qstream_geometry(quai_stream *s, struct qstream_geometry *g)
 
 /* ---- the consumer ----------------------------------------------------- */
 
-int quai_next(quai_stream *s, struct quai_batch *batch)
+int qes_next(struct qestream *s, struct quai_batch *batch, const int *cancel)
 {
-	return qstream_next(s, batch, NULL);
-}
-
-int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel)
-{
-	if (!s || !batch)
-		return -EINVAL;
-	if (s->remote)
-		return qrs_next(s->remote, batch);
 	pthread_mutex_lock(&s->mu);
 	pump(s);
 	if (s->err) {
@@ -1384,7 +1348,7 @@ int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel)
 			return -ECANCELED;
 		}
 		if (!t0)
-			t0 = now_ns();
+			t0 = qclock_now_ns();
 		/* The batch is ready to be assembled but no worker has begun:
 		 * rather than wait for one to finish the frame it decodes,
 		 * this thread, idle anyway, assembles it. */
@@ -1399,7 +1363,7 @@ int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel)
 		pump(s);
 	}
 	if (t0)
-		s->st.wait_ns += now_ns() - t0;
+		s->st.wait_ns += qclock_now_ns() - t0;
 	if (s->err || s->next_deliver >= s->nbatches) {
 		int e = s->err;
 		pthread_mutex_unlock(&s->mu);
@@ -1425,21 +1389,15 @@ int qstream_next(quai_stream *s, struct quai_batch *batch, const int *cancel)
 	return 1;
 }
 
-static void release_slot(struct quai_stream *s, struct qs_batch *slot)
+static void release_slot(struct qestream *s, struct qs_batch *slot)
 {
 	give_back(s, slot->block, slot->block_len);
 	slot->block = NULL;
 	slot->state = B_FREE;
 }
 
-void quai_release(quai_stream *s, struct quai_batch *batch)
+void qes_release(struct qestream *s, struct quai_batch *batch)
 {
-	if (!s || !batch || !batch->internal)
-		return;
-	if (s->remote) {
-		qrs_release(s->remote, batch);
-		return;
-	}
 	struct qs_batch *slot = batch->internal;
 	pthread_mutex_lock(&s->mu);
 	struct qs_kept **kp = &s->kept;
@@ -1461,19 +1419,13 @@ void quai_release(quai_stream *s, struct quai_batch *batch)
 	pthread_mutex_unlock(&s->mu);
 }
 
-const char *quai_stream_error(quai_stream *s)
+const char *qes_error(struct qestream *s)
 {
-	if (s && s->remote)
-		return qrs_error(s->remote);
-	return s ? s->errmsg : "";
+	return s->errmsg;
 }
 
-int quai_stream_state(quai_stream *s, void *buf, size_t len)
+int qes_state(struct qestream *s, void *buf, size_t len)
 {
-	if (!s || !buf)
-		return -EINVAL;
-	if (s->remote)
-		return qrs_state(s->remote, buf, len);
 	pthread_mutex_lock(&s->mu);
 	/* The position: every rank has taken as many records as this one
 	 * (lockstep, as data-parallel training checkpoints). */
@@ -1494,12 +1446,8 @@ int quai_stream_state(quai_stream *s, void *buf, size_t len)
 	return qpl_state_encode(&st, s->ds->m.checksum, buf, len);
 }
 
-int quai_stream_stats(quai_stream *s, struct quai_stream_stats *stats)
+int qes_stats(struct qestream *s, struct quai_stream_stats *stats)
 {
-	if (!s || !stats || stats->size < sizeof(size_t))
-		return -EINVAL;
-	if (s->remote)
-		return qrs_stats(s->remote, stats);
 	pthread_mutex_lock(&s->mu);
 	struct quai_stream_stats st = s->st;
 	pthread_mutex_unlock(&s->mu);
@@ -1509,15 +1457,10 @@ int quai_stream_stats(quai_stream *s, struct quai_stream_stats *stats)
 	return 0;
 }
 
-void quai_stream_close(quai_stream *s)
+void qes_close(struct qestream *s)
 {
 	if (!s)
 		return;
-	if (s->remote) {
-		qrs_close(s->remote);
-		free(s);
-		return;
-	}
 	pthread_mutex_lock(&s->mu);
 	s->closing = 1;
 	pthread_cond_broadcast(&s->cv_reader);

@@ -756,26 +756,7 @@ static void put_reply(struct sxfer *x, uint64_t req, int err, const char *msg)
 /* Removes every file of the partial directory but `keep`. */
 static int clear_partial(struct sxfer *x, const char *keep)
 {
-	int fd = dup(x->dfd);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	int r = 0;
-	struct dirent *de;
-	rewinddir(d);
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-		    (keep && strcmp(de->d_name, keep) == 0))
-			continue;
-		if (unlinkat(x->dfd, de->d_name, 0) < 0 && errno != ENOENT && r == 0)
-			r = -errno;
-	}
-	closedir(d);
-	return r;
+	return qfs_partial_clear(x->dfd, keep);
 }
 
 /* The whole manifest is in: check it against PUSH_OPEN, decide whether the
@@ -1002,34 +983,18 @@ static void put_done(struct srv_op *op, int status)
 /* Opens (creating) and locks the partial directory of a push. */
 static int open_partial(struct sxfer *x, char *msg, size_t msg_len)
 {
-	for (int tries = 0; tries < 3; tries++) {
-		x->dfd = open(x->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (x->dfd >= 0)
-			break;
-		if (errno == ENOTDIR || errno == ELOOP) {
-			/* Not a directory quai made: nothing to resume. */
-			if (unlink(x->dir) < 0 && errno != ENOENT)
-				break;
-			continue;
-		}
-		if (errno != ENOENT)
-			break;
-		if (mkdir(x->dir, 0755) < 0 && errno != EEXIST)
-			break;
-	}
-	if (x->dfd < 0) {
-		int e = -errno;
-		snprintf(msg, msg_len, "push_root: cannot make the partial directory of %s: %s",
-			 x->name, strerror(-e));
-		return e;
-	}
-	if (flock(x->dfd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+	x->dfd = qfs_partial_open(x->dir, 1, 0);
+	if (x->dfd == -EBUSY)
 		snprintf(msg, msg_len,
-			 e == -EBUSY ? "a push of '%s' is in progress (another client, or one that "
-				       "went away and is not timed out yet): try again later"
-				     : "'%s': cannot lock the partial directory",
+			 "a push of '%s' is in progress (another client, or one that went away "
+			 "and is not timed out yet): try again later",
 			 x->name);
+	else if (x->dfd < 0)
+		snprintf(msg, msg_len, "push_root: cannot make the partial directory of %s: %s",
+			 x->name, strerror(-x->dfd));
+	if (x->dfd < 0) {
+		int e = x->dfd;
+		x->dfd = -1;
 		return e;
 	}
 	return 0;

@@ -3,7 +3,7 @@
  * The audit log: one JSON line per decided access, durable before the
  * decision is told (audit.h).
  *
- * The line is built by hand rather than with compress/json.h's writer:
+ * The line is built by hand rather than with common/json.h's writer:
  * qaudit_format() writes into the caller's buffer snprintf-style and cannot
  * fail, while that writer grows a heap buffer and reports -ENOMEM.
  */

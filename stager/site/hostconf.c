@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "quai/quai.h"
+#include "strutil.h"
 
 struct setting {
 	const char *key;
@@ -50,16 +51,7 @@ static void report(unsigned line, unsigned *ret_err_line, char *err_msg, size_t 
  * since it may hold anything. */
 static const char *printable(const char *s, size_t len, char buf[40])
 {
-	size_t i;
-
-	for (i = 0; i < len && i < 32; i++)
-		buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
-	if (i < len) {
-		memcpy(buf + i, "...", 3);
-		i += 3;
-	}
-	buf[i] = '\0';
-	return buf;
+	return qstr_printable(buf, 32, s, len);
 }
 
 static bool is_blank(char c)
@@ -326,19 +318,6 @@ int qhc_load(const char *path, qhc_setting_fn cb, void *arg, char *err_msg, size
 	else if (r < 0)
 		report(0, NULL, err_msg, err_len, "%s: %s", path, msg);
 	return r;
-}
-
-int quai_zone_check(const char *zone)
-{
-	size_t n;
-
-	if (!zone)
-		return -EINVAL;
-	n = strspn(zone, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
-	/* Not "." or "..": a zone may one day name a directory. */
-	if (strcmp(zone, ".") == 0 || strcmp(zone, "..") == 0)
-		return -EINVAL;
-	return n >= 1 && n <= QUAI_ZONE_MAX && zone[n] == '\0' ? 0 : -EINVAL;
 }
 
 static int zone_setting(const char *key, const char *value, unsigned line, void *arg)

@@ -17,6 +17,7 @@
 
 #include <sodium.h>
 
+#include "fsutil.h"
 #include "hostconf.h"
 #include "quai/quai.h"
 
@@ -484,6 +485,80 @@ out:
 	qlbl_release(&l);
 	free(text);
 	return r;
+}
+
+/* The manifest of the dataset in directory path, parsed, and its bytes; the
+ * directory's fd. */
+static int load_manifest(const char *path, int *ret_dirfd, struct qmf *ret_m, uint8_t **ret_text,
+			 size_t *ret_len, char *err, size_t err_len)
+{
+	char merr[512] = "";
+	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r;
+
+	if (dfd < 0) {
+		r = -errno;
+		say(err, err_len, "'%s': %s", path, strerror(-r));
+		return r;
+	}
+	r = qfs_read_file(dfd, "manifest.json", QMF_MAX_BYTES, ret_text, ret_len);
+	if (r < 0) {
+		say(err, err_len, "'%s/manifest.json': %s", path, quai_strerror(r));
+		close(dfd);
+		return r;
+	}
+	r = qmf_parse((const char *)*ret_text, *ret_len, ret_m, merr, sizeof(merr));
+	if (r < 0) {
+		say(err, err_len, "'%s/manifest.json': %s", path,
+		    merr[0] ? merr : quai_strerror(r));
+		free(*ret_text);
+		close(dfd);
+		return r;
+	}
+	*ret_dirfd = dfd;
+	return 0;
+}
+
+int qlbl_sign_dataset(const char *path, const uint8_t sk[QKEY_SK_BYTES], bool replace,
+		      int *ret_class, char ret_zone[QUAI_ZONE_MAX + 1], char *err, size_t err_len)
+{
+	struct qmf m;
+	uint8_t *text;
+	size_t len;
+	char serr[4096] = "";
+	int dfd;
+	int r = load_manifest(path, &dfd, &m, &text, &len, err, err_len);
+
+	if (r < 0)
+		return r;
+	r = qlbl_sign(dfd, &m, (const char *)text, len, sk, replace, serr, sizeof(serr));
+	if (r < 0) {
+		say(err, err_len, "'%s': %s", path, serr);
+	} else {
+		*ret_class = m.classification;
+		snprintf(ret_zone, QUAI_ZONE_MAX + 1, "%s", m.zone);
+	}
+	qmf_release(&m);
+	free(text);
+	close(dfd);
+	return r;
+}
+
+int qlbl_check_dataset(const char *path, const uint8_t *keys, size_t nkeys, bool content, char *why,
+		       size_t why_len)
+{
+	struct qmf m;
+	uint8_t *text;
+	size_t len;
+	int dfd;
+
+	if (load_manifest(path, &dfd, &m, &text, &len, why, why_len) < 0)
+		return -QLBL_NO_MANIFEST;
+	int st = qlbl_check(dfd, &m, (const char *)text, len, keys, nkeys, content, why, why_len);
+	qmf_release(&m);
+	free(text);
+	close(dfd);
+	return st;
 }
 
 int qlbl_load_keys(const char *spec, uint8_t **keys, size_t *nkeys, char *err, size_t err_len)

@@ -75,6 +75,23 @@ int qlbl_sign(int dirfd, const struct qmf *m, const char *mtext, size_t mlen,
 int qlbl_check(int dirfd, const struct qmf *m, const char *mtext, size_t mlen, const uint8_t *keys,
 	       size_t nkeys, bool content, char *why, size_t why_len);
 
+/* qlbl_sign() of the dataset in directory path: reads and parses its
+ * manifest first. Returns 0 with *ret_class and ret_zone (the label signed),
+ * or what qlbl_sign() returns, or -errno / -QUAI_EFORMAT for a manifest that
+ * does not open, with err naming the path. */
+int qlbl_sign_dataset(const char *path, const uint8_t sk[QKEY_SK_BYTES], bool replace,
+		      int *ret_class, char ret_zone[QUAI_ZONE_MAX + 1], char *err, size_t err_len);
+
+/* Returned (negated) by qlbl_check_dataset() when the dataset's manifest
+ * does not open or parse: above every errno and quai code. */
+#define QLBL_NO_MANIFEST 0x7fff
+
+/* qlbl_check() of the dataset in directory path. Returns its status (>= 0)
+ * with why, -QLBL_NO_MANIFEST when the manifest does not open or parse (why
+ * says why), or what qlbl_check() returns. */
+int qlbl_check_dataset(const char *path, const uint8_t *keys, size_t nkeys, bool content, char *why,
+		       size_t why_len);
+
 /* Reads the public key files named in spec ("FILE[:FILE...]", as in
  * site_keys) and appends them to *keys (grown with realloc; *nkeys
  * counts them). Returns 0, or -errno / -QUAI_EFORMAT with err naming the

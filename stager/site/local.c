@@ -11,50 +11,30 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "audit.h"
 #include "dataset.h"
-#include "errmsg.h"
-#include "hostconf.h"
+#include "hostdecide.h"
 #include "quai/quai.h"
 
-/* The decision: sensitive data only on a host of its zone, and (dest not
- * NULL) only under a sovereign path; one audit line either way. */
+/* The host's decision (hostdecide.h) on a local dataset: read here, or
+ * (dest not NULL) written to dest; one audit line either way. */
 static int decide(const char *op, const char *name, int cls, const char *zone, uint64_t bytes,
-		  const char *dest, char *err, size_t err_len)
+		  const char *dest, const char *dest_untold, char *err, size_t err_len)
 {
-	char msg[PATH_MAX + 512] = "", aerr[PATH_MAX + 256];
-	const char *rule = "local";
-	int r = 0;
-
-	if (cls == QUAI_CLASS_SENSITIVE) {
-		r = qhc_zone_allows(name, zone, dest ? "written" : "read", msg, sizeof(msg));
-		if (r < 0) {
-			rule = "sovereign:zone";
-		} else if (dest) {
-			char why[PATH_MAX + 256];
-			r = qhc_sovereign_check(dest, why, sizeof(why));
-			if (r < 0) {
-				rule = "sovereign:paths";
-				snprintf(msg, sizeof(msg), "dataset %s is sensitive (zone %s): %s",
-					 name, zone, why);
-			}
-		}
-	}
-	int ar = qaudit_local(op, name, cls, zone, (int64_t)(bytes > INT64_MAX ? INT64_MAX : bytes),
-			      r == 0, rule, r < 0 ? msg : NULL, aerr, sizeof(aerr));
-	if (r < 0) {
-		qerr_set(err, err_len, "%s", msg);
-		return r;
-	}
-	if (ar < 0) {
-		qerr_set(err, err_len, "%s: nothing is read unaudited", aerr);
-		return ar;
-	}
-	return 0;
+	struct qhd_request q = {
+	    .op = op,
+	    .dataset = name,
+	    .classification = cls,
+	    .zone = zone,
+	    .bytes = (int64_t)(bytes > INT64_MAX ? INT64_MAX : bytes),
+	    .what = dest ? "written" : "read",
+	    .dests = {dest, NULL},
+	    .dest_untold = dest_untold,
+	};
+	return qhd_decide(&q, err, err_len);
 }
 
-int quai_dataset_allow(const quai_dataset *ds, const char *op, const char *dest, char *err,
-		       size_t err_len)
+int qhd_dataset_allow(const quai_dataset *ds, const char *op, const char *dest,
+		      const char *dest_untold, char *err, size_t err_len)
 {
 	if (!ds || !op || !op[0])
 		return -EINVAL;
@@ -62,7 +42,14 @@ int quai_dataset_allow(const quai_dataset *ds, const char *op, const char *dest,
 	int r = quai_dataset_info(ds, &in);
 	if (r < 0)
 		return r;
-	return decide(op, in.name, in.classification, in.zone, in.raw_bytes, dest, err, err_len);
+	return decide(op, in.name, in.classification, in.zone, in.raw_bytes, dest, dest_untold, err,
+		      err_len);
+}
+
+int quai_dataset_allow(const quai_dataset *ds, const char *op, const char *dest, char *err,
+		       size_t err_len)
+{
+	return qhd_dataset_allow(ds, op, dest, NULL, err, err_len);
 }
 
 int quai_unpack(const char *path, const char *dest, char *err, size_t err_len)
@@ -101,7 +88,7 @@ int quai_pack(const char *const *srcs, size_t nsrcs, const char *dest,
 			snprintf(name, sizeof(name), "%.*s", (int)(l - b), dest + b);
 		}
 		int r = decide("pack", name, opts->classification, opts->zone ? opts->zone : "none",
-			       0, dest, err, err_len);
+			       0, dest, NULL, err, err_len);
 		if (r < 0)
 			return r;
 	}

@@ -27,6 +27,7 @@
 #include "quai/quai.h"
 #include "label.h"
 #include "sitekey.h"
+#include "strutil.h"
 
 #define DEFAULT_NODE "0.0.0.0"
 #define DEFAULT_MAX_CLIENTS 64
@@ -63,23 +64,6 @@ static void say(char *msg, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Copies v for a message, every byte that is not printable ASCII as '?'
- * (it may hold anything, and reaches a terminal or a log), cut to `max`
- * bytes and "..." (buf holds max + 4). */
-static const char *printable(char *buf, size_t max, const char *v)
-{
-	size_t i;
-
-	for (i = 0; v[i] && i < max; i++)
-		buf[i] = v[i] >= 0x20 && v[i] < 0x7f ? v[i] : '?';
-	if (v[i]) {
-		memcpy(buf + i, "...", 3);
-		i += 3;
-	}
-	buf[i] = '\0';
-	return buf;
-}
-
 /* A value in a parse message: short, the line number says where it is. */
 struct shown {
 	char s[64 + 4];
@@ -87,7 +71,7 @@ struct shown {
 
 static const char *show(struct shown *b, const char *v)
 {
-	return printable(b->s, sizeof(b->s) - 4, v);
+	return qstr_printable(b->s, sizeof(b->s) - 4, v, SIZE_MAX);
 }
 
 /* A path in a check's message: whole, as the operator must find it. */
@@ -97,7 +81,7 @@ struct shown_path {
 
 static const char *show_path(struct shown_path *b, const char *v)
 {
-	return printable(b->s, sizeof(b->s) - 4, v);
+	return qstr_printable(b->s, sizeof(b->s) - 4, v, SIZE_MAX);
 }
 
 static bool is_digit(char c)
@@ -108,26 +92,6 @@ static bool is_digit(char c)
 static bool is_alnum(char c)
 {
 	return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-/* Decimal digits only (no sign, no blanks), at most max. -EINVAL, -ERANGE. */
-static int parse_u64(const char *s, const char **ret_end, uint64_t *ret)
-{
-	uint64_t v = 0;
-	const char *p = s;
-
-	if (!is_digit(*p))
-		return -EINVAL;
-	for (; is_digit(*p); p++) {
-		unsigned d = (unsigned)(*p - '0');
-
-		if (v > (UINT64_MAX - d) / 10)
-			return -ERANGE;
-		v = v * 10 + d;
-	}
-	*ret_end = p;
-	*ret = v;
-	return 0;
 }
 
 /* "256MiB" when exact in a binary unit, else bytes: what parse reads back. */
@@ -166,7 +130,7 @@ static int parse_port(const char *v, const char *port, char service[32], char *m
 		say(msg, len, "'%s': no port after ':'", show(&sh, v));
 		return -QUAI_EFORMAT;
 	}
-	if (parse_u64(port, &end, &n) < 0 || *end || n > 65535) {
+	if (qstr_parse_digits(port, &end, &n) < 0 || *end || n > 65535) {
 		say(msg, len, "'%s': the port must be a number from 0 to 65535", show(&sh, v));
 		return -QUAI_EFORMAT;
 	}
@@ -576,7 +540,7 @@ static int parse_count(const char *v, unsigned min, unsigned max, unsigned *ret,
 	uint64_t n;
 	struct shown sh;
 
-	if (parse_u64(v, &end, &n) < 0 || *end || n < min || n > max) {
+	if (qstr_parse_digits(v, &end, &n) < 0 || *end || n < min || n > max) {
 		say(msg, len, "'%s': expected a whole number from %u to %u", show(&sh, v), min,
 		    max);
 		return -QUAI_EFORMAT;
@@ -616,37 +580,21 @@ static int set_max_host_connections(struct qsvc_conf *c, const char *v, char *ms
 }
 
 /* Digits, optional blanks, then an optional binary suffix, any case: B,
- * K/KiB, M/MiB, G/GiB, T/TiB, the same as the quai CLI's SIZE. */
+ * K/KiB, M/MiB, G/GiB, T/TiB, the same as the quai CLI's SIZE
+ * (qstr_parse_size()). */
 static int parse_size(const char *v, uint64_t min, uint64_t *ret, char *msg, size_t len)
 {
-	static const struct {
-		const char *name;
-		unsigned shift;
-	} suffixes[] = {
-	    {"", 0},	 {"b", 0},  {"k", 10},	 {"kib", 10}, {"m", 20},
-	    {"mib", 20}, {"g", 30}, {"gib", 30}, {"t", 40},   {"tib", 40},
-	};
-	const char *end = NULL;
-	uint64_t n;
 	char smin[32];
 	struct shown sh;
-	int r = parse_u64(v, &end, &n);
+	uint64_t n;
+	int r = qstr_parse_size(v, 1, &n);
 
-	if (r == 0) /* else end may be NULL: not even +0 on it */
-		end += strspn(end, " \t");
-	for (size_t i = 0; r == 0 && i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-		if (strcasecmp(end, suffixes[i].name) != 0)
-			continue;
-		if (n > (UINT64_MAX >> suffixes[i].shift)) {
-			r = -ERANGE;
-			break;
-		}
-		n <<= suffixes[i].shift;
-		if (n < min) {
-			say(msg, len, "'%s' is less than the minimum, %s", show(&sh, v),
-			    size_str(min, smin));
-			return -QUAI_EFORMAT;
-		}
+	if (r == 0 && n < min) {
+		say(msg, len, "'%s' is less than the minimum, %s", show(&sh, v),
+		    size_str(min, smin));
+		return -QUAI_EFORMAT;
+	}
+	if (r == 0) {
 		*ret = n;
 		return 0;
 	}

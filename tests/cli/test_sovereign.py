@@ -544,6 +544,52 @@ def test_local_accesses_are_audited_on_the_host(site):
     assert p.returncode != 0 and "audit log" in p.stderr, p.stderr
 
 
+def test_client_decisions_are_audited_like_local_ones(site):
+    """Remote streams, pulls and pushes go through the same host decision as
+    local streams (stager/site/hostdecide.c): each one, granted or refused,
+    is one line of the host's audit log - a sovereign:memory refusal of a
+    remote stream included."""
+    import resource
+    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft == resource.RLIM_INFINITY or soft >= 64 << 20:
+        pytest.skip(f"RLIMIT_MEMLOCK is {soft}: a 64 MiB pool would be locked")
+    log = os.path.join(site.base, "client-audit.log")
+    conf = os.path.join(site.base, "client-audited.conf")
+    write(conf, f"zone = {ZONE}\nsovereign_paths = {site.sov}\naudit_log = {log}\n".encode())
+    os.chmod(conf, 0o644)
+    write(log, b"")
+    os.chmod(log, 0o666)
+    env = site.env(QUAI_CONF=conf)
+    # A remote stream of sensitive data into a pool larger than the user
+    # may lock: refused here, by the host, and audited.
+    p = site.run("analyst", "stage", "-q", "--pinned", "64M", "--unlocked-ok", site.uri("sens"),
+                 env=env)
+    assert p.returncode == EXIT_REFUSED, p.stderr
+    assert "locked memory" in p.stderr, p.stderr
+    # Granted ones are audited too: a remote stream, two pulls.
+    p = site.run("trainee", "stage", "-q", "--pinned", "4M", site.uri("int"), env=env)
+    assert p.returncode == 0, p.stderr
+    p = site.run("trainee", "pull", "-q", site.uri("int"), os.path.join(site.scratch, "ci"),
+                 env=env)
+    assert p.returncode == 0, p.stderr
+    p = site.run("analyst", "pull", "-q", site.uri("sens"), os.path.join(site.sov, "cs"), env=env)
+    assert p.returncode == 0, p.stderr
+    # A push out of the dataset's zone: refused by the client, audited.
+    p = site.run("root", "push", "-q", os.path.join(site.src, "foreign-push"),
+                 site.uri("foreign-push"), env=env)
+    assert p.returncode == EXIT_REFUSED, p.stderr
+    lines = [json.loads(x) for x in read(log).decode().splitlines()]
+    assert [(ln["event"], ln["op"], ln["dataset"], ln["result"], ln["rule"]) for ln in lines] == [
+        ("local", "stream", "sens", "refused", "sovereign:memory"),
+        ("local", "stream", "int", "granted", "local"),
+        ("local", "pull", "int", "granted", "local"),
+        ("local", "pull", "sens", "granted", "local"),
+        ("local", "push", "foreign-push", "refused", "sovereign:zone"),
+    ], lines
+    assert lines[0]["reason"] and lines[4]["reason"]
+    assert lines[3]["bytes"] > 0 and lines[3]["zone"] == ZONE, lines[3]
+
+
 def test_local_commands_keep_sensitive_data_in_its_zone_and_paths(site):
     """cat, unpack, verify and pack hold a sensitive dataset's bytes on
     this host: only on a host of its zone, and (unpack, pack, cat into a

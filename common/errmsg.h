@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The detail messages that accompany error codes across the library. */
-#ifndef QUAI_COMPRESS_ERRMSG_H
-#define QUAI_COMPRESS_ERRMSG_H
+#ifndef QUAI_COMMON_ERRMSG_H
+#define QUAI_COMMON_ERRMSG_H
 
 #include <stddef.h>
 

@@ -5,8 +5,8 @@
  * symbolic link cannot lend one dataset's classification to another's
  * shards (docs/SECURITY.md, "Datasets are their directories").
  */
-#ifndef QUAI_COMPRESS_BENEATH_H
-#define QUAI_COMPRESS_BENEATH_H
+#ifndef QUAI_COMMON_BENEATH_H
+#define QUAI_COMMON_BENEATH_H
 
 #include <stdbool.h>
 #include <sys/types.h>

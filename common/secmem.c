@@ -1,8 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Locked buffers for sensitive bytes (secmem.h). */
-/* ZSTD_initStaticDCtx and ZSTD_estimateDCtxSize: libzstd's "static"
- * section, exported by the shared library and unchanged since 1.3. */
-#define ZSTD_STATIC_LINKING_ONLY
 #include "secmem.h"
 
 #include <errno.h>
@@ -52,36 +49,4 @@ void qsm_free(void *p, size_t len, int sensitive)
 	explicit_bzero(p, len);
 	syscall(SYS_munlock, p, len);
 	munmap(p, len);
-}
-
-ZSTD_DCtx *qsm_dctx_new(int sensitive, int *err)
-{
-	*err = 0;
-	if (!sensitive) {
-		ZSTD_DCtx *d = ZSTD_createDCtx();
-		if (!d)
-			*err = -ENOMEM;
-		return d;
-	}
-	/* The context lives in its workspace, at its start. */
-	size_t len = ZSTD_estimateDCtxSize();
-	void *ws = qsm_alloc(len, 1, err);
-	if (!ws)
-		return NULL;
-	ZSTD_DCtx *d = ZSTD_initStaticDCtx(ws, len);
-	if (!d) {
-		qsm_free(ws, len, 1);
-		*err = -ENOMEM;
-	}
-	return d;
-}
-
-void qsm_dctx_free(ZSTD_DCtx *d, int sensitive)
-{
-	if (!d)
-		return;
-	if (!sensitive)
-		ZSTD_freeDCtx(d);
-	else
-		qsm_free(d, ZSTD_estimateDCtxSize(), 1);
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Error names and small lookups of the public API. */
+/* Error names and the small lookups of the public API that every room
+ * shares: record kinds, classifications, zone names. */
 #include <errno.h>
 #include <string.h>
 
@@ -68,4 +69,17 @@ int quai_class_parse(const char *name)
 		if (name && strcmp(name, quai_class_name(c)) == 0)
 			return c;
 	return -EINVAL;
+}
+
+int quai_zone_check(const char *zone)
+{
+	size_t n;
+
+	if (!zone)
+		return -EINVAL;
+	n = strspn(zone, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
+	/* Not "." or "..": a zone may one day name a directory. */
+	if (strcmp(zone, ".") == 0 || strcmp(zone, "..") == 0)
+		return -EINVAL;
+	return n >= 1 && n <= QUAI_ZONE_MAX && zone[n] == '\0' ? 0 : -EINVAL;
 }

@@ -15,8 +15,8 @@
  * Writer: appends to a growable buffer; the first allocation failure is
  * sticky (qjs_buf.err) so a caller checks once at the end.
  */
-#ifndef QUAI_COMPRESS_JSON_H
-#define QUAI_COMPRESS_JSON_H
+#ifndef QUAI_COMMON_JSON_H
+#define QUAI_COMMON_JSON_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -98,4 +98,4 @@ void qjs_put_u64(struct qjs_buf *b, uint64_t v);
 /* printf-style append. */
 void qjs_put_fmt(struct qjs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#endif /* QUAI_COMPRESS_JSON_H */
+#endif /* QUAI_COMMON_JSON_H */

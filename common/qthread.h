@@ -7,8 +7,8 @@
  * pipe or a terminal returns EINTR and the work notices it. A signal the
  * kernel gave a worker instead was lost (issue 22 #11).
  */
-#ifndef QUAI_COMPRESS_QTHREAD_H
-#define QUAI_COMPRESS_QTHREAD_H
+#ifndef QUAI_COMMON_QTHREAD_H
+#define QUAI_COMMON_QTHREAD_H
 
 #include <pthread.h>
 

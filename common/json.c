@@ -16,6 +16,7 @@
  * malloc() besides the parser's scratch arrays.
  */
 #include "json.h"
+#include "strutil.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -272,22 +273,6 @@ static const char *describe(const struct parser *p, size_t off, char buf[16])
 		snprintf(buf, 16, "'%c'", c);
 	else
 		snprintf(buf, 16, "byte 0x%02x", c);
-	return buf;
-}
-
-/* Copies a decoded string into buf for a message: printable ASCII only,
- * shortened, because keys may hold anything. */
-static const char *printable(const char *s, char *buf, size_t size)
-{
-	size_t i = 0;
-
-	for (; *s && i + 1 < size; s++)
-		buf[i++] = *s >= 0x20 && *s < 0x7f ? *s : '?';
-	if (*s && size > 4) {
-		memcpy(buf + size - 4, "...", 3);
-		i = size - 1;
-	}
-	buf[i] = '\0';
 	return buf;
 }
 
@@ -654,7 +639,7 @@ static int close_container(struct parser *p)
 			char b[40];
 
 			return fail(p, src[dup].key_off, "duplicate key \"%s\"",
-				    printable(v.u.kids[dup].key, b, sizeof(b)));
+				    qstr_printable(b, sizeof(b) - 4, v.u.kids[dup].key, SIZE_MAX));
 		}
 	} else if (f->object && n == 1) {
 		*(size_t *)(v.u.kids + 1) = 0;

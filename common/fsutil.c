@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "beneath.h"
 #include "fsutil.h"
+#include "quai/quai.h"
 
 /* Writes go to the kernel in pieces of at most this: measured on an ext4
  * VM, 4 MiB write()s into the page cache ran at 470 MB/s and 256 KiB ones
@@ -202,6 +204,126 @@ int qfs_remove_partial(const char *path)
 	return r;
 }
 
+/* Empties the directory dfd, directories within included, but `keep`. */
+static int clear_at(int dfd, const char *keep)
+{
+	int fd = dup(dfd);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	if (!d) {
+		int e = -errno;
+		if (fd >= 0)
+			close(fd);
+		return e;
+	}
+	int r = 0;
+	struct dirent *de;
+	rewinddir(d);
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+		    (keep && strcmp(de->d_name, keep) == 0))
+			continue;
+		if (unlinkat(dfd, de->d_name, 0) == 0 || errno == ENOENT)
+			continue;
+		int rr = -errno;
+		if (rr == -EISDIR) {
+			int sub = openat(dfd, de->d_name,
+					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			rr = sub < 0 ? -errno : clear_at(sub, NULL);
+			if (sub >= 0)
+				close(sub);
+			if (rr == 0 && unlinkat(dfd, de->d_name, AT_REMOVEDIR) < 0 &&
+			    errno != ENOENT)
+				rr = -errno;
+		}
+		if (rr < 0 && r == 0)
+			r = rr;
+	}
+	closedir(d);
+	return r;
+}
+
+int qfs_partial_clear(int fd, const char *keep)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return ftruncate(fd, 0) < 0 ? -errno : 0;
+	return clear_at(fd, keep);
+}
+
+/* Removes what is at path and is not a partial of the wanted kind: a
+ * symbolic link at once; a file or directory under its lock, so that
+ * another writer's partial is never removed from under it. */
+static int remove_other(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (S_ISLNK(st.st_mode))
+		return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	int r = 0;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+	else
+		r = qfs_remove_partial(path);
+	close(fd);
+	return r;
+}
+
+/* 1 when fd is still what path names (not removed or replaced since it
+ * was opened). */
+static int still_there(int fd, const char *path)
+{
+	struct stat a, b;
+	return fstat(fd, &a) == 0 && lstat(path, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
+int qfs_partial_open(const char *path, int dir, mode_t mode)
+{
+	mode_t made = mode ? mode : dir ? 0755 : 0644;
+
+	for (int tries = 0; tries < 5; tries++) {
+		int fd = dir ? open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+			     : open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, made);
+		if (fd < 0) {
+			int e = errno;
+			if (e == ENOENT && dir) {
+				if (mkdir(path, made) < 0 && errno != EEXIST)
+					return -errno;
+			} else if (e == ENOTDIR || e == ELOOP || e == EISDIR) {
+				int r = remove_other(path);
+				if (r < 0)
+					return r;
+			} else {
+				return -e;
+			}
+			continue;
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+			close(fd);
+			return e;
+		}
+		/* Locked; but the writer that held it before may have removed
+		 * it between the open and the lock: then again, afresh. */
+		if (still_there(fd, path)) {
+			if (mode && fchmod(fd, mode) < 0) {
+				int e = -errno;
+				close(fd);
+				return e;
+			}
+			return fd;
+		}
+		close(fd);
+	}
+	return -EBUSY; /* made and taken away over and over: other writers */
+}
+
 int qfs_fsync_parent(const char *path)
 {
 	char dir[4096];
@@ -240,6 +362,16 @@ int qfs_publish(const char *from, const char *to)
 			return -errno;
 	}
 	return qfs_fsync_parent(to);
+}
+
+int qfs_publish_new(const char *from, const char *to, char *err, size_t err_len)
+{
+	int r = qfs_publish(from, to);
+	if (r == -EEXIST || r == -ENOTEMPTY)
+		r = -QUAI_EEXISTS;
+	if (r < 0)
+		qfs_err(err, err_len, to, "%s", quai_strerror(r));
+	return r;
 }
 
 int qfs_exists(const char *path)
