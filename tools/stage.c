@@ -521,8 +521,8 @@ int cmd_stage(int argc, char **argv)
 			cli_format_bytes(ci.pinned_bytes, b3, sizeof(b3));
 			cli_format_bytes(ci.pinned_peak, b4, sizeof(b4));
 			cli_format_bytes(t.last.working_set_bytes, b5, sizeof(b5));
-			printf("stage: %s, rank %u of %u, %u epoch(s), %u partitions\n", uri,
-			       o.st.rank, o.st.world ? o.st.world : 1, o.epochs, t.last.partitions);
+			printf("stage: %s, rank %u of %u, %u epoch(s)\n", uri, o.st.rank,
+			       o.st.world ? o.st.world : 1, o.epochs);
 			printf("  records      %" PRIu64 " in %" PRIu64 " batches%s\n", t.records,
 			       t.batches, o.verify ? " (order and bytes verified)" : "");
 			if (t.skipped)

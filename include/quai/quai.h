@@ -477,7 +477,7 @@ enum quai_tail {
 			       same number (DistributedSampler's padding) */
 };
 
-#define QUAI_STREAM_NO_SHUFFLE 0x1u /* dataset order (partitions still apply) */
+#define QUAI_STREAM_NO_SHUFFLE 0x1u /* dataset order (units still go round the ranks) */
 #define QUAI_STREAM_SKIP_CORRUPT                                                                   \
 	0x2u /* skip a frame that fails its checks                                                 \
 		instead of failing the stream; the                                                 \
