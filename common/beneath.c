@@ -59,11 +59,13 @@ static int open_walk(int dirfd, const char *name, int flags, mode_t mode)
 	}
 }
 
-static int have_openat2 = -1; /* unknown; a benign race */
+/* -1 unknown, 0 absent, 1 present: read and written relaxed by every
+ * thread that opens a file (any thread may be the first). */
+static int have_openat2 = -1;
 
 void qfs_beneath_force_walk(bool on)
 {
-	have_openat2 = on ? 0 : -1;
+	__atomic_store_n(&have_openat2, on ? 0 : -1, __ATOMIC_RELAXED);
 }
 
 int qfs_open_beneath(int dirfd, const char *name, int flags, mode_t mode)
@@ -78,11 +80,11 @@ int qfs_open_beneath(int dirfd, const char *name, int flags, mode_t mode)
 		return -ENOENT;
 	if (name[0] == '/')
 		return -EXDEV;
-	if (have_openat2 != 0) {
+	if (__atomic_load_n(&have_openat2, __ATOMIC_RELAXED) != 0) {
 		long fd = syscall(SYS_openat2, dirfd, name, &how, sizeof(how));
 
 		if (fd >= 0) {
-			have_openat2 = 1;
+			__atomic_store_n(&have_openat2, 1, __ATOMIC_RELAXED);
 			return (int)fd;
 		}
 		/* ENOSYS: a kernel before 5.6. EPERM: some container
@@ -91,7 +93,7 @@ int qfs_open_beneath(int dirfd, const char *name, int flags, mode_t mode)
 		if (errno != ENOSYS && errno != EPERM)
 			return -errno;
 		if (errno == ENOSYS)
-			have_openat2 = 0;
+			__atomic_store_n(&have_openat2, 0, __ATOMIC_RELAXED);
 	}
 	return open_walk(dirfd, name, flags, mode);
 }
